@@ -1,0 +1,85 @@
+"""The `sdl` entry point: registers the commands and is the one place that turns an SdlError into `error: …` + exit 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+import typer
+
+from sdl.loader.errors import SdlError
+
+app = typer.Typer(
+    name="sdl",
+    help="Streaming dataloader: corpus -> token shards -> global index -> exactly-once, resumable batches on the GPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def package_version() -> str:
+    try:
+        return version("streaming-dataloader")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"sdl {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version_: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Streaming dataloader: corpus -> token shards -> global index -> exactly-once, resumable batches on the GPU."""
+
+
+def _register() -> None:
+    """Attach each command module's function; the modules import heavy libraries only inside the commands."""
+    import importlib
+
+    for name, module in (("prepare", "prepare"), ("index", "index"), ("inspect", "inspect"),
+                         ("reshard-ckpt", "reshard"), ("bench", "bench"), ("demo", "demo")):
+        try:
+            command = importlib.import_module(f"sdl.cli.{module}").command
+        except ModuleNotFoundError as exc:
+            if exc.name != f"sdl.cli.{module}":
+                raise
+            continue
+        app.command(name)(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; SdlError -> one line on stderr and exit 1 (SDL_DEBUG=1 re-raises for the traceback)."""
+    try:
+        app(args=argv, prog_name="sdl", standalone_mode=False)
+    except SdlError as exc:
+        if os.environ.get("SDL_DEBUG") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
