@@ -204,3 +204,23 @@ def open_shard(path: str | Path, expected_tokens: int | None = None) -> np.ndarr
     if shape[0] == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def file_checksum(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """The checksum the manifest records for a shard: sha256 of the whole `.npy` file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The exact bytes of `array` as a `.npy` file (header + data), so a checksum can be taken before writing."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
