@@ -1,0 +1,109 @@
+"""make_loader: PyTorch's DataLoader over an ElasticSampler, with a cursor that moves only when a batch is handed over.
+
+The DataLoader's workers prefetch (`prefetch_factor` batches each) and the device feed copies one
+batch ahead, so the sampler is always ahead of the training loop. The state therefore counts the
+batches *yielded to the caller*: `state_dict()` after k batches is the sampler's start state
+advanced by k global steps — prefetched batches are neither lost nor repeated on resume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from sdl.loader.errors import ConfigError
+from sdl.loader.feed import DeviceFeed
+from sdl.loader.sampler import ElasticSampler, EpochPlan
+from sdl.loader.state import LoaderState
+
+
+def resolve_topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: explicit arguments, else torch.distributed when initialised, else RANK/WORLD_SIZE, else 0/1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        found = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        try:
+            found = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        except ValueError:
+            raise ConfigError(f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: expected integers") from None
+    return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
+
+
+def _batch_as_is(batch: Any) -> Any:
+    """collate_fn: the dataset's `__getitems__` already returns a collated batch."""
+    return batch
+
+
+class SdlLoader:
+    """An iterable over the rest of the current epoch's batches for this rank; checkpointable."""
+
+    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any) -> None:
+        self.dataset, self.sampler, self.dataloader, self.device = dataset, sampler, dataloader, device
+        self._state = sampler.state(0)
+        self._yielded = 0
+
+    def __len__(self) -> int:
+        return self.plan().steps
+
+    def plan(self) -> EpochPlan:
+        """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
+        self.sampler.load_state_dict(self._state)
+        return self.sampler.plan()
+
+    def __iter__(self) -> Iterator[Any]:
+        start = self._state
+        self.sampler.load_state_dict(start)
+        self._yielded = 0
+
+        def handed_over(_batch: Any) -> None:
+            self._yielded += 1
+            self._state = self.sampler.state(self._yielded)
+
+        yield from DeviceFeed(self.dataloader, self.device, on_yield=handed_over)
+        self._state = self.sampler.state(len(self.sampler))  # finished: the state moves to the next epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state after the last batch handed to the caller (JSON-able; weights_only-safe)."""
+        return self._state.to_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
+        self.sampler.load_state_dict(state)
+        self._state = self.sampler.state(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.load_state_dict(self._state)
+        self.sampler.set_epoch(epoch)
+        self._state = self.sampler.state(0)
+
+    @property
+    def epoch(self) -> int:
+        return self._state.epoch
+
+
+def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
+                rank: int | None = None, world_size: int | None = None, device: Any = "cpu", drop_last: bool = True,
+                prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
+                block_size: int = 1024, window_blocks: int = 16, multiprocessing_context: Any = None) -> SdlLoader:
+    """A resumable, elastic loader over `dataset` (TokenWindows, ZarrSamples, ArrowRows, or any dataset with
+    `__len__`, `__getitems__` returning a batch dict, and an `identity` string)."""
+    rank, world_size = resolve_topology(rank, world_size)
+    sampler = ElasticSampler(
+        len(dataset), batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size, drop_last=drop_last,
+        fingerprint=getattr(dataset, "identity", ""), block_size=block_size, window_blocks=window_blocks,
+        dataset_info=dataset.describe() if hasattr(dataset, "describe") else {},
+    )
+    on_cuda = torch.device(device).type == "cuda" if device is not None else False
+    workers = dict(
+        prefetch_factor=prefetch_factor or 4,
+        persistent_workers=True if persistent_workers is None else persistent_workers,
+        multiprocessing_context=multiprocessing_context,
+    ) if num_workers > 0 else {}
+    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_batch_as_is,
+                            pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
+    return SdlLoader(dataset, sampler, dataloader, device)
