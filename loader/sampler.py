@@ -88,6 +88,7 @@ class ElasticSampler:
             world_size=world_size, batch_size=batch_size, rank=rank, dataset=dict(dataset_info or {}),
         )
         self._produced = 0
+        self._finished = False
 
     @property
     def global_batch_size(self) -> int:
@@ -119,13 +120,16 @@ class ElasticSampler:
         return SampleBatch(ids.tolist(), seed=base.seed, epoch=base.epoch, position=start, num_padded=int(padded.sum()))
 
     def __iter__(self) -> Iterator[SampleBatch]:
-        self._base = self.state(self._produced)
-        self._produced = 0
+        """The rest of the current epoch; after a finished iteration, the next epoch."""
+        if self._produced or self._finished:
+            self._base = self.state(self._produced)
+        self._produced, self._finished = 0, False
         order, steps = self.order(), len(self)
         for step in range(steps):
             batch = self.step_ids(step, order=order)
             self._produced = step + 1
             yield batch
+        self._finished = True
 
     # Step: state.
     def state(self, consumed_steps: int | None = None) -> LoaderState:
@@ -147,13 +151,13 @@ class ElasticSampler:
         state = LoaderState.from_dict(state)
         check_compatible(state, self._base)
         self._base = replace(state, dataset=self._base.dataset or state.dataset)
-        self._produced = 0
+        self._produced, self._finished = 0, False
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its beginning — unless it is the epoch in progress, which continues."""
         current = self.state()
         if epoch != current.epoch:
-            self._base, self._produced = current.next_epoch(epoch), 0
+            self._base, self._produced, self._finished = current.next_epoch(epoch), 0, False
 
 
 def check_compatible(state: LoaderState, expected: LoaderState) -> None:
