@@ -1,0 +1,106 @@
+"""`sdl index PATH`: build or refresh the cached global index (joining job folders), optionally validate everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sdl.loader.errors import InputError
+
+
+def resolve_root(path: Optional[Path], hf: Optional[str], hf_cache: Optional[Path], hf_config: Optional[str]) -> Path:
+    """The dataset folder: PATH, or the Arrow folder of `--hf NAME` in the local HF datasets cache."""
+    if (path is None) == (hf is None):
+        raise InputError("give a dataset PATH or --hf NAME (exactly one)")
+    if hf is not None:
+        from sdl.loader.catalog import find_hf_dataset
+
+        return find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
+    return path
+
+
+def disk_bytes(index: Any) -> int:
+    """Bytes on disk of the indexed data (for zarr, every file of every store)."""
+    if index.kind != "zarr":
+        return int(index.sources.sizes.sum())
+    total = 0
+    for rel in index.sources.paths:
+        for dirpath, _, files in os.walk(Path(index.root) / rel):
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+def index_summary(index: Any, build_s: float) -> dict[str, Any]:
+    meta = index.meta
+    summary = {"path": index.root, "kind": index.kind, "sources": len(index.sources), "items": index.total,
+               "size_bytes": disk_bytes(index), "build_s": round(build_s, 4), "identity": index.identity}
+    if index.kind == "tokens":
+        summary |= {"tokens": index.total, "documents": meta.get("num_docs"), "dtype": meta["dtype"],
+                    "tokenizer": meta["tokenizer"].get("name"), "vocab_size": meta.get("vocab_size"),
+                    "parts": len(meta.get("parts", [])) or None}
+    elif index.kind == "zarr":
+        summary["fields"] = meta["fields"]
+    else:
+        summary |= {"columns": meta["schema"], "split": meta.get("split")}
+    return summary
+
+
+def render(summary: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
+
+
+def command(
+    path: Optional[Path] = typer.Argument(None, help="Token dataset, folder of zarr stores, Arrow folder, or the parent of job folders."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
+    hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache (never downloads)."),
+    hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),
+    hf_config: Optional[str] = typer.Option(None, "--hf-config", help="Config of the --hf dataset, when it has several."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of an Arrow dataset holding several."),
+    validate: bool = typer.Option(False, "--validate", help="Read every byte: checksums, lengths, dtype, ids, chunks, batches."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Build or refresh the cached index of a dataset and print a summary; --validate reads everything."""
+    from sdl.loader.index import build_index
+    from sdl.loader.join import is_job_parent, join_jobs
+    from sdl.loader.validation import validate_dataset
+
+    root = resolve_root(path, hf, hf_cache, hf_config)
+    if kind in (None, "tokens") and hf is None and is_job_parent(root):
+        join_jobs(root)
+    start = time.perf_counter()
+    index = build_index(root, kind=kind, write_cache=not validate, split=split)
+    summary = index_summary(index, time.perf_counter() - start)
+    if validate:
+        report = validate_dataset(root, index.kind, split=split)
+        summary["validation"] = report.to_dict()
+        if report.ok:
+            build_index(root, kind=index.kind, split=split)  # only a valid dataset gets its cache written
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        render({k: v for k, v in summary.items() if k != "validation"}, f"sdl index {root}")
+    if validate and not report.ok:
+        for failure in report.failures:
+            typer.echo(f"error: {failure}", err=True)
+        raise typer.Exit(1)
+    if validate and not json_out:
+        typer.echo(f"valid: {report.num_sources:,} sources, {report.bytes_read:,} bytes read")

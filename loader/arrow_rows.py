@@ -1,0 +1,107 @@
+"""`ArrowRows`: the rows of Arrow files (a `save_to_disk` folder, `.arrow` files, or a dataset in the local HF cache).
+
+A batch (`__getitems__`) is `{"sample_ids": int64 [B], column: …}` for the selected `columns`:
+numeric and boolean columns as tensors [B], any other column as a list of B Python values. The
+batch is grouped by file and each file is read once (`Table.take`) from its memory map. An optional
+`transform(batch) -> batch` is applied lazily to every batch, as `datasets.Dataset.map(batched=True)`
+would, but without writing anything. Files open lazily per process (LRU of `max_open`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sdl.loader.errors import InputError
+from sdl.loader.index import OpenSources, group_by_source, open_index
+
+
+class ArrowRows:
+    tokens_per_sample = None
+
+    def __init__(self, path: str | Path | None = None, *, hf: str | None = None, split: str | None = None,
+                 columns: Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None,
+                 max_open: int = 64, hf_cache: str | Path | None = None, hf_config: str | None = None) -> None:
+        if (path is None) == (hf is None):
+            raise InputError("ArrowRows needs exactly one of path= (a folder of Arrow files) or hf= (a dataset in the local HF cache)")
+        if hf is not None:
+            from sdl.loader.catalog import find_hf_dataset
+
+            path = find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
+        self.path, self.hf, self.split = Path(path), hf, split
+        self.index = open_index(self.path, kind="arrow", split=split)
+        schema = self.index.meta["schema"]
+        self.columns = tuple(columns) if columns else tuple(schema)
+        unknown = [c for c in self.columns if c not in schema]
+        if unknown:
+            raise InputError(f"{self.path}: no column(s) {unknown}; the files hold {', '.join(schema)}")
+        self.transform, self.max_open = transform, max_open
+        self._open: OpenSources | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __len__(self) -> int:
+        return self.index.total
+
+    @property
+    def identity(self) -> str:
+        definition = json.dumps(["arrow", self.index.identity, self.columns]).encode()
+        return hashlib.sha256(definition).hexdigest()[:32]
+
+    def describe(self) -> dict[str, Any]:
+        schema = self.index.meta["schema"]
+        return {"kind": "arrow", "path": str(self.path), "hf": self.hf, "split": self.index.meta.get("split"),
+                "num_samples": len(self), "num_sources": len(self.index.sources),
+                "columns": {c: schema[c] for c in self.columns}, "identity": self.identity}
+
+    def _table(self, source_id: int) -> Any:
+        if self._open is None:
+            self._open = OpenSources(self.max_open, self._open_file)
+        return self._open.get(source_id)
+
+    def _open_file(self, source_id: int) -> Any:
+        from sdl.loader.catalog import open_arrow_table
+
+        return open_arrow_table(self.index.path_of(source_id)).select(list(self.columns))
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        sample_ids = np.asarray(list(indices), dtype=np.int64)
+        source_ids, offsets = self.index.locate(sample_ids)
+        pieces, order = [], []
+        for source_id, positions in group_by_source(source_ids):
+            pieces.append(self._table(source_id).take(pa.array(offsets[positions])))
+            order.append(positions)
+        if pieces:
+            table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        else:
+            table = self._empty_table()
+        batch = {"sample_ids": torch.from_numpy(sample_ids), **{c: _column(table.column(c)) for c in self.columns}}
+        return self.transform(batch) if self.transform is not None else batch
+
+    def _empty_table(self) -> Any:
+        return self._table(0).slice(0, 0) if len(self.index.sources) else None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {name: value[0] for name, value in self.__getitems__([int(i)]).items()}
+
+
+def _column(column: Any) -> Any:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        if column.null_count == 0:
+            return torch.from_numpy(np.ascontiguousarray(column.to_numpy()))
+    return column.to_pylist()
