@@ -1,0 +1,133 @@
+"""`sdl inspect PATH`: what a dataset holds — sources, tokens, documents, windows for a seq_len/stride, decoded samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import typer
+
+from sdl.cli.index import render, resolve_root
+
+
+def document_stats(index: Any) -> dict[str, Any]:
+    """Documents and their mean/max length: exact from the docs files when every shard has one, else the mean only."""
+    from sdl.loader.format import read_manifest
+
+    manifest = read_manifest(index.root)
+    num_docs, num_tokens = manifest.num_docs, index.total
+    if manifest.shards and all(s.docs_file for s in manifest.shards):
+        starts = [np.load(Path(index.root) / s.docs_file) + index.offsets[i] for i, s in enumerate(manifest.shards)]
+        starts = np.concatenate(starts).astype(np.int64)
+        lengths = np.diff(np.append(starts, num_tokens)) if len(starts) else np.zeros(0)
+        return {"documents": len(starts), "mean_doc_len": round(float(lengths.mean()), 1) if len(lengths) else None,
+                "max_doc_len": int(lengths.max()) if len(lengths) else None}
+    return {"documents": num_docs, "mean_doc_len": round(num_tokens / num_docs, 1) if num_docs else None, "max_doc_len": None}
+
+
+def read_tokens(index: Any, start: int, count: int) -> np.ndarray:
+    """Tokens [start, start + count) of the stream, across shard boundaries."""
+    from sdl.loader.format import open_shard
+    from sdl.loader.index import group_by_source
+
+    positions = np.arange(start, start + count, dtype=np.int64)
+    source_ids, offsets = index.locate(positions)
+    out = np.empty(count, dtype=index.meta["dtype"])
+    for source_id, where in group_by_source(source_ids):
+        out[where] = open_shard(index.path_of(source_id))[offsets[where]]
+    return out
+
+
+def load_decoder(tokenizer: dict[str, Any], root: Path) -> tuple[Any, str | None]:
+    """(decode function, None) for the manifest's tokenizer, offline; (None, why) when it cannot be loaded."""
+    name = tokenizer.get("path") or tokenizer.get("name") or ""
+    try:
+        for candidate in (Path(name), root / name):
+            file = candidate / "tokenizer.json" if candidate.is_dir() else candidate
+            if name and file.is_file():
+                from tokenizers import Tokenizer
+
+                return Tokenizer.from_file(str(file)).decode, None
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name, local_files_only=True).decode, None
+    except Exception as exc:  # any loader failure means: show ids instead
+        return None, f"tokenizer {name!r} could not be loaded offline ({type(exc).__name__}); showing token ids"
+
+
+def token_samples(index: Any, seq_len: int, stride: int, show: int, windows: range) -> list[dict[str, Any]]:
+    decode, why = load_decoder(index.meta["tokenizer"], Path(index.root))
+    shown = []
+    for window in list(windows)[:show]:
+        ids = read_tokens(index, window * stride, seq_len).tolist()
+        shown.append({"window": window, "ids": ids} | ({"text": decode(ids)} if decode else {"note": why}))
+    return shown
+
+
+def dataset_samples(index: Any, show: int, split: Optional[str]) -> list[dict[str, Any]]:
+    """The first `show` samples of a zarr/Arrow dataset: shape/dtype of arrays, values (shortened) of columns."""
+    if index.kind == "zarr":
+        from sdl.loader.zarr_samples import ZarrSamples
+
+        dataset = ZarrSamples(index.root)
+    else:
+        from sdl.loader.arrow_rows import ArrowRows
+
+        dataset = ArrowRows(index.root, split=split)
+    count = min(show, len(dataset))
+    batch = dataset.__getitems__(list(range(count))) if count else {}
+    shown = []
+    for row in range(count):
+        sample = {}
+        for name, value in batch.items():
+            item = value[row]
+            if hasattr(item, "shape") and getattr(item, "ndim", 0) > 0:
+                sample[name] = f"shape {list(item.shape)} {str(item.dtype).replace('torch.', '')}"
+            else:
+                item = item.item() if hasattr(item, "item") else item
+                sample[name] = item if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+        shown.append(sample)
+    return shown
+
+
+def command(
+    path: Optional[Path] = typer.Argument(None, help="A dataset folder (token dataset, zarr stores, Arrow files)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
+    hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache."),
+    hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of an Arrow dataset holding several."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Window length in tokens."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Tokens between window starts (default: seq_len)."),
+    split_rate: float = typer.Option(1.0, "--split-rate", min=0.0, max=1.0, help="Fraction of windows for training."),
+    show: int = typer.Option(0, "--show", min=0, help="Print this many decoded windows or samples."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples."""
+    from sdl.loader.index import open_index
+    from sdl.loader.split import count_windows, split_range
+
+    index = open_index(resolve_root(path, hf, hf_cache, None), kind=kind, split=split)
+    info: dict[str, Any] = {"path": index.root, "kind": index.kind, "sources": len(index.sources), "items": index.total}
+    samples: list[dict[str, Any]] = []
+    if index.kind == "tokens":
+        tokenizer = index.meta["tokenizer"]
+        info |= {"tokens": index.total, **document_stats(index), "dtype": index.meta["dtype"],
+                 "tokenizer": tokenizer.get("name"), "vocab_size": index.meta.get("vocab_size")}
+        if seq_len or show:
+            seq_len, stride = seq_len or 128, stride or seq_len or 128
+            num_windows = count_windows(index.total, seq_len, stride)
+            train, val = (split_range(num_windows, s, split_rate, seq_len, stride) for s in ("train", "val"))
+            info |= {"seq_len": seq_len, "stride": stride, "windows": num_windows, "train_windows": len(train), "val_windows": len(val)}
+            samples = token_samples(index, seq_len, stride, show, train) if show else []
+    else:
+        info |= {"fields": index.meta["fields"]} if index.kind == "zarr" else {"columns": index.meta["schema"], "split": index.meta.get("split")}
+        samples = dataset_samples(index, show, split) if show else []
+    if json_out:
+        typer.echo(json.dumps(info | {"samples": samples}, indent=2, default=str))
+        return
+    render(info, f"sdl inspect {index.root}")
+    for sample in samples:
+        typer.echo(json.dumps(sample, default=str, ensure_ascii=False) if "window" not in sample or "text" not in sample
+                   else f"[window {sample['window']}] {sample['text']!r}")
