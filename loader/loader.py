@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sdl.loader.errors import ConfigError
-from sdl.loader.feed import DeviceFeed
+from sdl.loader.feed import DeviceFeed, resolve_device
 from sdl.loader.sampler import ElasticSampler, EpochPlan
 from sdl.loader.state import LoaderState
 
@@ -33,6 +33,13 @@ def resolve_topology(rank: int | None, world_size: int | None) -> tuple[int, int
         except ValueError:
             raise ConfigError(f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: expected integers") from None
     return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
+
+
+def auto_device(device: Any) -> torch.device:
+    """"auto": the current CUDA device when there is one (set it per rank, e.g. from LOCAL_RANK), else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return resolve_device(device)
 
 
 def _batch_as_is(batch: Any) -> Any:
@@ -87,18 +94,19 @@ class SdlLoader:
 
 
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
-                rank: int | None = None, world_size: int | None = None, device: Any = "cpu", drop_last: bool = True,
+                rank: int | None = None, world_size: int | None = None, device: Any = "auto", drop_last: bool = True,
                 prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
                 block_size: int = 1024, window_blocks: int = 16, multiprocessing_context: Any = None) -> SdlLoader:
     """A resumable, elastic loader over `dataset` (TokenWindows, ZarrSamples, ArrowRows, or any dataset with
     `__len__`, `__getitems__` returning a batch dict, and an `identity` string)."""
     rank, world_size = resolve_topology(rank, world_size)
+    device = auto_device(device)
     sampler = ElasticSampler(
         len(dataset), batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size, drop_last=drop_last,
         fingerprint=getattr(dataset, "identity", ""), block_size=block_size, window_blocks=window_blocks,
         dataset_info=dataset.describe() if hasattr(dataset, "describe") else {},
     )
-    on_cuda = torch.device(device).type == "cuda" if device is not None else False
+    on_cuda = torch.device(device).type == "cuda"
     workers = dict(
         prefetch_factor=prefetch_factor or 4,
         persistent_workers=True if persistent_workers is None else persistent_workers,
