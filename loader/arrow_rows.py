@@ -103,5 +103,5 @@ def _column(column: Any) -> Any:
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         if column.null_count == 0:
-            return torch.from_numpy(np.ascontiguousarray(column.to_numpy()))
+            return torch.from_numpy(np.array(column.to_numpy(), copy=True))  # Arrow buffers are read-only
     return column.to_pylist()
