@@ -61,9 +61,11 @@ def check_shift(seq_len: int, shift: int | str, layout: str) -> list[int]:
     return [int(shift)]
 
 
-def host_dtype(vocab_size: int) -> np.dtype:
-    """int32 unless token ids may reach 2**31 (an unknown vocabulary size counts as small)."""
-    return np.dtype(np.int32) if vocab_size <= 2**31 else np.dtype(np.int64)
+def host_dtype(vocab_size: int, shard_dtype: str = "uint32") -> np.dtype:
+    """int32 unless token ids may reach 2**31 (a uint32 dataset of unknown vocabulary size may)."""
+    if shard_dtype == "uint16" or 0 < vocab_size <= 2**31:
+        return np.dtype(np.int32)
+    return np.dtype(np.int64)
 
 
 class TokenWindows:
@@ -84,7 +86,7 @@ class TokenWindows:
         self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.index: GlobalIndex = open_index(path, kind="tokens")
-        self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0))
+        self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()

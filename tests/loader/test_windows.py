@@ -93,6 +93,7 @@ def test_uint16_ids_above_int16_range_stay_positive(tmp_path):
     check_batch(ds, 65536, ids, ds.__getitems__(ids), 1)
     assert int(ds.__getitems__(ids)["input_ids"].max()) == 65535
     assert host_dtype(2**31) == np.int32 and host_dtype(2**31 + 1) == np.int64
+    assert host_dtype(0, "uint16") == np.int32 and host_dtype(0, "uint32") == np.int64  # unknown vocabulary
 
 
 def test_random_shift_is_a_proper_divisor_drawn_from_seed_epoch_position(datasets):
