@@ -1,0 +1,167 @@
+"""`sdl reshard-ckpt CKPT…`: show the loader state inside checkpoints, check it against a dataset, merge per-rank
+states, and rewrite the checkpoint for a new world size or batch size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sdl.loader.errors import CheckpointError, ConfigError
+
+FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
+          "may repeat or skip samples already seen; the stream is exactly-once again from epoch {next}")
+
+
+def check_targets(world_size: Optional[int], batch_size: Optional[int]) -> None:
+    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} is {value}, expected a positive integer")
+
+
+def parse_shift(shift: Optional[str]) -> Any:
+    if shift is None or shift == "random":
+        return shift
+    try:
+        return int(shift)
+    except ValueError:
+        raise ConfigError(f"--shift is {shift!r}, expected a positive integer or 'random'") from None
+
+
+def checked_states(merged: dict, dataset: Optional[Path], settings: dict, force: bool) -> tuple[dict, dict]:
+    """Check every stream against `dataset`; refuse a mismatch unless `force`, which rebinds the state to the dataset."""
+    from sdl.loader.checkpoint import check_dataset, format_key, rebind_state
+
+    if dataset is None:
+        return merged, {}
+    checks = {key: check_dataset(state, dataset, **settings) for key, state in merged.items()}
+    for key, check in checks.items():
+        if not check.matches and not force:
+            raise CheckpointError(f"the loader state at {format_key(key)} does not match {dataset}: "
+                                  f"{'; '.join(check.problems)}; pass --force to rebind it knowingly")
+    rebound = {key: rebind_state(s, checks[key]) if not checks[key].matches else s for key, s in merged.items()}
+    return rebound, checks
+
+
+def rank_plan(state: Any, world_size: int, batch_size: int) -> dict[str, Any]:
+    """What each new rank gets from the rest of the epoch: steps, real samples, padded samples."""
+    from sdl.loader.reshard import plan_for
+
+    plan = plan_for(state, world_size, batch_size)
+    global_batch = world_size * batch_size
+    ranks = []
+    for rank in range(world_size):
+        last_real = min(max(state.remaining - (plan.steps - 1) * global_batch - rank * batch_size, 0), batch_size)
+        real = plan.steps * batch_size if plan.padded == 0 else (plan.steps - 1) * batch_size + last_real
+        ranks.append({"rank": rank, "steps": plan.steps, "samples": real, "padded": plan.steps * batch_size - real})
+    return {"world_size": world_size, "batch_size": batch_size, "global_batch_size": global_batch,
+            **plan.to_dict(), "ranks": ranks}
+
+
+def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, checks: dict, force: bool) -> dict[str, Any]:
+    from sdl.loader.checkpoint import format_key
+
+    saved = [(c.path, c.states[key]) for c in checkpoints if key in c.states]
+    tokens_per_sample = (state.dataset or {}).get("tokens_per_sample")
+    even = len({(s.cursor, s.consumed) for _, s in saved}) == 1
+    summary = {
+        "key": format_key(key), "fingerprint": state.fingerprint, "num_samples": state.num_samples, "seed": state.seed,
+        "shuffle": state.shuffle, "epoch": state.epoch, "cursor": state.cursor, "consumed_ranges": [list(r) for r in state.consumed],
+        "progress_pct": round(100 * state.num_consumed / state.num_samples, 2) if state.num_samples else 100.0,
+        "samples_consumed": state.num_consumed, "samples_remaining": state.remaining,
+        "tokens_consumed": state.num_consumed * tokens_per_sample if tokens_per_sample else None,
+        "saved_world_size": saved[0][1].world_size, "saved_batch_size": saved[0][1].batch_size, "drop_last": state.drop_last,
+        "stop": "even" if even else "uneven (merged exactly)", "dataset": state.dataset,
+        "ranks": [{"file": str(p), "rank": s.rank, "cursor": s.cursor, "samples_consumed": s.num_consumed} for p, s in saved],
+    }
+    world_size, batch_size = target
+    if world_size is not None or batch_size is not None:
+        summary["plan"] = rank_plan(state, world_size or state.world_size, batch_size or state.batch_size)
+    if key in checks:
+        summary["check"] = checks[key].to_dict()
+        if force and not checks[key].matches:
+            summary["forced"] = FORCED.format(epoch=state.epoch, next=state.epoch + 1)
+    return summary
+
+
+def render_stream(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"loader state at {summary['key']}", show_header=False)
+    skip = {"key", "ranks", "plan", "check", "forced", "consumed_ranges", "dataset"}
+    for name, value in summary.items():
+        if name in skip or value is None:
+            continue
+        text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        table.add_row(name.replace("_", " "), text + (" %" if name == "progress_pct" else ""))
+    if summary["consumed_ranges"]:
+        table.add_row("consumed beyond cursor", ", ".join(f"[{a:,}, {b:,})" for a, b in summary["consumed_ranges"]))
+    if summary["dataset"]:
+        table.add_row("dataset", ", ".join(f"{k}={v}" for k, v in summary["dataset"].items()))
+    console.print(table)
+    render_rows(console, "saved by", summary["ranks"])
+    if "plan" in summary:
+        plan = summary["plan"]
+        render_rows(console, f"new world: {plan['world_size']} ranks × batch {plan['batch_size']} — "
+                             f"dropped tail {plan['dropped']:,}, padded {plan['padded']:,}", plan["ranks"])
+    if "check" in summary:
+        check = summary["check"]
+        verdict = "[green]matches[/]" if check["matches"] else "[red]does not match[/]: " + "; ".join(check["problems"])
+        console.print(f"dataset {check['path']}: {verdict}")
+    if "forced" in summary:
+        console.print(f"[yellow]{summary['forced']}[/]")
+
+
+def render_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    console.print(table)
+
+
+def command(
+    ckpt: list[str] = typer.Argument(..., help="Checkpoint files (.pt, .pth, .json), a folder, or a glob such as 'rank_*.pt'."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="Target number of ranks."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Target per-rank batch size (default: as saved)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the rewritten checkpoint here (a folder with --per-rank)."),
+    per_rank: bool = typer.Option(False, "--per-rank", help="Write one file per new rank: OUT/rank_<r>.pt."),
+    in_place: bool = typer.Option(False, "--in-place", help="Rewrite the (single) input file itself."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Check the state against this token dataset."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length for --dataset (default: as saved)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Window stride for --dataset (default: as saved)."),
+    shift: Optional[str] = typer.Option(None, "--shift", help="Label shift for --dataset (default: as saved)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split for --dataset (default: as saved)."),
+    split_rate: Optional[float] = typer.Option(None, "--split-rate", help="Split rate for --dataset (default: as saved)."),
+    force: bool = typer.Option(False, "--force", help="Accept a state that does not match --dataset (rebinds it)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show, check, merge and rewrite the loader state inside checkpoints — never unpickling code."""
+    from rich.console import Console
+
+    from sdl.loader.checkpoint import merge_streams, read_checkpoints, rewrite_checkpoint
+
+    check_targets(world_size, batch_size)
+    checkpoints = read_checkpoints(ckpt)
+    settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
+    merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)
+    written: list[str] = []
+    if out is not None or in_place:
+        result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
+                                    in_place=in_place, overwrite=overwrite, states=merged)
+        written = [str(path) for path in result.written]
+    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size), checks, force) for key, state in merged.items()]
+    if json_out:
+        typer.echo(json.dumps({"files": [str(c.path) for c in checkpoints], "streams": streams, "written": written}, indent=2))
+        return
+    console = Console()
+    for summary in streams:
+        render_stream(console, summary)
+    for path in written:
+        console.print(f"wrote {path}")
