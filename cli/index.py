@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from sdl.loader.errors import InputError
+from sdl.loader.errors import FormatError, InputError
 
 
 def resolve_root(path: Optional[Path], hf: Optional[str], hf_cache: Optional[Path], hf_config: Optional[str]) -> Path:
@@ -98,9 +98,7 @@ def command(
         typer.echo(json.dumps(summary, indent=2))
     else:
         render({k: v for k, v in summary.items() if k != "validation"}, f"sdl index {root}")
-    if validate and not report.ok:
-        for failure in report.failures:
-            typer.echo(f"error: {failure}", err=True)
-        raise typer.Exit(1)
+    if validate and not report.ok:  # main() prints `error: ` + this and exits 1: one line per failure
+        raise FormatError("\nerror: ".join(str(failure) for failure in report.failures))
     if validate and not json_out:
         typer.echo(f"valid: {report.num_sources:,} sources, {report.bytes_read:,} bytes read")

@@ -1,0 +1,88 @@
+"""`sdl index` end to end: summary, --json, --validate, joining, and one-line errors that write nothing."""
+
+import json
+
+import pytest
+
+from sdl.cli.main import main
+from sdl.loader.index import cache_path
+
+
+def run(capsys, *args):
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_prints_a_summary_and_writes_the_cache(token_dataset, capsys):
+    path = token_dataset(num_tokens=5_000, tokens_per_shard=1_000)
+    code, out, _ = run(capsys, "index", path)
+    assert code == 0 and "5,000" in out and "uint16" in out and "synthetic" in out
+    assert cache_path(path).is_file()
+
+
+def test_index_json_and_validate(token_dataset, capsys):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    code, out, _ = run(capsys, "index", path, "--validate", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["tokens"] == 3_000 and summary["sources"] == 3 and summary["validation"]["ok"]
+
+
+def test_validate_failure_exits_1_and_writes_no_cache(token_dataset, capsys):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    shard = path / "shard-000002.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    code, _, err = run(capsys, "index", path, "--validate")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: shard-000002.npy: expected checksum") and "sdl prepare" in err
+    assert not cache_path(path).exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "listed but missing", "bad header"])
+def test_bad_input_is_one_line_exit_1_nothing_written(token_dataset, tmp_path, capsys, case):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    shard = path / "shard-000001.npy"
+    target = {"missing": tmp_path / "absent", "empty": tmp_path / "empty"}.get(case, path)
+    if case == "empty":
+        target.mkdir()
+    elif case == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-10])
+    elif case == "listed but missing":
+        shard.unlink()
+    elif case == "bad header":
+        shard.write_bytes(b"not a numpy file")
+    code, out, err = run(capsys, "index", target)
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not cache_path(target).exists() if target.exists() else True
+
+
+def test_hf_not_in_cache_says_where_it_looked(tmp_path, capsys):
+    code, _, err = run(capsys, "index", "--hf", "someone/thing", "--hf-cache", tmp_path)
+    assert code == 1 and f"looked in {tmp_path}/someone___thing" in err
+
+
+def test_index_joins_job_folders(tmp_path, capsys):
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    for k in range(2):
+        write_synthetic_dataset(tmp_path / "out" / f"job-{k:05d}", num_tokens=1_500, tokens_per_shard=1_000, vocab_size=500)
+        manifest_path = tmp_path / "out" / f"job-{k:05d}" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["job"] = {"num_jobs": 2, "job_index": k}
+        manifest_path.write_text(json.dumps(manifest))
+    code, out, _ = run(capsys, "index", tmp_path / "out", "--json")
+    assert code == 0 and json.loads(out)["tokens"] == 3_000 and json.loads(out)["parts"] == 2
+
+
+def test_zarr_and_arrow_kinds(tmp_path, capsys):
+    import datasets
+    import zarr
+
+    zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(6, 2), chunks=(3, 2), dtype="int32")[:] = 1
+    code, out, _ = run(capsys, "index", tmp_path / "z", "--kind", "zarr", "--validate", "--json")
+    assert code == 0 and json.loads(out)["items"] == 6
+    datasets.Dataset.from_dict({"n": [1, 2, 3]}).save_to_disk(str(tmp_path / "s"))
+    code, out, _ = run(capsys, "index", tmp_path / "s", "--json")
+    assert code == 0 and json.loads(out)["columns"] == {"n": "int64"}
