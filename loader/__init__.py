@@ -22,7 +22,8 @@ _EXPORTS = {
     "ZarrSamples": "sdl.loader.zarr_samples",
     "ArrowRows": "sdl.loader.arrow_rows",
     "DeviceFeed": "sdl.loader.feed",
-    "make_loader": "sdl.loader.loader", "SdlLoader": "sdl.loader.loader",
+    "make_loader": "sdl.loader.loader", "SdlLoader": "sdl.loader.loader", "keep_batch": "sdl.loader.loader",
+    "merge_states": "sdl.loader.reshard", "reshard_state": "sdl.loader.reshard",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -42,8 +42,8 @@ def auto_device(device: Any) -> torch.device:
     return resolve_device(device)
 
 
-def _batch_as_is(batch: Any) -> Any:
-    """collate_fn: the dataset's `__getitems__` already returns a collated batch."""
+def keep_batch(batch: Any) -> Any:
+    """collate_fn for a DataLoader over sdl datasets: `__getitems__` already returns a collated batch."""
     return batch
 
 
@@ -101,17 +101,14 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     `__len__`, `__getitems__` returning a batch dict, and an `identity` string)."""
     rank, world_size = resolve_topology(rank, world_size)
     device = auto_device(device)
-    sampler = ElasticSampler(
-        len(dataset), batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size, drop_last=drop_last,
-        fingerprint=getattr(dataset, "identity", ""), block_size=block_size, window_blocks=window_blocks,
-        dataset_info=dataset.describe() if hasattr(dataset, "describe") else {},
-    )
+    sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                                         drop_last=drop_last, block_size=block_size, window_blocks=window_blocks)
     on_cuda = torch.device(device).type == "cuda"
     workers = dict(
         prefetch_factor=prefetch_factor or 4,
         persistent_workers=True if persistent_workers is None else persistent_workers,
         multiprocessing_context=multiprocessing_context,
     ) if num_workers > 0 else {}
-    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_batch_as_is,
+    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=keep_batch,
                             pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
     return SdlLoader(dataset, sampler, dataloader, device)

@@ -90,6 +90,12 @@ class ElasticSampler:
         self._produced = 0
         self._finished = False
 
+    @classmethod
+    def for_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> ElasticSampler:
+        """A sampler over `dataset` (its length, identity and description), e.g. for torchdata's StatefulDataLoader."""
+        info = dataset.describe() if hasattr(dataset, "describe") else {}
+        return cls(len(dataset), batch_size, fingerprint=getattr(dataset, "identity", ""), dataset_info=info, **kwargs)
+
     @property
     def global_batch_size(self) -> int:
         return self.world_size * self.batch_size
