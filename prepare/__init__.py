@@ -1,3 +1,13 @@
 """sdl.prepare: sources -> tokenizer -> fixed-size shard writer -> manifest."""
 
-__all__: list[str] = []
+from sdl.prepare.config import PrepareConfig, load_config_file, make_config
+from sdl.prepare.demo import demo_config, demo_sources
+from sdl.prepare.pipeline import PrepareProgress, PrepareReport, prepare
+from sdl.prepare.sources import SourceFile, resolve_sources
+from sdl.prepare.synthetic import write_synthetic_dataset
+from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer
+
+__all__ = [
+    "PrepareConfig", "PrepareProgress", "PrepareReport", "SourceFile", "TokenizerSpec", "demo_config", "demo_sources",
+    "load_config_file", "load_tokenizer", "make_config", "prepare", "resolve_sources", "write_synthetic_dataset",
+]

@@ -1,0 +1,108 @@
+"""`PrepareConfig`: every option of `sdl prepare`, its documented default, and TOML loading with unknown-key errors."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sdl.loader.errors import ConfigError
+
+DTYPES = ("auto", "uint16", "uint32")
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrepareConfig:
+    """What `sdl prepare` does. `sources` are files, folders, globs, `stdlib:` or HuggingFace dataset names."""
+
+    sources: tuple[str, ...]
+    out: str
+    tokenizer: str | None = None            # None: the byte-level BPE tokenizer bundled in sdl.prepare
+    text_field: str = "text"                # JSONL/Parquet/Arrow column holding the document text
+    text_suffixes: tuple[str, ...] = (".txt",)  # files with these suffixes are read whole, one document each
+    split: str = "train"                    # split of a HuggingFace dataset name or a DatasetDict folder
+    tokens_per_shard: int = 100_000_000
+    dtype: str = "auto"                     # auto: uint16 when the vocabulary fits, else uint32
+    append_eos: bool = True
+    prepend_bos: bool = False
+    max_docs: int | None = None
+    num_proc: int = 1
+    num_jobs: int = 1
+    job_index: int = 0
+    on_error: str = "fail"                  # a malformed record: fail, or skip it and count it
+    overwrite: bool = False
+    batch_bytes: int = 1 << 20              # text per batch sent to a worker; does not change the output
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
+        object.__setattr__(self, "text_suffixes", tuple(s if s.startswith(".") else f".{s}" for s in self.text_suffixes))
+        if not self.sources:
+            raise ConfigError("no input given; expected one or more files, folders, globs or dataset names before OUT")
+        if not str(self.out):
+            raise ConfigError("no output folder given; pass OUT as the last argument")
+        _positive("tokens_per_shard", self.tokens_per_shard, "--tokens-per-shard")
+        _positive("num_proc", self.num_proc, "--num-proc")
+        _positive("num_jobs", self.num_jobs, "--num-jobs")
+        _positive("batch_bytes", self.batch_bytes, "batch_bytes")
+        if self.max_docs is not None:
+            _positive("max_docs", self.max_docs, "--max-docs")
+        if not 0 <= self.job_index < self.num_jobs:
+            raise ConfigError(f"--job-index is {self.job_index}, expected 0 <= job index < --num-jobs ({self.num_jobs})")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype is {self.dtype!r}, expected one of {', '.join(DTYPES)}")
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"--on-error is {self.on_error!r}, expected one of {', '.join(ON_ERROR)}")
+
+    def output_fields(self) -> dict[str, Any]:
+        """The options that decide the output bytes (not num_proc, overwrite or batch size): what a resume must match."""
+        skip = {"num_proc", "overwrite", "batch_bytes", "out"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def _positive(name: str, value: Any, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{flag} is {value!r}, expected a positive integer")
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(PrepareConfig)]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of PrepareConfig overrides (top level or a [prepare] table); unknown keys are refused."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; pass an existing .toml file, e.g. configs/demo.toml") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    if set(data) == {"prepare"} and isinstance(data["prepare"], dict):
+        data = data["prepare"]
+    known = config_keys()
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"expected only {', '.join(known)}")
+    for key in ("sources", "text_suffixes"):
+        if key in data and isinstance(data[key], str):
+            data[key] = [data[key]]
+        if key in data:
+            data[key] = tuple(data[key])
+    return data
+
+
+def make_config(base: dict[str, Any], overrides: dict[str, Any]) -> PrepareConfig:
+    """Defaults < `base` (a config file) < `overrides` (flags given on the command line; None means not given)."""
+    merged = dict(base)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("sources", "out"):
+        if key not in merged:
+            raise ConfigError(f"no {'input' if key == 'sources' else 'output folder'} given; "
+                              "pass SOURCES... OUT on the command line or set it in the --config file")
+    try:
+        return PrepareConfig(**merged)
+    except TypeError as exc:
+        raise ConfigError(f"bad option value ({exc})") from None

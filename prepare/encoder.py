@@ -1,0 +1,109 @@
+"""The encoding stage: record batches -> token arrays, in this process or in `num_proc` spawned workers, results in input order.
+
+Workers parse records (JSON) and encode with one tokenizer thread each, so N processes use N cores and
+the output never depends on N. At most `2 * num_proc` batches are in flight, so memory stays bounded
+however large the input.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdl.prepare.records import RecordBatch, RecordError, record_text
+from sdl.prepare.tokenizer import encode_texts
+
+SINGLE_THREAD_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EncodeOptions:
+    tokenizer_json: str
+    dtype: str
+    text_field: str
+    on_error: str
+    bos_id: int | None
+    eos_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EncodedBatch:
+    source_index: int
+    records: np.ndarray          # record index of each document
+    tokens: np.ndarray           # the documents' tokens, concatenated ([BOS] ids [EOS] each)
+    lengths: np.ndarray          # tokens per document
+    skipped: tuple[int, ...]     # records skipped as malformed (--on-error skip)
+    error: str | None            # the first malformed record's message (--on-error fail); documents after it are absent
+    num_bytes: int
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(options: EncodeOptions) -> None:
+    os.environ.update(SINGLE_THREAD_ENV)
+    from tokenizers import Tokenizer
+
+    _worker["tokenizer"] = Tokenizer.from_str(options.tokenizer_json)
+    _worker["options"] = options
+
+
+def _encode(batch: RecordBatch) -> EncodedBatch:
+    """Parse and encode one batch; with on_error=fail, stop at the first bad record (the documents before it are kept)."""
+    options: EncodeOptions = _worker["options"]
+    texts, records, skipped, error = [], [], [], None
+    for record, item in zip(batch.records, batch.items):
+        try:
+            text = record_text(batch.kind, item, batch.path, record, options.text_field)
+        except RecordError as exc:
+            if options.on_error == "fail":
+                error = str(exc)
+                break
+            skipped.append(record)
+            continue
+        if text is not None:
+            texts.append(text)
+            records.append(record)
+    tokens, lengths = encode_texts(_worker["tokenizer"], texts, bos_id=options.bos_id, eos_id=options.eos_id, dtype=options.dtype)
+    return EncodedBatch(source_index=batch.source_index, records=np.asarray(records, dtype=np.int64), tokens=tokens,
+                        lengths=lengths, skipped=tuple(skipped), error=error, num_bytes=batch.num_bytes)
+
+
+@contextmanager
+def _single_thread_env() -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
+    os.environ.update(SINGLE_THREAD_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_proc: int = 1) -> Iterator[EncodedBatch]:
+    """Encoded batches in the order of `batches`; `num_proc` > 1 encodes in worker processes."""
+    if num_proc == 1:
+        with _single_thread_env():
+            _init_worker(options)
+            for batch in batches:
+                yield _encode(batch)
+        return
+    context = multiprocessing.get_context("spawn")  # fork after torch/Rust threads started is unsafe
+    with context.Pool(num_proc, initializer=_init_worker, initargs=(options,)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode, (batch,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()

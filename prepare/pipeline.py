@@ -1,0 +1,201 @@
+"""`prepare(config)`: sources -> tokenizer -> fixed-size shard writer -> manifest, resumable, same bytes for any `num_proc`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdl.loader.atomic import atomic_write_json
+from sdl.loader.errors import ConfigError, InputError, SdlError
+from sdl.loader.format import MANIFEST_NAME, Manifest
+from sdl.prepare.config import PrepareConfig
+from sdl.prepare.encoder import EncodedBatch, EncodeOptions, encode_batches
+from sdl.prepare.journal import Journal, claim_output, fingerprint, remove_if_empty, remove_output, write_journal
+from sdl.prepare.records import iter_batches
+from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
+from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
+from sdl.prepare.writer import ShardWriter
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrepareProgress:
+    num_docs: int
+    num_tokens: int
+    num_bytes: int
+    total_bytes: int
+    num_shards: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrepareReport:
+    out: str
+    status: str                 # "complete" (written now, fresh or resumed) or "already complete"
+    resumed: bool
+    num_docs: int
+    num_tokens: int
+    num_shards: int
+    num_skipped: int
+    num_sources: int
+    input_bytes: int
+    dtype: str
+    tokens_per_shard: int
+    tokenizer: dict[str, Any]
+    job: dict[str, int]
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.num_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": REPORT_VERSION, **asdict(self), "tokens_per_second": round(self.tokens_per_second, 1)}
+
+
+def sdl_version() -> str:
+    try:
+        return version("streaming-dataloader")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+@dataclass(slots=True)
+class _Run:
+    """What one run knows while it writes: the inputs, the journal so far, and counters for progress."""
+
+    config: PrepareConfig
+    files: tuple[SourceFile, ...]
+    journal: Journal
+    num_tokens: int
+    num_bytes: int
+    progress: Callable[[PrepareProgress], None] | None
+
+    def report_progress(self) -> None:
+        if self.progress is not None:
+            self.progress(PrepareProgress(num_docs=self.journal.num_docs, num_tokens=self.num_tokens, num_bytes=self.num_bytes,
+                                          total_bytes=sum(f.size for f in self.files), num_shards=len(self.journal.shards)))
+
+
+def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] | None = None) -> PrepareReport:
+    """Tokenize `config.sources` into a token dataset at `config.out`; resume or refuse an existing one."""
+    started = time.perf_counter()
+    # Step: resolve the tokenizer, the dtype and this job's inputs; fingerprint what decides the output.
+    spec = load_tokenizer(config.tokenizer)
+    dtype = resolve_dtype(spec, config.dtype)
+    _check_specials(spec, config)
+    files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split),
+                                         config.num_jobs, config.job_index)
+    print_ = fingerprint({**config.output_fields(), "inputs": [f.to_dict() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
+    # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
+    out = Path(config.out)
+    created = not out.exists()
+    journal = claim_output(out, print_, config.overwrite)
+    resumed = journal is not None and not journal.complete and bool(journal.shards)
+    if journal is not None and journal.complete:
+        return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
+    journal = journal or Journal(fingerprint=print_)
+    write_journal(out, journal)
+    # Step: encode and write; a bad input removes what this command wrote, so no partial dataset is left.
+    run = _Run(config=config, files=files, journal=journal, num_tokens=sum(s.num_tokens for s in journal.shards),
+               num_bytes=sum(f.size for f in files[:journal.position["source"]]), progress=progress)
+    try:
+        _write(run, spec, dtype, split_records)
+    except SdlError:
+        remove_output(out)
+        if created:
+            remove_if_empty(out)
+        raise
+    return _report(config, files, run.journal, dtype, spec, started, status="complete", resumed=resumed)
+
+
+def _check_specials(spec: TokenizerSpec, config: PrepareConfig) -> None:
+    if config.append_eos and spec.eos_id is None:
+        raise ConfigError(f"tokenizer {spec.name!r} has no EOS token to append after each document; "
+                          "pass --no-eos, or a tokenizer whose tokenizer_config.json names an eos_token")
+    if config.prepend_bos and spec.bos_id is None:
+        raise ConfigError(f"tokenizer {spec.name!r} has no BOS token to prepend; drop --bos, or use a tokenizer with a bos_token")
+
+
+def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> None:
+    config, journal, out = run.config, run.journal, Path(run.config.out)
+    writer = ShardWriter(out, tokens_per_shard=config.tokens_per_shard, dtype=dtype, next_shard_id=len(journal.shards))
+    options = EncodeOptions(tokenizer_json=spec.json, dtype=dtype, text_field=config.text_field, on_error=config.on_error,
+                            bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None)
+    batches = iter_batches(run.files, start_source=journal.position["source"], start_record=journal.position["record"],
+                           text_field=config.text_field, batch_bytes=config.batch_bytes, num_jobs=config.num_jobs,
+                           job_index=config.job_index, split_records=split_records)
+    skip = journal.carry
+    # Counters before the current batch; the carried document was counted when it started.
+    num_docs, num_skipped = journal.num_docs - (1 if skip else 0), journal.num_skipped
+    for batch in encode_batches(batches, options, config.num_proc):
+        batch, done = _truncate(batch, config.max_docs, num_docs, skip)
+        if batch.error is not None and not done:
+            raise InputError(batch.error)
+        for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
+            record, carry = _position(batch, cut.docs_done, cut.carry)
+            journal = journal.with_shard(cut.shard, position={"source": batch.source_index, "record": record}, carry=carry,
+                                         num_docs=num_docs + cut.docs_done + (1 if carry else 0),
+                                         num_skipped=num_skipped + sum(1 for r in batch.skipped if r < record))
+            write_journal(out, journal)
+        num_docs += len(batch.lengths)
+        num_skipped += len(batch.skipped)
+        run.num_tokens += len(batch.tokens) - skip
+        run.num_bytes += batch.num_bytes
+        run.journal = replace(journal, num_docs=num_docs, num_skipped=num_skipped)
+        run.report_progress()
+        skip = 0
+        if done:
+            break
+    _finish(run, writer, spec, dtype)
+
+
+def _truncate(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:
+    """Keep only the documents `max_docs` still allows; True when the cap is reached."""
+    if max_docs is None or num_docs + len(batch.lengths) < max_docs:
+        return batch, False
+    keep = max_docs - num_docs
+    end = int(batch.lengths[:keep].sum())
+    limit = int(batch.records[keep]) if keep < len(batch.records) else None
+    skipped = tuple(r for r in batch.skipped if limit is None or r < limit)
+    return replace(batch, records=batch.records[:keep], tokens=batch.tokens[:end], lengths=batch.lengths[:keep], skipped=skipped), True
+
+
+def _position(batch: EncodedBatch, docs_done: int, carry: int) -> tuple[int, int]:
+    """(record, carry) where a resume starts, for a cut after `docs_done` documents of `batch`."""
+    if docs_done < len(batch.records):
+        return int(batch.records[docs_done]), carry
+    return int(batch.records[-1]) + 1, 0
+
+
+def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> None:
+    config, out = run.config, Path(run.config.out)
+    last = writer.finish()
+    journal = run.journal.with_shard(last) if last is not None else run.journal
+    if journal.num_docs == 0:
+        names = ", ".join(f.path for f in run.files[:3]) + (" …" if len(run.files) > 3 else "")
+        raise InputError(f"no documents in the input ({names}{'; all records were skipped as malformed' if journal.num_skipped else ''}); "
+                         "expected at least one document")
+    manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=journal.shards,
+                        append_eos=config.append_eos, prepend_bos=config.prepend_bos,
+                        sources=tuple(f.to_dict() for f in run.files),
+                        job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
+    atomic_write_json(out / MANIFEST_NAME, manifest.to_dict())
+    run.journal = replace(journal, complete=True)
+    write_journal(out, run.journal)
+
+
+def _report(config: PrepareConfig, files: tuple[SourceFile, ...], journal: Journal, dtype: str, spec: TokenizerSpec,
+            started: float, *, status: str, resumed: bool) -> PrepareReport:
+    return PrepareReport(out=str(config.out), status=status, resumed=resumed, num_docs=journal.num_docs,
+                         num_tokens=sum(s.num_tokens for s in journal.shards), num_shards=len(journal.shards),
+                         num_skipped=journal.num_skipped, num_sources=len(files), input_bytes=sum(f.size for f in files),
+                         dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(),
+                         job={"num_jobs": config.num_jobs, "job_index": config.job_index},
+                         seconds=round(time.perf_counter() - started, 3))

@@ -1,0 +1,184 @@
+"""Input resolution: files, folders, globs, `stdlib:`, `save_to_disk` folders and HuggingFace dataset names -> sorted `SourceFile`s.
+
+Every input becomes a list of files of four kinds: `text` (the whole file is one document), `jsonl`
+(one JSON object per line, optionally gzipped), `parquet` and `arrow` (one document per row). A
+HuggingFace `save_to_disk` folder or a dataset name in the local cache is resolved to its Arrow files.
+Each argument's expansion is sorted by path, so the order never depends on directory listing order.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdl.loader.errors import InputError
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+ARROW_SUFFIXES = (".arrow",)
+STDLIB_SPEC = "stdlib:"
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SourceFile:
+    path: str
+    kind: str       # text | jsonl | parquet | arrow
+    size: int
+    mtime_ns: int
+
+    def to_dict(self) -> dict:
+        """The manifest's `sources` entry; the fingerprint changes when the file is rewritten."""
+        return {"path": self.path, "size": self.size, "fingerprint": f"size={self.size},mtime_ns={self.mtime_ns}"}
+
+
+def kind_of(path: str | Path, text_suffixes: tuple[str, ...]) -> str | None:
+    name = Path(path).name.lower()
+    for kind, suffixes in (("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("arrow", ARROW_SUFFIXES),
+                           ("text", tuple(s.lower() for s in text_suffixes))):
+        if name.endswith(suffixes):
+            return kind
+    return None
+
+
+def supported_suffixes(text_suffixes: tuple[str, ...]) -> str:
+    return ", ".join((*text_suffixes, *JSONL_SUFFIXES, *PARQUET_SUFFIXES, *ARROW_SUFFIXES))
+
+
+def _source(path: Path, kind: str) -> SourceFile:
+    stat = path.stat()
+    return SourceFile(path=str(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def stdlib_files() -> list[Path]:
+    """The running interpreter's standard-library `.py` sources, sorted (site-packages excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "__pycache__"}
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found += [Path(folder, name) for name in names if name.endswith(".py")]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _walk(folder: Path, text_suffixes: tuple[str, ...]) -> list[SourceFile]:
+    """Supported files under `folder` (recursively, hidden folders skipped), sorted by relative path."""
+    if _is_saved_dataset(folder):
+        return []
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in names:
+            kind = kind_of(name, text_suffixes)
+            if kind and not name.startswith("."):
+                found.append((Path(root, name).relative_to(folder).as_posix(), Path(root, name), kind))
+    return [_source(path, kind) for _, path, kind in sorted(found)]
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or ((folder / "state.json").is_file() and (folder / "dataset_info.json").is_file())
+
+
+def _saved_dataset_files(folder: Path, split: str) -> list[SourceFile]:
+    """The Arrow files of a `Dataset.save_to_disk` folder (or of `split` in a `DatasetDict` folder), in order."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
+        if split not in splits:
+            raise InputError(f"{folder}: a saved DatasetDict without split {split!r} (its splits: {', '.join(splits)}); pass --split NAME")
+        folder = folder / split
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        names = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{folder}: unreadable save_to_disk state.json ({exc}); save the dataset again with save_to_disk") from None
+    return [_source(folder / name, "arrow") for name in names]
+
+
+def _dataset_name_files(name: str, split: str) -> list[SourceFile] | None:
+    """The cached Arrow files of a HuggingFace dataset `name` that `datasets` loads offline; None if it cannot."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception:  # any failure means "not available locally"; the caller reports a missing path
+        return None
+    if getattr(dataset, "_indices", None) is not None or not dataset.cache_files:
+        raise InputError(f"dataset {name!r} (split {split!r}) is not a plain set of cached Arrow files; "
+                         "save it with Dataset.save_to_disk and pass that folder")
+    return [_source(Path(entry["filename"]), "arrow") for entry in dataset.cache_files]
+
+
+def _looks_like_dataset_name(spec: str) -> bool:
+    return not (spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1
+                or kind_of(spec, (".txt",)) is not None)
+
+
+def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[SourceFile]:
+    expected = supported_suffixes(text_suffixes)
+    if spec == STDLIB_SPEC:
+        return [_source(path, "text") for path in stdlib_files()]
+    if _GLOB_CHARS & set(spec):
+        matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
+        if not matches:
+            raise InputError(f"{spec}: the pattern matches no files; check the path (quote it so the shell does not expand it)")
+        found = []
+        for match in map(Path, matches):
+            if match.is_dir():
+                found += _saved_dataset_files(match, split) if _is_saved_dataset(match) else _walk(match, text_suffixes)
+            elif (kind := kind_of(match, text_suffixes)) is not None:
+                found.append(_source(match, kind))
+        if not found:
+            raise InputError(f"{spec}: the pattern matches no input files; expected files ending in {expected}")
+        return found
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            return _saved_dataset_files(path, split)
+        found = _walk(path, text_suffixes)
+        if not found:
+            raise InputError(f"{path}: the folder holds no input files; expected files ending in {expected}")
+        return found
+    if path.is_file():
+        kind = kind_of(path, text_suffixes)
+        if kind is None:
+            raise InputError(f"{path}: unsupported file type {''.join(path.suffixes) or '(no suffix)'!r}; expected a file ending in "
+                             f"{expected} (to read it as plain text, add its suffix with --text-suffix)")
+        return [_source(path, kind)]
+    if _looks_like_dataset_name(spec) and (files := _dataset_name_files(spec, split)) is not None:
+        return files
+    raise InputError(f"{spec}: no such file or folder (nor a dataset in the local HuggingFace cache); check the path")
+
+
+def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train") -> tuple[SourceFile, ...]:
+    """All input files, in argument order, each argument's expansion sorted; duplicates kept once."""
+    seen, files = set(), []
+    for spec in specs:
+        for source in _expand(spec, text_suffixes, split):
+            if source.path not in seen:
+                seen.add(source.path)
+                files.append(source)
+    if all(source.size == 0 for source in files):
+        names = ", ".join(s.path for s in files[:3]) + (" …" if len(files) > 3 else "")
+        raise InputError(f"the input is empty: {names} hold{'s' if len(files) == 1 else ''} 0 bytes; expected at least one document")
+    return tuple(files)
+
+
+def split_for_job(files: tuple[SourceFile, ...], num_jobs: int, job_index: int) -> tuple[tuple[SourceFile, ...], bool]:
+    """This job's files, and whether records are split too.
+
+    With at least as many files as jobs, job k takes the k-th of `num_jobs` contiguous runs of the
+    sorted files. With fewer (e.g. one big JSONL file), every job reads every file and keeps record
+    r of file i when (i + r) % num_jobs == job_index.
+    """
+    if num_jobs == 1:
+        return files, False
+    n = len(files)
+    if n >= num_jobs:
+        return files[job_index * n // num_jobs:(job_index + 1) * n // num_jobs], False
+    return files, True
