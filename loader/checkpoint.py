@@ -85,7 +85,7 @@ def load_checkpoint(path: str | Path) -> Any:
                 "(torch.load weights_only=True); save plain data (tensors, dicts, lists, numbers, numpy arrays) instead"
             ) from None
         raise CheckpointError(f"{path}: not a torch checkpoint or truncated ({_first_line(exc)}); expected a file written by torch.save") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch.load reports a damaged file as RuntimeError, EOFError, KeyError, …
         raise CheckpointError(f"{path}: not a torch checkpoint or truncated ({_first_line(exc)}); expected a file written by torch.save") from None
 
 
