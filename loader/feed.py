@@ -5,7 +5,8 @@ memory) before batch k is handed over; the compute stream waits on an event reco
 batch k's own copy (not `wait_stream`, which would also wait for batch k+1's copy issued after it),
 and every tensor handed over is `record_stream`-ed on the compute stream so the caching allocator
 does not reuse its memory while compute still reads it. Token tensors travel in their narrow host
-type (int32) and are widened to int64 on the GPU, after the copy. On CPU the feed is a pass-through.
+type (int32) and are widened to int64 on the GPU, after the copy. On CPU nothing is copied; only the
+token tensors are widened to int64, as the loss functions expect.
 """
 
 from __future__ import annotations
@@ -90,20 +91,14 @@ class DeviceFeed:
         return len(self.batches)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
-        if self.device.type == "cpu":
-            return self._pass_through()
         if self.device.type == "cuda":
             return self._cuda()
-        return self._synchronous()
+        return self._synchronous()  # CPU: no copy, only the token tensors widened (cross_entropy wants int64 targets)
 
     def _hand_over(self, batch: Any) -> Any:
         if self.on_yield is not None:
             self.on_yield(batch)
         return batch
-
-    def _pass_through(self) -> Iterator[Any]:
-        for batch in self.batches:
-            yield self._hand_over(batch)
 
     def _synchronous(self) -> Iterator[Any]:
         for batch in self.batches:

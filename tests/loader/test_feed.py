@@ -20,13 +20,16 @@ def make_batch(k: int) -> dict:
             "weights": torch.ones(2), "pair": Pair(torch.zeros(1), "x")}}
 
 
-def test_cpu_feed_is_a_pass_through_of_the_same_objects():
+def test_cpu_feed_copies_nothing_but_widens_token_tensors():
     batches = [make_batch(k) for k in range(3)]
     seen = []
     out = list(DeviceFeed(batches, "cpu", on_yield=seen.append))
-    assert all(a is b for a, b in zip(out, batches)) and len(out) == 3
-    assert all(a is b for a, b in zip(seen, batches))
-    assert list(DeviceFeed(batches, None)) == batches
+    assert len(out) == 3 and all(a is b for a, b in zip(seen, out))
+    for got, host in zip(out, batches):
+        assert got["sample_ids"] is host["sample_ids"] and got["extra"]["weights"] is host["extra"]["weights"]
+        assert got["input_ids"].dtype == got["labels"].dtype == torch.int64
+        assert torch.equal(got["input_ids"], host["input_ids"].long())
+    assert [b["shift"] for b in DeviceFeed(batches, None)] == [1, 1, 1]
 
 
 def test_on_yield_runs_before_each_batch_reaches_the_caller():
