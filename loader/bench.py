@@ -1,0 +1,449 @@
+"""`sdl bench`: sdl's loader measured against a plain baseline and a numpy gather ceiling, in one run.
+
+Three readers of the same windows (`seq_len` tokens every `stride`, labels shifted by 1):
+- **sdl**: `make_loader(TokenWindows(...))`, a whole batch gathered per `__getitems__`;
+- **baseline**: what a plain PyTorch user writes: a map-style Dataset over `np.memmap` returning one
+  window per `__getitem__`, in `DataLoader(shuffle=True, batch_size=B, num_workers=same)`, default collate;
+- **numpy gather** (ceiling): the windows of the same sample ids fancy-indexed out of a single
+  memory-mapped shard into a preallocated array, nothing else.
+MB/s counts token bytes read from the shards (samples × seq_len × shard itemsize), the same for all three.
+Data stall: each simulated step waits for its batch (the wait), then computes `step_ms`; the stall
+fraction is total wait / total step time over the steps after `warmup_steps` (worker start-up excluded,
+reported apart as `first_batch_ms`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import platform
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sdl.loader.errors import ConfigError
+from sdl.loader.feed import resolve_device
+from sdl.loader.format import open_shard
+from sdl.loader.loader import make_loader
+from sdl.loader.sampler import ElasticSampler
+from sdl.loader.windows import TokenWindows
+
+REPORT_VERSION = 1
+RESUME_FRACTIONS = (0.01, 0.5, 0.99)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchConfig:
+    seq_len: int = 2048
+    stride: int | None = None              # None: seq_len (windows tile the stream)
+    batch_size: int = 16
+    num_workers: int = 2
+    steps: int = 200                       # timed batches per reader, and simulated training steps per stall run
+    warmup_steps: int = 5                  # batches read (and steps run) before timing starts
+    device: str = "auto"                   # auto: cuda when available, else cpu
+    step_ms: float = 10.0                  # simulated compute per training step
+    seed: int = 0
+    num_tokens: int = 2**25                # synthetic dataset (no DATASET given): 33.6 M tokens, 134 MB of uint32
+    vocab_size: int = 100_000              # > 65,535, so the synthetic shards are uint32 (issue 4's target)
+    tokens_per_shard: int = 100_000_000    # sdl prepare's default
+    resume_memory_samples: int = 10**9
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "steps", "num_tokens", "vocab_size", "tokens_per_shard", "resume_memory_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} is {value!r}, expected a positive integer")
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride <= 0):
+            raise ConfigError(f"stride is {self.stride!r}, expected a positive integer (or none for seq_len)")
+        if self.num_workers < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"num_workers={self.num_workers}, warmup_steps={self.warmup_steps}: expected both >= 0")
+        if not self.step_ms >= 0:
+            raise ConfigError(f"step_ms is {self.step_ms!r}, expected a number of milliseconds >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device is {self.device!r}, expected auto, cpu or cuda")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Throughput:
+    samples_per_s: float
+    tokens_per_s: float
+    mb_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    batches: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResumeLatency:
+    fraction: float
+    cursor: int
+    num_workers: int
+    first_batch_ms: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResumeMemory:
+    num_samples: int
+    tracemalloc_peak_mb: float
+    rss_delta_mb: float | None
+    first_batch_ms: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stall:
+    stall_fraction: float
+    mean_wait_ms: float
+    p99_wait_ms: float
+    mean_step_ms: float
+    first_batch_ms: float
+    steps: int
+    gpu_utilisation: float | None = None
+    wait_ms: tuple[float, ...] = field(default=(), repr=False)
+    compute_ms: tuple[float, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CudaFigures:
+    h2d_gb_per_s: float | None = None
+    copy_compute_overlap: float | None = None
+    gpu_utilisation_sdl: float | None = None
+    gpu_utilisation_baseline: float | None = None
+    matmuls_per_step: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchReport:
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    dataset: dict[str, Any]
+    throughput: dict[str, Throughput | None]
+    ratios: dict[str, float | None]
+    resume: tuple[ResumeLatency, ...]
+    resume_memory: ResumeMemory
+    stall: dict[str, Stall]
+    cuda: CudaFigures
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": REPORT_VERSION, **asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchProgress:
+    phase: str
+    completed: int
+    total: int
+
+
+# The readers -----------------------------------------------------------------------------------------------
+
+
+class NaiveWindows(Dataset):
+    """The baseline: one window per `__getitem__`, sliced out of `np.memmap` shards (opened lazily, per worker)."""
+
+    def __init__(self, shard_paths: list[str], offsets: list[int], seq_len: int, stride: int, num_samples: int) -> None:
+        self.shard_paths, self.offsets = shard_paths, offsets
+        self.seq_len, self.stride, self.num_samples = seq_len, stride, num_samples
+        self.shards: list[np.memmap] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, sample_id: int) -> dict[str, Any]:
+        if self.shards is None:
+            self.shards = [np.load(path, mmap_mode="r") for path in self.shard_paths]
+        start = sample_id * self.stride
+        shard = bisect.bisect_right(self.offsets, start) - 1
+        offset = start - self.offsets[shard]
+        window = self.shards[shard][offset:offset + self.seq_len + 1]
+        if len(window) < self.seq_len + 1:  # crosses into the next shard(s)
+            window = np.concatenate([window] + [s[:self.seq_len + 1] for s in self.shards[shard + 1:]])[:self.seq_len + 1]
+        window = window.astype(np.int32)
+        return {"input_ids": torch.from_numpy(window[:-1]), "labels": torch.from_numpy(window[1:]), "sample_ids": sample_id}
+
+
+def naive_windows(dataset: TokenWindows) -> NaiveWindows:
+    index = dataset.index
+    paths = [str(index.path_of(i)) for i in range(len(index.sources))]
+    return NaiveWindows(paths, index.offsets[:-1].tolist(), dataset.seq_len, dataset.stride, len(dataset))
+
+
+def baseline_loader(dataset: TokenWindows, config: BenchConfig, num_workers: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(naive_windows(dataset), batch_size=config.batch_size, shuffle=True, num_workers=num_workers,
+                      drop_last=True, generator=generator, persistent_workers=num_workers > 0)
+
+
+class GatherCeiling:
+    """The ceiling: fancy-index gather of `[B, seq_len + 1]` windows from one memory-mapped shard into a reused array.
+
+    It reads the largest shard; a window start beyond it wraps round (start mod the shard's last start), so on a
+    one-shard dataset (the synthetic default) these are exactly the windows sdl reads."""
+
+    def __init__(self, dataset: TokenWindows, batch_size: int) -> None:
+        lengths = np.diff(dataset.index.offsets)
+        largest = int(np.argmax(lengths))
+        self.tokens = open_shard(dataset.index.path_of(largest), expected_tokens=int(lengths[largest])).view(np.ndarray)
+        self.span, self.stride = dataset.seq_len + 1, dataset.stride
+        self.last_start = max(1, len(self.tokens) - self.span + 1)
+        self.columns = np.arange(self.span, dtype=np.int64)
+        self.out = np.empty((batch_size, self.span), dtype=self.tokens.dtype)
+
+    def gather(self, sample_ids: np.ndarray) -> np.ndarray:
+        starts = (sample_ids * self.stride) % self.last_start
+        np.take(self.tokens, starts[:, None] + self.columns, out=self.out, mode="clip")
+        return self.out
+
+
+def endless(loader: Any) -> Iterator[Any]:
+    """Batches of `loader`, epoch after epoch (a short dataset must not end a timed run)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("the dataset holds fewer windows than one batch; use a larger dataset or a smaller batch")
+
+
+# Measurements ------------------------------------------------------------------------------------------------
+
+
+def time_batches(batches: Iterator[Any], config: BenchConfig, tick: Callable[[], None]) -> list[float]:
+    """Seconds per batch for `config.steps` batches, after `config.warmup_steps` untimed ones."""
+    for _ in range(config.warmup_steps):
+        next(batches)
+    seconds = []
+    for _ in range(config.steps):
+        started = time.perf_counter()
+        next(batches)
+        seconds.append(time.perf_counter() - started)
+        tick()
+    return seconds
+
+
+def throughput(seconds: list[float], config: BenchConfig, itemsize: int) -> Throughput:
+    samples_per_s = len(seconds) * config.batch_size / sum(seconds)
+    tokens_per_s = samples_per_s * config.seq_len
+    latency_ms = np.asarray(seconds) * 1e3
+    return Throughput(samples_per_s=samples_per_s, tokens_per_s=tokens_per_s, mb_per_s=tokens_per_s * itemsize / 1e6,
+                      latency_p50_ms=float(np.percentile(latency_ms, 50)), latency_p99_ms=float(np.percentile(latency_ms, 99)),
+                      batches=len(seconds))
+
+
+def ceiling_batches(dataset: TokenWindows, config: BenchConfig) -> Iterator[np.ndarray]:
+    """The numpy gather over the sample ids of sdl's own order (ids computed outside the timed call)."""
+    sampler = ElasticSampler(len(dataset), config.batch_size, seed=config.seed, fingerprint=dataset.identity)
+    ceiling = GatherCeiling(dataset, config.batch_size)
+    ids = [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
+    return (ceiling.gather(batch) for batch in _cycle(ids))
+
+
+def _cycle(items: list[Any]) -> Iterator[Any]:
+    while True:
+        yield from items
+
+
+def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> dict[str, Throughput | None]:
+    itemsize = dataset.index.meta.get("dtype") and np.dtype(dataset.index.meta["dtype"]).itemsize or 4
+    readers: dict[str, Callable[[], Any]] = {
+        "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0),
+        "baseline_in_process": lambda: baseline_loader(dataset, config, 0),
+        "numpy_gather": None,
+        "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers),
+        "baseline_workers": lambda: baseline_loader(dataset, config, config.num_workers),
+    }
+    results: dict[str, Throughput | None] = {}
+    for name, build in readers.items():
+        if name.endswith("_workers") and config.num_workers == 0:
+            results[name] = None
+            continue
+        batches = ceiling_batches(dataset, config) if build is None else endless(build())
+        results[name] = throughput(time_batches(batches, config, tick), config, itemsize)
+        del batches  # shuts the workers down before the next reader starts
+    return results
+
+
+def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
+    def ratio(a: str, b: str) -> float | None:
+        x, y = results.get(a), results.get(b)
+        return None if x is None or y is None else x.samples_per_s / y.samples_per_s
+
+    return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
+            "sdl_vs_numpy_gather": ratio("sdl_in_process", "numpy_gather"),
+            "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers")}
+
+
+def measure_resume(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> tuple[ResumeLatency, ...]:
+    """Construct a loader, load a state saved at 1%, 50%, 99% of the epoch, take the first batch: with and without workers."""
+    sampler = ElasticSampler(len(dataset), config.batch_size, seed=config.seed, fingerprint=dataset.identity,
+                             dataset_info=dataset.describe())
+    results = []
+    for num_workers in sorted({0, config.num_workers}):
+        for fraction in RESUME_FRACTIONS:
+            state = sampler.state(min(len(sampler) - 1, int(fraction * len(sampler))))
+            started = time.perf_counter()
+            loader = make_loader(dataset, config.batch_size, seed=config.seed, num_workers=num_workers)
+            loader.load_state_dict(state.to_dict())
+            batches = iter(loader)
+            next(batches)
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            del batches, loader
+            results.append(ResumeLatency(fraction=fraction, cursor=state.cursor, num_workers=num_workers, first_batch_ms=elapsed_ms))
+            tick()
+    return tuple(results)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_resume_memory(config: BenchConfig) -> ResumeMemory:
+    """Memory of restoring a state at the middle of a `resume_memory_samples`-sample epoch and taking one step."""
+    num_samples = config.resume_memory_samples
+    saved = ElasticSampler(num_samples, config.batch_size, seed=config.seed).state(num_samples // config.batch_size // 2)
+    rss_before = _rss_bytes()
+    tracemalloc.start()
+    started = time.perf_counter()
+    sampler = ElasticSampler(num_samples, config.batch_size, seed=config.seed)
+    sampler.load_state_dict(saved.to_dict())
+    next(iter(sampler))
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_after = _rss_bytes()
+    rss_delta = None if rss_before is None or rss_after is None else max(0, rss_after - rss_before) / 1e6
+    return ResumeMemory(num_samples=num_samples, tracemalloc_peak_mb=peak / 1e6, rss_delta_mb=rss_delta, first_batch_ms=elapsed_ms)
+
+
+def busy_step(step_ms: float) -> Callable[[Any], None]:
+    """A simulated CPU training step: a busy loop of `step_ms` (one core, as a forward/backward pass holds it)."""
+    def step(_batch: Any) -> None:
+        end = time.perf_counter() + step_ms / 1e3
+        while time.perf_counter() < end:
+            pass
+    return step
+
+
+def run_steps(batches: Iterator[Any], step: Callable[[Any], None], config: BenchConfig, tick: Callable[[], None],
+              move: Callable[[Any], Any] | None = None, monitor: Any = None) -> Stall:
+    """Wait for a batch (and `move` it, for the synchronous baseline), compute; per-step wait and compute times."""
+    waits, computes, first_ms = [], [], 0.0
+    for i in range(config.warmup_steps + config.steps):
+        if i == config.warmup_steps and monitor is not None:
+            monitor.start()
+        started = time.perf_counter()
+        batch = next(batches)
+        if move is not None:
+            batch = move(batch)
+        waited = time.perf_counter()
+        step(batch)
+        done = time.perf_counter()
+        if i == 0:
+            first_ms = (waited - started) * 1e3
+        if i >= config.warmup_steps:
+            waits.append((waited - started) * 1e3)
+            computes.append((done - waited) * 1e3)
+            tick()
+    utilisation = monitor.stop() if monitor is not None else None
+    total = sum(waits) + sum(computes)
+    return Stall(stall_fraction=sum(waits) / total if total > 0 else 0.0, mean_wait_ms=float(np.mean(waits)),
+                 p99_wait_ms=float(np.percentile(waits, 99)), mean_step_ms=total / len(waits), first_batch_ms=first_ms,
+                 steps=len(waits), gpu_utilisation=utilisation, wait_ms=tuple(waits), compute_ms=tuple(computes))
+
+
+def measure_stall(dataset: TokenWindows, config: BenchConfig, device: torch.device, tick: Callable[[], None]) -> tuple[dict[str, Stall], CudaFigures]:
+    """sdl (workers + device feed) vs the baseline (workers, synchronous `.to(device)`), the same simulated step."""
+    cuda = device.type == "cuda"
+    if cuda:
+        from sdl.loader.gpu_monitor import MatmulStep, UtilisationMonitor
+
+        step: Callable[[Any], None] = MatmulStep(device, config.step_ms)
+        monitors = [UtilisationMonitor(device.index or 0), UtilisationMonitor(device.index or 0)]
+    else:
+        step, monitors = busy_step(config.step_ms), [None, None]
+    sdl = make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device)
+    stalls = {"sdl": run_steps(endless(sdl), step, config, tick, monitor=monitors[0])}
+    del sdl
+    sync = (lambda batch: {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    stalls["baseline"] = run_steps(endless(baseline_loader(dataset, config, config.num_workers)), step, config, tick,
+                                   move=sync, monitor=monitors[1])
+    if not cuda:
+        return stalls, CudaFigures()
+    from sdl.loader.gpu_monitor import copy_compute_overlap, host_to_device_gb_per_s
+
+    batch_bytes = 2 * config.batch_size * config.seq_len * 4
+    return stalls, CudaFigures(h2d_gb_per_s=host_to_device_gb_per_s(device, batch_bytes),
+                               copy_compute_overlap=copy_compute_overlap(device, step, batch_bytes),
+                               gpu_utilisation_sdl=stalls["sdl"].gpu_utilisation,
+                               gpu_utilisation_baseline=stalls["baseline"].gpu_utilisation, matmuls_per_step=step.repeats)
+
+
+# The run -------------------------------------------------------------------------------------------------------
+
+
+def bench_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": str(device), "gpu": gpu}
+
+
+def run_bench(config: BenchConfig, dataset_path: str | Path | None = None,
+              progress: Callable[[BenchProgress], None] | None = None) -> BenchReport:
+    """Measure throughput, resume latency and memory, and data stall; a synthetic dataset when `dataset_path` is None."""
+    if dataset_path is not None:
+        return _run(config, Path(dataset_path), synthetic=False, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-") as folder:
+        from sdl.prepare.synthetic import write_synthetic_dataset  # noqa: PLC0415 — the one prepare tool the bench borrows
+
+        write_synthetic_dataset(folder, num_tokens=config.num_tokens, tokens_per_shard=config.tokens_per_shard,
+                                vocab_size=config.vocab_size)
+        return _run(config, Path(folder), synthetic=True, progress=progress)
+
+
+def _run(config: BenchConfig, path: Path, synthetic: bool, progress: Callable[[BenchProgress], None] | None) -> BenchReport:
+    started = time.perf_counter()
+    device = bench_device(config.device)
+    dataset = TokenWindows(path, config.seq_len, config.stride)
+    resume_points = len(RESUME_FRACTIONS) * len({0, config.num_workers})
+    total = 5 * config.steps + resume_points + 1 + 2 * config.steps
+    done = [0, "throughput"]
+
+    def tick(phase: str | None = None) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(BenchProgress(phase=phase or done[1], completed=done[0], total=total))
+
+    # Step: throughput of the three readers; then resume latency and memory; then data stall.
+    measured = measure_throughput(dataset, config, tick)
+    done[1] = "resume"
+    resume = measure_resume(dataset, config, tick)
+    memory = measure_resume_memory(config)
+    tick("resume memory")
+    done[1] = "data stall"
+    stalls, cuda = measure_stall(dataset, config, device, tick)
+    return BenchReport(
+        config=asdict(config), machine=machine_info(device),
+        dataset={"path": None if synthetic else str(path), "synthetic": synthetic, "num_tokens": dataset.index.total,
+                 "num_shards": len(dataset.index.sources), "dtype": dataset.index.meta.get("dtype"),
+                 "num_samples": len(dataset), "seq_len": dataset.seq_len, "stride": dataset.stride},
+        throughput=measured, ratios=ratios(measured), resume=resume, resume_memory=memory, stall=stalls, cuda=cuda,
+        seconds=time.perf_counter() - started)
