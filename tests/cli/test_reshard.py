@@ -1,0 +1,201 @@
+"""`sdl reshard-ckpt` end to end: save per rank, reshard through the real CLI, resume, every sample exactly once."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sdl.cli.main import main
+from sdl.loader import TokenWindows, make_loader
+from sdl.loader.checkpoint import load_checkpoint
+
+SEED = 7
+
+
+def run(capsys, *args):
+    rc = main(["reshard-ckpt", *map(str, args)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def model_and_optim():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    optim = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 8)).sum().backward()
+    optim.step()
+    return model.half().state_dict(), optim.state_dict()
+
+
+def train(ds, world_size, batch_size, steps, folder=None, resume=None):
+    """Each rank r runs steps[r] steps (None: to the end of the epoch); returns the sample ids delivered.
+    With `folder`, each rank saves a training-style checkpoint rank_<r>.pt; `resume(r)` gives a rank's state."""
+    seen = []
+    model, optim = model_and_optim()
+    for rank in range(world_size):
+        loader = make_loader(ds, batch_size, seed=SEED, rank=rank, world_size=world_size, num_workers=0)
+        if resume is not None:
+            loader.load_state_dict(resume(rank))
+        for step, batch in enumerate(loader):
+            seen += batch["sample_ids"].tolist()
+            if steps[rank] is not None and step + 1 == steps[rank]:
+                break
+        if folder is not None:
+            rng = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+            torch.save({"model": model, "optim": optim, "loader": loader.state_dict(), "rng": rng, "step": steps[rank]},
+                       folder / f"rank_{rank}.pt")
+    return seen
+
+
+def assert_bit_exact(new, old):
+    if isinstance(old, torch.Tensor):
+        assert new.dtype == old.dtype and torch.equal(new, old)
+    elif isinstance(old, np.ndarray):
+        assert new.dtype == old.dtype and np.array_equal(new, old)
+    elif isinstance(old, dict):
+        assert list(new) == list(old)
+        for key in old:
+            assert_bit_exact(new[key], old[key])
+    elif isinstance(old, (list, tuple)):
+        assert type(new) is type(old) and len(new) == len(old)
+        for a, b in zip(new, old):
+            assert_bit_exact(a, b)
+    else:
+        assert new == old
+
+
+@pytest.fixture
+def windows(token_dataset):
+    return TokenWindows(token_dataset(num_tokens=5000, tokens_per_shard=1000), seq_len=16)  # 312 samples
+
+
+@pytest.mark.parametrize("old_world, old_batch, steps, new_world, new_batch, per_rank", [
+    (4, 4, [5, 5, 5, 5], 3, None, False),
+    (4, 4, [5, 5, 5, 5], 6, None, True),
+    (2, 4, [7, 7], 1, None, False),
+    (4, 4, [3, 3, 3, 3], 3, 6, False),
+    (4, 4, [5, 6, 4, 5], 3, None, False),  # uneven stop: merged exactly
+])
+def test_reshard_round_trip_delivers_every_sample_once(capsys, tmp_path, windows, old_world, old_batch, steps, new_world,
+                                                        new_batch, per_rank):
+    old = tmp_path / "old"
+    old.mkdir()
+    seen = train(windows, old_world, old_batch, steps, folder=old)
+    out = tmp_path / ("new" if per_rank else "new.pt")
+    args = [old / "rank_*.pt", "--world-size", new_world, "--out", out, "--json"]
+    args += (["--batch-size", new_batch] if new_batch else []) + (["--per-rank"] if per_rank else [])
+    rc, stdout, err = run(capsys, *args)
+    assert rc == 0, err
+    [stream] = json.loads(stdout)["streams"]
+    assert stream["samples_consumed"] == len(seen) and stream["stop"] == ("even" if len(set(steps)) == 1 else "uneven (merged exactly)")
+    new_file = (lambda r: out / f"rank_{r}.pt") if per_rank else (lambda r: out)
+    seen += train(windows, new_world, new_batch or old_batch, [None] * new_world,
+                  resume=lambda r: load_checkpoint(new_file(r))["loader"])
+    assert len(seen) == len(set(seen)), "a sample was delivered twice"
+    assert len(seen) == windows.__len__() - stream["plan"]["dropped"]
+    assert sum(r["samples"] for r in stream["plan"]["ranks"]) == len(seen) - stream["samples_consumed"]
+    old_content = load_checkpoint(old / "rank_0.pt")
+    for rank in range(new_world if per_rank else 1):
+        new_content = load_checkpoint(new_file(rank))
+        assert new_content["loader"]["rank"] == (rank if per_rank else None)
+        assert_bit_exact({k: v for k, v in new_content.items() if k != "loader"}, {k: v for k, v in old_content.items() if k != "loader"})
+
+
+def test_inspect_renders_a_summary_and_the_new_ranks(capsys, tmp_path, windows):
+    train(windows, 4, 4, [5, 5, 5, 5], folder=tmp_path)
+    rc, stdout, _ = run(capsys, tmp_path, "--world-size", 3)
+    assert rc == 0
+    for text in ("loader state at loader", "312", "25.64 %", "1,280", "saved by", "new world: 3 ranks × batch 4"):
+        assert text in stdout
+    assert not list(tmp_path.glob("*.tmp*")) and sorted(p.name for p in tmp_path.iterdir())[0] == "rank_0.pt"
+
+
+def test_dataset_check_refuses_a_mismatch_and_force_rebinds_it(capsys, tmp_path, windows, token_dataset):
+    train(windows, 2, 4, [3, 3], folder=tmp_path)
+    rc, stdout, _ = run(capsys, tmp_path, "--dataset", windows.path, "--json")
+    assert rc == 0 and json.loads(stdout)["streams"][0]["check"]["matches"]
+    other = token_dataset(num_tokens=6000, name="other")
+    rc, _, err = run(capsys, tmp_path, "--dataset", other, "--out", tmp_path / "new.pt")
+    assert rc == 1 and "does not match" in err and "the dataset gives 374" in err and "--force" in err
+    assert not (tmp_path / "new.pt").exists()
+    rc, stdout, _ = run(capsys, tmp_path, "--dataset", other, "--force", "--out", tmp_path / "new.pt", "--json")
+    assert rc == 0 and "exactly-once again from epoch 1" in json.loads(stdout)["streams"][0]["forced"]
+    loader = make_loader(TokenWindows(other, seq_len=16), 4, seed=SEED, rank=0, world_size=2, num_workers=0)
+    loader.load_state_dict(load_checkpoint(tmp_path / "new.pt")["loader"])  # the new dataset accepts it
+
+
+def test_in_place_rewrites_the_single_input(capsys, tmp_path, windows):
+    train(windows, 1, 4, [2], folder=tmp_path)
+    rc, _, err = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--in-place")
+    assert rc == 0, err
+    assert load_checkpoint(tmp_path / "rank_0.pt")["loader"]["world_size"] == 2
+
+
+def _malicious(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    torch.save({"loader": {}, "x": Evil()}, tmp_path / "evil.pt")
+    return [tmp_path / "evil.pt"]
+
+
+def _two_runs(tmp_path, windows):
+    train(windows, 2, 4, [2, 2], folder=tmp_path)
+    torch.save({"loader": make_loader(windows, 4, seed=SEED + 1, rank=1, world_size=2, num_workers=0).state_dict()},
+               tmp_path / "rank_1.pt")
+    return [tmp_path / "rank_0.pt", tmp_path / "rank_1.pt"]
+
+
+def _saved(tmp_path, windows):
+    train(windows, 1, 4, [1], folder=tmp_path)
+    return [tmp_path / "rank_0.pt"]
+
+
+def _truncated(tmp_path, windows):
+    _saved(tmp_path, windows)
+    data = (tmp_path / "rank_0.pt").read_bytes()
+    (tmp_path / "rank_0.pt").write_bytes(data[:200])
+    return [tmp_path / "rank_0.pt"]
+
+
+def _not_a_checkpoint(tmp_path, windows):
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    return [tmp_path / "x.pt"]
+
+
+def _no_state(tmp_path, windows):
+    torch.save({"model": {}, "step": 3}, tmp_path / "x.pt")
+    return [tmp_path / "x.pt"]
+
+
+@pytest.mark.parametrize("make, extra, expected", [
+    (lambda tmp, ds: [tmp / "missing.pt"], [], "missing.pt: no such file"),
+    (_truncated, [], "not a torch checkpoint or truncated"),
+    (_not_a_checkpoint, [], "not a torch checkpoint"),
+    (_no_state, [], "no sdl loader state found (searched 2 dict(s) under the keys model, step)"),
+    (lambda tmp, ds: _malicious(tmp), [], "needs the Python global io.open to load, which could run code"),
+    (_two_runs, [], "the loader states disagree (seed: 7 vs 8)"),
+    (_saved, ["--world-size", "0"], "--world-size is 0, expected a positive integer"),
+    (_saved, ["--batch-size", "-1"], "--batch-size is -1, expected a positive integer"),
+    (_saved, ["--out", "{tmp}/rank_0.pt"], "is an input checkpoint"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, windows, make, extra, expected):
+    inputs = make(tmp_path, windows)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    extra = [a.format(tmp=tmp_path) for a in extra] or ["--out", tmp_path / "out.pt"]
+    rc, _, err = run(capsys, *inputs, *extra)
+    assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not (tmp_path / "marker").exists()
+
+
+def test_an_existing_output_is_refused_unless_overwrite(capsys, tmp_path, windows):
+    _saved(tmp_path, windows)
+    (tmp_path / "new.pt").write_bytes(b"keep")
+    rc, _, err = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--out", tmp_path / "new.pt")
+    assert rc == 1 and "new.pt already exists" in err and (tmp_path / "new.pt").read_bytes() == b"keep"
+    rc, _, _ = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--out", tmp_path / "new.pt", "--overwrite")
+    assert rc == 0 and load_checkpoint(tmp_path / "new.pt")["loader"]["world_size"] == 2
