@@ -152,7 +152,7 @@ def command(
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
     merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)
     written: list[str] = []
-    if out is not None or in_place:
+    if out is not None or in_place or per_rank:
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
                                     in_place=in_place, overwrite=overwrite, states=merged)
         written = [str(path) for path in result.written]
