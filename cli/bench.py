@@ -1,0 +1,159 @@
+"""`sdl bench [DATASET]`: sdl's loader against a plain baseline and a numpy gather ceiling; a Rich table, --json or --plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from sdl.loader.errors import ConfigError
+
+# (ratio key, label, target): the loader's targets from issues 4 and 6, shown next to what was measured.
+RATIO_TARGETS = (("sdl_vs_baseline_in_process", "sdl / baseline, in process", 2.0),
+                 ("sdl_vs_numpy_gather", "sdl / numpy gather, in process", 0.5),
+                 ("sdl_vs_baseline_workers", "sdl / baseline, with workers", 3.0))
+STALL_TARGET = 0.01
+RESUME_TARGET_MS = 10.0
+
+
+def command(
+    dataset: Optional[Path] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder)."),
+    tokens: int = typer.Option(2**25, "--tokens", help="Size of the synthetic dataset, in tokens (uint32)."),
+    seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Tokens between window starts (default: seq_len)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Samples per batch."),
+    num_workers: int = typer.Option(2, "--num-workers", help="DataLoader workers, for sdl and the baseline alike."),
+    steps: int = typer.Option(200, "--steps", help="Timed batches per reader and simulated training steps per stall run."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    step_ms: float = typer.Option(10.0, "--step-ms", help="Simulated compute per training step, in ms."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar, no table)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the per-step timeline (data wait vs compute) to FILE.png."),
+) -> None:
+    """Measure throughput, resume latency and memory, and the data stall of a simulated training step."""
+    from sdl.loader.bench import BenchConfig, run_bench
+
+    if dataset is not None and not dataset.exists():
+        raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")
+    if plot is not None:
+        _require_matplotlib()
+    config = BenchConfig(num_tokens=tokens, seq_len=seq_len, stride=stride, batch_size=batch_size, num_workers=num_workers,
+                         steps=steps, device=device, step_ms=step_ms)
+    report = run_bench(config, dataset) if json_out else _with_progress(run_bench, config, dataset)
+    if plot is not None:
+        draw_timeline(report, plot)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render(report, plot)
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigError("--plot needs matplotlib, which is not installed; "
+                          "pip install 'streaming-dataloader[plot]' (or pip install matplotlib), or drop --plot") from None
+
+
+def _with_progress(run_bench: Any, config: Any, dataset: Optional[Path]) -> Any:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("bench: {task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("dataset", total=None)
+
+        def update(event: Any) -> None:
+            bar.update(task, description=event.phase, completed=event.completed, total=event.total)
+
+        return run_bench(config, dataset, progress=update)
+
+
+def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def _verdict(ok: bool) -> str:
+    return "[bold green]met[/]" if ok else "[bold red]missed[/]"
+
+
+def render(report: Any, plot: Optional[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    data, machine = report.dataset, report.machine
+    console.print(f"[bold]sdl bench[/] · {data['num_samples']:,} windows of {data['seq_len']} tokens ({data['dtype']}, "
+                  f"{data['num_shards']} shard(s){', synthetic' if data['synthetic'] else ''}) · batch {report.config['batch_size']} · "
+                  f"{report.config['num_workers']} workers · {machine['cpu_count']} CPUs · device {machine['device']}")
+    table = Table(title="Throughput")
+    for column in ("reader", "samples/s", "tokens/s", "MB/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column == "reader" else "right")
+    for name, result in report.throughput.items():
+        if result is not None:
+            table.add_row(name.replace("_", " "), _fmt(result.samples_per_s, 0), _fmt(result.tokens_per_s / 1e6, 1, " M"),
+                          _fmt(result.mb_per_s), _fmt(result.latency_p50_ms, 3), _fmt(result.latency_p99_ms, 3))
+    console.print(table)
+    ratios = Table(title="Ratios (same run)")
+    for column in ("ratio", "measured", "target", ""):
+        ratios.add_column(column, justify="left" if column == "ratio" else "right")
+    for key, label, target in RATIO_TARGETS:
+        value = report.ratios[key]
+        if value is not None:
+            ratios.add_row(label, f"[bold]{value:.2f}×[/]", f"≥ {target:g}×", _verdict(value >= target))
+    console.print(ratios)
+    _render_resume_and_stall(console, report)
+    if plot is not None:
+        console.print(f"timeline drawn to {plot}")
+    console.print(f"[dim]{report.seconds:.1f} s[/]")
+
+
+def _render_resume_and_stall(console: Any, report: Any) -> None:
+    from rich.table import Table
+
+    resume = Table(title=f"Resume: construct loader + load_state_dict → first batch (target < {RESUME_TARGET_MS:g} ms)")
+    for column in ("workers", "at 1%", "at 50%", "at 99%"):
+        resume.add_column(column, justify="right")
+    for workers in sorted({r.num_workers for r in report.resume}):
+        rows = [r for r in report.resume if r.num_workers == workers]
+        resume.add_row(str(workers), *(_fmt(r.first_batch_ms, 2, " ms") for r in rows))
+    console.print(resume)
+    memory = report.resume_memory
+    console.print(f"Resume memory at {memory.num_samples:,} samples: tracemalloc peak {memory.tracemalloc_peak_mb:.3f} MB, "
+                  f"RSS delta {_fmt(memory.rss_delta_mb, 1, ' MB')} (target < 50 MB) {_verdict(memory.tracemalloc_peak_mb < 50)}")
+    stall = Table(title=f"Data stall: {report.config['step_ms']:g} ms simulated step, fraction of step time waiting for data")
+    for column in ("loader", "stall", "mean wait ms", "p99 wait ms", "first batch ms", "GPU util %"):
+        stall.add_column(column, justify="left" if column == "loader" else "right")
+    for name, result in report.stall.items():
+        shown = f"[bold]{result.stall_fraction:.1%}[/]" if name == "sdl" else f"{result.stall_fraction:.1%}"
+        stall.add_row(name, shown, _fmt(result.mean_wait_ms, 2), _fmt(result.p99_wait_ms, 2), _fmt(result.first_batch_ms, 1),
+                      _fmt(result.gpu_utilisation, 1))
+    console.print(stall)
+    console.print(f"sdl stall < {STALL_TARGET:.0%}: {_verdict(report.stall['sdl'].stall_fraction < STALL_TARGET)}")
+    cuda = report.cuda
+    if cuda.h2d_gb_per_s is not None:
+        console.print(f"CUDA: host→device {cuda.h2d_gb_per_s:.1f} GB/s · copy/compute overlap {cuda.copy_compute_overlap:.0%} · "
+                      f"{cuda.matmuls_per_step} matmuls per step")
+
+
+def draw_timeline(report: Any, path: Path) -> None:
+    """Per-step bars: data wait (red) stacked under compute (grey), sdl above the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True, sharey=True)
+    for axis, name in zip(axes, ("sdl", "baseline")):
+        result = report.stall[name]
+        steps = range(len(result.wait_ms))
+        axis.bar(steps, result.wait_ms, width=1.0, color="tab:red", label="data wait")
+        axis.bar(steps, result.compute_ms, width=1.0, bottom=result.wait_ms, color="0.7", label="compute")
+        axis.set_title(f"{name}: stall {result.stall_fraction:.1%}")
+        axis.set_ylabel("ms")
+    axes[0].legend(loc="upper right")
+    axes[-1].set_xlabel("training step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
