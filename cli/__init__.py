@@ -1,5 +1,7 @@
-"""sdl.cli: the `sdl` command. Typer parses, one library function does the work, Rich renders."""
+"""sdl.cli: the `sdl` command (`sdl.cli.main:main`). Typer parses, one library function does the work, Rich renders.
 
-from sdl.cli.main import app, main
+Nothing is re-exported here: `sdl.cli.main` must stay the module (re-exporting its `main` function
+would shadow it).
+"""
 
-__all__ = ["app", "main"]
+__all__: list[str] = []

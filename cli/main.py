@@ -61,24 +61,26 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; SdlError -> one line on stderr and exit 1 (SDL_DEBUG=1 re-raises for the traceback)."""
     try:
-        app(args=argv, prog_name="sdl", standalone_mode=False)
+        code = app(args=argv, prog_name="sdl", standalone_mode=False)  # click returns the code of an Exit
     except SdlError as exc:
         if os.environ.get("SDL_DEBUG") == "1":
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("error: aborted", file=sys.stderr)
         return 130
+    except (click.ClickException, typer.TyperException) as exc:  # usage errors; typer >= 0.20 vendors its own click
+        if not hasattr(exc, "show"):
+            raise
+        exc.show()
+        return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""The one place that maps outcomes to exit codes: SdlError -> `error: …` + 1, usage errors -> 2, typer.Exit -> its code."""
+
+import subprocess
+import sys
+
+import typer
+
+from sdl.cli.main import app, main
+from sdl.loader.errors import InputError
+
+
+@app.command("_exit-probe", hidden=True)
+def _exit_probe(code: int = 0, fail: bool = False) -> None:
+    if fail:
+        raise InputError("missing.txt: no such file; expected a text file, pass an existing path")
+    raise typer.Exit(code)
+
+
+def test_exit_codes_reach_the_shell(capsys):
+    assert main(["_exit-probe", "--code", "4"]) == 4
+    assert main(["_exit-probe", "--code", "0"]) == 0
+    assert main(["no-such-command"]) == 2
+    assert main(["_exit-probe", "--fail"]) == 1
+    err = capsys.readouterr().err
+    assert "error: missing.txt: no such file; expected a text file, pass an existing path\n" in err
+    assert "Traceback" not in err
+
+
+def test_sdl_debug_shows_the_traceback():
+    code = "import sys; from sdl.loader.errors import InputError; import sdl.cli.main as m\n" \
+           "@m.app.command('boom')\ndef boom():\n    raise InputError('bad')\nsys.exit(m.main(['boom']))"
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert quiet.returncode == 1 and quiet.stderr == "error: bad\n"
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"SDL_DEBUG": "1", "PATH": ""})
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
