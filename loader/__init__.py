@@ -23,7 +23,9 @@ _EXPORTS = {
     "ArrowRows": "sdl.loader.arrow_rows",
     "DeviceFeed": "sdl.loader.feed",
     "make_loader": "sdl.loader.loader", "SdlLoader": "sdl.loader.loader", "keep_batch": "sdl.loader.loader",
-    "merge_states": "sdl.loader.reshard", "reshard_state": "sdl.loader.reshard",
+    "merge_states": "sdl.loader.reshard", "reshard_state": "sdl.loader.reshard", "plan_for": "sdl.loader.reshard",
+    "load_checkpoint": "sdl.loader.checkpoint", "find_states": "sdl.loader.checkpoint",
+    "read_checkpoints": "sdl.loader.checkpoint", "rewrite_checkpoint": "sdl.loader.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)
