@@ -73,9 +73,12 @@ def _with_progress(prepare: Any, settings: Any) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:  # logs and pipes get the summary only
+        return prepare(settings)
     columns = (TextColumn("preparing"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"))
     started = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("prepare", total=None, stats="")
 
         def update(p: Any) -> None:

@@ -1,12 +1,15 @@
 """The prepare journal `<out>/.sdl/prepare-journal.json`: what a killed `sdl prepare` had finished, so a re-run continues.
 
-Written atomically after every shard. `position` is the first input record whose tokens are not all
+Written atomically after every shard, once the shard's entry is appended (and fsynced) to the shard log
+`<out>/.sdl/prepare-shards.jsonl` (one ShardInfo per line), so each shard costs O(1) however many
+came before; lines beyond the journal's `num_shards` (a kill between the two writes) are dropped on
+resume. `position` is the first input record whose tokens are not all
 in the shards listed (`source` index into the resolved inputs, `record` inside that file) and `carry`
 how many of its tokens are; a resume re-reads from there and drops the carried tokens, so the final
 bytes equal an uninterrupted run's. `fingerprint` hashes the options and input fingerprints that decide
 the output, so a re-run with different arguments is refused instead of mixing two datasets.
 
-    {"version": 1, "fingerprint": "sha256:…", "complete": false, "shards": [<ShardInfo>…],
+    {"version": 1, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
      "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1}
 """
 
@@ -14,32 +17,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.atomic import atomic_write_json, remove_stale_temporaries
+from sdl.loader.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from sdl.loader.errors import ConfigError, FormatError, InputError
 from sdl.loader.format import CACHE_DIR, MANIFEST_NAME, ShardInfo
 
 JOURNAL_VERSION = 1
 JOURNAL_NAME = "prepare-journal.json"
+SHARD_LOG_NAME = "prepare-shards.jsonl"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Journal:
     fingerprint: str
     complete: bool = False
-    shards: tuple[ShardInfo, ...] = ()
+    num_shards: int = 0
+    num_tokens: int = 0
     position: dict[str, int] = field(default_factory=lambda: {"source": 0, "record": 0})
     carry: int = 0
     num_docs: int = 0        # documents taken from the input (the carried one included)
     num_skipped: int = 0     # malformed records skipped before `position`
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"version": JOURNAL_VERSION, **asdict(self)}
-        out["shards"] = [asdict(shard) for shard in self.shards]
-        return out
+        return {"version": JOURNAL_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Journal:
@@ -47,17 +51,44 @@ class Journal:
             raise FormatError(f"{where}: unknown journal version; pass --overwrite to start again")
         body = {k: v for k, v in data.items() if k != "version"}
         try:
-            body["shards"] = tuple(ShardInfo(**shard) for shard in body.get("shards", ()))
             return cls(**body)
         except TypeError as exc:
             raise FormatError(f"{where}: malformed journal ({exc}); pass --overwrite to start again") from None
 
-    def with_shard(self, shard: ShardInfo, **changes: Any) -> Journal:
-        return replace(self, shards=self.shards + (shard,), **changes)
 
 
 def journal_path(out: Path) -> Path:
     return out / CACHE_DIR / JOURNAL_NAME
+
+
+def shard_log_path(out: Path) -> Path:
+    return out / CACHE_DIR / SHARD_LOG_NAME
+
+
+def append_shard(out: Path, shard: ShardInfo) -> None:
+    """Append one shard's entry to the shard log and fsync it (before the journal counts it)."""
+    with open(shard_log_path(out), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(shard)) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_shards(out: Path, num_shards: int) -> list[ShardInfo]:
+    """The first `num_shards` entries of the shard log; later (unjournalled) lines are cut off the file."""
+    if num_shards == 0:
+        shard_log_path(out).unlink(missing_ok=True)
+        return []
+    path = shard_log_path(out)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        shards = [ShardInfo(**json.loads(line)) for line in lines[:num_shards]]
+    except (OSError, ValueError, TypeError) as exc:
+        raise FormatError(f"{path}: unreadable shard log ({exc}); pass --overwrite to start again") from None
+    if len(shards) < num_shards:
+        raise FormatError(f"{path}: lists {len(shards)} shards, the journal {num_shards}; pass --overwrite to start again")
+    if len(lines) > num_shards:
+        atomic_write_bytes(path, "".join(lines[:num_shards]).encode("utf-8"))
+    return shards
 
 
 def write_journal(out: Path, journal: Journal) -> None:
@@ -82,7 +113,7 @@ def read_journal(out: Path) -> Journal | None:
 
 def _ours(out: Path) -> list[Path]:
     """The files a prepare run writes in `out` (never anything else)."""
-    return [*out.glob("shard-*.npy"), out / MANIFEST_NAME, journal_path(out)]
+    return [*out.glob("shard-*.npy"), out / MANIFEST_NAME, journal_path(out), shard_log_path(out)]
 
 
 def remove_output(out: Path, keep_shards: int = 0) -> None:
@@ -90,7 +121,7 @@ def remove_output(out: Path, keep_shards: int = 0) -> None:
     for path in _ours(out):
         if path.name.startswith("shard-") and int(path.name[6:12]) < keep_shards:
             continue
-        if path == journal_path(out) and keep_shards:
+        if path in (journal_path(out), shard_log_path(out)) and keep_shards:
             continue
         path.unlink(missing_ok=True)
     remove_stale_temporaries(out)
@@ -112,7 +143,7 @@ def claim_output(out: Path, print_: str, overwrite: bool) -> Journal | None:
     journal = read_journal(out)
     if journal is not None and journal.fingerprint == print_:
         if not journal.complete:
-            remove_output(out, keep_shards=len(journal.shards))  # shards written after the last journal entry
+            remove_output(out, keep_shards=journal.num_shards)  # shards written after the last journal entry
         return journal
     others = [p for p in out.iterdir() if p.name != CACHE_DIR]
     if journal is None and not others:
@@ -136,4 +167,4 @@ def _check_writable(out: Path) -> None:
         raise InputError(f"{out}: cannot write the output folder ({exc.strerror or exc}); choose a writable folder") from None
 
 
-__all__ = ["Journal", "claim_output", "fingerprint", "read_journal", "remove_output", "remove_if_empty", "write_journal"]
+__all__ = ["Journal", "append_shard", "claim_output", "load_shards", "fingerprint", "read_journal", "remove_output", "remove_if_empty", "write_journal"]

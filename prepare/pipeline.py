@@ -13,10 +13,10 @@ import numpy as np
 
 from sdl.loader.atomic import atomic_write_json
 from sdl.loader.errors import ConfigError, InputError, SdlError
-from sdl.loader.format import MANIFEST_NAME, Manifest
+from sdl.loader.format import MANIFEST_NAME, Manifest, ShardInfo
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodedBatch, EncodeOptions, encode_batches
-from sdl.prepare.journal import Journal, claim_output, fingerprint, remove_if_empty, remove_output, write_journal
+from sdl.prepare.journal import Journal, append_shard, claim_output, fingerprint, load_shards, remove_if_empty, remove_output, write_journal
 from sdl.prepare.records import iter_batches
 from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
@@ -73,6 +73,7 @@ class _Run:
     config: PrepareConfig
     files: tuple[SourceFile, ...]
     journal: Journal
+    shards: list[ShardInfo]
     num_tokens: int
     num_bytes: int
     progress: Callable[[PrepareProgress], None] | None
@@ -80,7 +81,7 @@ class _Run:
     def report_progress(self) -> None:
         if self.progress is not None:
             self.progress(PrepareProgress(num_docs=self.journal.num_docs, num_tokens=self.num_tokens, num_bytes=self.num_bytes,
-                                          total_bytes=sum(f.size for f in self.files), num_shards=len(self.journal.shards)))
+                                          total_bytes=sum(f.size for f in self.files), num_shards=len(self.shards)))
 
 
 def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] | None = None) -> PrepareReport:
@@ -97,13 +98,13 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     out = Path(config.out)
     created = not out.exists()
     journal = claim_output(out, print_, config.overwrite)
-    resumed = journal is not None and not journal.complete and bool(journal.shards)
+    resumed = journal is not None and not journal.complete and journal.num_shards > 0
     if journal is not None and journal.complete:
         return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
     journal = journal or Journal(fingerprint=print_)
     write_journal(out, journal)
     # Step: encode and write; a bad input removes what this command wrote, so no partial dataset is left.
-    run = _Run(config=config, files=files, journal=journal, num_tokens=sum(s.num_tokens for s in journal.shards),
+    run = _Run(config=config, files=files, journal=journal, shards=load_shards(out, journal.num_shards), num_tokens=journal.num_tokens,
                num_bytes=sum(f.size for f in files[:journal.position["source"]]), progress=progress)
     try:
         _write(run, spec, dtype, split_records)
@@ -125,7 +126,7 @@ def _check_specials(spec: TokenizerSpec, config: PrepareConfig) -> None:
 
 def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> None:
     config, journal, out = run.config, run.journal, Path(run.config.out)
-    writer = ShardWriter(out, tokens_per_shard=config.tokens_per_shard, dtype=dtype, next_shard_id=len(journal.shards))
+    writer = ShardWriter(out, tokens_per_shard=config.tokens_per_shard, dtype=dtype, next_shard_id=journal.num_shards)
     options = EncodeOptions(tokenizer_json=spec.json, dtype=dtype, text_field=config.text_field, on_error=config.on_error,
                             bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None)
     batches = iter_batches(run.files, start_source=journal.position["source"], start_record=journal.position["record"],
@@ -140,7 +141,10 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
             raise InputError(batch.error)
         for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
             record, carry = _position(batch, cut.docs_done, cut.carry)
-            journal = journal.with_shard(cut.shard, position={"source": batch.source_index, "record": record}, carry=carry,
+            append_shard(out, cut.shard)
+            run.shards.append(cut.shard)
+            journal = replace(journal, num_shards=len(run.shards), num_tokens=journal.num_tokens + cut.shard.num_tokens,
+                              position={"source": batch.source_index, "record": record}, carry=carry,
                                          num_docs=num_docs + cut.docs_done + (1 if carry else 0),
                                          num_skipped=num_skipped + sum(1 for r in batch.skipped if r < record))
             write_journal(out, journal)
@@ -176,13 +180,17 @@ def _position(batch: EncodedBatch, docs_done: int, carry: int) -> tuple[int, int
 
 def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> None:
     config, out = run.config, Path(run.config.out)
+    journal = run.journal
     last = writer.finish()
-    journal = run.journal.with_shard(last) if last is not None else run.journal
+    if last is not None:
+        append_shard(out, last)
+        run.shards.append(last)
+        journal = replace(journal, num_shards=len(run.shards), num_tokens=journal.num_tokens + last.num_tokens)
     if journal.num_docs == 0:
         names = ", ".join(f.path for f in run.files[:3]) + (" …" if len(run.files) > 3 else "")
         raise InputError(f"no documents in the input ({names}{'; all records were skipped as malformed' if journal.num_skipped else ''}); "
                          "expected at least one document")
-    manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=journal.shards,
+    manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=tuple(run.shards),
                         append_eos=config.append_eos, prepend_bos=config.prepend_bos,
                         sources=tuple(f.to_dict() for f in run.files),
                         job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
@@ -194,7 +202,7 @@ def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> 
 def _report(config: PrepareConfig, files: tuple[SourceFile, ...], journal: Journal, dtype: str, spec: TokenizerSpec,
             started: float, *, status: str, resumed: bool) -> PrepareReport:
     return PrepareReport(out=str(config.out), status=status, resumed=resumed, num_docs=journal.num_docs,
-                         num_tokens=sum(s.num_tokens for s in journal.shards), num_shards=len(journal.shards),
+                         num_tokens=journal.num_tokens, num_shards=journal.num_shards,
                          num_skipped=journal.num_skipped, num_sources=len(files), input_bytes=sum(f.size for f in files),
                          dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(),
                          job={"num_jobs": config.num_jobs, "job_index": config.job_index},

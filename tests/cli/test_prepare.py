@@ -1,0 +1,146 @@
+"""`sdl prepare` through the real CLI: --json, re-runs, refusal, every bad input's one-line error, and SIGKILL + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdl.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare"))
+from corpus import dataset_bytes, make_texts, write_jsonl  # noqa: E402
+
+
+def sdl(capsys, *args):
+    code = main(["prepare", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_summary_rerun_and_refusal(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(40))
+    out = tmp_path / "out"
+    code, stdout, _ = sdl(capsys, data, out, "--tokens-per-shard", 100, "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["status"] == "complete" and report["num_docs"] == 40
+    assert report["num_shards"] == -(-report["num_tokens"] // 100)
+    before = dataset_bytes(out)
+    code, stdout, _ = sdl(capsys, data, out, "--tokens-per-shard", 100)
+    assert code == 0 and "already complete" in stdout
+    assert dataset_bytes(out) == before
+    code, _, err = sdl(capsys, data, out, "--tokens-per-shard", 50)
+    assert code == 1 and "different arguments" in err and "--overwrite" in err
+    assert dataset_bytes(out) == before
+    code, stdout, _ = sdl(capsys, data, out, "--tokens-per-shard", 50, "--overwrite", "--json")
+    assert code == 0 and json.loads(stdout)["num_shards"] == -(-report["num_tokens"] // 50)
+
+
+def test_config_file_and_flags_override(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(20), field="body")
+    config = tmp_path / "c.toml"
+    config.write_text(f'sources = ["{data}"]\ntext_field = "body"\ntokens_per_shard = 1000\n')
+    code, stdout, _ = sdl(capsys, "--config", config, tmp_path / "out", "--tokens-per-shard", 64, "--json")
+    assert code == 0 and json.loads(stdout)["tokens_per_shard"] == 64
+
+
+def test_demo_toml_matches_the_library_demo():
+    import tomllib
+
+    from sdl.prepare.demo import DEMO_OPTIONS
+
+    file = tomllib.loads((Path(__file__).resolve().parents[2] / "configs" / "demo.toml").read_text())
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in file.items()} == DEMO_OPTIONS
+
+
+def _big_vocab_tokenizer(path: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)} | {"[UNK]": 70_000, "</s>": 70_001}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+    return path
+
+
+BAD_INPUTS = {
+    "missing path": (lambda d: [d / "nope.jsonl"], [], "nope.jsonl: no such file or folder"),
+    "empty input": (lambda d: [d / "empty.jsonl"], [], "the input is empty"),
+    "only blank lines": (lambda d: [d / "blank.jsonl"], [], "no documents in the input"),
+    "unsupported extension": (lambda d: [d / "table.csv"], [], "table.csv: unsupported file type '.csv'"),
+    "malformed JSON": (lambda d: [d / "broken.jsonl"], [], "broken.jsonl:2: malformed JSON"),
+    "missing field": (lambda d: [d / "nofield.jsonl"], [], "nofield.jsonl:1: no field 'text' (its fields: body)"),
+    "non-string text": (lambda d: [d / "number.jsonl"], [], "number.jsonl:1: field 'text' is a number, expected a string"),
+    "unknown tokenizer": (lambda d: [d / "good.jsonl"], ["--tokenizer", "no-such/tokenizer-xyz"], "unknown tokenizer 'no-such/tokenizer-xyz'"),
+    "tokens per shard": (lambda d: [d / "good.jsonl"], ["--tokens-per-shard", "0"], "--tokens-per-shard is 0, expected a positive integer"),
+    "uint16 too small": (lambda d: [d / "good.jsonl"], ["--dtype", "uint16", "--tokenizer", "{d}/big.json"], "--dtype uint16 holds ids below 65,536"),
+    "config unknown key": (lambda d: [d / "good.jsonl"], ["--config", "{d}/bad.toml"], "bad.toml: unknown key tokens_per_shrd"),
+}
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    (tmp_path / "table.csv").write_text("text\nhello\n")
+    (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n')
+    (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
+    (tmp_path / "number.jsonl").write_text('{"text": 12}\n')
+    (tmp_path / "good.jsonl").write_text('{"text": "fine"}\n')
+    (tmp_path / "bad.toml").write_text("tokens_per_shrd = 10\n")
+    _big_vocab_tokenizer(tmp_path / "big.json")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_error(bad_inputs, capsys, case):
+    sources, flags, wording = BAD_INPUTS[case]
+    out = bad_inputs / "out"
+    code, stdout, err = sdl(capsys, *sources(bad_inputs), out, *[f.format(d=bad_inputs) for f in flags])
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert wording in err
+    assert not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(3))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = sdl(capsys, data, blocker / "out")
+    assert code == 1 and err.startswith("error: ") and "cannot write the output folder" in err
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_is_byte_identical(tmp_path):
+    from sdl.prepare import PrepareConfig, prepare
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(400, seed=9, max_words=60))
+    args = ["--tokens-per-shard", "23", "--num-proc", "2", "--json"]
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "whole"), tokens_per_shard=23))
+    out = tmp_path / "killed"
+    journal = out / ".sdl" / "prepare-journal.json"
+    command = [sys.executable, "-m", "sdl.cli.main", "prepare", str(data), str(out), *args]
+    for wanted_shards in (20, 150):
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            try:
+                if json.loads(journal.read_text())["num_shards"] >= wanted_shards:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        os.killpg(child.pid, signal.SIGKILL)  # the CLI and its worker processes, mid-run
+        child.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it was killed; make it slower"
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["resumed"] is True
+    assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
