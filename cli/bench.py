@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +18,8 @@ RATIO_TARGETS = (("sdl_vs_baseline_in_process", "sdl / baseline, in process", 2.
                  ("sdl_vs_numpy_gather", "sdl / numpy gather, in process", 0.5),
                  ("sdl_vs_baseline_workers", "sdl / baseline, with workers", 3.0))
 STALL_TARGET = 0.01
+SYNTHETIC_VOCAB = 100_000              # > 65,535: uint32 shards, as issue 4's target
+SYNTHETIC_TOKENS_PER_SHARD = 100_000_000  # sdl prepare's default: the default dataset is one shard
 RESUME_TARGET_MS = 10.0
 
 
@@ -38,15 +43,31 @@ def command(
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")
     if plot is not None:
         _require_matplotlib()
-    config = BenchConfig(num_tokens=tokens, seq_len=seq_len, stride=stride, batch_size=batch_size, num_workers=num_workers,
+    config = BenchConfig(seq_len=seq_len, stride=stride, batch_size=batch_size, num_workers=num_workers,
                          steps=steps, device=device, step_ms=step_ms)
-    report = run_bench(config, dataset) if json_out else _with_progress(run_bench, config, dataset)
+    with _dataset_or_synthetic(dataset, tokens) as path:
+        report = run_bench(config, path) if json_out else _with_progress(run_bench, config, path)
     if plot is not None:
         draw_timeline(report, plot)
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         render(report, plot)
+
+
+@contextmanager
+def _dataset_or_synthetic(dataset: Optional[Path], tokens: int) -> Iterator[Path]:
+    """DATASET as given, or a synthetic uint32 dataset of `tokens` tokens (token at p is p % vocab) in a temp folder."""
+    if dataset is not None:
+        yield dataset
+        return
+    if tokens <= 0:
+        raise ConfigError(f"--tokens is {tokens}, expected a positive number of tokens")
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-") as folder:
+        write_synthetic_dataset(folder, num_tokens=tokens, tokens_per_shard=SYNTHETIC_TOKENS_PER_SHARD, vocab_size=SYNTHETIC_VOCAB)
+        yield Path(folder)
 
 
 def _require_matplotlib() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import os
 import platform
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -51,13 +50,10 @@ class BenchConfig:
     device: str = "auto"                   # auto: cuda when available, else cpu
     step_ms: float = 10.0                  # simulated compute per training step
     seed: int = 0
-    num_tokens: int = 2**25                # synthetic dataset (no DATASET given): 33.6 M tokens, 134 MB of uint32
-    vocab_size: int = 100_000              # > 65,535, so the synthetic shards are uint32 (issue 4's target)
-    tokens_per_shard: int = 100_000_000    # sdl prepare's default
     resume_memory_samples: int = 10**9
 
     def __post_init__(self) -> None:
-        for name in ("seq_len", "batch_size", "steps", "num_tokens", "vocab_size", "tokens_per_shard", "resume_memory_samples"):
+        for name in ("seq_len", "batch_size", "steps", "resume_memory_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} is {value!r}, expected a positive integer")
@@ -253,7 +249,7 @@ def _cycle(items: list[Any]) -> Iterator[Any]:
 
 
 def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> dict[str, Throughput | None]:
-    itemsize = dataset.index.meta.get("dtype") and np.dtype(dataset.index.meta["dtype"]).itemsize or 4
+    itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
     readers: dict[str, Callable[[], Any]] = {
         "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0),
         "baseline_in_process": lambda: baseline_loader(dataset, config, 0),
@@ -406,21 +402,11 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__, "device": str(device), "gpu": gpu}
 
 
-def run_bench(config: BenchConfig, dataset_path: str | Path | None = None,
+def run_bench(config: BenchConfig, dataset_path: str | Path,
               progress: Callable[[BenchProgress], None] | None = None) -> BenchReport:
-    """Measure throughput, resume latency and memory, and data stall; a synthetic dataset when `dataset_path` is None."""
-    if dataset_path is not None:
-        return _run(config, Path(dataset_path), synthetic=False, progress=progress)
-    with tempfile.TemporaryDirectory(prefix="sdl-bench-") as folder:
-        from sdl.prepare.synthetic import write_synthetic_dataset  # noqa: PLC0415 — the one prepare tool the bench borrows
-
-        write_synthetic_dataset(folder, num_tokens=config.num_tokens, tokens_per_shard=config.tokens_per_shard,
-                                vocab_size=config.vocab_size)
-        return _run(config, Path(folder), synthetic=True, progress=progress)
-
-
-def _run(config: BenchConfig, path: Path, synthetic: bool, progress: Callable[[BenchProgress], None] | None) -> BenchReport:
+    """Measure throughput, resume latency and memory, and data stall on the token dataset at `dataset_path`."""
     started = time.perf_counter()
+    path = Path(dataset_path)
     device = bench_device(config.device)
     dataset = TokenWindows(path, config.seq_len, config.stride)
     resume_points = len(RESUME_FRACTIONS) * len({0, config.num_workers})
@@ -440,10 +426,11 @@ def _run(config: BenchConfig, path: Path, synthetic: bool, progress: Callable[[B
     tick("resume memory")
     done[1] = "data stall"
     stalls, cuda = measure_stall(dataset, config, device, tick)
+    meta = dataset.index.meta
     return BenchReport(
         config=asdict(config), machine=machine_info(device),
-        dataset={"path": None if synthetic else str(path), "synthetic": synthetic, "num_tokens": dataset.index.total,
-                 "num_shards": len(dataset.index.sources), "dtype": dataset.index.meta.get("dtype"),
+        dataset={"path": str(path), "synthetic": (meta.get("tokenizer") or {}).get("name") == "synthetic",
+                 "num_tokens": dataset.index.total, "num_shards": len(dataset.index.sources), "dtype": meta.get("dtype"),
                  "num_samples": len(dataset), "seq_len": dataset.seq_len, "stride": dataset.stride},
         throughput=measured, ratios=ratios(measured), resume=resume, resume_memory=memory, stall=stalls, cuda=cuda,
         seconds=time.perf_counter() - started)

@@ -8,8 +8,9 @@ import pytest
 from sdl.loader.bench import BenchConfig, GatherCeiling, naive_windows, run_bench
 from sdl.loader.errors import ConfigError
 from sdl.loader.windows import TokenWindows
+from sdl.prepare.synthetic import write_synthetic_dataset
 
-TINY = dict(num_tokens=40_000, tokens_per_shard=16_384, vocab_size=70_000, seq_len=64, batch_size=4, steps=4,
+TINY = dict(seq_len=64, batch_size=4, steps=4,
             warmup_steps=1, step_ms=1.0, device="cpu", resume_memory_samples=10**9)
 
 
@@ -18,8 +19,15 @@ def positive(value):
 
 
 @pytest.fixture(scope="module")
-def report():
-    return run_bench(BenchConfig(num_workers=1, **TINY))
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "tokens"
+    write_synthetic_dataset(path, num_tokens=40_000, tokens_per_shard=16_384, vocab_size=70_000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(dataset):
+    return run_bench(BenchConfig(num_workers=1, **TINY), dataset)
 
 
 def test_throughput_and_ratios_are_positive(report):
@@ -52,8 +60,8 @@ def test_stall_fractions_are_fractions_and_cuda_fields_are_null_on_cpu(report):
     assert report.dataset["synthetic"] and report.dataset["dtype"] == "uint32" and report.dataset["num_shards"] == 3
 
 
-def test_no_workers_leaves_worker_figures_null():
-    report = run_bench(BenchConfig(num_workers=0, **TINY))
+def test_no_workers_leaves_worker_figures_null(dataset):
+    report = run_bench(BenchConfig(num_workers=0, **TINY), dataset)
     assert report.throughput["sdl_workers"] is None and report.ratios["sdl_vs_baseline_workers"] is None
     assert {r.num_workers for r in report.resume} == {0}
 
