@@ -45,7 +45,7 @@ def _register() -> None:
     import importlib
 
     for name, module in (("prepare", "prepare"), ("index", "index"), ("inspect", "inspect"),
-                         ("reshard-ckpt", "reshard"), ("bench", "bench"), ("demo", "demo"), ("bench-index", "bench_index")):
+                         ("reshard-ckpt", "reshard"), ("bench", "bench"), ("demo", "demo"), ("bench-index", "bench_index"), ("bench-prepare", "bench_prepare")):
         try:
             command = importlib.import_module(f"sdl.cli.{module}").command
         except ModuleNotFoundError as exc:
