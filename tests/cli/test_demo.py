@@ -2,9 +2,6 @@
 
 import json
 
-import numpy as np
-import pytest
-
 from sdl.cli.main import main
 from sdl.loader.sampler import ElasticSampler
 from sdl.loader.state import LoaderState
