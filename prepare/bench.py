@@ -1,0 +1,121 @@
+"""The prepare benchmark: end-to-end `prepare()` throughput against the tokenizer's own batch encoding of the same text, and peak RSS vs input size.
+
+Measured, never asserted: `sdl bench-prepare` prints the figures that BENCHMARKS.md records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sdl.prepare.config import PrepareConfig
+from sdl.prepare.encoder import SINGLE_THREAD_ENV
+from sdl.prepare.pipeline import prepare
+from sdl.prepare.sources import stdlib_files
+from sdl.prepare.tokenizer import load_tokenizer
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrepareBenchReport:
+    corpus_bytes: int
+    num_tokens: int
+    tokenizer_tokens_per_s: dict[int, float]   # num_proc -> the tokenizer's own encode_batch_fast rate on the same text
+    prepare_tokens_per_s: dict[int, float]     # num_proc -> end-to-end prepare() rate (pool start-up included)
+    peak_rss_mb: dict[str, float]              # "1x"/"10x" -> peak RSS of a whole `sdl prepare` run
+    rss_bytes: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, **asdict(self)}
+
+
+def write_corpus(path: Path, num_bytes: int) -> Path:
+    """A JSONL corpus of ~`num_bytes` of text: the stdlib sources, cycled (as UTF-8, undecodable files skipped)."""
+    written = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for source in itertools.cycle(stdlib_files()[:3000]):
+            try:
+                text = source.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+            handle.write(json.dumps({"text": text}) + "\n")
+            written += len(text.encode())
+            if written >= num_bytes:
+                return path
+
+
+def _chunks(path: Path) -> list[list[str]]:
+    chunks, chunk, size = [], [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            chunk.append(json.loads(line)["text"])
+            size += len(chunk[-1])
+            if size >= CHUNK_BYTES:
+                chunks.append(chunk)
+                chunk, size = [], 0
+    return chunks + ([chunk] if chunk else [])
+
+
+_tokenizer: list[Any] = []
+
+
+def _init(json_text: str) -> None:
+    import os
+
+    os.environ.update(SINGLE_THREAD_ENV)
+    from tokenizers import Tokenizer
+
+    _tokenizer[:] = [Tokenizer.from_str(json_text)]
+
+
+def _count(texts: list[str]) -> int:
+    return sum(len(e.ids) for e in _tokenizer[0].encode_batch_fast(texts, add_special_tokens=False))
+
+
+def tokenizer_rate(chunks: list[list[str]], num_proc: int) -> tuple[float, int]:
+    """(tokens/s, tokens) of encode_batch_fast alone over `chunks`, one thread in each of `num_proc` warm processes."""
+    spec = load_tokenizer()
+    with multiprocessing.get_context("spawn").Pool(num_proc, initializer=_init, initargs=(spec.json,)) as pool:
+        pool.map(_count, [["warm up"]] * num_proc)
+        started = time.perf_counter()
+        num_tokens = sum(pool.imap(_count, chunks))
+        return num_tokens / (time.perf_counter() - started), num_tokens
+
+
+def peak_rss(corpus: Path, out: Path, num_proc: int) -> int:
+    """Peak RSS (bytes) of the largest process of one `sdl prepare` run, measured from a fresh wrapper process."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    command = [sys.executable, "-c", wrapper, sys.executable, "-m", "sdl.cli.main", "prepare", str(corpus), str(out),
+               "--tokens-per-shard", "1000000", "--num-proc", str(num_proc), "--json"]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]) * 1024
+
+
+def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ...] = (1, 2)) -> PrepareBenchReport:
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-prepare-") as tmp:
+        tmp_path = Path(tmp)
+        corpus = write_corpus(tmp_path / "corpus.jsonl", int(corpus_mb * 1e6))
+        corpus_bytes = corpus.stat().st_size
+        chunks = _chunks(corpus)
+        tokenizer, prepared, num_tokens = {}, {}, 0
+        for num_proc in num_procs:
+            tokenizer[num_proc], num_tokens = tokenizer_rate(chunks, num_proc)
+            report = prepare(PrepareConfig(sources=(str(corpus),), out=str(tmp_path / f"out-{num_proc}"), num_proc=num_proc))
+            prepared[num_proc] = report.tokens_per_second
+        rss = {}
+        for name, scale in (("1x", 1), ("10x", 10)):
+            small = write_corpus(tmp_path / f"rss-{name}.jsonl", int(rss_mb * 1e6 * scale))
+            rss[name] = peak_rss(small, tmp_path / f"rss-out-{name}", max(num_procs))
+    return PrepareBenchReport(corpus_bytes=corpus_bytes, num_tokens=num_tokens,
+                              tokenizer_tokens_per_s={k: round(v) for k, v in tokenizer.items()},
+                              prepare_tokens_per_s={k: round(v) for k, v in prepared.items()},
+                              peak_rss_mb={k: round(v / 2**20, 1) for k, v in rss.items()}, rss_bytes=rss)

@@ -1,0 +1,43 @@
+"""ShardWriter: exact shard sizes, document starts per shard, and the cut positions a resume starts from (an exhaustive small grid)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdl.loader.format import file_checksum
+from sdl.prepare.writer import ShardWriter
+
+
+@pytest.mark.parametrize("tokens_per_shard", [1, 2, 3, 5, 7, 100])
+def test_shards_docs_and_cuts(tmp_path, tokens_per_shard):
+    lengths = np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype=np.int64)
+    stream = np.arange(lengths.sum(), dtype=np.uint16)
+    out = tmp_path / str(tokens_per_shard)
+    writer = ShardWriter(out, tokens_per_shard=tokens_per_shard, dtype="uint16")
+    cuts = writer.add(stream[:9], lengths[:4]) + writer.add(stream[9:], lengths[4:])
+    last = writer.finish()
+    shards = [c.shard for c in cuts] + ([last] if last else [])
+    assert [s.num_tokens for s in shards[:-1]] == [tokens_per_shard] * (len(shards) - 1)
+    got = np.concatenate([np.load(out / s.file) for s in shards])
+    assert np.array_equal(got, stream) and all(file_checksum(out / s.file) == s.checksum for s in shards)
+    starts = np.concatenate([np.load(out / s.docs_file) + i * tokens_per_shard for i, s in enumerate(shards)])
+    assert list(starts) == list(np.cumsum(lengths) - lengths)
+    assert [s.num_docs for s in shards] == [len(np.load(out / s.docs_file)) for s in shards]
+    ends = np.cumsum(lengths)
+    for i, cut in enumerate(cuts):  # docs_done/carry are relative to the batch that was being added
+        written = (i + 1) * tokens_per_shard
+        first_doc = 0 if written <= 9 else 4
+        done = int(np.searchsorted(ends, written, side="right"))
+        assert cut.docs_done == done - first_doc
+        assert cut.carry == (written - (ends[done] - lengths[done]) if done < len(lengths) else 0)
+
+
+def test_skip_leaves_out_carried_tokens_and_their_start(tmp_path):
+    writer = ShardWriter(tmp_path, tokens_per_shard=4, dtype="uint32")
+    cuts = writer.add(np.arange(10, dtype=np.uint32), np.array([6, 4]), skip=3)
+    last = writer.finish()
+    assert cuts[0].docs_done == 1 and cuts[0].carry == 1
+    assert np.array_equal(np.load(tmp_path / cuts[0].shard.file), [3, 4, 5, 6])
+    assert list(np.load(tmp_path / cuts[0].shard.docs_file)) == [3]
+    assert np.array_equal(np.load(tmp_path / last.file), [7, 8, 9])
