@@ -112,9 +112,12 @@ def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ..
             report = prepare(PrepareConfig(sources=(str(corpus),), out=str(tmp_path / f"out-{num_proc}"), num_proc=num_proc))
             prepared[num_proc] = report.tokens_per_second
         rss = {}
-        for name, scale in (("1x", 1), ("10x", 10)):
-            small = write_corpus(tmp_path / f"rss-{name}.jsonl", int(rss_mb * 1e6 * scale))
-            rss[name] = peak_rss(small, tmp_path / f"rss-out-{name}", max(num_procs))
+        # The 10x input repeats the 1x input, so both hold the same documents (peak RSS follows the largest
+        # document in a batch, which a different mix of files would change).
+        small = write_corpus(tmp_path / "rss-1x.jsonl", int(rss_mb * 1e6))
+        (tmp_path / "rss-10x.jsonl").write_bytes(small.read_bytes() * 10)
+        for name in ("1x", "10x"):
+            rss[name] = peak_rss(tmp_path / f"rss-{name}.jsonl", tmp_path / f"rss-out-{name}", max(num_procs))
     return PrepareBenchReport(corpus_bytes=corpus_bytes, num_tokens=num_tokens,
                               tokenizer_tokens_per_s={k: round(v) for k, v in tokenizer.items()},
                               prepare_tokens_per_s={k: round(v) for k, v in prepared.items()},
