@@ -9,7 +9,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from sdl.loader.atomic import atomic_write_json
 from sdl.loader.errors import ConfigError, InputError, SdlError
