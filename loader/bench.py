@@ -325,11 +325,23 @@ def measure_resume_memory(config: BenchConfig) -> ResumeMemory:
 
 
 def busy_step(step_ms: float) -> Callable[[Any], None]:
-    """A simulated CPU training step: a busy loop of `step_ms` (one core, as a forward/backward pass holds it)."""
+    """A simulated CPU training step: `step_ms` of 256×256 matmuls on one intra-op thread.
+
+    Like a real forward/backward pass it occupies a core and releases the GIL while it computes, so the
+    loader's receiving thread can work during the step. (A pure-Python spin loop would hold the GIL
+    and measure the interpreter's 5 ms switch interval, not the loader.)
+    """
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
     def step(_batch: Any) -> None:
-        end = time.perf_counter() + step_ms / 1e3
-        while time.perf_counter() < end:
-            pass
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            end = time.perf_counter() + step_ms / 1e3
+            while time.perf_counter() < end:
+                torch.mm(a, b)
+        finally:
+            torch.set_num_threads(threads)
     return step
 
 

@@ -12,6 +12,8 @@ token tensors are widened to int64, as the loss functions expect.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import queue
+import threading
 from typing import Any
 
 import torch
@@ -51,7 +53,7 @@ def _move(value: Any, device: torch.device, widen: bool, widen_keys: tuple[str, 
     if isinstance(value, torch.Tensor):
         if device.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
             value = value.pin_memory()
-        moved = value.to(device, non_blocking=device.type == "cuda")
+        moved = value if value.device == device else value.to(device, non_blocking=device.type == "cuda")
         if widen and not moved.is_floating_point() and not moved.is_complex() and moved.dtype not in (torch.int64, torch.bool):
             moved = moved.to(torch.int64)
         return moved
@@ -76,12 +78,25 @@ def tensors_of(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors_of(item)
 
 
+BACKGROUND_DEPTH = 2  # batches received ahead of the caller on CPU
+_END = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class DeviceFeed:
     """Iterate `batches` on `device`, one batch's copy ahead on CUDA; `on_yield(batch)` runs right before each yield."""
 
     def __init__(self, batches: Iterable[Any], device: str | torch.device | None = None,
-                 on_yield: Callable[[Any], None] | None = None, widen_keys: tuple[str, ...] = TOKEN_KEYS) -> None:
+                 on_yield: Callable[[Any], None] | None = None, widen_keys: tuple[str, ...] = TOKEN_KEYS,
+                 background: bool = False) -> None:
         self.batches = batches
+        self.background = background
         self.device = resolve_device(device)
         self.on_yield = on_yield
         self.widen_keys = widen_keys
@@ -93,7 +108,9 @@ class DeviceFeed:
     def __iter__(self) -> Iterator[Any]:
         if self.device.type == "cuda":
             return self._cuda()
-        return self._synchronous()  # CPU: no copy, only the token tensors widened (cross_entropy wants int64 targets)
+        if self.background:
+            return self._background()
+        return self._synchronous()
 
     def _hand_over(self, batch: Any) -> Any:
         if self.on_yield is not None:
@@ -103,6 +120,41 @@ class DeviceFeed:
     def _synchronous(self) -> Iterator[Any]:
         for batch in self.batches:
             yield self._hand_over(to_device(batch, self.device, widen_keys=self.widen_keys))
+
+    def _background(self) -> Iterator[Any]:
+        """CPU: a thread receives (and widens) the next `BACKGROUND_DEPTH` batches while the caller computes, as
+        the DataLoader's pin-memory thread does on CUDA; the caller only takes ready batches off a queue."""
+        ready: queue.Queue = queue.Queue(maxsize=BACKGROUND_DEPTH)
+        stop = threading.Event()
+
+        def offer(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def fill() -> None:
+            try:
+                for batch in self.batches:
+                    if not offer(to_device(batch, self.device, widen_keys=self.widen_keys)):
+                        return
+                offer(_END)
+            except BaseException as exc:  # re-raised in the caller's thread
+                offer(_Failure(exc))
+
+        thread = threading.Thread(target=fill, name="sdl-feed", daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not _END:
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield self._hand_over(item)
+        finally:
+            stop.set()
+            thread.join()
 
     def _cuda(self) -> Iterator[Any]:
         if self.stream is None:

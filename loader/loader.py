@@ -12,13 +12,15 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from sdl.loader.errors import ConfigError
 from sdl.loader.feed import DeviceFeed, resolve_device
-from sdl.loader.sampler import ElasticSampler, EpochPlan
+from sdl.loader.sampler import ElasticSampler, EpochPlan, plan_epoch
 from sdl.loader.state import LoaderState
+from sdl.loader.transport import from_wire, to_wire
 
 
 def resolve_topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -52,28 +54,38 @@ class SdlLoader:
 
     def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any) -> None:
         self.dataset, self.sampler, self.dataloader, self.device = dataset, sampler, dataloader, device
-        self._state = sampler.state(0)
-        self._yielded = 0
+        self._start = sampler.state(0)  # the state the current (or next) iteration starts from
+        self._yielded = 0  # batches of that iteration handed to the caller
+
+    @property
+    def _state(self) -> LoaderState:
+        """The state after the batches handed over so far (computed on demand, not per batch)."""
+        return self.sampler.state_after(self._start, self._yielded)
 
     def __len__(self) -> int:
         return self.plan().steps
 
     def plan(self) -> EpochPlan:
         """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
-        self.sampler.load_state_dict(self._state)
-        return self.sampler.plan()
+        return plan_epoch(self._state.remaining, self.sampler.global_batch_size, self.sampler.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        start = self._state
-        self.sampler.load_state_dict(start)
-        self._yielded = 0
+        self._start, self._yielded = self._state, 0
+        self.sampler.load_state_dict(self._start)
 
         def handed_over(_batch: Any) -> None:
             self._yielded += 1
-            self._state = self.sampler.state(self._yielded)
 
-        yield from DeviceFeed(self.dataloader, self.device, on_yield=handed_over)
-        self._state = self.sampler.state(len(self.sampler))  # finished: the state moves to the next epoch
+        background = self.dataloader.num_workers > 0  # receive from workers while the caller computes
+        yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background)
+        self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
+
+    def _host_batches(self) -> Any:
+        """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader
+        adds only its per-batch hooks (measured ~40 µs of a ~150 µs 16×2048 batch) and pinning, which the feed does."""
+        if self.dataloader.num_workers > 0:
+            return (from_wire(batch) for batch in self.dataloader)
+        return (self.dataset.__getitems__(batch) for batch in self.sampler)
 
     def state_dict(self) -> dict[str, Any]:
         """The state after the last batch handed to the caller (JSON-able; weights_only-safe)."""
@@ -81,12 +93,12 @@ class SdlLoader:
 
     def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
         self.sampler.load_state_dict(state)
-        self._state = self.sampler.state(0)
+        self._start, self._yielded = self.sampler.state(0), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.load_state_dict(self._state)
         self.sampler.set_epoch(epoch)
-        self._state = self.sampler.state(0)
+        self._start, self._yielded = self.sampler.state(0), 0
 
     @property
     def epoch(self) -> int:
@@ -104,11 +116,14 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
                                          drop_last=drop_last, block_size=block_size, window_blocks=window_blocks)
     on_cuda = torch.device(device).type == "cuda"
+    if not on_cuda and num_workers == 0 and hasattr(dataset, "with_host_dtype"):
+        dataset = dataset.with_host_dtype(np.int64)  # batches stay on the host: gather wide, skip the widening pass
     workers = dict(
         prefetch_factor=prefetch_factor or 4,
         persistent_workers=True if persistent_workers is None else persistent_workers,
         multiprocessing_context=multiprocessing_context,
     ) if num_workers > 0 else {}
-    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=keep_batch,
+    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                            collate_fn=to_wire if num_workers > 0 else keep_batch,
                             pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
     return SdlLoader(dataset, sampler, dataloader, device)

@@ -21,6 +21,7 @@ to int64. The device feed widens them to int64 on the GPU, after the (half-size)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections import OrderedDict
@@ -219,6 +220,13 @@ class TokenWindows:
         while len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
         return shard
+
+    def with_host_dtype(self, dtype: Any) -> TokenWindows:
+        """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the
+        tokens are widened by the gather's own copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
+        other = copy.copy(self)
+        other._host_dtype, other._open = np.dtype(dtype), OrderedDict()
+        return other
 
     @property
     def num_open_shards(self) -> int:

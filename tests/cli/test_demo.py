@@ -70,12 +70,15 @@ def test_an_advance_that_skips_a_sample_fails_the_demo(capsys, tmp_path, monkeyp
 
 
 def test_a_sampler_that_repeats_a_batch_fails_the_demo(capsys, tmp_path, monkeypatch):
-    step_ids = ElasticSampler.step_ids
+    steps = ElasticSampler._steps
 
-    def repeating(self, step, rank=None, order=None):  # step 1 delivers step 0's samples again
-        return step_ids(self, 0 if step == 1 else step, rank=rank, order=order)
+    def repeating(self, first, count, rank, order):  # step 1 delivers step 0's samples again
+        batches = steps(self, first, count, rank, order)
+        if first == 0 and count > 1:
+            batches[1] = batches[0]
+        return batches
 
-    monkeypatch.setattr(ElasticSampler, "step_ids", repeating)
+    monkeypatch.setattr(ElasticSampler, "_steps", repeating)
     rc, out, _ = run(capsys, *SMALL, "--out", tmp_path / "demo", "--json")
     assert rc == 1
     verdict = json.loads(out)["verdict"]

@@ -99,3 +99,27 @@ def test_cuda_feed_overlaps_a_large_copy_with_compute():
     for batch in DeviceFeed(big, "cuda:0"):
         total += int(batch["input_ids"].sum())
     assert total == sum(int(b["input_ids"].long().sum()) for b in big)
+
+
+def test_background_feed_keeps_order_widens_and_hooks_only_handed_over_batches():
+    handed = []
+    out = []
+    for batch in DeviceFeed((make_batch(k) for k in range(6)), "cpu", on_yield=lambda b: handed.append(int(b["sample_ids"][0])),
+                            background=True):
+        out.append(batch)
+        if len(out) == 3:
+            break  # the thread has received more than 3: they are dropped, not counted
+    assert handed == [0, 2, 4] and [int(b["sample_ids"][0]) for b in out] == [0, 2, 4]
+    assert out[0]["input_ids"].dtype == torch.int64
+    assert not [t for t in __import__("threading").enumerate() if t.name == "sdl-feed"]  # stopped on break
+
+
+def test_background_feed_raises_source_errors_in_the_caller():
+    def failing():
+        yield make_batch(0)
+        raise ValueError("shard-000003.npy is truncated")
+
+    feed = iter(DeviceFeed(failing(), "cpu", background=True))
+    next(feed)
+    with pytest.raises(ValueError, match="truncated"):
+        next(feed)
