@@ -60,6 +60,17 @@ def rank_plan(state: Any, world_size: int, batch_size: int) -> dict[str, Any]:
             **plan.to_dict(), "ranks": ranks}
 
 
+def stop_kind(even: bool, states: list) -> str:
+    """How the ranks stopped; a per-rank set with ranks missing is said, since a missing rank may have run further."""
+    kind = "even" if even else "uneven (merged exactly)"
+    ranks = sorted({s.rank for s in states if s.rank is not None})
+    world_size = states[0].world_size
+    if len(states) > 1 and len(ranks) < world_size:
+        kind += (f"; only ranks {', '.join(map(str, ranks))} of {world_size} given: pass every rank's file if the others "
+                 "may have stopped at another step")
+    return kind
+
+
 def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, checks: dict, force: bool) -> dict[str, Any]:
     from sdl.loader.checkpoint import format_key
 
@@ -73,7 +84,7 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
         "samples_consumed": state.num_consumed, "samples_remaining": state.remaining,
         "tokens_consumed": state.num_consumed * tokens_per_sample if tokens_per_sample else None,
         "saved_world_size": saved[0][1].world_size, "saved_batch_size": saved[0][1].batch_size, "drop_last": state.drop_last,
-        "stop": "even" if even else "uneven (merged exactly)", "dataset": state.dataset,
+        "stop": stop_kind(even, [s for _, s in saved]), "dataset": state.dataset,
         "ranks": [{"file": str(p), "rank": s.rank, "cursor": s.cursor, "samples_consumed": s.num_consumed} for p, s in saved],
     }
     world_size, batch_size = target
