@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import typer
 
 from sdl.cli.index import render, resolve_root
@@ -14,6 +13,8 @@ from sdl.cli.index import render, resolve_root
 
 def document_stats(index: Any) -> dict[str, Any]:
     """Documents and their mean/max length: exact from the docs files when every shard has one, else the mean only."""
+    import numpy as np
+
     from sdl.loader.format import read_manifest
 
     manifest = read_manifest(index.root)
@@ -27,8 +28,10 @@ def document_stats(index: Any) -> dict[str, Any]:
     return {"documents": num_docs, "mean_doc_len": round(num_tokens / num_docs, 1) if num_docs else None, "max_doc_len": None}
 
 
-def read_tokens(index: Any, start: int, count: int) -> np.ndarray:
-    """Tokens [start, start + count) of the stream, across shard boundaries."""
+def read_tokens(index: Any, start: int, count: int) -> Any:
+    """Tokens [start, start + count) of the stream, across shard boundaries (a numpy array)."""
+    import numpy as np
+
     from sdl.loader.format import open_shard
     from sdl.loader.index import group_by_source
 
@@ -41,20 +44,29 @@ def read_tokens(index: Any, start: int, count: int) -> np.ndarray:
 
 
 def load_decoder(tokenizer: dict[str, Any], root: Path) -> tuple[Any, str | None]:
-    """(decode function, None) for the manifest's tokenizer, offline; (None, why) when it cannot be loaded."""
+    """(decode function, None) for the manifest's tokenizer, offline; (None, why) when it cannot be loaded.
+
+    The name is looked up as sdl prepare looks it up (the bundled tokenizer, a path — also relative to
+    the dataset — or a name in the local HF cache); a tokenizer whose hash differs from the manifest's
+    is not the one that wrote the ids, so its text would be wrong: ids are shown instead.
+    """
+    from sdl.loader.errors import SdlError
+    from sdl.prepare.tokenizer import BUNDLED_NAME, load_tokenizer
+
     name = tokenizer.get("path") or tokenizer.get("name") or ""
-    try:
-        for candidate in (Path(name), root / name):
-            file = candidate / "tokenizer.json" if candidate.is_dir() else candidate
-            if name and file.is_file():
-                from tokenizers import Tokenizer
-
-                return Tokenizer.from_file(str(file)).decode, None
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(name, local_files_only=True).decode, None
-    except Exception as exc:  # any loader failure means: show ids instead
-        return None, f"tokenizer {name!r} could not be loaded offline ({type(exc).__name__}); showing token ids"
+    candidates = [None] if name == BUNDLED_NAME else [name, str(root / name)] if not Path(name).is_absolute() else [name]
+    spec, why = None, f"tokenizer {name!r} could not be loaded offline"
+    for candidate in candidates:
+        try:
+            spec = load_tokenizer(candidate)
+            break
+        except (SdlError, OSError, ValueError):
+            continue
+    if spec is not None and tokenizer.get("hash") and spec.hash != tokenizer["hash"]:
+        spec, why = None, f"tokenizer {name!r} found offline differs from the one that prepared the data (hash)"
+    if spec is None:
+        return None, f"{why}; showing token ids"
+    return spec.build().decode, None
 
 
 def token_samples(index: Any, seq_len: int, stride: int, show: int, windows: range) -> list[dict[str, Any]]:
@@ -92,11 +104,27 @@ def dataset_samples(index: Any, show: int, split: Optional[str]) -> list[dict[st
     return shown
 
 
+def token_info(index: Any, seq_len: Optional[int], stride: Optional[int], split_rate: float, show: int) -> tuple[dict, list]:
+    """Counts of a token dataset; with a window length (or --show) the windows, the split and `show` decoded windows."""
+    from sdl.loader.split import count_windows, split_range
+
+    info = {"tokens": index.total, **document_stats(index), "dtype": index.meta["dtype"],
+            "tokenizer": index.meta["tokenizer"].get("name"), "vocab_size": index.meta.get("vocab_size")}
+    if not (seq_len or show):
+        return info, []
+    seq_len, stride = seq_len or 128, stride or seq_len or 128
+    num_windows = count_windows(index.total, seq_len, stride)
+    train, val = (split_range(num_windows, s, split_rate, seq_len, stride) for s in ("train", "val"))
+    info |= {"seq_len": seq_len, "stride": stride, "windows": num_windows, "train_windows": len(train), "val_windows": len(val)}
+    return info, token_samples(index, seq_len, stride, show, train) if show else []
+
+
 def command(
     path: Optional[Path] = typer.Argument(None, help="A dataset folder (token dataset, zarr stores, Arrow files)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
     hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache."),
-    hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder."),
+    hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),
+    hf_config: Optional[str] = typer.Option(None, "--hf-config", help="Config of the --hf dataset, when it has several."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of an Arrow dataset holding several."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Window length in tokens."),
     stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Tokens between window starts (default: seq_len)."),
@@ -106,24 +134,15 @@ def command(
 ) -> None:
     """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples."""
     from sdl.loader.index import open_index
-    from sdl.loader.split import count_windows, split_range
 
-    index = open_index(resolve_root(path, hf, hf_cache, None), kind=kind, split=split)
+    index = open_index(resolve_root(path, hf, hf_cache, hf_config), kind=kind, split=split)
     info: dict[str, Any] = {"path": index.root, "kind": index.kind, "sources": len(index.sources), "items": index.total}
-    samples: list[dict[str, Any]] = []
     if index.kind == "tokens":
-        tokenizer = index.meta["tokenizer"]
-        info |= {"tokens": index.total, **document_stats(index), "dtype": index.meta["dtype"],
-                 "tokenizer": tokenizer.get("name"), "vocab_size": index.meta.get("vocab_size")}
-        if seq_len or show:
-            seq_len, stride = seq_len or 128, stride or seq_len or 128
-            num_windows = count_windows(index.total, seq_len, stride)
-            train, val = (split_range(num_windows, s, split_rate, seq_len, stride) for s in ("train", "val"))
-            info |= {"seq_len": seq_len, "stride": stride, "windows": num_windows, "train_windows": len(train), "val_windows": len(val)}
-            samples = token_samples(index, seq_len, stride, show, train) if show else []
+        more, samples = token_info(index, seq_len, stride, split_rate, show)
     else:
-        info |= {"fields": index.meta["fields"]} if index.kind == "zarr" else {"columns": index.meta["schema"], "split": index.meta.get("split")}
+        more = {"fields": index.meta["fields"]} if index.kind == "zarr" else {"columns": index.meta["schema"], "split": index.meta.get("split")}
         samples = dataset_samples(index, show, split) if show else []
+    info |= more
     if json_out:
         typer.echo(json.dumps(info | {"samples": samples}, indent=2, default=str))
         return

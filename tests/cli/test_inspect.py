@@ -54,3 +54,62 @@ def test_inspect_stale_cache_is_an_error(token_dataset, capsys):
     (path / "shard-000001.npy").write_bytes((path / "shard-000001.npy").read_bytes() + b"\0")
     code, _, err = run(capsys, "inspect", path)
     assert code == 1 and "run `sdl index" in err and err.count("\n") == 1
+
+
+def _prepare(tmp_path, capsys, *extra):
+    (tmp_path / "c.jsonl").write_text('{"text": "def f(x):\\n    return x + 1"}\n{"text": "print(f(2))"}\n')
+    assert main(["prepare", str(tmp_path / "c.jsonl"), str(tmp_path / "tok"), *extra]) == 0
+    capsys.readouterr()
+    return tmp_path / "tok"
+
+
+def test_inspect_decodes_with_the_bundled_tokenizer(tmp_path, capsys):
+    path = _prepare(tmp_path, capsys)
+    code, out, _ = run(capsys, "inspect", path, "--seq-len", 8, "--show", 1, "--json")
+    sample = json.loads(out)["samples"][0]
+    assert code == 0 and "note" not in sample and sample["text"].startswith("def f(x):")
+
+
+def test_inspect_decodes_a_name_from_the_local_hf_cache(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from sdl.prepare.tokenizer import BUNDLED_PATH
+
+    snapshot = tmp_path / "hf" / "hub" / "models--someone--tok" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    shutil.copy(BUNDLED_PATH, snapshot / "tokenizer.json")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    path = _prepare(tmp_path, capsys, "--tokenizer", "someone/tok")
+    code, out, _ = run(capsys, "inspect", path, "--seq-len", 8, "--show", 1, "--json")
+    assert code == 0 and json.loads(out)["samples"][0]["text"].startswith("def f(x):")
+
+
+def test_inspect_does_not_decode_with_a_different_tokenizer_of_the_same_name(tmp_path, capsys):
+    path = _prepare(tmp_path, capsys)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["tokenizer"]["hash"] = "sha256:" + "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = run(capsys, "inspect", path, "--seq-len", 8, "--show", 1, "--json")
+    assert code == 0 and "differs" in json.loads(out)["samples"][0]["note"]
+
+
+def test_inspect_hf_config_picks_one_of_several_cached_configs(tmp_path, capsys):
+    import datasets
+
+    for name, rows in (("a", 3), ("b", 5)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{name}{i}"}) + "\n" for i in range(rows)))
+        datasets.load_dataset("json", data_files=str(tmp_path / f"{name}.jsonl"), cache_dir=str(tmp_path / "cache"))
+    capsys.readouterr()
+    code, _, err = run(capsys, "inspect", "--hf", "json", "--hf-cache", tmp_path / "cache")
+    assert code == 1 and "--hf-config" in err
+    configs = sorted(p.name for p in (tmp_path / "cache" / "json").iterdir() if p.is_dir())
+    items = []
+    for config in configs:
+        code, out, _ = run(capsys, "inspect", "--hf", "json", "--hf-cache", tmp_path / "cache", "--hf-config", config, "--show", 1, "--json")
+        assert code == 0
+        items.append(json.loads(out)["items"])
+    assert sorted(items) == [3, 5]

@@ -33,3 +33,11 @@ def test_sdl_debug_shows_the_traceback():
     assert quiet.returncode == 1 and quiet.stderr == "error: bad\n"
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"SDL_DEBUG": "1", "PATH": ""})
     assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    code = ("import sys, sdl.cli.main\n"
+            "heavy = sorted(m for m in ('numpy', 'torch', 'transformers', 'datasets', 'zarr', 'pyarrow', 'tokenizers') if m in sys.modules)\n"
+            "print(','.join(heavy))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"`sdl --help` pays for {loaded}: import it inside the command"

@@ -144,3 +144,11 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["resumed"] is True
     assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
+
+
+def test_help_shows_the_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["prepare", "--help"]) == 0
+    text = capsys.readouterr().out
+    for default in ("(default: 100000000)", "(default: auto)", "(default: text)", "(default: fail)", "(default: bundled 8k BPE)"):
+        assert default in text, f"{default} missing from sdl prepare --help (Rich drops [default: …] as markup)"
