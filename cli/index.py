@@ -75,30 +75,37 @@ def command(
     hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),
     hf_config: Optional[str] = typer.Option(None, "--hf-config", help="Config of the --hf dataset, when it has several."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of an Arrow dataset holding several."),
-    validate: bool = typer.Option(False, "--validate", help="Read every byte: checksums, lengths, dtype, ids, chunks, batches."),
+    validate_: bool = typer.Option(False, "--validate", help="Read every byte: checksums, lengths, dtype, ids, chunks, batches."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Build or refresh the cached index of a dataset and print a summary; --validate reads everything."""
     from sdl.loader.index import build_index
     from sdl.loader.join import is_job_parent, join_jobs
-    from sdl.loader.validation import validate_dataset
 
     root = resolve_root(path, hf, hf_cache, hf_config)
     if kind in (None, "tokens") and hf is None and is_job_parent(root):
         join_jobs(root)
+    report = run_validation(root, kind, split, json_out) if validate_ else None  # before any cache is written
     start = time.perf_counter()
-    index = build_index(root, kind=kind, write_cache=not validate, split=split)
+    index = build_index(root, kind=kind, split=split)
     summary = index_summary(index, time.perf_counter() - start)
-    if validate:
-        report = validate_dataset(root, index.kind, split=split)
+    if report is not None:
         summary["validation"] = report.to_dict()
-        if report.ok:
-            build_index(root, kind=index.kind, split=split)  # only a valid dataset gets its cache written
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
-    else:
-        render({k: v for k, v in summary.items() if k != "validation"}, f"sdl index {root}")
-    if validate and not report.ok:  # main() prints `error: ` + this and exits 1: one line per failure
-        raise FormatError("\nerror: ".join(str(failure) for failure in report.failures))
-    if validate and not json_out:
+        return
+    render({k: v for k, v in summary.items() if k != "validation"}, f"sdl index {root}")
+    if report is not None:
         typer.echo(f"valid: {report.num_sources:,} sources, {report.bytes_read:,} bytes read")
+
+
+def run_validation(root: Path, kind: Optional[str], split: Optional[str], json_out: bool) -> Any:
+    """Read every byte; on failures print the report (--json) and raise one `error:` line per failure, writing nothing."""
+    from sdl.loader.validation import validate_dataset
+
+    report = validate_dataset(root, kind, split=split)
+    if report.ok:
+        return report
+    if json_out:
+        typer.echo(json.dumps({"path": str(root), "kind": report.kind, "validation": report.to_dict()}, indent=2))
+    raise FormatError("\nerror: ".join(str(failure) for failure in report.failures))  # main() prints `error: ` + this, exits 1

@@ -59,12 +59,20 @@ def join_jobs(root: str | Path) -> Manifest:
     return joined
 
 
+def _setting(manifest: Manifest, what: str) -> object:
+    """What must agree between parts; a tokenizer with a hash is the same whatever path each job named it by."""
+    value = getattr(manifest, what)
+    if what == "tokenizer" and value.get("hash"):
+        return {k: v for k, v in value.items() if k not in ("name", "path")}
+    return value
+
+
 def _check_parts(root: Path, parts: list[tuple[Path, Manifest]]) -> None:
     first_folder, first = parts[0]
     num_jobs = first.job.get("num_jobs", 1)
     for folder, manifest in parts[1:]:
         for what in ("tokenizer", "dtype", "tokens_per_shard"):
-            if getattr(manifest, what) != getattr(first, what):
+            if _setting(manifest, what) != _setting(first, what):
                 raise FormatError(
                     f"{folder.name} has {what} {getattr(manifest, what)!r}, {first_folder.name} has {getattr(first, what)!r}: "
                     "parts of one dataset must be prepared with the same tokenizer and settings; re-run sdl prepare for the odd part"

@@ -119,11 +119,20 @@ def _validate_docs(path: Path, shard: Any, failures: list) -> None:
         fail(f"increasing offsets in [0, {shard.num_tokens:,})", f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
 
 
+def _reason(exc: Exception, path: Path, fix: str) -> tuple[str, str]:
+    """(found, fix) from a one-line SdlError `PATH: what was found; what to do` (the failure names the file itself)."""
+    text = str(exc).removeprefix(f"{path}: ")
+    found, _, tail = text.rpartition("; ")
+    return (found, tail) if found else (text, fix)
+
+
 def _listing_failure(root: Path, kind: str, split: str | None, failures: list) -> None:
     try:
         LISTERS[kind](root, **({"split": split} if split else {}))
     except SdlError as exc:
-        failures.append(ValidationFailure(file=str(root), expected=f"a consistent {kind} dataset", found=str(exc), fix="see the message"))
+        found, fix = _reason(exc, root, "rewrite the odd files")
+        expected = "the same fields, trailing shapes and dtypes in every store" if kind == "zarr" else "one schema in every file"
+        failures.append(ValidationFailure(file=str(root), expected=expected, found=found, fix=fix))
 
 
 def _validate_zarr(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
@@ -173,8 +182,8 @@ def _validate_arrow(root: Path, split: str | None, failures: list, progress: Pro
             table.validate(full=True)
             bytes_read += table.nbytes
         except Exception as exc:  # FormatError from the reader, ArrowInvalid from validate
-            failures.append(ValidationFailure(file=rel, expected="an Arrow file whose every batch reads", found=str(exc),
-                                              fix="re-save the dataset (save_to_disk) or re-run load_dataset"))
+            found, fix = _reason(exc, root / rel, "re-save the dataset (save_to_disk) or re-run load_dataset")
+            failures.append(ValidationFailure(file=rel, expected="an Arrow file whose every batch reads", found=found, fix=fix))
         progress(done + 1, len(files))
     if not failures:
         _listing_failure(root, "arrow", split, failures)  # schemas agree

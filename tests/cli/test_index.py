@@ -86,3 +86,33 @@ def test_zarr_and_arrow_kinds(tmp_path, capsys):
     datasets.Dataset.from_dict({"n": [1, 2, 3]}).save_to_disk(str(tmp_path / "s"))
     code, out, _ = run(capsys, "index", tmp_path / "s", "--json")
     assert code == 0 and json.loads(out)["columns"] == {"n": "int64"}
+
+
+def test_validate_reports_every_corruption_not_just_the_first(token_dataset, capsys):
+    path = token_dataset(num_tokens=4_000, tokens_per_shard=1_000)
+    (path / "shard-000000.npy").write_bytes((path / "shard-000000.npy").read_bytes()[:-10])  # truncated
+    (path / "shard-000001.npy").write_bytes(b"not a numpy file")                             # bad header
+    (path / "shard-000002.npy").unlink()                                                     # listed but missing
+    data = bytearray((path / "shard-000003.npy").read_bytes())
+    data[-1] ^= 1
+    (path / "shard-000003.npy").write_bytes(bytes(data))                                     # checksum
+    code, out, err = run(capsys, "index", path, "--validate", "--json")
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 4 and all(line.startswith("error: shard-00000") for line in lines)
+    assert [f["file"] for f in json.loads(out)["validation"]["failures"]] == [f"shard-00000{i}.npy" for i in range(4)]
+    assert "Traceback" not in err and not cache_path(path).exists()
+
+
+def test_validate_failures_of_zarr_and_arrow_name_the_file_once(tmp_path, capsys):
+    import datasets
+    import zarr
+
+    zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(4, 2), chunks=(4, 2), dtype="int32")[:] = 1
+    zarr.create_array(str(tmp_path / "z" / "b.zarr"), shape=(4, 3), chunks=(4, 3), dtype="int32")[:] = 1
+    code, _, err = run(capsys, "index", tmp_path / "z", "--validate")
+    assert code == 1 and err.count("\n") == 1 and "a.zarr has data [*, 2] int32, b.zarr has data [*, 3] int32" in err
+    datasets.Dataset.from_dict({"text": ["a"]}).save_to_disk(str(tmp_path / "s"))
+    (tmp_path / "s" / "data-00000-of-00001.arrow").write_bytes(b"nonsense")
+    capsys.readouterr()  # datasets' progress bar
+    code, _, err = run(capsys, "index", tmp_path / "s", "--validate")
+    assert code == 1 and err.count("\n") == 1 and err.count("data-00000-of-00001.arrow") == 1 and err.count("re-save") == 1

@@ -60,3 +60,19 @@ def test_join_refuses_different_tokenizer_or_dtype(tmp_path):
     with pytest.raises(FormatError, match="dtype"):
         join_jobs(root)
     assert not (root / "manifest.json").exists()
+
+
+def _set_tokenizer(folder, **fields):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["tokenizer"].update(fields)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_join_takes_one_tokenizer_named_by_different_paths_but_not_another_hash(tmp_path):
+    root = write_jobs(tmp_path / "out", num_jobs=2)
+    _set_tokenizer(root / "job-00000", name="/node1/tok/tokenizer.json", hash="sha256:aa")
+    _set_tokenizer(root / "job-00001", name="/scratch/tok/tokenizer.json", hash="sha256:aa")
+    assert join_jobs(root).num_tokens == 2_500 + 2_600
+    _set_tokenizer(root / "job-00001", hash="sha256:bb")
+    with pytest.raises(FormatError, match="tokenizer"):
+        join_jobs(root)
