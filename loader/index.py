@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from sdl.loader.atomic import atomic_write_json
 from sdl.loader.errors import FormatError, IndexStaleError, InputError
-from sdl.loader.format import CACHE_DIR, MANIFEST_NAME, read_manifest, read_npy_header
+from sdl.loader.format import CACHE_DIR
 
 INDEX_FORMAT = "sdl-index"
 INDEX_VERSION = 2
@@ -65,7 +63,7 @@ class SourceTable(Sequence):
         self.checksums = tuple(checksums)
         n = len(self.paths)
         if not (len(self.lengths) == len(self.sizes) == len(self.mtime_ns) == len(self.checksums) == n):
-            raise FormatError(f"index sources: columns of different lengths; run `sdl index` to rebuild the index")
+            raise FormatError("index sources: columns of different lengths; run `sdl index` to rebuild the index")
         if n and self.lengths.min() < 0:
             bad = int(np.argmax(self.lengths < 0))
             raise FormatError(f"source {self.paths[bad]}: length {int(self.lengths[bad])} < 0")
@@ -217,165 +215,6 @@ def source_identity(kind: str, sources: SourceTable, meta: dict[str, Any]) -> st
     return _hash(kind.encode(), _json_bytes(content_meta), names.encode(), sources.lengths.tobytes(), checksums.encode())
 
 
-def file_stat(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-def descriptor_of(path: Path) -> dict[str, Any]:
-    """Size and mtime of a dataset's descriptor file (manifest), so an edited manifest makes the cache stale."""
-    size, mtime_ns = file_stat(path)
-    return {"file": path.name, "size": size, "mtime_ns": mtime_ns}
-
-
-def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any]]:
-    """The shards of a token dataset, from the manifest and the `.npy` headers; never reads token data."""
-    manifest = read_manifest(root)
-    sources = []
-    for shard in manifest.shards:
-        path = root / shard.file
-        shape, dtype, offset = read_npy_header(path)
-        if len(shape) != 1 or shape[0] != shard.num_tokens:
-            raise FormatError(
-                f"{shard.file} holds {shape[0] if shape else 0:,} tokens, manifest says {shard.num_tokens:,}: "
-                "the file was replaced or truncated; re-run sdl prepare with the same arguments to rewrite it"
-            )
-        if dtype != np.dtype(manifest.dtype):
-            raise FormatError(f"{shard.file} has dtype {dtype}, manifest says {manifest.dtype}; re-run sdl prepare to rewrite it")
-        size, mtime_ns = file_stat(path)
-        if size < offset + shard.num_tokens * dtype.itemsize:
-            raise FormatError(
-                f"{shard.file} is {size:,} bytes, its header needs {offset + shard.num_tokens * dtype.itemsize:,}: "
-                "the file was truncated; re-run sdl prepare with the same arguments to rewrite it"
-            )
-        sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=mtime_ns, checksum=shard.checksum))
-    meta = {
-        "dtype": manifest.dtype, "tokenizer": manifest.tokenizer, "vocab_size": manifest.vocab_size,
-        "num_docs": manifest.num_docs, "tokens_per_shard": manifest.tokens_per_shard,
-        "descriptor": descriptor_of(root / MANIFEST_NAME),
-    }
-    if manifest.parts:
-        meta["parts"] = list(manifest.parts)
-    return tuple(sources), meta
-
-
-# kind -> function(root, **options) -> (sources, meta). zarr and arrow register themselves in sdl.loader.catalog.
-LISTERS: dict[str, Callable[..., tuple[tuple[SourceInfo, ...], dict[str, Any]]]] = {"tokens": list_token_sources}
-
-
-# kind -> function(root, relative path) -> (size, mtime_ns) of a source, as its lister measured it (default: os.stat).
-SOURCE_STATS: dict[str, Callable[[str, str], tuple[int, int]]] = {}
-
-
-def detect_kind(root: Path) -> str:
-    """Which kind of dataset `root` holds: a token dataset, zarr arrays, or Arrow files."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
-    if (root / MANIFEST_NAME).is_file():
-        return "tokens"
-    from sdl.loader.catalog import detect_other_kind  # zarr/arrow discovery lives with those formats
-
-    return detect_other_kind(root)
-
-
-def cache_path(root: str | Path, split: str | None = None) -> Path:
-    return Path(root) / CACHE_DIR / (INDEX_FILE if split is None else f"index-{split}.json")
-
-
-def build_index(root: str | Path, kind: str | None = None, write_cache: bool = True, *, split: str | None = None) -> GlobalIndex:
-    """List the sources of `root` (headers only), and write the cache unless told not to.
-
-    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict).
-    """
-    root = Path(root)
-    kind = kind or detect_kind(root)
-    if kind not in KINDS:
-        raise InputError(f"kind {kind!r}, expected one of {', '.join(KINDS)}")
-    if kind not in LISTERS:
-        from sdl.loader import catalog  # noqa: F401  (registers the zarr and arrow listers)
-    if split is not None and kind != "arrow":
-        raise InputError(f"a split ({split!r}) selects part of an Arrow dataset; {root} is a {kind} dataset")
-    sources, meta = LISTERS[kind](root, **({"split": split} if split is not None else {}))
-    index = GlobalIndex(kind=kind, root=str(root), sources=sources, meta=meta)
-    if write_cache:
-        try:
-            atomic_write_json(cache_path(root, split), index.to_dict())
-        except OSError:
-            pass  # a read-only dataset still opens; it just rebuilds (headers only) next time
-    return index
-
-
-def current_fingerprint(index: GlobalIndex) -> str:
-    """The fingerprint of the files as they are on disk now (one stat per source, nothing read)."""
-    root = str(index.root)
-    if index.kind not in LISTERS:
-        from sdl.loader import catalog  # noqa: F401  (registers the zarr and arrow stat functions)
-    descriptor = index.meta.get("descriptor")
-    if descriptor is not None:
-        path = Path(root) / descriptor["file"]
-        descriptor = descriptor_of(path) if path.exists() else None
-    sizes = np.empty(len(index.sources), dtype=np.int64)
-    mtimes = np.empty(len(index.sources), dtype=np.int64)
-    stat_source, stat, prefix = SOURCE_STATS.get(index.kind), os.stat, root + "/"
-    rel = ""
-    try:  # the hot loop of opening from cache: one stat per source (~3 us each), nothing else
-        if stat_source is None:
-            for i, rel in enumerate(index.sources.paths):
-                result = stat(prefix + rel)
-                sizes[i], mtimes[i] = result.st_size, result.st_mtime_ns
-        else:
-            for i, rel in enumerate(index.sources.paths):
-                sizes[i], mtimes[i] = stat_source(root, rel)
-    except FileNotFoundError:
-        raise IndexStaleError(f"{root}/{rel}: listed in the cached index but missing; run `sdl index {root}` to rebuild the index") from None
-    current = SourceTable(index.sources.paths, index.sources.lengths, sizes, mtimes, index.sources.checksums)
-    return source_fingerprint(current, descriptor)
-
-
-def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIndex | None:
-    """The cached index of `root`, or None when there is none; raises IndexStaleError when it is stale."""
-    root = Path(root)
-    path = cache_path(root, split)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise IndexStaleError(f"{path}: corrupt index cache; run `sdl index {root}` to rebuild it") from None
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
-        return None  # written by another sdl version: a cache, not data; rebuilt from headers
-    index = GlobalIndex.from_dict(data, root)
-    stale = index.fingerprint != data.get("fingerprint") or current_fingerprint(index) != index.fingerprint
-    if stale or (index.kind != "tokens" and _folder_changed(index)):
-        raise IndexStaleError(
-            f"{root}: the cached index no longer matches the files (a file was added, removed, resized or rewritten); "
-            f"run `sdl index {root}` to rebuild it"
-        )
-    return index
-
-
-def _folder_changed(index: GlobalIndex) -> bool:
-    """For zarr and Arrow folders (no manifest lists the files), a source added beside the others."""
-    from sdl.loader.catalog import source_set_changed
-
-    return source_set_changed(index)
-
-
-def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
-    """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
-
-    A stale cache is never used: IndexStaleError tells the user to run `sdl index`.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
-    cached = load_cached_index(root, split=split)
-    if cached is not None and (kind is None or cached.kind == kind):
-        return cached
-    return build_index(root, kind=kind, split=split)
-
-
 class OpenSources:
     """An LRU of opened sources (memory maps, zarr arrays, Arrow tables), at most `max_open`, per process.
 
@@ -408,3 +247,17 @@ def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
     if not len(order):
         return []
     return list(zip(sorted_ids[np.r_[0, cuts]].tolist(), np.split(order, cuts)))
+
+
+# Building and caching live in sdl.loader.index_cache; their names stay importable from here (PEP 562, lazily,
+# because index_cache itself imports this module).
+_CACHE_NAMES = frozenset({"LISTERS", "SOURCE_STATS", "build_index", "cache_path", "current_fingerprint", "current_sources", "descriptor_of",
+                          "detect_kind", "file_stat", "list_token_sources", "load_cached_index", "open_index"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CACHE_NAMES:
+        from sdl.loader import index_cache
+
+        return getattr(index_cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -96,22 +96,32 @@ def _append_shard(path):
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-CHANGES = {
-    "rewritten (same size)": lambda p: _rewrite_same_size(p / "shard-000001.npy"),
-    "resized": lambda p: (p / "shard-000001.npy").write_bytes((p / "shard-000001.npy").read_bytes() + b"\0\0"),
-    "removed": lambda p: (p / "shard-000002.npy").unlink(),
-    "added": _append_shard,
-    "manifest edited": lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text() + " "),
+CHANGES = {  # change -> what the error names
+    "rewritten (same size)": (lambda p: _rewrite_same_size(p / "shard-000001.npy"), "shard-000001.npy was resized or rewritten"),
+    "resized": (lambda p: (p / "shard-000001.npy").write_bytes((p / "shard-000001.npy").read_bytes() + b"\0\0"),
+                "shard-000001.npy was resized or rewritten"),
+    "removed": (lambda p: (p / "shard-000002.npy").unlink(), "shard-000002.npy: listed in the cached index but missing"),
+    "added": (_append_shard, "manifest.json was rewritten"),
+    "manifest edited": (lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text() + " "), "manifest.json was rewritten"),
 }
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_every_change_makes_the_cache_stale(token_dataset, change):
+def test_every_change_makes_the_cache_stale_and_names_the_file(token_dataset, change):
     path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
     build_index(path)
-    CHANGES[change](path)
-    with pytest.raises(IndexStaleError, match="sdl index"):
+    make_change, named = CHANGES[change]
+    make_change(path)
+    with pytest.raises(IndexStaleError, match="sdl index") as caught:
         open_index(path)
+    assert named in str(caught.value)
+
+
+def test_cache_names_are_importable_from_the_index_module():
+    from sdl.loader import index, index_cache
+
+    for name in index._CACHE_NAMES:
+        assert getattr(index, name) is getattr(index_cache, name)
 
 
 def test_a_corrupt_cache_is_stale_and_an_old_version_is_rebuilt(token_dataset):
