@@ -41,3 +41,17 @@ def test_skip_leaves_out_carried_tokens_and_their_start(tmp_path):
     assert np.array_equal(np.load(tmp_path / cuts[0].shard.file), [3, 4, 5, 6])
     assert list(np.load(tmp_path / cuts[0].shard.docs_file)) == [3]
     assert np.array_equal(np.load(tmp_path / last.file), [7, 8, 9])
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from sdl.loader.atomic import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644  # other users of a shared cluster can read the dataset
