@@ -84,7 +84,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     known = config_keys()
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+        import difflib
+
+        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, known, n=1)) else key for key in unknown]
+        raise ConfigError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
                           f"expected only {', '.join(known)}")
     for key in ("sources", "text_suffixes"):
         if key in data and isinstance(data[key], str):

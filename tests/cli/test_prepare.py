@@ -152,3 +152,17 @@ def test_help_shows_the_defaults(capsys, monkeypatch):
     text = capsys.readouterr().out
     for default in ("(default: 100000000)", "(default: auto)", "(default: text)", "(default: fail)", "(default: bundled 8k BPE)"):
         assert default in text, f"{default} missing from sdl prepare --help (Rich drops [default: …] as markup)"
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "fineweb-gpt2.toml"])
+def test_shipped_configs_load(name):
+    from sdl.prepare import load_config_file, make_config
+
+    settings = load_config_file(Path(__file__).resolve().parents[2] / "configs" / name)
+    config = make_config(settings, {"sources": ("x.jsonl",), "out": "out"})
+    assert config.sources == ("x.jsonl",) and config.tokens_per_shard == settings["tokens_per_shard"]
+
+
+def test_unknown_config_key_suggests_the_known_one(bad_inputs, capsys):
+    code, _, err = sdl(capsys, bad_inputs / "good.jsonl", bad_inputs / "out", "--config", bad_inputs / "bad.toml")
+    assert code == 1 and "tokens_per_shrd (did you mean tokens_per_shard?)" in err
