@@ -9,8 +9,6 @@ would, but without writing anything. Files open lazily per process (LRU of `max_
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,12 @@ import numpy as np
 import torch
 
 from sdl.loader.errors import InputError
-from sdl.loader.index import OpenSources, group_by_source, open_index
+from sdl.loader.index import group_by_source, open_index
+from sdl.loader.samples import IndexedSamples
 
 
-class ArrowRows:
-    tokens_per_sample = None
+class ArrowRows(IndexedSamples):
+    kind = "arrow"
 
     def __init__(self, path: str | Path | None = None, *, hf: str | None = None, split: str | None = None,
                  columns: Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None,
@@ -36,27 +35,12 @@ class ArrowRows:
             path = find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
         self.path, self.hf, self.split = Path(path), hf, split
         self.index = open_index(self.path, kind="arrow", split=split)
-        schema = self.index.meta["schema"]
-        self.columns = tuple(columns) if columns else tuple(schema)
-        unknown = [c for c in self.columns if c not in schema]
-        if unknown:
-            raise InputError(f"{self.path}: no column(s) {unknown}; the files hold {', '.join(schema)}")
+        self.columns = self.select(columns, list(self.index.meta["schema"]), "column", self.path)
         self.transform, self.max_open = transform, max_open
-        self._open: OpenSources | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def __len__(self) -> int:
-        return self.index.total
 
     @property
-    def identity(self) -> str:
-        definition = json.dumps(["arrow", self.index.identity, self.columns]).encode()
-        return hashlib.sha256(definition).hexdigest()[:32]
+    def selection(self) -> tuple[str, ...]:
+        return self.columns
 
     def describe(self) -> dict[str, Any]:
         schema = self.index.meta["schema"]
@@ -64,12 +48,7 @@ class ArrowRows:
                 "num_samples": len(self), "num_sources": len(self.index.sources),
                 "columns": {c: schema[c] for c in self.columns}, "identity": self.identity}
 
-    def _table(self, source_id: int) -> Any:
-        if self._open is None:
-            self._open = OpenSources(self.max_open, self._open_file)
-        return self._open.get(source_id)
-
-    def _open_file(self, source_id: int) -> Any:
+    def open_source(self, source_id: int) -> Any:
         from sdl.loader.catalog import open_arrow_table
 
         return open_arrow_table(self.index.path_of(source_id)).select(list(self.columns))
@@ -81,20 +60,17 @@ class ArrowRows:
         source_ids, offsets = self.index.locate(sample_ids)
         pieces, order = [], []
         for source_id, positions in group_by_source(source_ids):
-            pieces.append(self._table(source_id).take(pa.array(offsets[positions])))
+            pieces.append(self.source(source_id).take(pa.array(offsets[positions])))
             order.append(positions)
         if pieces:
             table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
         else:
             table = self._empty_table()
         batch = {"sample_ids": torch.from_numpy(sample_ids), **{c: _column(table.column(c)) for c in self.columns}}
-        return self.transform(batch) if self.transform is not None else batch
+        return self.finish(batch)
 
     def _empty_table(self) -> Any:
-        return self._table(0).slice(0, 0) if len(self.index.sources) else None
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {name: value[0] for name, value in self.__getitems__([int(i)]).items()}
+        return self.source(0).slice(0, 0) if len(self.index.sources) else None
 
 
 def _column(column: Any) -> Any:

@@ -10,8 +10,6 @@ dataset pickles into DataLoader workers without open handles.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,50 +18,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdl.loader.errors import InputError
-from sdl.loader.index import OpenSources, group_by_source, open_index
+from sdl.loader.index import group_by_source, open_index
+from sdl.loader.samples import IndexedSamples
 
 
-class ZarrSamples:
-    tokens_per_sample = None
+class ZarrSamples(IndexedSamples):
+    kind = "zarr"
 
     def __init__(self, path: str | Path, *, transform: Callable[[dict], dict] | None = None, max_open: int = 64,
                  fields: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.index = open_index(self.path, kind="zarr")
-        available = self.index.meta["fields"]
-        self.fields = tuple(fields) if fields else tuple(available)
-        unknown = [f for f in self.fields if f not in available]
-        if unknown:
-            raise InputError(f"{self.path}: no field(s) {unknown}; the stores hold {', '.join(available)}")
+        self.fields = self.select(fields, list(self.index.meta["fields"]), "field", self.path)
         self.transform, self.max_open = transform, max_open
-        self._open: OpenSources | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def __len__(self) -> int:
-        return self.index.total
 
     @property
-    def identity(self) -> str:
-        definition = json.dumps(["zarr", self.index.identity, self.fields]).encode()
-        return hashlib.sha256(definition).hexdigest()[:32]
+    def selection(self) -> tuple[str, ...]:
+        return self.fields
 
     def describe(self) -> dict[str, Any]:
         fields = {name: self.index.meta["fields"][name] for name in self.fields}
         return {"kind": "zarr", "path": str(self.path), "num_samples": len(self), "num_sources": len(self.index.sources),
                 "fields": fields, "identity": self.identity}
 
-    def _arrays(self, source_id: int) -> dict[str, Any]:
-        if self._open is None:
-            self._open = OpenSources(self.max_open, self._open_store)
-        return self._open.get(source_id)
-
-    def _open_store(self, source_id: int) -> dict[str, Any]:
+    def open_source(self, source_id: int) -> dict[str, Any]:
         import zarr
 
         with warnings.catch_warnings():  # our `.sdl/` cache inside a store is "not a zarr component"
@@ -78,14 +56,11 @@ class ZarrSamples:
         out = {name: np.empty((len(sample_ids), *meta[name]["shape"]), dtype=meta[name]["dtype"]) for name in self.fields}
         for source_id, positions in group_by_source(source_ids):
             rows, inverse = np.unique(offsets[positions], return_inverse=True)
-            arrays = self._arrays(source_id)
+            arrays = self.source(source_id)
             for name in self.fields:
                 out[name][positions] = _read_rows(arrays[name], rows)[inverse]
         batch = {"sample_ids": torch.from_numpy(sample_ids), **{name: _as_tensor(a) for name, a in out.items()}}
-        return self.transform(batch) if self.transform is not None else batch
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {name: value[0] for name, value in self.__getitems__([int(i)]).items()}
+        return self.finish(batch)
 
 
 def _read_rows(array: Any, rows: np.ndarray) -> np.ndarray:
