@@ -1,6 +1,8 @@
 """The prepare benchmark: end-to-end `prepare()` throughput against the tokenizer's own batch encoding of the same text, and peak RSS vs input size.
 
-Measured, never asserted: `sdl bench-prepare` prints the figures that BENCHMARKS.md records.
+Measured, never asserted: `sdl bench-prepare` prints the figures that BENCHMARKS.md records. With a peer
+(`--peer litdata`, see `sdl.prepare.peer` for what is and is not the same) the corpus is split into
+several files and the peer's pipeline runs on them beside `prepare()`, at the same process counts.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import SINGLE_THREAD_ENV
+from sdl.prepare.peer import NUM_FILES, litdata_rate, require_peer, split_corpus
 from sdl.prepare.pipeline import prepare
 from sdl.prepare.sources import stdlib_files
 from sdl.prepare.tokenizer import load_tokenizer
@@ -33,6 +36,10 @@ class PrepareBenchReport:
     prepare_tokens_per_s: dict[int, float]     # num_proc -> end-to-end prepare() rate (pool start-up included)
     peak_rss_mb: dict[str, float]              # "1x"/"10x" -> peak RSS of a whole `sdl prepare` run
     rss_bytes: dict[str, int]
+    peer: str | None = None                    # "litdata", or None when no peer was measured
+    peer_version: str | None = None
+    peer_tokens_per_s: dict[int, float] = field(default_factory=dict)  # num_proc -> the peer's end-to-end rate, same files
+    tokens_written: dict[str, int] = field(default_factory=dict)        # "sdl"/peer -> tokens each wrote (EOS included)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, **asdict(self)}
@@ -100,17 +107,24 @@ def peak_rss(corpus: Path, out: Path, num_proc: int) -> int:
     return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]) * 1024
 
 
-def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ...] = (1, 2)) -> PrepareBenchReport:
+def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ...] = (1, 2),
+              peer: str | None = None) -> PrepareBenchReport:
+    peer_version = require_peer(peer) if peer else None
     with tempfile.TemporaryDirectory(prefix="sdl-bench-prepare-") as tmp:
         tmp_path = Path(tmp)
         corpus = write_corpus(tmp_path / "corpus.jsonl", int(corpus_mb * 1e6))
         corpus_bytes = corpus.stat().st_size
-        chunks = _chunks(corpus)
-        tokenizer, prepared, num_tokens = {}, {}, 0
+        inputs = split_corpus(corpus, NUM_FILES) if peer else [corpus]
+        chunks = [chunk for path in inputs for chunk in _chunks(path)]
+        tokenizer, prepared, peer_rates, written, num_tokens = {}, {}, {}, {}, 0
         for num_proc in num_procs:
             tokenizer[num_proc], num_tokens = tokenizer_rate(chunks, num_proc)
-            report = prepare(PrepareConfig(sources=(str(corpus),), out=str(tmp_path / f"out-{num_proc}"), num_proc=num_proc))
-            prepared[num_proc] = report.tokens_per_second
+            config = PrepareConfig(sources=tuple(map(str, inputs)), out=str(tmp_path / f"out-{num_proc}"), num_proc=num_proc)
+            report = prepare(config)
+            prepared[num_proc], written["sdl"] = report.tokens_per_second, report.num_tokens
+            if peer:
+                peer_rates[num_proc], written[peer] = litdata_rate(inputs, tmp_path / f"{peer}-{num_proc}", num_proc,
+                                                                   tokens_per_chunk=config.tokens_per_shard)
         rss = {}
         # The 10x input repeats the 1x input, so both hold the same documents (peak RSS follows the largest
         # document in a batch, which a different mix of files would change).
@@ -121,4 +135,6 @@ def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ..
     return PrepareBenchReport(corpus_bytes=corpus_bytes, num_tokens=num_tokens,
                               tokenizer_tokens_per_s={k: round(v) for k, v in tokenizer.items()},
                               prepare_tokens_per_s={k: round(v) for k, v in prepared.items()},
-                              peak_rss_mb={k: round(v / 2**20, 1) for k, v in rss.items()}, rss_bytes=rss)
+                              peak_rss_mb={k: round(v / 2**20, 1) for k, v in rss.items()}, rss_bytes=rss,
+                              peer=peer, peer_version=peer_version, peer_tokens_per_s={k: round(v) for k, v in peer_rates.items()},
+                              tokens_written=written)
