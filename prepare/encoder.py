@@ -77,9 +77,10 @@ def _encode(batch: RecordBatch) -> EncodedBatch:
 
 
 @contextmanager
-def _single_thread_env() -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
-    os.environ.update(SINGLE_THREAD_ENV)
+def environment(values: dict[str, str] = SINGLE_THREAD_ENV) -> Iterator[None]:
+    """`values` set in os.environ (inherited by worker processes started inside), restored afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -93,7 +94,7 @@ def _single_thread_env() -> Iterator[None]:
 def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_proc: int = 1) -> Iterator[EncodedBatch]:
     """Encoded batches in the order of `batches`; `num_proc` > 1 encodes in worker processes."""
     if num_proc == 1:
-        with _single_thread_env():
+        with environment():
             _init_worker(options)
             for batch in batches:
                 yield _encode(batch)

@@ -25,7 +25,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sdl.loader.errors import ConfigError
-from sdl.prepare.encoder import SINGLE_THREAD_ENV
+from sdl.prepare.encoder import SINGLE_THREAD_ENV, environment
 from sdl.prepare.tokenizer import encode_texts, load_tokenizer
 
 PEERS = ("litdata",)
@@ -95,20 +94,6 @@ def _documents(texts: list[str], eos_id: int | None) -> Iterator[np.ndarray]:
         yield from np.split(tokens, np.cumsum(lengths)[:-1])
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def litdata_rate(files: list[Path], out: Path, num_workers: int, tokens_per_chunk: int,
                  tokenizer: str | None = None) -> tuple[float, int]:
     """(tokens/s, tokens written) of one `litdata.optimize()` run over `files` into `out` with `num_workers` workers."""
@@ -118,7 +103,7 @@ def litdata_rate(files: list[Path], out: Path, num_workers: int, tokens_per_chun
     assert spec.vocab_size <= 2**16, "the bench writes uint16 in both pipelines"
     caches = {"DATA_OPTIMIZER_CACHE_FOLDER": str(out.with_name(out.name + "-cache")),
               "DATA_OPTIMIZER_DATA_CACHE_FOLDER": str(out.with_name(out.name + "-data-cache"))}
-    with _environment({**caches, **SINGLE_THREAD_ENV}):
+    with environment({**caches, **SINGLE_THREAD_ENV}):
         started = time.perf_counter()
         optimize(fn=partial(tokenize_fn, tokenizer=tokenizer, eos_id=spec.eos_id), inputs=[str(f) for f in files],
                  output_dir=str(out), chunk_size=tokens_per_chunk, item_loader=TokensLoader(), num_workers=num_workers,

@@ -8,7 +8,6 @@ OUTDIR/<phase>-ids-<r>.json, after checking over gloo that every rank ran the sa
 """
 
 import json
-import os
 import sys
 
 import torch
