@@ -14,7 +14,6 @@ reported apart as `first_batch_ms`).
 
 from __future__ import annotations
 
-import bisect
 import os
 import platform
 import time
@@ -26,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from sdl.loader.errors import ConfigError
 from sdl.loader.feed import resolve_device
-from sdl.loader.format import open_shard
+from sdl.loader.baseline import GatherCeiling, baseline_loader
 from sdl.loader.loader import make_loader
 from sdl.loader.sampler import ElasticSampler
 from sdl.loader.windows import TokenWindows
@@ -139,66 +137,6 @@ class BenchProgress:
     total: int
 
 
-# The readers -----------------------------------------------------------------------------------------------
-
-
-class NaiveWindows(Dataset):
-    """The baseline: one window per `__getitem__`, sliced out of `np.memmap` shards (opened lazily, per worker)."""
-
-    def __init__(self, shard_paths: list[str], offsets: list[int], seq_len: int, stride: int, num_samples: int) -> None:
-        self.shard_paths, self.offsets = shard_paths, offsets
-        self.seq_len, self.stride, self.num_samples = seq_len, stride, num_samples
-        self.shards: list[np.memmap] | None = None
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __getitem__(self, sample_id: int) -> dict[str, Any]:
-        if self.shards is None:
-            self.shards = [np.load(path, mmap_mode="r") for path in self.shard_paths]
-        start = sample_id * self.stride
-        shard = bisect.bisect_right(self.offsets, start) - 1
-        offset = start - self.offsets[shard]
-        window = self.shards[shard][offset:offset + self.seq_len + 1]
-        if len(window) < self.seq_len + 1:  # crosses into the next shard(s)
-            window = np.concatenate([window] + [s[:self.seq_len + 1] for s in self.shards[shard + 1:]])[:self.seq_len + 1]
-        window = window.astype(np.int32)
-        return {"input_ids": torch.from_numpy(window[:-1]), "labels": torch.from_numpy(window[1:]), "sample_ids": sample_id}
-
-
-def naive_windows(dataset: TokenWindows) -> NaiveWindows:
-    index = dataset.index
-    paths = [str(index.path_of(i)) for i in range(len(index.sources))]
-    return NaiveWindows(paths, index.offsets[:-1].tolist(), dataset.seq_len, dataset.stride, len(dataset))
-
-
-def baseline_loader(dataset: TokenWindows, config: BenchConfig, num_workers: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(naive_windows(dataset), batch_size=config.batch_size, shuffle=True, num_workers=num_workers,
-                      drop_last=True, generator=generator, persistent_workers=num_workers > 0)
-
-
-class GatherCeiling:
-    """The ceiling: fancy-index gather of `[B, seq_len + 1]` windows from one memory-mapped shard into a reused array.
-
-    It reads the largest shard; a window start beyond it wraps round (start mod the shard's last start), so on a
-    one-shard dataset (the synthetic default) these are exactly the windows sdl reads."""
-
-    def __init__(self, dataset: TokenWindows, batch_size: int) -> None:
-        lengths = np.diff(dataset.index.offsets)
-        largest = int(np.argmax(lengths))
-        self.tokens = open_shard(dataset.index.path_of(largest), expected_tokens=int(lengths[largest])).view(np.ndarray)
-        self.span, self.stride = dataset.seq_len + 1, dataset.stride
-        self.last_start = max(1, len(self.tokens) - self.span + 1)
-        self.columns = np.arange(self.span, dtype=np.int64)
-        self.out = np.empty((batch_size, self.span), dtype=self.tokens.dtype)
-
-    def gather(self, sample_ids: np.ndarray) -> np.ndarray:
-        starts = (sample_ids * self.stride) % self.last_start
-        np.take(self.tokens, starts[:, None] + self.columns, out=self.out, mode="clip")
-        return self.out
-
-
 def endless(loader: Any) -> Iterator[Any]:
     """Batches of `loader`, epoch after epoch (a short dataset must not end a timed run)."""
     while True:
@@ -252,10 +190,10 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
     itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
     readers: dict[str, Callable[[], Any]] = {
         "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0),
-        "baseline_in_process": lambda: baseline_loader(dataset, config, 0),
+        "baseline_in_process": lambda: baseline_loader(dataset, config.batch_size, config.seed, 0),
         "numpy_gather": None,
         "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers),
-        "baseline_workers": lambda: baseline_loader(dataset, config, config.num_workers),
+        "baseline_workers": lambda: baseline_loader(dataset, config.batch_size, config.seed, config.num_workers),
     }
     results: dict[str, Throughput | None] = {}
     for name, build in readers.items():
@@ -386,7 +324,7 @@ def measure_stall(dataset: TokenWindows, config: BenchConfig, device: torch.devi
     stalls = {"sdl": run_steps(endless(sdl), step, config, tick, monitor=monitors[0])}
     del sdl
     sync = (lambda batch: {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-    stalls["baseline"] = run_steps(endless(baseline_loader(dataset, config, config.num_workers)), step, config, tick,
+    stalls["baseline"] = run_steps(endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)), step, config, tick,
                                    move=sync, monitor=monitors[1])
     if not cuda:
         return stalls, CudaFigures()

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sdl.loader.bench import BenchConfig, GatherCeiling, naive_windows, run_bench
+from sdl.loader.baseline import GatherCeiling, naive_windows
+from sdl.loader.bench import BenchConfig, run_bench
 from sdl.loader.errors import ConfigError
 from sdl.loader.windows import TokenWindows
 from sdl.prepare.synthetic import write_synthetic_dataset
