@@ -29,3 +29,14 @@ def test_dataloader_workers_deliver_identical_batches(token_dataset):
         assert set(a) == set(b)
         for key in a:
             assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key])
+
+
+def test_spawned_workers_deliver_identical_batches(token_dataset):
+    """With the spawn start method (CUDA users' default choice) everything sent to a worker pickles by reference."""
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=3_000, vocab_size=1000), seq_len=16, shift="random")
+    inline = list(make_loader(ds, batch_size=4, seed=2, num_workers=0, device="cpu"))
+    spawned = list(make_loader(ds, batch_size=4, seed=2, num_workers=1, device="cpu", multiprocessing_context="spawn"))
+    assert [b["sample_ids"].tolist() for b in inline] == [b["sample_ids"].tolist() for b in spawned]
+    assert [b["shift"] for b in inline] == [b["shift"] for b in spawned]
