@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from sdl.loader.errors import ConfigError, FormatError, IndexStaleError
 from sdl.loader.format import read_manifest, read_npy_header
-from sdl.loader.index import GlobalIndex
+from sdl.loader.index import GlobalIndex, OpenSources
 
 
 class DocStarts:
@@ -44,7 +43,7 @@ class DocStarts:
         with_docs = np.where(self.counts > 0, np.arange(len(shards)), -1)
         self.previous = np.concatenate(([-1], np.maximum.accumulate(with_docs)[:-1]))  # last earlier shard where a document starts
         self._run_ins: dict[int, int] = {}
-        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._open = OpenSources(max_open, self._map)
 
     def position_ids(self, starts: np.ndarray, seq_len: int, dtype: np.dtype) -> np.ndarray:
         """[B, seq_len] positions within their documents of the windows at global tokens `starts`.
@@ -100,14 +99,7 @@ class DocStarts:
         return run_in
 
     def _docs(self, source_id: int) -> np.ndarray:
-        docs = self._open.get(source_id)
-        if docs is not None:
-            self._open.move_to_end(source_id)
-            return docs
-        docs = self._open[source_id] = self._map(source_id)
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
-        return docs
+        return self._open.get(source_id)
 
     def _map(self, source_id: int) -> np.ndarray:
         """Shard `source_id`'s document offsets, memory-mapped after checking them against the manifest."""
@@ -123,11 +115,15 @@ class DocStarts:
     def detached(self) -> DocStarts:
         """A copy with its own (empty) LRU of open files."""
         other = copy.copy(self)
-        other._open, other._run_ins = OrderedDict(), dict(self._run_ins)
+        other._open, other._run_ins = OpenSources(self.max_open, other._map), dict(self._run_ins)
         return other
 
     def __getstate__(self) -> dict[str, Any]:  # never ship open memory maps; each process opens its own
-        return {**self.__dict__, "_open": OrderedDict()}
+        return {key: value for key, value in self.__dict__.items() if key != "_open"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open = OpenSources(self.max_open, self._map)
 
 
 def _check_docs_files(root: Path, files: tuple[str, ...], listed: list[str | None]) -> None:

@@ -228,6 +228,9 @@ class OpenSources:
 
         self.max_open, self.open_source, self.items = max_open, open_source, OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self.items)
+
     def get(self, source_id: int) -> Any:
         item = self.items.get(source_id)
         if item is None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import torch
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format import open_shard
 from sdl.loader.documents import DocStarts
-from sdl.loader.index import GlobalIndex, open_index
+from sdl.loader.index import GlobalIndex, OpenSources, open_index
 from sdl.loader.split import SPLITS, count_windows, split_range
 
 LAYOUTS = ("flat", "grouped")
@@ -93,7 +92,7 @@ class TokenWindows:
         self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
-        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._open = OpenSources(self.max_open_shards, self._open_shard)
         self._doc_starts = DocStarts(self.index, self.max_open_shards) if doc_starts else None
 
     def _split_windows(self) -> range:
@@ -218,22 +217,18 @@ class TokenWindows:
 
     def _shard(self, source_id: int) -> np.ndarray:
         """The memory-mapped shard `source_id`, opened on first use and kept in an LRU of `max_open_shards`."""
-        shard = self._open.get(source_id)
-        if shard is not None:
-            self._open.move_to_end(source_id)
-            return shard
+        return self._open.get(source_id)
+
+    def _open_shard(self, source_id: int) -> np.ndarray:
         shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
-        shard = shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
-        self._open[source_id] = shard
-        while len(self._open) > self.max_open_shards:
-            self._open.popitem(last=False)
-        return shard
+        return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the
         tokens are widened by the gather's own copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
         other = copy.copy(self)
-        other._host_dtype, other._open = np.dtype(dtype), OrderedDict()
+        other._host_dtype = np.dtype(dtype)
+        other._open = OpenSources(self.max_open_shards, other._open_shard)
         other._doc_starts = self._doc_starts and self._doc_starts.detached()
         return other
 
@@ -244,9 +239,8 @@ class TokenWindows:
     # Pickling (DataLoader workers): never ship open memory maps; each process opens its own.
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_open"] = OrderedDict()
-        return state
+        return {key: value for key, value in self.__dict__.items() if key != "_open"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._open = OpenSources(self.max_open_shards, self._open_shard)
