@@ -117,10 +117,6 @@ class ElasticSampler:
         return Order(num_samples=s.num_samples, seed=s.seed, epoch=s.epoch, key=s.fingerprint, mode=s.shuffle,
                      block_size=s.block_size, window_blocks=s.window_blocks)
 
-    def step_ids(self, step: int, rank: int | None = None, order: Order | None = None) -> SampleBatch:
-        """Sample ids of `rank` (default: this sampler's) for global step `step` of the current iteration."""
-        return self._steps(step, 1, self.rank if rank is None else rank, order or self.order())[0]
-
     def _steps(self, first: int, count: int, rank: int, order: Order) -> list[SampleBatch]:
         """The batches of `rank` for steps [first, first + count): one vectorised order lookup for all of them."""
         base, G, B = self._base, self.global_batch_size, self.batch_size
