@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from sdl.loader.errors import ConfigError
 
 # (ratio key, label, target): the loader's targets from issues 4 and 6, shown next to what was measured.
@@ -79,7 +78,13 @@ def _require_matplotlib() -> None:
 
 
 def _with_progress(run_bench: Any, config: Any, dataset: Optional[Path]) -> Any:
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("bench: {task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                   transient=True) as bar:

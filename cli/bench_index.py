@@ -32,7 +32,6 @@ def command(
 ) -> None:
     """Build < 2 s, open from cache < 50 ms, locate 1 M positions < 50 ms (targets for 10,000 shards)."""
     import numpy as np
-
     from sdl.loader.index import build_index, open_index
     from sdl.prepare.synthetic import write_synthetic_dataset
 

@@ -17,7 +17,6 @@ def command(
     """Measure sdl prepare against the tokenizer alone (and a peer), in the same run (figures for BENCHMARKS.md)."""
     from rich.console import Console
     from rich.table import Table
-
     from sdl.prepare.bench import run_bench
 
     report = run_bench(corpus_mb=corpus_mb, rss_mb=rss_mb, num_procs=tuple(sorted({1, max_proc})), peer=peer)

@@ -19,7 +19,7 @@ def command(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the step-by-step story."),
 ) -> None:
     """Prepare → index + validate → train on 4 ranks → reshard to 3 → resume → verify exactly-once → bench."""
-    from sdl.prepare.walkthrough import DemoConfig, run_demo
+    from sdl.cli.walkthrough import DemoConfig, run_demo
 
     def run(folder: Path) -> Any:
         config = DemoConfig(out=str(folder), max_docs=max_docs, seq_len=seq_len, batch_size=batch_size, bench_steps=bench_steps)

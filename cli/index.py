@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from sdl.loader.errors import FormatError, InputError
 
 
@@ -18,7 +17,7 @@ def resolve_root(path: Optional[Path], hf: Optional[str], hf_cache: Optional[Pat
     if (path is None) == (hf is None):
         raise InputError("give a dataset PATH or --hf NAME (exactly one)")
     if hf is not None:
-        from sdl.loader.catalog import find_hf_dataset
+        from sdl.loader.index.hf_cache import find_hf_dataset
 
         return find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
     if not path.exists():
@@ -80,7 +79,7 @@ def command(
 ) -> None:
     """Build or refresh the cached index of a dataset and print a summary; --validate reads everything."""
     from sdl.loader.index import build_index
-    from sdl.loader.join import is_job_parent, join_jobs
+    from sdl.loader.index.join import is_job_parent, join_jobs
 
     root = resolve_root(path, hf, hf_cache, hf_config)
     if kind in (None, "tokens") and hf is None and is_job_parent(root):
@@ -101,7 +100,7 @@ def command(
 
 def run_validation(root: Path, kind: Optional[str], split: Optional[str], json_out: bool) -> Any:
     """Read every byte; on failures print the report (--json) and raise one `error:` line per failure, writing nothing."""
-    from sdl.loader.validation import validate_dataset
+    from sdl.loader.index.validation import validate_dataset
 
     report = validate_dataset(root, kind, split=split)
     if report.ok:

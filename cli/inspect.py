@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from sdl.cli.index import render, resolve_root
 
 
 def document_stats(index: Any) -> dict[str, Any]:
     """Documents and their mean/max length: exact from the docs files when every shard has one, else the mean only."""
     import numpy as np
-
-    from sdl.loader.format import read_manifest
+    from sdl.loader.format.tokens import read_manifest
 
     manifest = read_manifest(index.root)
     num_docs, num_tokens = manifest.num_docs, index.total
@@ -31,8 +29,7 @@ def document_stats(index: Any) -> dict[str, Any]:
 def read_tokens(index: Any, start: int, count: int) -> Any:
     """Tokens [start, start + count) of the stream, across shard boundaries (a numpy array)."""
     import numpy as np
-
-    from sdl.loader.format import open_shard
+    from sdl.loader.format.tokens import open_shard
     from sdl.loader.index import group_by_source
 
     positions = np.arange(start, start + count, dtype=np.int64)
@@ -81,11 +78,11 @@ def token_samples(index: Any, seq_len: int, stride: int, show: int, windows: ran
 def dataset_samples(index: Any, show: int, split: Optional[str]) -> list[dict[str, Any]]:
     """The first `show` samples of a zarr/Arrow dataset: shape/dtype of arrays, values (shortened) of columns."""
     if index.kind == "zarr":
-        from sdl.loader.zarr_samples import ZarrSamples
+        from sdl.loader.data.zarr_samples import ZarrSamples
 
         dataset = ZarrSamples(index.root)
     else:
-        from sdl.loader.arrow_rows import ArrowRows
+        from sdl.loader.data.arrow_rows import ArrowRows
 
         dataset = ArrowRows(index.root, split=split)
     count = min(show, len(dataset))
@@ -106,7 +103,7 @@ def dataset_samples(index: Any, show: int, split: Optional[str]) -> list[dict[st
 
 def token_info(index: Any, seq_len: Optional[int], stride: Optional[int], split_rate: float, show: int) -> tuple[dict, list]:
     """Counts of a token dataset; with a window length (or --show) the windows, the split and `show` decoded windows."""
-    from sdl.loader.split import count_windows, split_range
+    from sdl.loader.data.split import count_windows, split_range
 
     info = {"tokens": index.total, **document_stats(index), "dtype": index.meta["dtype"],
             "tokenizer": index.meta["tokenizer"].get("name"), "vocab_size": index.meta.get("vocab_size")}

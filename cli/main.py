@@ -8,7 +8,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 import typer
-
 from sdl.loader.errors import SdlError
 
 app = typer.Typer(

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from sdl.loader.errors import ConfigError
 
 
@@ -71,7 +70,13 @@ def _split_paths(paths: list[str], has_sources: bool) -> dict[str, Any]:
 
 def _with_progress(prepare: Any, settings: Any) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     if not console.is_terminal:  # logs and pipes get the summary only

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from sdl.loader.errors import CheckpointError, ConfigError
 
 FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
@@ -47,14 +46,14 @@ def checked_states(merged: dict, dataset: Optional[Path], settings: dict, force:
 
 def rank_plan(state: Any, world_size: int, batch_size: int) -> dict[str, Any]:
     """What each new rank gets from the rest of the epoch: steps, real samples, padded samples."""
-    from sdl.loader.reshard import plan_for
+    from sdl.loader.sampling.merge import plan_for
+    from sdl.loader.sampling.slicing import rank_real_samples
 
     plan = plan_for(state, world_size, batch_size)
     global_batch = world_size * batch_size
     ranks = []
     for rank in range(world_size):
-        last_real = min(max(state.remaining - (plan.steps - 1) * global_batch - rank * batch_size, 0), batch_size)
-        real = plan.steps * batch_size if plan.padded == 0 else (plan.steps - 1) * batch_size + last_real
+        real = rank_real_samples(state.remaining, plan.steps, rank, world_size, batch_size)
         ranks.append({"rank": rank, "steps": plan.steps, "samples": real, "padded": plan.steps * batch_size - real})
     return {"world_size": world_size, "batch_size": batch_size, "global_batch_size": global_batch,
             **plan.to_dict(), "ranks": ranks}
@@ -155,8 +154,11 @@ def command(
 ) -> None:
     """Show, check, merge and rewrite the loader state inside checkpoints — never unpickling code."""
     from rich.console import Console
-
-    from sdl.loader.checkpoint import merge_streams, read_checkpoints, rewrite_checkpoint
+    from sdl.loader.checkpoint import (
+        merge_streams,
+        read_checkpoints,
+        rewrite_checkpoint,
+    )
 
     check_targets(world_size, batch_size)
     checkpoints = read_checkpoints(ckpt)

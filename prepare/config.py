@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from sdl.loader.errors import ConfigError
 
 DTYPES = ("auto", "uint16", "uint32")

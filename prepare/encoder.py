@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from sdl.prepare.records import RecordBatch, RecordError, record_text
 from sdl.prepare.tokenizer import encode_texts
 

@@ -22,9 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from sdl.loader.errors import ConfigError, FormatError, InputError
-from sdl.loader.format import CACHE_DIR, MANIFEST_NAME, ShardInfo
+from sdl.loader.format.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
+from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME, ShardInfo
 
 JOURNAL_VERSION = 1
 JOURNAL_NAME = "prepare-journal.json"

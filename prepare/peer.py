@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from sdl.loader.errors import ConfigError
 from sdl.prepare.encoder import SINGLE_THREAD_ENV, environment
 from sdl.prepare.tokenizer import encode_texts, load_tokenizer

@@ -9,13 +9,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-
-from sdl.loader.atomic import atomic_write_json
 from sdl.loader.errors import ConfigError, InputError, SdlError
-from sdl.loader.format import MANIFEST_NAME, Manifest, ShardInfo
+from sdl.loader.format.atomic import atomic_write_json
+from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodedBatch, EncodeOptions, encode_batches
-from sdl.prepare.journal import Journal, append_shard, claim_output, fingerprint, load_shards, remove_if_empty, remove_output, write_journal
+from sdl.prepare.journal import (
+    Journal,
+    append_shard,
+    claim_output,
+    fingerprint,
+    load_shards,
+    remove_if_empty,
+    remove_output,
+    write_journal,
+)
 from sdl.prepare.records import iter_batches
 from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype

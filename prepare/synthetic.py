@@ -10,9 +10,14 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-
-from sdl.loader.atomic import atomic_write_bytes, atomic_write_json
-from sdl.loader.format import Manifest, ShardInfo, dtype_for_vocab, npy_bytes, shard_name
+from sdl.loader.format.atomic import atomic_write_bytes, atomic_write_json
+from sdl.loader.format.tokens import (
+    Manifest,
+    ShardInfo,
+    dtype_for_vocab,
+    npy_bytes,
+    shard_name,
+)
 
 
 def write_synthetic_dataset(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from sdl.loader.errors import ConfigError, InputError
 
 BUNDLED_NAME = "sdl-bpe-8k"

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from sdl.loader.atomic import atomic_write
-from sdl.loader.format import ShardInfo, docs_name, file_checksum, shard_name
+from sdl.loader.format.atomic import atomic_write
+from sdl.loader.format.tokens import ShardInfo, docs_name, file_checksum, shard_name
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

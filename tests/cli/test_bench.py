@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from sdl.cli.main import main
 
 TINY = ["--tokens", "30000", "--seq-len", "64", "--batch-size", "4", "--steps", "3", "--num-workers", "1",

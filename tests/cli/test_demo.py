@@ -3,8 +3,8 @@
 import json
 
 from sdl.cli.main import main
-from sdl.loader.sampler import ElasticSampler
-from sdl.loader.state import LoaderState
+from sdl.loader.sampling.sampler import ElasticSampler
+from sdl.loader.sampling.state import LoaderState
 
 SMALL = ["--max-docs", "40", "--seq-len", "64", "--batch-size", "4", "--bench-steps", "0"]
 
@@ -43,7 +43,7 @@ def test_demo_with_a_short_bench(capsys, tmp_path):
 
 
 def test_a_saved_state_that_skips_a_sample_fails_the_verdict(capsys, tmp_path, monkeypatch):
-    from sdl.loader.loader import SdlLoader
+    from sdl.loader.runtime.loader import SdlLoader
 
     state_dict = SdlLoader.state_dict
 

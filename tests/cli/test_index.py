@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from sdl.cli.main import main
 from sdl.loader.index import cache_path
 

@@ -3,7 +3,7 @@
 import json
 
 from sdl.cli.main import main
-from sdl.loader.split import count_windows
+from sdl.loader.data.split import count_windows
 
 
 def run(capsys, *args):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import typer
-
 from sdl.cli.main import app, main
 from sdl.loader.errors import InputError
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sdl.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare"))
@@ -52,7 +51,6 @@ def test_config_file_and_flags_override(tmp_path, capsys):
 
 def test_demo_toml_matches_the_library_demo():
     import tomllib
-
     from sdl.prepare.demo import DEMO_OPTIONS
 
     file = tomllib.loads((Path(__file__).resolve().parents[2] / "configs" / "demo.toml").read_text())

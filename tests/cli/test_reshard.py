@@ -6,7 +6,6 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from sdl.cli.main import main
 from sdl.loader import TokenWindows, make_loader
 from sdl.loader.checkpoint import load_checkpoint

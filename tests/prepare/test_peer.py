@@ -6,7 +6,6 @@ import sys
 import tempfile
 
 import pytest
-
 from sdl.cli.main import main
 from sdl.prepare.bench import write_corpus
 from sdl.prepare.config import PrepareConfig

@@ -7,12 +7,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+from corpus import dataset_bytes, make_texts, read_dataset, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 from sdl.loader.errors import InputError
 from sdl.prepare import PrepareConfig, load_tokenizer, prepare
 from sdl.prepare.journal import read_journal
-
-from corpus import dataset_bytes, make_texts, read_dataset, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sdl.loader.errors import ConfigError
 from sdl.prepare.config import PrepareConfig, load_config_file, make_config
 from sdl.prepare.sources import resolve_sources, split_for_job, stdlib_files

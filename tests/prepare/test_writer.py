@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from sdl.loader.format import file_checksum
+from sdl.loader.format.tokens import file_checksum
 from sdl.prepare.writer import ShardWriter
 
 
@@ -47,7 +46,7 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     import os
     import stat
 
-    from sdl.loader.atomic import atomic_write_json
+    from sdl.loader.format.atomic import atomic_write_json
 
     old = os.umask(0o022)
     try:

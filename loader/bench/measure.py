@@ -1,0 +1,229 @@
+"""The bench's measurements: throughput of the three readers, resume latency and memory, and data stall."""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from sdl.loader.bench.baseline import GatherCeiling, baseline_loader
+from sdl.loader.bench.report import (
+    RESUME_FRACTIONS,
+    BenchConfig,
+    CudaFigures,
+    ResumeLatency,
+    ResumeMemory,
+    Stall,
+    Throughput,
+)
+from sdl.loader.data.windows import TokenWindows
+from sdl.loader.errors import ConfigError
+from sdl.loader.runtime.loader import make_loader
+from sdl.loader.sampling.sampler import ElasticSampler
+
+
+def endless(loader: Any) -> Iterator[Any]:
+    """Batches of `loader`, epoch after epoch (a short dataset must not end a timed run)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("the dataset holds fewer windows than one batch; use a larger dataset or a smaller batch")
+
+
+# Measurements ------------------------------------------------------------------------------------------------
+
+
+def time_batches(batches: Iterator[Any], config: BenchConfig, tick: Callable[[], None]) -> list[float]:
+    """Seconds per batch for `config.steps` batches, after `config.warmup_steps` untimed ones."""
+    for _ in range(config.warmup_steps):
+        next(batches)
+    seconds = []
+    for _ in range(config.steps):
+        started = time.perf_counter()
+        next(batches)
+        seconds.append(time.perf_counter() - started)
+        tick()
+    return seconds
+
+
+def throughput(seconds: list[float], config: BenchConfig, itemsize: int) -> Throughput:
+    samples_per_s = len(seconds) * config.batch_size / sum(seconds)
+    tokens_per_s = samples_per_s * config.seq_len
+    latency_ms = np.asarray(seconds) * 1e3
+    return Throughput(samples_per_s=samples_per_s, tokens_per_s=tokens_per_s, mb_per_s=tokens_per_s * itemsize / 1e6,
+                      latency_p50_ms=float(np.percentile(latency_ms, 50)), latency_p99_ms=float(np.percentile(latency_ms, 99)),
+                      batches=len(seconds))
+
+
+def ceiling_batches(dataset: TokenWindows, config: BenchConfig) -> Iterator[np.ndarray]:
+    """The numpy gather over the sample ids of sdl's own order (ids computed outside the timed call)."""
+    sampler = ElasticSampler(len(dataset), config.batch_size, seed=config.seed, fingerprint=dataset.identity)
+    ceiling = GatherCeiling(dataset, config.batch_size)
+    ids = [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
+    return (ceiling.gather(batch) for batch in _cycle(ids))
+
+
+def _cycle(items: list[Any]) -> Iterator[Any]:
+    while True:
+        yield from items
+
+
+def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> dict[str, Throughput | None]:
+    itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
+    readers: dict[str, Callable[[], Any]] = {
+        "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0),
+        "baseline_in_process": lambda: baseline_loader(dataset, config.batch_size, config.seed, 0),
+        "numpy_gather": None,
+        "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers),
+        "baseline_workers": lambda: baseline_loader(dataset, config.batch_size, config.seed, config.num_workers),
+    }
+    results: dict[str, Throughput | None] = {}
+    for name, build in readers.items():
+        if name.endswith("_workers") and config.num_workers == 0:
+            results[name] = None
+            continue
+        batches = ceiling_batches(dataset, config) if build is None else endless(build())
+        results[name] = throughput(time_batches(batches, config, tick), config, itemsize)
+        del batches  # shuts the workers down before the next reader starts
+    return results
+
+
+def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
+    def ratio(a: str, b: str) -> float | None:
+        x, y = results.get(a), results.get(b)
+        return None if x is None or y is None else x.samples_per_s / y.samples_per_s
+
+    return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
+            "sdl_vs_numpy_gather": ratio("sdl_in_process", "numpy_gather"),
+            "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers")}
+
+
+def measure_resume(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> tuple[ResumeLatency, ...]:
+    """Construct a loader, load a state saved at 1%, 50%, 99% of the epoch, take the first batch: with and without workers."""
+    sampler = ElasticSampler(len(dataset), config.batch_size, seed=config.seed, fingerprint=dataset.identity,
+                             dataset_info=dataset.describe())
+    results = []
+    for num_workers in sorted({0, config.num_workers}):
+        for fraction in RESUME_FRACTIONS:
+            state = sampler.state(min(len(sampler) - 1, int(fraction * len(sampler))))
+            started = time.perf_counter()
+            loader = make_loader(dataset, config.batch_size, seed=config.seed, num_workers=num_workers)
+            loader.load_state_dict(state.to_dict())
+            batches = iter(loader)
+            next(batches)
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            del batches, loader
+            results.append(ResumeLatency(fraction=fraction, cursor=state.cursor, num_workers=num_workers, first_batch_ms=elapsed_ms))
+            tick()
+    return tuple(results)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_resume_memory(config: BenchConfig) -> ResumeMemory:
+    """Memory of restoring a state at the middle of a `resume_memory_samples`-sample epoch and taking one step."""
+    num_samples = config.resume_memory_samples
+    saved = ElasticSampler(num_samples, config.batch_size, seed=config.seed).state(num_samples // config.batch_size // 2)
+    rss_before = _rss_bytes()
+    tracemalloc.start()
+    started = time.perf_counter()
+    sampler = ElasticSampler(num_samples, config.batch_size, seed=config.seed)
+    sampler.load_state_dict(saved.to_dict())
+    next(iter(sampler))
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_after = _rss_bytes()
+    rss_delta = None if rss_before is None or rss_after is None else max(0, rss_after - rss_before) / 1e6
+    return ResumeMemory(num_samples=num_samples, tracemalloc_peak_mb=peak / 1e6, rss_delta_mb=rss_delta, first_batch_ms=elapsed_ms)
+
+
+def busy_step(step_ms: float) -> Callable[[Any], None]:
+    """A simulated CPU training step: `step_ms` of 256×256 matmuls on one intra-op thread.
+
+    Like a real forward/backward pass it occupies a core and releases the GIL while it computes, so the
+    loader's receiving thread can work during the step. (A pure-Python spin loop would hold the GIL
+    and measure the interpreter's 5 ms switch interval, not the loader.)
+    """
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def step(_batch: Any) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            end = time.perf_counter() + step_ms / 1e3
+            while time.perf_counter() < end:
+                torch.mm(a, b)
+        finally:
+            torch.set_num_threads(threads)
+    return step
+
+
+def run_steps(batches: Iterator[Any], step: Callable[[Any], None], config: BenchConfig, tick: Callable[[], None],
+              move: Callable[[Any], Any] | None = None, monitor: Any = None) -> Stall:
+    """Wait for a batch (and `move` it, for the synchronous baseline), compute; per-step wait and compute times."""
+    waits, computes, first_ms = [], [], 0.0
+    for i in range(config.warmup_steps + config.steps):
+        if i == config.warmup_steps and monitor is not None:
+            monitor.start()
+        started = time.perf_counter()
+        batch = next(batches)
+        if move is not None:
+            batch = move(batch)
+        waited = time.perf_counter()
+        step(batch)
+        done = time.perf_counter()
+        if i == 0:
+            first_ms = (waited - started) * 1e3
+        if i >= config.warmup_steps:
+            waits.append((waited - started) * 1e3)
+            computes.append((done - waited) * 1e3)
+            tick()
+    utilisation = monitor.stop() if monitor is not None else None
+    total = sum(waits) + sum(computes)
+    return Stall(stall_fraction=sum(waits) / total if total > 0 else 0.0, mean_wait_ms=float(np.mean(waits)),
+                 p99_wait_ms=float(np.percentile(waits, 99)), mean_step_ms=total / len(waits), first_batch_ms=first_ms,
+                 steps=len(waits), gpu_utilisation=utilisation, wait_ms=tuple(waits), compute_ms=tuple(computes))
+
+
+def measure_stall(dataset: TokenWindows, config: BenchConfig, device: torch.device, tick: Callable[[], None]) -> tuple[dict[str, Stall], CudaFigures]:
+    """sdl (workers + device feed) vs the baseline (workers, synchronous `.to(device)`), the same simulated step."""
+    cuda = device.type == "cuda"
+    if cuda:
+        from sdl.loader.bench.gpu_monitor import MatmulStep, UtilisationMonitor
+
+        step: Callable[[Any], None] = MatmulStep(device, config.step_ms)
+        monitors = [UtilisationMonitor(device.index or 0), UtilisationMonitor(device.index or 0)]
+    else:
+        step, monitors = busy_step(config.step_ms), [None, None]
+    sdl = make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device)
+    stalls = {"sdl": run_steps(endless(sdl), step, config, tick, monitor=monitors[0])}
+    del sdl
+    sync = (lambda batch: {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    stalls["baseline"] = run_steps(endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)), step, config, tick,
+                                   move=sync, monitor=monitors[1])
+    if not cuda:
+        return stalls, CudaFigures()
+    from sdl.loader.bench.gpu_monitor import (
+        copy_compute_overlap,
+        host_to_device_gb_per_s,
+    )
+
+    batch_bytes = 2 * config.batch_size * config.seq_len * 4
+    return stalls, CudaFigures(h2d_gb_per_s=host_to_device_gb_per_s(device, batch_bytes),
+                               copy_compute_overlap=copy_compute_overlap(device, step, batch_bytes),
+                               gpu_utilisation_sdl=stalls["sdl"].gpu_utilisation,
+                               gpu_utilisation_baseline=stalls["baseline"].gpu_utilisation, matmuls_per_step=step.repeats)

@@ -1,0 +1,89 @@
+"""Rewriting the loader states inside checkpoints for a new world size or batch size, whole or not at all.
+
+Rewriting replaces exactly the state dicts and shares every other object of the loaded checkpoint,
+so tensors, optimizer state and the user's keys are written back bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sdl.loader.checkpoint.find import Checkpoint, KeyPath, merge_streams
+from sdl.loader.errors import ConfigError, InputError
+from sdl.loader.format.atomic import atomic_write, atomic_write_json
+from sdl.loader.sampling.merge import reshard_state
+from sdl.loader.sampling.state import LoaderState
+
+
+def replace_states(obj: Any, replacements: dict[KeyPath, Any], key: KeyPath = ()) -> Any:
+    """`obj` with the values at the given key paths replaced; every untouched object is shared, not copied."""
+    if key in replacements:
+        return replacements[key]
+    if not any(k[:len(key)] == key for k in replacements):
+        return obj
+    if isinstance(obj, dict):
+        new = obj.copy()  # keeps an OrderedDict ordered and typed
+        for name, value in obj.items():
+            new[name] = replace_states(value, replacements, key + (name,))
+        return new
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(replace_states(v, replacements, key + (i,)) for i, v in enumerate(obj))
+    return obj
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RewriteResult:
+    written: tuple[Path, ...]
+    states: dict[KeyPath, LoaderState]  # as written (rank None; per-rank files set their rank)
+
+
+def output_paths(checkpoints: Sequence[Checkpoint], world_size: int, out: str | Path | None, *,
+                 per_rank: bool = False, in_place: bool = False, overwrite: bool = False) -> list[tuple[Path, int | None]]:
+    """Where a rewrite goes, as (path, rank); refuses writing over an input (unless in_place) or an existing file."""
+    inputs = {c.path.resolve() for c in checkpoints}
+    if in_place:
+        if per_rank or len(checkpoints) != 1 or (out is not None and Path(out).resolve() not in inputs):
+            raise ConfigError("--in-place rewrites one input file into itself; with several inputs or --per-rank, write to --out")
+        return [(checkpoints[0].path, None)]
+    if out is None:
+        raise ConfigError("give --out PATH for the rewritten checkpoint (or --in-place to replace a single input file)")
+    suffix = ".json" if checkpoints[0].is_json else ".pt"
+    out = Path(out)
+    targets = [(out / f"rank_{r}{suffix}", r) for r in range(world_size)] if per_rank else [(out, None)]
+    for path, _ in targets:
+        if path.resolve() in inputs:
+            raise ConfigError(f"{path} is an input checkpoint; sdl writes elsewhere unless --in-place is given")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} already exists; choose another --out, or pass --overwrite to replace it")
+    if per_rank and out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --per-rank writes a folder of rank_<r>{suffix} files")
+    return targets
+
+
+def rewrite_checkpoint(checkpoints: Sequence[Checkpoint], *, world_size: int | None = None, batch_size: int | None = None,
+                       out: str | Path | None = None, per_rank: bool = False, in_place: bool = False,
+                       overwrite: bool = False, states: dict[KeyPath, LoaderState] | None = None) -> RewriteResult:
+    """Write the first checkpoint's structure with every loader state replaced by the merged state resharded for
+    `world_size`/`batch_size` (default: as saved); one file, or one per new rank. `states` overrides the merge."""
+    # Step: the new states (refuses disagreeing states and world/batch sizes <= 0 before anything is written).
+    merged = merge_streams(checkpoints) if states is None else states
+    new = {key: reshard_state(s, s.world_size if world_size is None else world_size, batch_size) for key, s in merged.items()}
+    target_world = next(iter(new.values())).world_size
+    # Step: where to write; then each file atomically.
+    targets = output_paths(checkpoints, target_world, out, per_rank=per_rank, in_place=in_place, overwrite=overwrite)
+    base = checkpoints[0]
+    for path, rank in targets:
+        content = replace_states(base.content, {k: replace(s, rank=rank).to_dict() for k, s in new.items() if k in base.states})
+        write_checkpoint(path, content, as_json=base.is_json)
+    return RewriteResult(written=tuple(path for path, _ in targets), states=new)
+
+
+def write_checkpoint(path: str | Path, content: Any, *, as_json: bool = False) -> Path:
+    if as_json:
+        return atomic_write_json(path, content)
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(content, handle))

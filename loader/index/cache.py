@@ -1,0 +1,136 @@
+"""Building a GlobalIndex (headers only) and its cache file `<dataset>/.sdl/index.json`: write, open, detect staleness.
+
+The cache's layout and what its fingerprint covers are specified in `sdl.loader.index.table`; the
+sources of each kind are listed by `sdl.loader.index.kinds`. This module writes the cache
+atomically, and refuses a cache that no longer matches the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sdl.loader.errors import IndexStaleError, InputError
+from sdl.loader.format.atomic import atomic_write_json
+from sdl.loader.format.tokens import CACHE_DIR
+from sdl.loader.index.kinds import (
+    LISTERS,
+    SOURCE_STATS,
+    detect_kind,
+    source_set_changed,
+)
+from sdl.loader.index.table import (
+    INDEX_FILE,
+    INDEX_FORMAT,
+    INDEX_VERSION,
+    KINDS,
+    GlobalIndex,
+    SourceTable,
+    source_fingerprint,
+)
+from sdl.loader.index.tokens import descriptor_of
+
+
+def cache_path(root: str | Path, split: str | None = None) -> Path:
+    return Path(root) / CACHE_DIR / (INDEX_FILE if split is None else f"index-{split}.json")
+
+
+def build_index(root: str | Path, kind: str | None = None, write_cache: bool = True, *, split: str | None = None) -> GlobalIndex:
+    """List the sources of `root` (headers only), and write the cache unless told not to.
+
+    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict).
+    """
+    root = Path(root)
+    kind = kind or detect_kind(root)
+    if kind not in KINDS:
+        raise InputError(f"kind {kind!r}, expected one of {', '.join(KINDS)}")
+    if split is not None and kind != "arrow":
+        raise InputError(f"a split ({split!r}) selects part of an Arrow dataset; {root} is a {kind} dataset")
+    sources, meta = LISTERS[kind](root, **({"split": split} if split is not None else {}))
+    index = GlobalIndex(kind=kind, root=str(root), sources=sources, meta=meta)
+    if write_cache:
+        try:
+            atomic_write_json(cache_path(root, split), index.to_dict())
+        except OSError:
+            pass  # a read-only dataset still opens; it just rebuilds (headers only) next time
+    return index
+
+
+def current_sources(index: GlobalIndex) -> tuple[SourceTable, dict[str, Any] | None]:
+    """The indexed sources with their sizes and mtimes as on disk now, and the descriptor's (one stat per source)."""
+    root = str(index.root)
+    descriptor = index.meta.get("descriptor")
+    if descriptor is not None:
+        path = Path(root) / descriptor["file"]
+        descriptor = descriptor_of(path) if path.exists() else None
+    sizes = np.empty(len(index.sources), dtype=np.int64)
+    mtimes = np.empty(len(index.sources), dtype=np.int64)
+    stat_source, stat, prefix = SOURCE_STATS.get(index.kind), os.stat, root + "/"
+    rel = ""
+    try:  # the hot loop of opening from cache: one stat per source (~3 us each), nothing else
+        if stat_source is None:
+            for i, rel in enumerate(index.sources.paths):
+                result = stat(prefix + rel)
+                sizes[i], mtimes[i] = result.st_size, result.st_mtime_ns
+        else:
+            for i, rel in enumerate(index.sources.paths):
+                sizes[i], mtimes[i] = stat_source(root, rel)
+    except FileNotFoundError:
+        raise IndexStaleError(f"{root}/{rel}: listed in the cached index but missing; run `sdl index {root}` to rebuild the index") from None
+    return SourceTable(index.sources.paths, index.sources.lengths, sizes, mtimes, index.sources.checksums), descriptor
+
+
+def current_fingerprint(index: GlobalIndex) -> str:
+    """The fingerprint of the files as they are on disk now (one stat per source, nothing read)."""
+    return source_fingerprint(*current_sources(index))
+
+
+def _what_changed(index: GlobalIndex, data: dict[str, Any]) -> str | None:
+    """Why the cache `data` no longer describes the files (naming the first changed file), or None when it does."""
+    if index.fingerprint != data.get("fingerprint"):
+        return "the cache file was edited"
+    current, descriptor = current_sources(index)
+    if source_fingerprint(current, descriptor) != index.fingerprint:
+        changed = np.flatnonzero((current.sizes != index.sources.sizes) | (current.mtime_ns != index.sources.mtime_ns))
+        if len(changed):
+            return f"{index.sources.paths[int(changed[0])]} was resized or rewritten"
+        return f"{index.meta['descriptor']['file']} was rewritten or removed"
+    if index.kind != "tokens" and source_set_changed(index):
+        return "a source was added or removed"
+    return None
+
+
+def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIndex | None:
+    """The cached index of `root`, or None when there is none; raises IndexStaleError when it is stale."""
+    root = Path(root)
+    path = cache_path(root, split)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IndexStaleError(f"{path}: corrupt index cache; run `sdl index {root}` to rebuild it") from None
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
+        return None  # written by another sdl version: a cache, not data; rebuilt from headers
+    index = GlobalIndex.from_dict(data, root)
+    changed = _what_changed(index, data)
+    if changed:
+        raise IndexStaleError(f"{root}: the cached index no longer matches the files ({changed}); run `sdl index {root}` to rebuild it")
+    return index
+
+
+def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
+    """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
+
+    A stale cache is never used: IndexStaleError tells the user to run `sdl index`.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
+    cached = load_cached_index(root, split=split)
+    if cached is not None and (kind is None or cached.kind == kind):
+        return cached
+    return build_index(root, kind=kind, split=split)

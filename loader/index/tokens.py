@@ -1,0 +1,53 @@
+"""Token dataset sources: one source per shard, listed from the manifest and the `.npy` headers (no token data read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sdl.loader.errors import FormatError
+from sdl.loader.format.tokens import MANIFEST_NAME, read_manifest, read_npy_header
+from sdl.loader.index.table import SourceInfo
+
+
+def file_stat(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def descriptor_of(path: Path) -> dict[str, Any]:
+    """Size and mtime of a dataset's descriptor file (manifest), so an edited manifest makes the cache stale."""
+    size, mtime_ns = file_stat(path)
+    return {"file": path.name, "size": size, "mtime_ns": mtime_ns}
+
+
+def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any]]:
+    """The shards of a token dataset, from the manifest and the `.npy` headers; never reads token data."""
+    manifest = read_manifest(root)
+    sources = []
+    for shard in manifest.shards:
+        path = root / shard.file
+        shape, dtype, offset = read_npy_header(path)
+        if len(shape) != 1 or shape[0] != shard.num_tokens:
+            raise FormatError(
+                f"{shard.file} holds {shape[0] if shape else 0:,} tokens, manifest says {shard.num_tokens:,}: "
+                "the file was replaced or truncated; re-run sdl prepare with the same arguments to rewrite it"
+            )
+        if dtype != np.dtype(manifest.dtype):
+            raise FormatError(f"{shard.file} has dtype {dtype}, manifest says {manifest.dtype}; re-run sdl prepare to rewrite it")
+        size, mtime_ns = file_stat(path)
+        if size < offset + shard.num_tokens * dtype.itemsize:
+            raise FormatError(
+                f"{shard.file} is {size:,} bytes, its header needs {offset + shard.num_tokens * dtype.itemsize:,}: "
+                "the file was truncated; re-run sdl prepare with the same arguments to rewrite it"
+            )
+        sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=mtime_ns, checksum=shard.checksum))
+    meta = {
+        "dtype": manifest.dtype, "tokenizer": manifest.tokenizer, "vocab_size": manifest.vocab_size,
+        "num_docs": manifest.num_docs, "tokens_per_shard": manifest.tokens_per_shard,
+        "descriptor": descriptor_of(root / MANIFEST_NAME),
+    }
+    if manifest.parts:
+        meta["parts"] = list(manifest.parts)
+    return tuple(sources), meta

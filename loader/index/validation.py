@@ -1,0 +1,188 @@
+"""`sdl index --validate`: read every byte of a dataset and report each failure (file, expected, found, fix).
+
+Token datasets: each shard exists, has a readable `.npy` header, the manifest's length and dtype, is
+not truncated, matches the manifest's checksum, and holds only ids below the vocabulary size; each
+docs file holds `num_docs` sorted offsets inside its shard. Zarr: every chunk of every array decodes.
+Arrow: every record batch of every file reads and passes pyarrow's full validation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sdl.loader.errors import SdlError
+from sdl.loader.format.tokens import file_checksum, read_manifest, read_npy_header
+from sdl.loader.index.kinds import LISTERS, detect_kind
+
+REPREPARE = "re-run sdl prepare with the same arguments to rewrite it"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ValidationFailure:
+    file: str
+    expected: str
+    found: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: expected {self.expected}, found {self.found}; {self.fix}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ValidationReport:
+    kind: str
+    root: str
+    num_sources: int
+    bytes_read: int
+    failures: tuple[ValidationFailure, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "kind": self.kind, "root": self.root, "ok": self.ok, "num_sources": self.num_sources,
+                "bytes_read": self.bytes_read, "failures": [
+                    {"file": f.file, "expected": f.expected, "found": f.found, "fix": f.fix} for f in self.failures]}
+
+
+def validate_dataset(root: str | Path, kind: str | None = None, *, split: str | None = None,
+                     progress: Progress | None = None) -> ValidationReport:
+    """Read everything under `root` and return the report (never raises for a bad file: it lists it)."""
+    root = Path(root)
+    kind = kind or detect_kind(root)
+    check = {"tokens": _validate_tokens, "zarr": _validate_zarr, "arrow": _validate_arrow}[kind]
+    failures: list[ValidationFailure] = []
+    num_sources, bytes_read = check(root, split, failures, progress or (lambda done, total: None))
+    return ValidationReport(kind=kind, root=str(root), num_sources=num_sources, bytes_read=bytes_read, failures=tuple(failures))
+
+
+def _validate_tokens(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
+    manifest = read_manifest(root)
+    bytes_read = 0
+    for done, shard in enumerate(manifest.shards):
+        path = root / shard.file
+        bytes_read += _validate_shard(path, shard, manifest, failures)
+        if shard.docs_file:
+            _validate_docs(root / shard.docs_file, shard, failures)
+        progress(done + 1, len(manifest.shards))
+    return len(manifest.shards), bytes_read
+
+
+def _validate_shard(path: Path, shard: Any, manifest: Any, failures: list) -> int:
+    def fail(expected: str, found: str) -> int:
+        failures.append(ValidationFailure(file=shard.file, expected=expected, found=found, fix=REPREPARE))
+        return 0
+
+    if not path.is_file():
+        return fail(f"a shard of {shard.num_tokens:,} tokens (listed in the manifest)", "no such file")
+    try:
+        shape, dtype, offset = read_npy_header(path)
+    except SdlError as exc:
+        return fail("a readable .npy header", str(exc).split(": ", 1)[-1].split(";")[0])
+    if shape != (shard.num_tokens,):
+        return fail(f"{shard.num_tokens:,} tokens (manifest)", f"an array of shape {shape}")
+    if dtype != np.dtype(manifest.dtype):
+        return fail(f"dtype {manifest.dtype} (manifest)", f"dtype {dtype}")
+    size = path.stat().st_size
+    if size < offset + shard.num_tokens * dtype.itemsize:
+        return fail(f"{offset + shard.num_tokens * dtype.itemsize:,} bytes (header + {shard.num_tokens:,} tokens)", f"{size:,} bytes: truncated")
+    if shard.checksum and file_checksum(path) != shard.checksum:
+        fail(f"checksum {shard.checksum} (manifest)", f"{file_checksum(path)}: the bytes changed")
+    vocab_size = manifest.vocab_size
+    if vocab_size and shard.num_tokens:
+        tokens = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        top = max(int(tokens[i:i + (1 << 24)].max()) for i in range(0, shard.num_tokens, 1 << 24))
+        if top >= vocab_size:
+            fail(f"token ids < vocab size {vocab_size:,}", f"id {top:,}")
+    return size
+
+
+def _validate_docs(path: Path, shard: Any, failures: list) -> None:
+    def fail(expected: str, found: str) -> None:
+        failures.append(ValidationFailure(file=str(shard.docs_file), expected=expected, found=found, fix=REPREPARE))
+
+    try:
+        starts = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return fail(f"{shard.num_docs:,} document offsets", f"an unreadable file ({exc})")
+    if starts.ndim != 1 or len(starts) != shard.num_docs:
+        return fail(f"{shard.num_docs:,} document offsets (manifest)", f"shape {starts.shape}")
+    if len(starts) and (starts.min() < 0 or starts.max() >= max(shard.num_tokens, 1) or np.any(np.diff(starts) <= 0)):
+        fail(f"increasing offsets in [0, {shard.num_tokens:,})", f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
+
+
+def _reason(exc: Exception, path: Path, fix: str) -> tuple[str, str]:
+    """(found, fix) from a one-line SdlError `PATH: what was found; what to do` (the failure names the file itself)."""
+    text = str(exc).removeprefix(f"{path}: ")
+    found, _, tail = text.rpartition("; ")
+    return (found, tail) if found else (text, fix)
+
+
+def _listing_failure(root: Path, kind: str, split: str | None, failures: list) -> None:
+    try:
+        LISTERS[kind](root, **({"split": split} if split else {}))
+    except SdlError as exc:
+        found, fix = _reason(exc, root, "rewrite the odd files")
+        expected = "the same fields, trailing shapes and dtypes in every store" if kind == "zarr" else "one schema in every file"
+        failures.append(ValidationFailure(file=str(root), expected=expected, found=found, fix=fix))
+
+
+def _validate_zarr(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
+    import zarr
+    from sdl.loader.index.zarr import find_zarr_stores
+
+    _listing_failure(root, "zarr", None, failures)
+    stores = find_zarr_stores(root)
+    bytes_read = 0
+    for done, rel in enumerate(stores):
+        try:
+            with warnings.catch_warnings():  # our `.sdl/` cache inside a store is "not a zarr component"
+                warnings.simplefilter("ignore")
+                node = zarr.open(str(root / rel), mode="r")
+            arrays = [(rel, node)] if isinstance(node, zarr.Array) else [(f"{rel}/{n}", a) for n, a in node.arrays()]
+        except Exception as exc:  # zarr raises many types for a broken store
+            failures.append(ValidationFailure(file=rel, expected="a zarr store that opens", found=f"{type(exc).__name__}: {exc}",
+                                              fix="rewrite the store with zarr"))
+            continue
+        for name, array in arrays:
+            bytes_read += _decode_all(name, array, failures)
+        progress(done + 1, len(stores))
+    return len(stores), bytes_read
+
+
+def _decode_all(name: str, array: Any, failures: list) -> int:
+    step = max(1, array.chunks[0])
+    nbytes = 0
+    for start in range(0, array.shape[0], step):
+        try:
+            nbytes += array[start:start + step].nbytes
+        except Exception as exc:  # a codec error of any kind
+            failures.append(ValidationFailure(file=name, expected=f"rows {start}:{start + step} decode",
+                                              found=f"{type(exc).__name__}: {exc}", fix="rewrite this array (or restore its chunks) with zarr"))
+    return nbytes
+
+
+def _validate_arrow(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
+    from sdl.loader.index.arrow import find_arrow_files, open_arrow_table
+
+    files, _, _ = find_arrow_files(root, split)
+    bytes_read = 0
+    for done, rel in enumerate(files):
+        try:
+            table = open_arrow_table(root / rel)
+            table.validate(full=True)
+            bytes_read += table.nbytes
+        except Exception as exc:  # FormatError from the reader, ArrowInvalid from validate
+            found, fix = _reason(exc, root / rel, "re-save the dataset (save_to_disk) or re-run load_dataset")
+            failures.append(ValidationFailure(file=rel, expected="an Arrow file whose every batch reads", found=found, fix=fix))
+        progress(done + 1, len(files))
+    if not failures:
+        _listing_failure(root, "arrow", split, failures)  # schemas agree
+    return len(files), bytes_read

@@ -1,0 +1,145 @@
+"""Zarr sources: one source per store, read from the metadata files alone (zarr is not imported to index).
+
+Zarr v2 `.zarray`/`.zgroup` or v3 `zarr.json`. A *store* is one source:
+  - a zarr array: its samples have one field, `"data"`;
+  - a zarr group: its samples have one field per array directly inside it (`"images"`, `"labels"`),
+    all of the same first-axis length.
+The root is a store, or a folder searched recursively for stores (hidden folders skipped). Every
+store must have the same fields with the same trailing shape and dtype. A store's size and mtime are
+those of its metadata files: resizing or recreating an array rewrites them (a chunk rewritten in
+place changes no length, so no offset; `sdl index --validate` decodes every chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sdl.loader.errors import FormatError, InputError
+from sdl.loader.index.table import SourceInfo
+
+ZARR_META = ("zarr.json", ".zarray", ".zgroup")
+
+
+def zarr_node(directory: Path) -> tuple[str, dict[str, Any]] | None:
+    """("array" | "group", metadata) when `directory` is a zarr node, else None."""
+    if (directory / "zarr.json").is_file():
+        meta = _read_json(directory / "zarr.json")
+        return meta.get("node_type", "array"), meta
+    if (directory / ".zarray").is_file():
+        return "array", _read_json(directory / ".zarray")
+    if (directory / ".zgroup").is_file():
+        return "group", _read_json(directory / ".zgroup")
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: unreadable zarr metadata ({exc}); rewrite the array with zarr") from None
+
+
+def find_zarr_stores(root: Path) -> list[str]:
+    """Relative paths ("." for the root itself) of the zarr stores at or under `root`, sorted."""
+    if zarr_node(root) is not None:
+        return ["."]
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in list(dirnames):
+            if zarr_node(Path(dirpath) / name) is not None:
+                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
+                dirnames.remove(name)
+    return sorted(found)
+
+
+def _array_fields(directory: Path, meta: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+    shape = tuple(meta.get("shape", ()))
+    raw = meta.get("data_type", meta.get("dtype"))
+    try:
+        dtype = np.dtype(raw).name
+    except TypeError:
+        dtype = str(raw)
+    if not shape:
+        raise FormatError(f"{directory}: a 0-d zarr array; expected at least one axis (one sample per first-axis item)")
+    return shape, dtype
+
+
+def describe_zarr_store(root: Path, rel: str) -> tuple[int, dict[str, dict[str, Any]], list[Path]]:
+    """(first-axis length, {field: {"shape": trailing, "dtype": ...}}, metadata files) of one store."""
+    directory = root / rel
+    node_type, meta = zarr_node(directory)
+    meta_files = _meta_files(directory)
+    if node_type == "array":
+        members = {"data": (directory, meta)}
+    else:
+        members = {child.name: (child, child_meta) for child, child_meta in _group_arrays(directory)}
+        meta_files += [f for child, _ in members.values() for f in _meta_files(child)]
+        if not members:
+            raise FormatError(f"{directory}: a zarr group with no arrays directly inside it; expected arrays of samples")
+    lengths, fields = {}, {}
+    for name, (path, array_meta) in members.items():
+        shape, dtype = _array_fields(path, array_meta)
+        lengths[name] = shape[0]
+        fields[name] = {"shape": list(shape[1:]), "dtype": dtype}
+    if len(set(lengths.values())) > 1:
+        raise FormatError(f"{directory}: arrays of different first-axis lengths {lengths}; expected one length per group")
+    return next(iter(lengths.values())), fields, meta_files
+
+
+def list_zarr_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any]]:
+    """One source per zarr store: length = first-axis items; all stores must agree on fields, shapes, dtypes."""
+    stores = find_zarr_stores(root)
+    if not stores:
+        raise InputError(f"{root}: no zarr arrays found (no zarr.json or .zarray); expected a folder of zarr stores")
+    sources, first_fields, first = [], None, None
+    for rel in stores:
+        length, fields, meta_files = describe_zarr_store(root, rel)
+        if first_fields is None:
+            first_fields, first = fields, rel
+        elif fields != first_fields:
+            raise FormatError(
+                f"zarr stores disagree: {first} has {_fields_text(first_fields)}, {rel} has {_fields_text(fields)}; "
+                "every store must have the same arrays with the same trailing shape and dtype"
+            )
+        size, mtime_ns = _stat_files(meta_files)
+        sources.append(SourceInfo(path=rel, length=length, size=size, mtime_ns=mtime_ns))
+    return tuple(sources), {"fields": first_fields}
+
+
+def _stat_files(paths: list[Path]) -> tuple[int, int]:
+    stats = [p.stat() for p in paths]
+    return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+
+
+def _meta_files(directory: Path) -> list[Path]:
+    return [directory / name for name in ZARR_META if (directory / name).is_file()]
+
+
+def zarr_store_stat(root: str, rel: str) -> tuple[int, int]:
+    """(size, mtime_ns) of a store's metadata files (the store's own and its member arrays'), as listed."""
+    directory = Path(root) / rel
+    node = zarr_node(directory) if directory.is_dir() else None
+    if node is None:
+        raise FileNotFoundError(directory)
+    files = _meta_files(directory)
+    if node[0] == "group":
+        files += [f for child, _ in _group_arrays(directory) for f in _meta_files(child)]
+    return _stat_files(files)
+
+
+def _group_arrays(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    members = []
+    for child in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        node = zarr_node(child)
+        if node is not None and node[0] == "array":
+            members.append((child, node[1]))
+    return members
+
+
+def _fields_text(fields: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{name} [*, {', '.join(map(str, f['shape']))}] {f['dtype']}".replace("[*, ]", "[*]") for name, f in fields.items())

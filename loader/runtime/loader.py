@@ -1,0 +1,128 @@
+"""make_loader: PyTorch's DataLoader over an ElasticSampler, with a cursor that moves only when a batch is handed over.
+
+The DataLoader's workers prefetch (`prefetch_factor` batches each) and the device feed copies one
+batch ahead, so the sampler is always ahead of the training loop. The state therefore counts the
+batches *yielded to the caller*: `state_dict()` after k batches is the sampler's start state
+advanced by k global steps — prefetched batches are neither lost nor repeated on resume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from sdl.loader.errors import ConfigError
+from sdl.loader.runtime.feed import DeviceFeed, resolve_device
+from sdl.loader.runtime.transport import from_wire, to_wire
+from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, plan_epoch
+from sdl.loader.sampling.state import LoaderState
+from torch.utils.data import DataLoader
+
+
+def resolve_topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: explicit arguments, else torch.distributed when initialised, else RANK/WORLD_SIZE, else 0/1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        found = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        try:
+            found = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        except ValueError:
+            raise ConfigError(f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: expected integers") from None
+    return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
+
+
+def auto_device(device: Any) -> torch.device:
+    """"auto": the current CUDA device when there is one (set it per rank, e.g. from LOCAL_RANK), else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return resolve_device(device)
+
+
+def keep_batch(batch: Any) -> Any:
+    """collate_fn for a DataLoader over sdl datasets: `__getitems__` already returns a collated batch."""
+    return batch
+
+
+class SdlLoader:
+    """An iterable over the rest of the current epoch's batches for this rank; checkpointable."""
+
+    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any) -> None:
+        self.dataset, self.sampler, self.dataloader, self.device = dataset, sampler, dataloader, device
+        self._start = sampler.state(0)  # the state the current (or next) iteration starts from
+        self._yielded = 0  # batches of that iteration handed to the caller
+
+    @property
+    def _state(self) -> LoaderState:
+        """The state after the batches handed over so far (computed on demand, not per batch)."""
+        return self.sampler.state_after(self._start, self._yielded)
+
+    def __len__(self) -> int:
+        return self.plan().steps
+
+    def plan(self) -> EpochPlan:
+        """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
+        return plan_epoch(self._state.remaining, self.sampler.global_batch_size, self.sampler.drop_last)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._start, self._yielded = self._state, 0
+        self.sampler.load_state_dict(self._start)
+
+        def handed_over(_batch: Any) -> None:
+            self._yielded += 1
+
+        background = self.dataloader.num_workers > 0  # receive from workers while the caller computes
+        yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background)
+        self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
+
+    def _host_batches(self) -> Any:
+        """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader
+        adds only its per-batch hooks (measured ~40 µs of a ~150 µs 16×2048 batch) and pinning, which the feed does."""
+        if self.dataloader.num_workers > 0:
+            return (from_wire(batch) for batch in self.dataloader)
+        return (self.dataset.__getitems__(batch) for batch in self.sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state after the last batch handed to the caller (JSON-able; weights_only-safe)."""
+        return self._state.to_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
+        self.sampler.load_state_dict(state)
+        self._start, self._yielded = self.sampler.state(0), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.load_state_dict(self._state)
+        self.sampler.set_epoch(epoch)
+        self._start, self._yielded = self.sampler.state(0), 0
+
+    @property
+    def epoch(self) -> int:
+        return self._state.epoch
+
+
+def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
+                rank: int | None = None, world_size: int | None = None, device: Any = "auto", drop_last: bool = True,
+                prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
+                block_size: int = 1024, window_blocks: int = 16, multiprocessing_context: Any = None) -> SdlLoader:
+    """A resumable, elastic loader over `dataset` (TokenWindows, ZarrSamples, ArrowRows, or any dataset with
+    `__len__`, `__getitems__` returning a batch dict, and an `identity` string)."""
+    rank, world_size = resolve_topology(rank, world_size)
+    device = auto_device(device)
+    sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                                         drop_last=drop_last, block_size=block_size, window_blocks=window_blocks)
+    on_cuda = torch.device(device).type == "cuda"
+    if not on_cuda and num_workers == 0 and hasattr(dataset, "with_host_dtype"):
+        dataset = dataset.with_host_dtype(np.int64)  # batches stay on the host: gather wide, skip the widening pass
+    workers = dict(
+        prefetch_factor=prefetch_factor or 4,
+        persistent_workers=True if persistent_workers is None else persistent_workers,
+        multiprocessing_context=multiprocessing_context,
+    ) if num_workers > 0 else {}
+    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                            collate_fn=to_wire if num_workers > 0 else keep_batch,
+                            pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
+    return SdlLoader(dataset, sampler, dataloader, device)

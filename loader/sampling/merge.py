@@ -1,0 +1,100 @@
+"""Merging per-rank loader states and rewriting a state for a new world size or batch size.
+
+A state is topology-free, so "resharding" is merging: the new world reads the same global cursor.
+Ranks that saved at the same step hold identical consumed sets and merge trivially. Ranks that
+stopped at different steps (a crash, a preemption mid-step) each saved the state "as if every rank
+were at my step"; with every rank's state, world size W and batch size B, the exact consumed set is
+the least advanced state plus, for each rank r that ran d_r steps further, its own slices (g < d_r)
+of the remaining stream, by the one rule in `sdl.loader.sampling.slicing`. The merged state carries those as
+consumed ranges beyond its cursor, so the resumed stream delivers every remaining sample exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+from sdl.loader.errors import CheckpointError, ConfigError
+from sdl.loader.sampling.sampler import EpochPlan, plan_epoch
+from sdl.loader.sampling.slicing import rank_offsets
+from sdl.loader.sampling.state import LoaderState
+
+
+def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted positions -> maximal [start, end) runs."""
+    if positions.size == 0:
+        return []
+    positions = np.unique(positions)
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [positions.size]))
+    return [(int(positions[a]), int(positions[b - 1]) + 1) for a, b in zip(starts, ends)]
+
+
+def _check_same_stream(states: Sequence[LoaderState]) -> None:
+    first = states[0]
+    for other in states[1:]:
+        fields = first.stream_differences(other)
+        if fields:
+            found = ", ".join(f"{k}: {getattr(first, k)!r} vs {getattr(other, k)!r}" for k in fields)
+            raise CheckpointError(f"the loader states disagree ({found}): they come from different datasets or runs; merge only the states of one run")
+        if other.epoch != first.epoch:
+            raise CheckpointError(
+                f"the loader states are in different epochs ({first.epoch} and {other.epoch}); "
+                "resume from a checkpoint where every rank is in the same epoch"
+            )
+
+
+def merge_states(states: Sequence[LoaderState | dict]) -> LoaderState:
+    """One state whose consumed set is exactly the union of what the given per-rank states consumed."""
+    states = [LoaderState.from_dict(s) for s in states]
+    if not states:
+        raise CheckpointError("no loader states to merge")
+    _check_same_stream(states)
+    if all((s.cursor, s.consumed) == (states[0].cursor, states[0].consumed) for s in states):
+        return replace(states[0], rank=None)
+    return _merge_uneven(states)
+
+
+def _merge_uneven(states: list[LoaderState]) -> LoaderState:
+    world_size, batch_size = states[0].world_size, states[0].batch_size
+    if any((s.world_size, s.batch_size) != (world_size, batch_size) for s in states):
+        raise CheckpointError("the ranks stopped at different steps and disagree on world_size/batch_size; cannot merge them exactly")
+    by_rank = {s.rank: s for s in states}
+    missing = sorted(set(range(world_size)) - set(by_rank))
+    if missing or len(by_rank) != len(states):
+        raise CheckpointError(
+            f"the ranks stopped at different steps, so every rank's state is needed to merge exactly; "
+            f"missing rank(s) {missing or 'duplicated'} of world size {world_size}: pass all per-rank files"
+        )
+    global_batch = world_size * batch_size
+    base = max(states, key=lambda s: s.remaining)
+    extra: list[np.ndarray] = []
+    for rank, state in by_rank.items():
+        ahead, odd = divmod(base.remaining - state.remaining, global_batch)
+        if odd or base.advance(ahead * global_batch) != replace(state, rank=base.rank, world_size=base.world_size):
+            raise CheckpointError(
+                f"rank {rank}'s state is not a whole number of global steps ahead of rank {base.rank}'s: "
+                "the states do not come from one run with this world size and batch size"
+            )
+        j = rank_offsets(np.arange(ahead), rank, world_size, batch_size).reshape(-1)
+        j = j[j < base.remaining]  # padding past the end of the epoch consumed nothing new
+        extra.append(base.position_of(j))
+    positions = np.concatenate(extra) if extra else np.zeros(0, dtype=np.int64)
+    return replace(base.with_consumed(_runs(positions)), rank=None)
+
+
+def reshard_state(state: LoaderState | dict, world_size: int, batch_size: int | None = None) -> LoaderState:
+    """The state for a new world size (and per-rank batch size): the same consumed set, new topology recorded."""
+    state = LoaderState.from_dict(state)
+    batch_size = state.batch_size if batch_size is None else batch_size
+    if world_size <= 0 or batch_size <= 0:
+        raise ConfigError(f"target world size {world_size} and batch size {batch_size} must both be > 0")
+    return replace(state, world_size=world_size, batch_size=batch_size, rank=None)
+
+
+def plan_for(state: LoaderState | dict, world_size: int, batch_size: int, drop_last: bool | None = None) -> EpochPlan:
+    """What the rest of the state's epoch holds for `world_size` ranks of `batch_size` (per rank: steps × batch_size)."""
+    state = LoaderState.from_dict(state)
+    return plan_epoch(state.remaining, world_size * batch_size, state.drop_last if drop_last is None else drop_last)

@@ -1,0 +1,145 @@
+"""The epoch order: a keyed bijection on [0, N), computed in O(1) per position, never stored.
+
+`Order(N, seed=, epoch=, key=, mode=)[k]` is the sample at position k of the epoch, vectorised over
+any array of positions. It is a pure function of (key, seed, epoch, N, mode): the same on any world
+size, worker count or batch size, so a global cursor is all a resume needs.
+
+Modes:
+- "global": a true global shuffle. A balanced Feistel network (6 rounds, a multiply-xorshift round
+  function on 64-bit integers) permutes [0, 4^h) with 4^h >= N; cycle-walking (apply it again
+  while the result is >= N) restricts it to a bijection on [0, N). 4^h < 4N, so a position walks
+  fewer than 4 times on average.
+- "none": the identity (sequential reading).
+- "locality": for slow storage. The samples are cut into blocks of `block_size` consecutive ids;
+  the blocks are shuffled (Feistel), consecutive shuffled blocks are grouped into windows of
+  `window_blocks`, and the samples within a window are shuffled (Feistel keyed by the window).
+  A batch then touches at most `window_blocks` blocks of neighbouring samples. The padded tail of
+  the last block is cycle-walked away as above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from sdl.loader.errors import ConfigError
+
+MODES = ("global", "none", "locality")
+ROUNDS = 6
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective avalanche on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * _M2
+    x = (x ^ (x >> np.uint64(27))) * _M3
+    return x ^ (x >> np.uint64(31))
+
+
+def _round_keys(*parts: object) -> np.ndarray:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    seeds = np.frombuffer(digest, dtype=np.uint64)[:4]
+    return _mix(np.arange(ROUNDS, dtype=np.uint64) * _M1 + seeds[0] ^ seeds[1])
+
+
+def _half_bits(domain: int) -> int:
+    """h such that 4^h >= domain (h >= 1)."""
+    bits = max(1, int(domain - 1).bit_length())
+    return max(1, (bits + 1) // 2)
+
+
+def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray | int = 0) -> np.ndarray:
+    """One pass of the Feistel permutation of [0, 4^half_bits); `tweak` (per element) varies the key."""
+    mask = np.uint64((1 << half_bits) - 1)
+    shift = np.uint64(half_bits)
+    left, right = x >> shift, x & mask
+    tweak = np.asarray(tweak, dtype=np.uint64) * _M1
+    with np.errstate(over="ignore"):
+        for key in keys:
+            left, right = right, left ^ (_mix(right ^ key ^ tweak) & mask)
+    return (left << shift) | right
+
+
+def feistel_permute(x: np.ndarray, domain: int, keys: np.ndarray, tweak: np.ndarray | int = 0) -> np.ndarray:
+    """A bijection of [0, domain) applied to `x` (uint64), by cycle-walking a Feistel permutation."""
+    half_bits = _half_bits(domain)
+    out = _feistel(x, keys, half_bits, tweak)
+    outside = out >= np.uint64(domain)
+    while outside.any():
+        sub_tweak = tweak if np.ndim(tweak) == 0 else np.asarray(tweak)[outside]
+        out[outside] = _feistel(out[outside], keys, half_bits, sub_tweak)
+        outside = out >= np.uint64(domain)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Order:
+    num_samples: int
+    seed: int
+    epoch: int
+    key: str = ""
+    mode: str = "global"
+    block_size: int = 1024
+    window_blocks: int = 16
+    _keys: np.ndarray = field(init=False, repr=False, compare=False)
+    _window_keys: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"shuffle mode is {self.mode!r}, expected one of {', '.join(MODES)}")
+        if self.num_samples < 0 or self.block_size <= 0 or self.window_blocks <= 0:
+            raise ConfigError(
+                f"order needs num_samples >= 0, block_size > 0, window_blocks > 0; found {self.num_samples}, "
+                f"{self.block_size}, {self.window_blocks}"
+            )
+        object.__setattr__(self, "_keys", _round_keys(self.key, self.seed, self.epoch, self.mode, "blocks"))
+        object.__setattr__(self, "_window_keys", _round_keys(self.key, self.seed, self.epoch, self.mode, "windows"))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, positions: int | np.ndarray) -> np.ndarray:
+        """Sample ids at `positions` (int or array) of this epoch's order, as int64."""
+        scalar = np.ndim(positions) == 0
+        k = np.atleast_1d(np.asarray(positions, dtype=np.int64))
+        if k.size and (k.min() < 0 or k.max() >= self.num_samples):
+            raise IndexError(f"order position outside [0, {self.num_samples})")
+        if self.mode == "none" or k.size == 0:
+            out = k.copy()
+        elif self.mode == "global":
+            out = feistel_permute(k.astype(np.uint64), self.num_samples, self._keys).astype(np.int64)
+        else:
+            out = self._locality(k.astype(np.uint64))
+        return out[0] if scalar else out
+
+    def _effective_block_size(self) -> int:
+        # Keep the padded tail small against N, so cycle-walking stays cheap on tiny datasets.
+        return max(1, min(self.block_size, self.num_samples // 16))
+
+    def _locality_once(self, x: np.ndarray) -> np.ndarray:
+        """The locality bijection of [0, num_blocks * block_size), before cycle-walking."""
+        block = np.uint64(self._effective_block_size())
+        num_blocks = -(-self.num_samples // int(block))
+        window_len = int(block) * self.window_blocks
+        window, offset = x // np.uint64(window_len), x % np.uint64(window_len)
+        shuffled = np.empty_like(x)
+        last_window = (num_blocks - 1) // self.window_blocks
+        last_len = (num_blocks - last_window * self.window_blocks) * int(block)
+        for is_last, length in ((False, window_len), (True, last_len)):
+            chosen = (window == np.uint64(last_window)) == is_last
+            if chosen.any():
+                shuffled[chosen] = feistel_permute(offset[chosen], length, self._window_keys, window[chosen])
+        slot = window * np.uint64(self.window_blocks) + shuffled // block
+        blocks = feistel_permute(slot, num_blocks, self._keys)
+        return blocks * block + shuffled % block
+
+    def _locality(self, x: np.ndarray) -> np.ndarray:
+        out = self._locality_once(x)
+        outside = out >= np.uint64(self.num_samples)
+        while outside.any():
+            out[outside] = self._locality_once(out[outside])
+            outside = out >= np.uint64(self.num_samples)
+        return out.astype(np.int64)

@@ -1,0 +1,91 @@
+"""run_bench on a tiny config: every field present and sane (no timing assertions), the readers agree on content."""
+
+import math
+
+import numpy as np
+import pytest
+from sdl.loader.bench import BenchConfig, run_bench
+from sdl.loader.bench.baseline import GatherCeiling, naive_windows
+from sdl.loader.data.windows import TokenWindows
+from sdl.loader.errors import ConfigError
+from sdl.prepare.synthetic import write_synthetic_dataset
+
+TINY = dict(seq_len=64, batch_size=4, steps=4,
+            warmup_steps=1, step_ms=1.0, device="cpu", resume_memory_samples=10**9)
+
+
+def positive(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "tokens"
+    write_synthetic_dataset(path, num_tokens=40_000, tokens_per_shard=16_384, vocab_size=70_000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(dataset):
+    return run_bench(BenchConfig(num_workers=1, **TINY), dataset)
+
+
+def test_throughput_and_ratios_are_positive(report):
+    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "numpy_gather", "sdl_workers", "baseline_workers"}
+    for result in report.throughput.values():
+        assert result.batches == TINY["steps"]
+        for value in (result.samples_per_s, result.tokens_per_s, result.mb_per_s, result.latency_p50_ms, result.latency_p99_ms):
+            assert positive(value)
+        assert result.latency_p99_ms >= result.latency_p50_ms
+        assert result.tokens_per_s == pytest.approx(result.samples_per_s * TINY["seq_len"])
+    assert all(positive(value) for value in report.ratios.values())
+
+
+def test_resume_covers_each_fraction_with_and_without_workers(report):
+    assert sorted((r.num_workers, r.fraction) for r in report.resume) == [(w, f) for w in (0, 1) for f in (0.01, 0.5, 0.99)]
+    num_samples = report.dataset["num_samples"]
+    for result in report.resume:
+        assert positive(result.first_batch_ms)
+        assert 0 <= result.cursor < num_samples
+    assert report.resume_memory.num_samples == 10**9
+    assert report.resume_memory.tracemalloc_peak_mb >= 0
+
+
+def test_stall_fractions_are_fractions_and_cuda_fields_are_null_on_cpu(report):
+    for result in report.stall.values():
+        assert 0.0 <= result.stall_fraction <= 1.0
+        assert result.steps == TINY["steps"] == len(result.wait_ms) == len(result.compute_ms)
+        assert result.gpu_utilisation is None
+    assert all(value is None for value in report.to_dict()["cuda"].values())
+    assert report.dataset["synthetic"] and report.dataset["dtype"] == "uint32" and report.dataset["num_shards"] == 3
+
+
+def test_no_workers_leaves_worker_figures_null(dataset):
+    report = run_bench(BenchConfig(num_workers=0, **TINY), dataset)
+    assert report.throughput["sdl_workers"] is None and report.ratios["sdl_vs_baseline_workers"] is None
+    assert {r.num_workers for r in report.resume} == {0}
+
+
+def test_baseline_and_ceiling_read_the_same_windows_as_sdl(token_dataset):
+    path = token_dataset(num_tokens=5_000, tokens_per_shard=5_000, vocab_size=70_000)
+    ds = TokenWindows(path, seq_len=32, stride=24)
+    ids = np.array([0, 5, 77, len(ds) - 1])
+    batch = ds.__getitems__(ids.tolist())
+    naive = naive_windows(ds)
+    assert all(np.array_equal(naive[int(i)]["input_ids"], batch["input_ids"][k]) for k, i in enumerate(ids))
+    assert all(np.array_equal(naive[int(i)]["labels"], batch["labels"][k]) for k, i in enumerate(ids))
+    gathered = GatherCeiling(ds, len(ids)).gather(ids)
+    assert np.array_equal(gathered[:, :-1], batch["input_ids"].numpy()) and np.array_equal(gathered[:, 1:], batch["labels"].numpy())
+
+
+def test_naive_windows_cross_shard_boundaries(token_dataset):
+    ds = TokenWindows(token_dataset(num_tokens=3_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=100, stride=90)
+    naive = naive_windows(ds)
+    for i in range(len(ds)):
+        assert np.array_equal(naive[i]["input_ids"].numpy(), (np.arange(100) + i * 90) % 70_000)
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(num_workers=-1), dict(device="tpu"), dict(step_ms=-1.0), dict(stride=0)])
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ConfigError):
+        BenchConfig(**bad)

@@ -1,0 +1,174 @@
+"""Loader states inside checkpoints: found anywhere, loaded without running code, rewritten leaving the rest bit-exact."""
+
+import json
+import os
+import random
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from sdl.loader.checkpoint import (
+    check_dataset,
+    find_states,
+    format_key,
+    load_checkpoint,
+    read_checkpoint,
+    read_checkpoints,
+    rebind_state,
+    replace_states,
+    resolve_inputs,
+    rewrite_checkpoint,
+)
+from sdl.loader.errors import CheckpointError, ConfigError, InputError
+from sdl.loader.sampling.sampler import ElasticSampler
+from sdl.loader.sampling.state import LoaderState
+
+
+def _state(rank=0, world_size=2, steps=0, seed=0, num_samples=100):
+    sampler = ElasticSampler(num_samples, 4, rank=rank, world_size=world_size, seed=seed, fingerprint="ds")
+    batches = iter(sampler)
+    for _ in range(steps):
+        next(batches)
+    return sampler.state_dict()
+
+
+class Marker:
+    """Unpickling this would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_numpy_and_python_rng_states_load_without_unpickling_code(tmp_path):
+    content = {"loader": _state(), "np_rng": np.random.get_state(), "py_rng": random.getstate(),
+               "gen": np.random.default_rng(0).bit_generator.state, "arr": np.arange(6, dtype=np.uint16).reshape(2, 3),
+               "scalar": np.float32(0.5), "dtype": np.dtype("i8"), "torch_rng": torch.get_rng_state()}
+    torch.save(content, tmp_path / "ckpt.pt")
+    loaded = load_checkpoint(tmp_path / "ckpt.pt")
+    assert loaded["py_rng"] == random.getstate()
+    assert np.array_equal(loaded["np_rng"][1], content["np_rng"][1]) and loaded["np_rng"][1].dtype == np.uint32
+    assert loaded["arr"].dtype == np.uint16 and loaded["scalar"] == np.float32(0.5) and loaded["dtype"] == np.dtype("i8")
+    assert torch.equal(loaded["torch_rng"], content["torch_rng"])
+
+
+def test_a_pickle_that_needs_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"loader": _state(), "evil": Marker(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"needs the Python global .*open.*never unpickles code"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_missing_truncated_and_foreign_files_are_refused(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"loader": _state(), "w": torch.zeros(1000)}, tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a torch checkpoint or truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "bad.json")
+
+
+def test_states_are_found_under_any_key_and_inside_lists():
+    state = _state()
+    content = {"model": {"w": torch.zeros(2)}, "loaders": [{"train": state}], "extra": OrderedDict(dl={"inner": state})}
+    found = find_states(content)
+    assert [format_key(key) for key, _ in found] == ["loaders[0].train", "extra.dl.inner"]
+    assert format_key(()) == "<root>" and find_states(state) == [((), state)]
+
+
+def test_state_inside_a_torchdata_stateful_dataloader_is_found(token_dataset):
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    from sdl.loader.data.windows import TokenWindows
+
+    ds = TokenWindows(token_dataset(num_tokens=2000), seq_len=16)
+    sampler = ElasticSampler(len(ds), 4, world_size=2, fingerprint=ds.identity)
+    loader = stateful.StatefulDataLoader(ds, batch_sampler=sampler, collate_fn=lambda b: b, num_workers=0)
+    batches = iter(loader)
+    next(batches), next(batches)
+    [(key, value)] = find_states({"dataloader": loader.state_dict()})
+    assert key == ("dataloader", "_index_sampler_state") and LoaderState.from_dict(value).cursor == 16
+
+
+def test_no_state_found_says_which_keys_were_searched(tmp_path):
+    torch.save({"model": {"w": torch.zeros(1)}, "optim": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match=r"no sdl loader state found \(searched 3 dict\(s\) under the keys model, optim\)"):
+        read_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_inputs_resolve_from_files_folders_and_globs(tmp_path):
+    for rank in (0, 1, 2, 10):
+        (tmp_path / f"rank_{rank}.pt").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    expected = [tmp_path / f"rank_{r}.pt" for r in (0, 1, 2, 10)]
+    assert resolve_inputs([tmp_path]) == expected
+    assert resolve_inputs([str(tmp_path / "rank_*.pt")]) == expected
+    with pytest.raises(InputError, match="matches no files"):
+        resolve_inputs([str(tmp_path / "step_*.pt")])
+
+
+def test_replace_states_shares_every_untouched_object():
+    model = {"w": torch.randn(3)}
+    content = {"model": model, "train": {"loader": _state()}, "rng": [1, 2]}
+    new = replace_states(content, {("train", "loader"): {"x": 1}})
+    assert new["model"] is model and new["rng"] is content["rng"] and new["train"]["loader"] == {"x": 1}
+    assert content["train"]["loader"]["format"] == "sdl-loader-state"  # the original is untouched
+
+
+def test_rewrite_keeps_everything_else_bit_exact_and_refuses_unsafe_outputs(tmp_path):
+    model = {"w": torch.randn(4, 4, dtype=torch.bfloat16), "b": torch.arange(3, dtype=torch.int8)}
+    for rank in range(2):
+        torch.save({"model": model, "loader": _state(rank, steps=3), "np_rng": np.random.get_state()}, tmp_path / f"rank_{rank}.pt")
+    checkpoints = read_checkpoints([tmp_path / "rank_0.pt", tmp_path / "rank_1.pt"])
+    result = rewrite_checkpoint(checkpoints, world_size=3, out=tmp_path / "new.pt")
+    new = load_checkpoint(tmp_path / "new.pt")
+    for name, tensor in model.items():
+        assert torch.equal(new["model"][name], tensor) and new["model"][name].dtype == tensor.dtype
+    assert new["loader"]["world_size"] == 3 and new["loader"]["cursor"] == 24 and result.written == (tmp_path / "new.pt",)
+    with pytest.raises(InputError, match="already exists"):
+        rewrite_checkpoint(checkpoints, world_size=3, out=tmp_path / "new.pt")
+    with pytest.raises(ConfigError, match="is an input checkpoint"):
+        rewrite_checkpoint(checkpoints, world_size=3, out=tmp_path / "rank_0.pt", overwrite=True)
+    with pytest.raises(ConfigError, match="--in-place rewrites one input"):
+        rewrite_checkpoint(checkpoints, world_size=3, in_place=True)
+    with pytest.raises(ConfigError, match="must both be > 0"):
+        rewrite_checkpoint(checkpoints, world_size=0, out=tmp_path / "zero.pt")
+    assert not (tmp_path / "zero.pt").exists()
+
+
+def test_per_rank_json_rewrite_sets_each_rank(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps(_state(steps=2)))
+    result = rewrite_checkpoint(read_checkpoints([tmp_path / "state.json"]), world_size=3, batch_size=2,
+                                out=tmp_path / "out", per_rank=True)
+    assert [p.name for p in result.written] == ["rank_0.json", "rank_1.json", "rank_2.json"]
+    states = [LoaderState.from_dict(json.loads(p.read_text())) for p in result.written]
+    assert [s.rank for s in states] == [0, 1, 2] and {(s.cursor, s.world_size, s.batch_size) for s in states} == {(16, 3, 2)}
+    assert not any(name.startswith(".") for name in os.listdir(tmp_path / "out"))  # no temporaries left
+
+
+def test_dataset_check_explains_mismatches_and_rebind_moves_the_state(token_dataset):
+    from sdl.loader.data.windows import TokenWindows
+
+    path = token_dataset(num_tokens=3000)
+    ds = TokenWindows(path, seq_len=16)
+    state = ElasticSampler(len(ds), 4, fingerprint=ds.identity, dataset_info=ds.describe()).state()
+    assert check_dataset(state, path).matches
+    other = check_dataset(state, path, seq_len=32)
+    assert not other.matches and "seq_len: saved 16, checking with 32" in other.problems[0]
+    assert "the state covers 187 samples, the dataset gives 186" in other.problems[1]
+    changed = token_dataset(num_tokens=3001, name="other")
+    moved = check_dataset(state, changed)
+    assert moved.problems == (f"fingerprint {moved.fingerprint} differs from the state's {state.fingerprint}: the dataset's files "
+                              "differ from those the state was saved on (re-prepared, modified, or another dataset)",)
+    rebound = rebind_state(state, moved)
+    assert rebound.fingerprint == moved.fingerprint and rebound.dataset["path"] == str(changed)

@@ -1,0 +1,186 @@
+"""TokenWindows(doc_starts=True): position_ids against a brute force over the whole stream of a real `sdl prepare` output."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sdl.loader import TokenWindows, make_loader
+from sdl.loader.errors import ConfigError, FormatError
+from sdl.loader.index.join import join_jobs
+from sdl.prepare import PrepareConfig, load_tokenizer, prepare
+
+TOKENS_PER_SHARD = 64
+WORDS = ["the", "data", "loader", "tökens", "shard", "ünïcode", "✓", "résumé", "def", "return", "naïve", "数据", "x=1;"]
+
+
+def make_texts(specials: int) -> list[str]:
+    """Documents of varied lengths: the first exactly one shard long (so the second starts at a shard boundary),
+    some shorter than any window, some spanning many shards. "the" repeated is one token a word."""
+    rng = random.Random(7)
+    words = [64 - specials, 1, 2, 900, 3, 130, 5, 1, 400, 63 - specials, 1, 250, 7, 1500, 2, 40]
+    texts = [" ".join(["the"] * n) for n in words]
+    texts[5::3] = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in words[5::3]]
+    return texts
+
+
+def write_dataset(root, texts, name, **options):
+    folder = root / f"{name}-texts"
+    folder.mkdir()
+    for i, text in enumerate(texts):
+        (folder / f"doc-{i:03d}.txt").write_text(text, encoding="utf-8")
+    out = root / name
+    prepare(PrepareConfig(sources=(str(folder),), out=str(out), tokens_per_shard=TOKENS_PER_SHARD, **options))
+    return out
+
+
+def expected_positions(doc_lengths, total) -> np.ndarray:
+    """Every token's position within its document, over the whole stream."""
+    starts = np.zeros(total, dtype=bool)
+    starts[np.cumsum([0, *doc_lengths[:-1]])] = True
+    last_start = np.maximum.accumulate(np.where(starts, np.arange(total), 0))
+    return np.arange(total) - last_start
+
+
+def docs_from_files(path) -> np.ndarray:
+    """Global document starts read back from the .docs.npy files beside the shards."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    starts, offset = [], 0
+    for shard in manifest["shards"]:
+        starts.append(np.load(path / shard["docs_file"]) + offset)
+        offset += shard["num_tokens"]
+    return np.concatenate(starts)
+
+
+@pytest.fixture(scope="module", params=["eos", "bos+eos"])
+def dataset(request, tmp_path_factory):
+    """(path, expected position of every token, document starts) of a prepared dataset of known documents."""
+    bos = request.param == "bos+eos"
+    specials = 2 if bos else 1
+    texts = make_texts(specials)
+    path = write_dataset(tmp_path_factory.mktemp("docs"), texts, "data", prepend_bos=bos)
+    tokenizer = load_tokenizer().build()
+    lengths = [len(tokenizer.encode(text, add_special_tokens=False).ids) + specials for text in texts]
+    assert lengths[0] == TOKENS_PER_SHARD and max(lengths) > 20 * TOKENS_PER_SHARD
+    total = sum(lengths)
+    doc_starts = np.cumsum([0, *lengths[:-1]])
+    # What sdl prepare writes: every document start once, a start on a shard boundary at offset 0 of the next shard.
+    np.testing.assert_array_equal(docs_from_files(path), doc_starts)
+    assert np.load(path / "shard-000001.docs.npy")[0] == 0
+    return path, expected_positions(lengths, total), doc_starts
+
+
+@pytest.mark.parametrize("seq_len,stride", [(8, 8), (8, 3), (16, 5), (1, 1), (64, 64), (100, 37), (300, 61)])
+def test_position_ids_match_the_brute_force_for_every_window(dataset, seq_len, stride):
+    path, expected, doc_starts = dataset
+    ds = TokenWindows(path, seq_len=seq_len, stride=stride, doc_starts=True)
+    plain = TokenWindows(path, seq_len=seq_len, stride=stride)
+    order = list(range(len(ds)))
+    random.Random(seq_len).shuffle(order)
+    for chunk in range(0, len(order), 13):
+        ids = order[chunk:chunk + 13]
+        batch = ds.__getitems__(ids)
+        assert batch["position_ids"].shape == (len(ids), seq_len) and batch["position_ids"].dtype == batch["input_ids"].dtype
+        want = np.stack([expected[i * stride:i * stride + seq_len] for i in ids])
+        np.testing.assert_array_equal(batch["position_ids"].numpy(), want)
+        reference = plain.__getitems__(ids)
+        assert list(reference) == ["input_ids", "labels", "sample_ids"]
+        for key in reference:
+            assert torch.equal(batch[key], reference[key])
+    # The grid reaches windows that begin many shards after their document started.
+    window_starts = np.arange(len(ds)) * stride
+    doc_of_window = doc_starts[np.searchsorted(doc_starts, window_starts, side="right") - 1]
+    assert ((window_starts // TOKENS_PER_SHARD - doc_of_window // TOKENS_PER_SHARD) >= 10).any()
+
+
+def test_single_samples_grouped_layout_and_random_shift(dataset):
+    path, expected, _ = dataset
+    ds = TokenWindows(path, seq_len=16, stride=5, doc_starts=True)
+    for i in (0, 1, len(ds) // 2, len(ds) - 1):
+        sample = ds[i]
+        assert list(sample) == ["input_ids", "labels", "position_ids", "sample_ids"]
+        np.testing.assert_array_equal(sample["position_ids"].numpy(), expected[i * 5:i * 5 + 16])
+    grouped = TokenWindows(path, seq_len=16, stride=5, shift=4, layout="grouped", doc_starts=True)
+    batch = grouped.__getitems__([3, 40])
+    assert batch["position_ids"].shape == batch["input_ids"].shape == (2, 4, 4)
+    np.testing.assert_array_equal(batch["position_ids"].reshape(2, 16).numpy(), np.stack([expected[15:31], expected[200:216]]))
+    shifted = TokenWindows(path, seq_len=16, stride=5, shift="random", doc_starts=True).__getitems__([7, 8])
+    np.testing.assert_array_equal(shifted["position_ids"].numpy(), np.stack([expected[35:51], expected[40:56]]))
+
+
+def test_host_dtype_pickling_and_identity(dataset):
+    path, expected, _ = dataset
+    ds = TokenWindows(path, seq_len=32, stride=32, doc_starts=True, max_open_shards=2)
+    first = ds.__getitems__([0, 30, 60])
+    assert first["position_ids"].dtype == torch.int32
+    assert ds.identity == TokenWindows(path, seq_len=32, stride=32).identity  # a saved state fits either way
+    assert ds.describe() == TokenWindows(path, seq_len=32, stride=32).describe()
+    assert len(ds._doc_starts._open) <= 2  # the LRU of mapped .docs.npy files is bounded like the shards'
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.num_open_shards == 0 and len(copy._doc_starts._open) == 0
+    assert torch.equal(copy.__getitems__([0, 30, 60])["position_ids"], first["position_ids"])
+    wide = ds.with_host_dtype(np.int64).__getitems__([0, 30, 60])
+    assert wide["position_ids"].dtype == torch.int64 and torch.equal(wide["position_ids"], first["position_ids"].long())
+
+
+def test_make_loader_with_workers_carries_int64_position_ids(dataset):
+    path, expected, _ = dataset
+    ds = TokenWindows(path, seq_len=24, stride=24, doc_starts=True)
+    loader = make_loader(ds, batch_size=5, seed=3, num_workers=2, device="cpu", world_size=1, rank=0)
+    seen = 0
+    for batch in loader:
+        assert batch["position_ids"].dtype == torch.int64 and batch["position_ids"].device.type == "cpu"
+        want = np.stack([expected[i * 24:i * 24 + 24] for i in batch["sample_ids"].tolist()])
+        np.testing.assert_array_equal(batch["position_ids"].numpy(), want)
+        seen += 1
+    assert seen == len(ds) // 5
+
+
+def test_a_missing_docs_file_is_named(dataset, tmp_path):
+    path, _, _ = dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    (copy / "shard-000003.docs.npy").unlink()
+    TokenWindows(copy, seq_len=8)  # without doc_starts nothing needs it
+    with pytest.raises(ConfigError, match=r"shard-000003\.docs\.npy is missing; re-run sdl prepare"):
+        TokenWindows(copy, seq_len=8, doc_starts=True)
+
+
+def test_a_docs_file_that_disagrees_with_the_manifest_is_refused(dataset, tmp_path):
+    path, _, _ = dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    np.save(copy / "shard-000000.docs.npy", np.array([0, 5, 9], dtype=np.int64))
+    with pytest.raises(FormatError, match=r"shard-000000\.docs\.npy holds \(3,\) int64 document offsets, the manifest says 1"):
+        TokenWindows(copy, seq_len=8, doc_starts=True)[0]
+
+
+def test_a_dataset_without_docs_files_is_refused(token_dataset):
+    path = token_dataset(num_tokens=2_000, tokens_per_shard=500)  # synthetic: the manifest names no docs files
+    with pytest.raises(ConfigError, match=r"shard-000000\.docs\.npy is not named in the manifest; re-run sdl prepare"):
+        TokenWindows(path, seq_len=8, doc_starts=True)
+
+
+def test_joined_job_outputs(tmp_path):
+    texts = make_texts(specials=1)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i, text in enumerate(texts):
+        (folder / f"doc-{i:03d}.txt").write_text(text, encoding="utf-8")
+    for job in range(2):
+        prepare(PrepareConfig(sources=(str(folder),), out=str(tmp_path / "joined" / f"job-{job:05d}"),
+                              tokens_per_shard=TOKENS_PER_SHARD, num_jobs=2, job_index=job))
+    root = tmp_path / "joined"
+    join_jobs(root)
+    doc_starts = docs_from_files(root)
+    assert len(doc_starts) == len(texts)
+    ds = TokenWindows(root, seq_len=50, stride=7, doc_starts=True)
+    total = int(ds.index.total)
+    expected = expected_positions(np.diff([*doc_starts, total]).tolist(), total)
+    batch = ds.__getitems__(list(range(len(ds))))
+    np.testing.assert_array_equal(batch["position_ids"].numpy(), np.stack([expected[i * 7:i * 7 + 50] for i in range(len(ds))]))

@@ -1,0 +1,146 @@
+"""The global index: locate is a bijection, the cache is used only while valid, every change makes it stale."""
+
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sdl.loader.errors import IndexStaleError, InputError
+from sdl.loader.index import (
+    GlobalIndex,
+    SourceInfo,
+    build_index,
+    cache_path,
+    group_by_source,
+    open_index,
+)
+
+
+def make_index(lengths):
+    sources = tuple(SourceInfo(path=f"s{i}", length=n, size=n, mtime_ns=0) for i, n in enumerate(lengths))
+    return GlobalIndex(kind="tokens", root="/nowhere", sources=sources)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=40))
+def test_locate_is_a_bijection(lengths):
+    index = make_index(lengths)
+    positions = np.arange(index.total)
+    source_ids, offsets = index.locate(positions)
+    expected = [(s, o) for s, n in enumerate(lengths) for o in range(n)]
+    assert list(zip(source_ids.tolist(), offsets.tolist())) == expected
+    assert np.array_equal(index.offsets[source_ids] + offsets, positions)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 10_000), min_size=2, max_size=300), st.integers(0, 2**32))
+def test_locate_matches_binary_search_on_random_positions(lengths, seed):
+    index = make_index(lengths)
+    positions = np.random.default_rng(seed).integers(0, index.total, 2000)
+    source_ids, offsets = index.locate(positions)
+    assert np.array_equal(source_ids, np.searchsorted(index.offsets, positions, side="right") - 1)
+    assert np.all((offsets >= 0) & (offsets < np.asarray(lengths)[source_ids]))
+
+
+def test_locate_refuses_positions_outside():
+    index = make_index([3, 4])
+    with pytest.raises(IndexError, match="outside"):
+        index.locate([7])
+    with pytest.raises(IndexError):
+        index.locate([-1])
+
+
+def test_group_by_source_covers_each_position_once():
+    source_ids = np.array([3, 1, 3, 0, 1, 3])
+    groups = group_by_source(source_ids)
+    assert [s for s, _ in groups] == [0, 1, 3]
+    assert sorted(np.concatenate([p for _, p in groups]).tolist()) == list(range(6))
+    assert all((source_ids[p] == s).all() for s, p in groups)
+
+
+def test_open_uses_cache_and_survives_a_round_trip(token_dataset):
+    path = token_dataset(num_tokens=5_000, tokens_per_shard=1_000)
+    built = build_index(path)
+    opened = open_index(path)
+    assert opened.identity == built.identity and opened.fingerprint == built.fingerprint
+    assert opened.sources == built.sources and opened.total == 5_000 and len(opened.sources) == 5
+    assert opened.path_of(2).name == "shard-000002.npy" and opened.meta["dtype"] == "uint16"
+    assert pickle.loads(pickle.dumps(opened)).identity == opened.identity
+
+
+def test_identity_survives_a_copy_fingerprint_does_not(token_dataset, tmp_path):
+    import shutil
+
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    original = build_index(path)
+    time.sleep(0.01)
+    copy = shutil.copytree(path, tmp_path / "copy", ignore=shutil.ignore_patterns(".sdl"))
+    os.utime(copy / "shard-000000.npy", ns=(1, 1))
+    copied = build_index(copy)
+    assert copied.identity == original.identity and copied.fingerprint != original.fingerprint
+
+
+def _rewrite_same_size(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    time.sleep(0.01)
+    path.write_bytes(bytes(data))
+
+
+def _append_shard(path):
+    import json
+
+    from sdl.loader.format.tokens import npy_bytes
+
+    (path / "shard-000003.npy").write_bytes(npy_bytes(np.zeros(10, dtype=np.uint16)))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["shards"].append({"file": "shard-000003.npy", "num_tokens": 10, "num_docs": 0, "checksum": "", "docs_file": None})
+    manifest["num_tokens"] += 10
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+CHANGES = {  # change -> what the error names
+    "rewritten (same size)": (lambda p: _rewrite_same_size(p / "shard-000001.npy"), "shard-000001.npy was resized or rewritten"),
+    "resized": (lambda p: (p / "shard-000001.npy").write_bytes((p / "shard-000001.npy").read_bytes() + b"\0\0"),
+                "shard-000001.npy was resized or rewritten"),
+    "removed": (lambda p: (p / "shard-000002.npy").unlink(), "shard-000002.npy: listed in the cached index but missing"),
+    "added": (_append_shard, "manifest.json was rewritten"),
+    "manifest edited": (lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text() + " "), "manifest.json was rewritten"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_every_change_makes_the_cache_stale_and_names_the_file(token_dataset, change):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    build_index(path)
+    make_change, named = CHANGES[change]
+    make_change(path)
+    with pytest.raises(IndexStaleError, match="sdl index") as caught:
+        open_index(path)
+    assert named in str(caught.value)
+
+
+def test_cache_names_are_importable_from_the_index_package():
+    from sdl.loader import index
+    from sdl.loader.index import cache
+
+    for name in ("build_index", "open_index", "cache_path", "load_cached_index", "current_fingerprint"):
+        assert getattr(index, name) is getattr(cache, name)
+
+
+def test_a_corrupt_cache_is_stale_and_an_old_version_is_rebuilt(token_dataset):
+    path = token_dataset(num_tokens=2_000, tokens_per_shard=1_000)
+    build_index(path)
+    cache_path(path).write_text("{not json")
+    with pytest.raises(IndexStaleError, match="corrupt"):
+        open_index(path)
+    cache_path(path).write_text('{"format": "sdl-index", "version": 1}')
+    assert open_index(path).total == 2_000
+
+
+def test_missing_path_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        open_index(tmp_path / "absent")

@@ -1,0 +1,72 @@
+"""`--validate` catches each corruption, naming the file, what was expected and found, and the fix."""
+
+import json
+
+import numpy as np
+import pytest
+from sdl.loader.format.tokens import npy_bytes
+from sdl.loader.index.validation import validate_dataset
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def big_token(path):
+    array = np.load(path)
+    array[3] = 60_000
+    path.write_bytes(npy_bytes(array))
+
+
+def set_manifest(path, **changes):
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["shards"][1].update(changes)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+CORRUPTIONS = {
+    "missing": (lambda p: (p / "shard-000001.npy").unlink(), "no such file"),
+    "truncated": (lambda p: (p / "shard-000001.npy").write_bytes((p / "shard-000001.npy").read_bytes()[:-100]), "truncated"),
+    "bad header": (lambda p: (p / "shard-000001.npy").write_bytes(b"\x93NUMPY garbage" + b"\0" * 200), "readable .npy header"),
+    "checksum": (lambda p: flip_last_byte(p / "shard-000001.npy"), "checksum"),
+    "token id": (lambda p: big_token(p / "shard-000001.npy"), "vocab size"),
+    "length": (lambda p: set_manifest(p, num_tokens=999), "999 tokens"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_validation_catches(token_dataset, name):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000, vocab_size=50_000)
+    assert validate_dataset(path).ok
+    corrupt, expected_text = CORRUPTIONS[name]
+    corrupt(path)
+    report = validate_dataset(path)
+    assert not report.ok
+    assert all(f.file == "shard-000001.npy" and "sdl prepare" in f.fix for f in report.failures)
+    assert expected_text in " ".join(f"{f.expected} {f.found}" for f in report.failures)
+
+
+def test_validation_decodes_every_zarr_chunk(tmp_path):
+    import zarr
+
+    array = zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(8, 4), chunks=(2, 4), dtype="float64")
+    array[:] = np.arange(32).reshape(8, 4)
+    assert validate_dataset(tmp_path / "z").ok
+    chunk = next(p for p in (tmp_path / "z" / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not a zstd frame at all")
+    report = validate_dataset(tmp_path / "z")
+    assert not report.ok and report.failures[0].file == "a.zarr" and "decode" in report.failures[0].expected
+
+
+def test_validation_reads_every_arrow_batch(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"n": list(range(100))}).save_to_disk(str(tmp_path / "s"), num_shards=2)
+    assert validate_dataset(tmp_path / "s").ok
+    target = tmp_path / "s" / "data-00001-of-00002.arrow"
+    target.write_bytes(target.read_bytes()[:200])
+    report = validate_dataset(tmp_path / "s")
+    assert not report.ok and report.failures[0].file == "data-00001-of-00002.arrow"
+    assert report.to_dict()["failures"][0]["fix"].startswith("re-save")

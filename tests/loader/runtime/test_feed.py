@@ -1,0 +1,124 @@
+"""The device feed: CPU pass-through, narrow-copy-then-widen, ordering, the side stream, the on_yield hook."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytest
+import sdl.loader.runtime.feed as feed_module
+import torch
+from sdl.loader.errors import ConfigError
+from sdl.loader.runtime.feed import DeviceFeed, resolve_device, tensors_of, to_device
+
+Pair = namedtuple("Pair", "left right")
+
+
+def make_batch(k: int) -> dict:
+    return {"input_ids": torch.arange(8, dtype=torch.int32).view(2, 4) + k, "labels": torch.arange(8, dtype=torch.int32).view(2, 4) + k + 1,
+            "sample_ids": torch.tensor([2 * k, 2 * k + 1]), "shift": 1, "extra": {"labels": torch.ones(2, dtype=torch.int16),
+            "weights": torch.ones(2), "pair": Pair(torch.zeros(1), "x")}}
+
+
+def test_cpu_feed_copies_nothing_but_widens_token_tensors():
+    batches = [make_batch(k) for k in range(3)]
+    seen = []
+    out = list(DeviceFeed(batches, "cpu", on_yield=seen.append))
+    assert len(out) == 3 and all(a is b for a, b in zip(seen, out))
+    for got, host in zip(out, batches):
+        assert got["sample_ids"] is host["sample_ids"] and got["extra"]["weights"] is host["extra"]["weights"]
+        assert got["input_ids"].dtype == got["labels"].dtype == torch.int64
+        assert torch.equal(got["input_ids"], host["input_ids"].long())
+    assert [b["shift"] for b in DeviceFeed(batches, None)] == [1, 1, 1]
+
+
+def test_on_yield_runs_before_each_batch_reaches_the_caller():
+    events = []
+    for batch in DeviceFeed(iter([make_batch(k) for k in range(3)]), "cpu", on_yield=lambda b: events.append(("hook", b["shift"]))):
+        events.append(("caller", batch["shift"]))
+    assert events == [("hook", 1), ("caller", 1)] * 3
+
+
+def test_to_device_widens_token_tensors_only_and_keeps_structure():
+    batch = make_batch(5)
+    moved = to_device(batch, "cpu")
+    assert moved["input_ids"].dtype == torch.int64 and moved["labels"].dtype == torch.int64
+    assert torch.equal(moved["input_ids"], batch["input_ids"].long()) and torch.equal(moved["labels"], batch["labels"].long())
+    assert moved["sample_ids"] is batch["sample_ids"]  # already int64: no copy
+    assert moved["extra"]["labels"].dtype == torch.int64  # nested token key
+    assert moved["extra"]["weights"].dtype == torch.float32
+    assert isinstance(moved["extra"]["pair"], Pair) and moved["extra"]["pair"].right == "x"
+    assert moved["shift"] == 1
+    assert batch["input_ids"].dtype == torch.int32  # the host batch is untouched
+    assert [t.shape for t in tensors_of([batch["input_ids"], (batch["labels"],)])] == [(2, 4), (2, 4)]
+
+
+def test_other_devices_copy_synchronously_and_widen():
+    out = list(DeviceFeed([make_batch(0), make_batch(1)], "meta"))
+    assert [b["input_ids"].device.type for b in out] == ["meta", "meta"]
+    assert out[0]["input_ids"].dtype == torch.int64 and out[1]["sample_ids"].dtype == torch.int64
+
+
+def test_bad_devices_are_refused_with_a_message():
+    with pytest.raises(ConfigError, match="expected 'cpu'"):
+        resolve_device("nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            DeviceFeed([], "cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_feed_copies_ahead_on_a_side_stream_widens_and_keeps_order(monkeypatch):
+    streams = []
+    real = feed_module.to_device
+
+    def spy(batch, device, stream=None, widen_keys=feed_module.TOKEN_KEYS):
+        streams.append(stream)
+        return real(batch, device, stream=stream, widen_keys=widen_keys)
+
+    monkeypatch.setattr(feed_module, "to_device", spy)
+    batches = [make_batch(k) for k in range(5)]
+    feed = DeviceFeed(batches, "cuda", on_yield=lambda b: None)
+    for k, batch in enumerate(feed):
+        assert len(streams) == min(k + 2, 5)  # batch k+1's copy was issued before batch k was handed over
+        assert batch["input_ids"].is_cuda and batch["input_ids"].dtype == torch.int64
+        assert batch["labels"].dtype == torch.int64 and batch["extra"]["weights"].dtype == torch.float32
+        assert torch.equal(batch["input_ids"].cpu(), batches[k]["input_ids"].long())
+        assert torch.equal(batch["sample_ids"].cpu(), batches[k]["sample_ids"])
+        assert batch["shift"] == 1
+        torch.cuda.synchronize()
+    assert feed.stream is not None and feed.stream != torch.cuda.current_stream()
+    assert all(stream is feed.stream for stream in streams)
+    assert batches[0]["input_ids"].dtype == torch.int32
+
+
+@pytest.mark.gpu
+def test_cuda_feed_overlaps_a_large_copy_with_compute():
+    big = [{"input_ids": torch.randint(0, 1000, (64, 8192), dtype=torch.int32).pin_memory()} for _ in range(4)]
+    total = 0
+    for batch in DeviceFeed(big, "cuda:0"):
+        total += int(batch["input_ids"].sum())
+    assert total == sum(int(b["input_ids"].long().sum()) for b in big)
+
+
+def test_background_feed_keeps_order_widens_and_hooks_only_handed_over_batches():
+    handed = []
+    out = []
+    for batch in DeviceFeed((make_batch(k) for k in range(6)), "cpu", on_yield=lambda b: handed.append(int(b["sample_ids"][0])),
+                            background=True):
+        out.append(batch)
+        if len(out) == 3:
+            break  # the thread has received more than 3: they are dropped, not counted
+    assert handed == [0, 2, 4] and [int(b["sample_ids"][0]) for b in out] == [0, 2, 4]
+    assert out[0]["input_ids"].dtype == torch.int64
+    assert not [t for t in __import__("threading").enumerate() if t.name == "sdl-feed"]  # stopped on break
+
+
+def test_background_feed_raises_source_errors_in_the_caller():
+    def failing():
+        yield make_batch(0)
+        raise ValueError("shard-000003.npy is truncated")
+
+    feed = iter(DeviceFeed(failing(), "cpu", background=True))
+    next(feed)
+    with pytest.raises(ValueError, match="truncated"):
+        next(feed)

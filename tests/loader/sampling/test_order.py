@@ -1,0 +1,56 @@
+"""Laws of the epoch order: a permutation, a pure function of (key, seed, epoch), different across epochs."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sdl.loader.errors import ConfigError
+from sdl.loader.sampling.order import MODES, Order
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**31), epoch=st.integers(0, 50), mode=st.sampled_from(MODES),
+       block_size=st.integers(1, 64), window_blocks=st.integers(1, 8))
+def test_each_epoch_order_is_a_permutation(n, seed, epoch, mode, block_size, window_blocks):
+    order = Order(num_samples=n, seed=seed, epoch=epoch, mode=mode, block_size=block_size, window_blocks=window_blocks)
+    ids = order[np.arange(n)]
+    assert np.array_equal(np.sort(ids), np.arange(n))
+
+
+def test_same_inputs_same_order_and_epochs_differ():
+    a = Order(num_samples=5000, seed=3, epoch=1, key="ds")[np.arange(5000)]
+    b = Order(num_samples=5000, seed=3, epoch=1, key="ds")[np.arange(5000)]
+    assert np.array_equal(a, b)
+    for other in (Order(num_samples=5000, seed=3, epoch=2, key="ds"), Order(num_samples=5000, seed=4, epoch=1, key="ds"),
+                  Order(num_samples=5000, seed=3, epoch=1, key="other")):
+        assert not np.array_equal(a, other[np.arange(5000)])
+
+
+def test_lookup_is_pointwise_and_order_of_query_does_not_matter():
+    order = Order(num_samples=10**12, seed=0, epoch=7)
+    positions = np.array([10**12 - 1, 0, 123456789, 5])
+    together = order[positions]
+    assert [order[int(p)] for p in positions] == together.tolist()
+    assert all(0 <= x < 10**12 for x in together)
+
+
+def test_global_shuffle_spreads_consecutive_positions():
+    ids = Order(num_samples=1_000_000, seed=0, epoch=0)[np.arange(1000)]
+    assert np.abs(np.diff(ids)).mean() > 100_000  # not sequential: a true global shuffle
+
+
+def test_locality_mode_keeps_batches_within_few_blocks():
+    n, block, window = 1_000_000, 1024, 4
+    ids = Order(num_samples=n, seed=0, epoch=0, mode="locality", block_size=block, window_blocks=window)[np.arange(64)]
+    assert len(np.unique(ids // block)) <= window
+
+
+def test_none_mode_is_sequential():
+    assert Order(num_samples=10, seed=9, epoch=9, mode="none")[np.arange(10)].tolist() == list(range(10))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ConfigError, match="shuffle mode"):
+        Order(num_samples=10, seed=0, epoch=0, mode="random")
+    with pytest.raises(IndexError):
+        Order(num_samples=10, seed=0, epoch=0)[10]
