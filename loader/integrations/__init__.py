@@ -5,4 +5,4 @@ Lightning needs no adapter: `make_loader(...)` returned from `train_dataloader()
 Lightning's own checkpoints (see README, "Lightning").
 """
 
-__all__: list[str] = []
+__all__ = []  # type: ignore[var-annotated]
