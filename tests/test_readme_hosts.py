@@ -68,7 +68,7 @@ def dataset(token_dataset):
 
 
 HF = (("seq_len=2048", "seq_len=16"), ("batch_size=8, global_batch_size=64", "batch_size=4, global_batch_size=8"),
-      ("save_steps=500", "save_steps=5"))
+      ("save_steps=500", "save_steps=5"), ("64 // (world_size * 8)", "8 // (world_size * 4)"))
 
 
 @pytest.mark.slow
