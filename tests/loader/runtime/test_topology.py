@@ -51,3 +51,29 @@ def test_a_loader_that_disagrees_with_the_process_group_refuses_to_iterate(token
         assert (agreeing.sampler.rank, agreeing.sampler.world_size) == (0, 1) and next(iter(agreeing))["input_ids"].shape == (2, 16)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_lightnings_launcher_environment_two_processes_split_the_epoch(token_dataset, tmp_path):
+    """WORLD_SIZE=2 and LOCAL_RANK, no RANK, loader built before the group: each process reads its own half."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dataset = token_dataset(num_tokens=1_000, vocab_size=1000)  # 62 windows: 7 steps of 8, 6 dropped
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE")}
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("launcher_worker.py")), str(dataset), str(tmp_path / "ids")],
+                              env=dict(env, WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                       OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    for proc in procs:
+        out = proc.communicate(timeout=240)[0]
+        assert proc.returncode == 0, out
+    ids = [json.loads((tmp_path / f"ids.{r}.json").read_text()) for r in range(2)]
+    assert len(ids[0]) == len(ids[1]) == 28 and not set(ids[0]) & set(ids[1])  # no sample read by both ranks
