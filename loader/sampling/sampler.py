@@ -175,9 +175,13 @@ class ElasticSampler:
         positions[padded] = (j[padded] - base.remaining) % max(base.num_samples, 1)  # wrap to the start of the order
         ids = order[positions].reshape(count, B).tolist()
         num_padded = padded.reshape(count, B).sum(axis=1).tolist()
-        live = steps * G < base.remaining
-        starts = np.full(count, base.num_samples, dtype=np.int64)
-        starts[live] = base.position_of(steps[live] * G)
+        if self.accumulate is None:  # a step's identity (for per-batch randomness): where it starts in the order
+            live = steps * G < base.remaining
+            starts = np.full(count, base.num_samples, dtype=np.int64)
+            starts[live] = base.position_of(steps[live] * G)
+        else:  # every micro-step of a global step shares the global step's: its first slot of the epoch
+            into_epoch = base.num_consumed + steps * G
+            starts = into_epoch - into_epoch % self.global_batch_size
         return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k])
                 for k in range(count)]
 
@@ -200,7 +204,7 @@ class ElasticSampler:
         return self.state_after(self._base, self._produced if consumed_steps is None else consumed_steps)
 
     def state_after(self, start: LoaderState, steps: int) -> LoaderState:
-        """The state `steps` global steps of this topology after `start` (a pure function; nothing changes here)."""
+        """The state `steps` (micro-)steps of this topology after `start` (a pure function; nothing changes here)."""
         plan = self.plan_from(start)
         if not 0 <= steps <= plan.steps:
             raise ValueError(f"consumed_steps={steps}, expected 0..{plan.steps}")
@@ -217,6 +221,7 @@ class ElasticSampler:
         """Resume from a state saved on any world size, batch size or worker count."""
         state = LoaderState.from_dict(state)
         check_compatible(state, self._base)
+        self.plan_from(state)  # with a global_batch_size: refuse here a state off this topology's micro-steps
         self._base = replace(state, dataset=self._base.dataset or state.dataset)
         self._produced, self._finished = 0, False
 

@@ -104,3 +104,16 @@ def test_set_epoch_refuses_to_drop_the_epoch_in_progress():
     (fresh,) = _ranks(1, 4)
     fresh.set_epoch(3)  # nothing of epoch 0 was delivered: starting epoch 3 drops nothing
     assert fresh.state().epoch == 3
+
+
+def test_micro_steps_of_a_global_step_share_its_identity_on_any_topology():
+    """shift="random" draws one shift per batch from (seed, epoch, position): with G, a global step's micro-batches
+    carry the same position on every topology and after a resume mid-accumulation, so a global batch gets one shift."""
+    def positions(samplers, micro_steps):
+        its = [iter(s) for s in samplers]
+        return [sorted({next(it).position for it in its}) for _ in range(micro_steps)]
+
+    assert positions(_ranks(2, 4, global_batch_size=G), 3) == [[0], [8], [16]]
+    (first,) = _ranks(1, 4, global_batch_size=G)
+    assert positions([first], 3) == [[0], [0], [8]]
+    assert positions(_ranks(1, 4, first.state_dict(), global_batch_size=G), 3) == [[8], [16], [16]]
