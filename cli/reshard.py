@@ -75,7 +75,7 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
 
     saved = [(c.path, c.states[key]) for c in checkpoints if key in c.states]
     tokens_per_sample = (state.dataset or {}).get("tokens_per_sample")
-    even = len({(s.cursor, s.consumed) for _, s in saved}) == 1
+    even = len({(s.epoch, s.cursor, s.consumed) for _, s in saved}) == 1
     summary = {
         "key": format_key(key), "fingerprint": state.fingerprint, "num_samples": state.num_samples, "seed": state.seed,
         "shuffle": state.shuffle, "epoch": state.epoch, "cursor": state.cursor, "consumed_ranges": [list(r) for r in state.consumed],

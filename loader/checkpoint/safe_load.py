@@ -48,6 +48,9 @@ def load_checkpoint(path: str | Path) -> Any:
             return json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: not valid JSON ({exc}); expected a loader state written by sdl") from None
+        except RecursionError:
+            raise CheckpointError(f"{path}: JSON nested too deeply to read; expected a loader state written by sdl "
+                                  "(a flat dict of numbers and strings)") from None
     import pickle
 
     import torch
