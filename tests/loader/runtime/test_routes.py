@@ -55,3 +55,14 @@ def test_plain_dataloader_with_the_default_collate_gives_the_gathered_batch(toke
     _check_same(batches, [dict(batch) for batch in whole])
     assert torch.equal(batches[3]["input_ids"][2], ds[3 * B + 2]["input_ids"])  # the same as one sample read alone
     assert _trains(batches[0], 300)
+
+
+def test_a_batch_larger_than_the_dataset_is_refused_when_the_loader_is_built(token_dataset):
+    from sdl.loader.errors import ConfigError
+
+    ds = TokenWindows(token_dataset(num_tokens=1_700, vocab_size=300), seq_len=16)  # 106 samples
+    with pytest.raises(ConfigError, match="global batch of 128 samples .* larger than the dataset's 106 samples"):
+        make_loader(ds, 128, rank=0, world_size=1, num_workers=0, device="cpu")  # was: len(loader) == 0, no batch
+    with pytest.raises(ConfigError, match=r"global batch of 107 samples \(107 rank\(s\) × batch_size 1\)"):
+        make_loader(ds, 1, rank=0, world_size=107, num_workers=0, device="cpu")
+    assert len(make_loader(ds, 128, rank=0, world_size=1, num_workers=0, device="cpu", drop_last=False)) == 1

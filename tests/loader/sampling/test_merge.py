@@ -16,7 +16,7 @@ def _sampler(n, b, r, w, state=None, seed=0):
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(10, 500), w=st.integers(1, 5), b=st.integers(1, 8), w2=st.integers(1, 5), b2=st.integers(1, 8), data=st.data())
+@given(n=st.integers(40, 500), w=st.integers(1, 5), b=st.integers(1, 8), w2=st.integers(1, 5), b2=st.integers(1, 8), data=st.data())
 def test_uneven_stop_merges_exactly(n, w, b, w2, b2, data):
     samplers = [_sampler(n, b, r, w) for r in range(w)]
     steps_total = len(samplers[0])
@@ -65,7 +65,7 @@ def _real(batch):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(20, 300), w=st.integers(1, 4), b=st.integers(1, 6), w2=st.integers(1, 4), b2=st.integers(1, 6),
+@given(n=st.integers(24, 300), w=st.integers(1, 4), b=st.integers(1, 6), w2=st.integers(1, 4), b2=st.integers(1, 6),
        drop_last=st.booleans(), data=st.data())
 def test_uneven_stop_at_an_epoch_boundary_is_exactly_once(n, w, b, w2, b2, drop_last, data):
     """Ranks stop 0–2 steps before the end of epoch 1 (0: they ran the last step and saved epoch 2 at cursor 0);
