@@ -99,7 +99,7 @@ def write_checkpoint(path: str | Path, content: Any, *, keep_attributes: bool = 
         save = lambda handle: torch.save(content, handle)  # noqa: E731
     try:
         if path.parent.is_dir():
-            remove_stale_temporaries(path.parent)
+            remove_stale_temporaries(path.parent, path.name)  # left by earlier rewrites of this file that were killed
         return atomic_write(path, save, keep_attributes=keep_attributes)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -90,11 +91,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 _TEMPORARY = re.compile(r"\.tmp-(\d+)@(.*)-[^-]*$")
 
 
-def _writer_alive(name: str) -> bool:
+def _writer_alive(name: str, unnamed_alive: bool) -> bool:
     """Whether the writer named in a temporary file's name may still be writing it (unknown host: assume so)."""
     match = _TEMPORARY.search(name)
     if match is None:
-        return False  # written by an sdl that did not name its writer: no live writer can be told apart
+        return unnamed_alive  # no writer in the name (an older sdl's, or not sdl's): cannot be told apart
     pid, host = int(match.group(1)), match.group(2)
     if host != socket.gethostname():
         return True  # another machine's process (a shared filesystem): its liveness cannot be checked from here
@@ -109,11 +110,15 @@ def _writer_alive(name: str) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> int:
-    """Delete the `.*.tmp-*` leftovers of writes whose writer was killed (never a live writer's); returns how many."""
+def remove_stale_temporaries(directory: str | os.PathLike, name: str | None = None) -> int:
+    """Delete the `.*.tmp-*` leftovers of writes whose writer was killed (never a live writer's); returns how many.
+
+    `name`: only the leftovers of writes to that file, and only those whose name says their writer (a folder
+    shared with other programs); without it, every leftover in `directory` (a folder only sdl writes, under its lock).
+    """
     removed = 0
-    for leftover in Path(directory).glob(".*.tmp-*"):
-        if not _writer_alive(leftover.name):
+    for leftover in Path(directory).glob(f".{glob.escape(name)}.tmp-*" if name else ".*.tmp-*"):
+        if not _writer_alive(leftover.name, unnamed_alive=name is not None):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed

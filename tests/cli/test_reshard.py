@@ -279,10 +279,15 @@ def test_in_place_removes_killed_writers_temporaries_but_not_a_live_writers(caps
     try:
         assert live.stdout.readline() == "writing\n"
         [stale] = tmp_path.glob(".rank_0.pt.tmp-*")
+        foreign = [tmp_path / ".rank_0.pt.tmp-unnamed", tmp_path / ".notes.txt.tmp-123@host-x"]  # no writer to check
+        for path in foreign:
+            path.write_bytes(b"not sdl's")
         rc, _, err = run(capsys, ckpt, "--world-size", 2, "--in-place")
         assert rc == 0, err
-        assert not stale.exists() and not list(tmp_path.glob(".rank_0.pt.tmp-*"))
+        assert not stale.exists() and all(path.exists() for path in foreign)
         assert len(list(tmp_path.glob(".other.pt.tmp-*"))) == 1  # a live writer's file is left alone
+        for path in foreign:
+            path.unlink()
     finally:
         live.communicate("")
     assert live.returncode == 0 and (tmp_path / "other.pt").stat().st_size == 4096 and not list(tmp_path.glob(".*.tmp-*"))
