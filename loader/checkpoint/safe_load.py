@@ -2,8 +2,9 @@
 
 A checkpoint is a `.pt`/`.pth` file written by `torch.save` (tensors, containers, numbers, strings,
 and the data-only numpy types of `safe_globals()`) or a `.json` state file.
-Needs torch >= 2.6: `safe_globals` with `(callable, "module.name")` entries came in torch 2.6
-(pytorch/pytorch#142153); torch 2.5's context manager takes bare callables only, 2.4 has none.
+Needs torch >= 2.6: `safe_globals` with `(callable, "module.name")` entries (pytorch/pytorch#142153, Dec 2024) and
+BUILD of the numpy dtype classes an array pickles to (#139302, Oct 2024) both came after torch 2.5's branch cut;
+torch 2.5's context manager takes bare callables only, and 2.4 has no context manager.
 """
 
 from __future__ import annotations
