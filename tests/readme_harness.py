@@ -5,8 +5,8 @@
 RECORD: each process appends the `sample_ids` of every batch an sdl loader (or torchdata's StatefulDataLoader)
 hands to the training code, one JSON line a batch, to RECORD.<rank>.jsonl. KILL: "" (run to the end), "hf:K"
 (die right after SdlTrainer saved checkpoint-K), "lightning:K" (after Lightning saved its last checkpoint at step
-K), "batches:K" (every rank, when it asks for its
-batch K+1: step K is done, and saved if the loop saves there), "save:K" (after the K-th os.replace onto a checkpoint*, the examples' whole-or-nothing save). Dying is `os._exit`: no cleanup, as after a SIGKILL.
+K), "save:K" (after the K-th os.replace onto a checkpoint*, the examples' whole-or-nothing save). Dying is
+`os._exit`: no cleanup, as after a SIGKILL.
 """
 
 import json
@@ -23,17 +23,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
-HANDED_OVER = [0]  # batches handed to the training code in this process
-DIE_BEFORE_BATCH = [None]  # "batches:K": every rank dies when it asks for batch K+1 (its step K done and saved)
-
-
 def recorded(iterate, record):
     def wrapper(self):
         with open(f"{record}.{rank()}.jsonl", "a") as out:
             for batch in iterate(self):
-                if HANDED_OVER[0] == DIE_BEFORE_BATCH[0]:
-                    os._exit(0)
-                HANDED_OVER[0] += 1
                 out.write(json.dumps(batch["sample_ids"].tolist()) + "\n")
                 out.flush()
                 yield batch
@@ -66,9 +59,7 @@ def install_recording(record: str) -> None:
 def install_kill(kill: str) -> None:
     host, _, step = kill.partition(":")
     step = int(step or 0)
-    if host == "batches":
-        DIE_BEFORE_BATCH[0] = step
-    elif host == "hf":
+    if host == "hf":
         from sdl.loader.integrations.hf import SdlTrainer
 
         save = SdlTrainer._save_checkpoint
