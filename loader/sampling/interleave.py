@@ -12,7 +12,7 @@ draws within e of w·t, |e| < (1 + Σ_a w / W_a) / 2; over any K consecutive pos
 within `bound` = max over leaves of (1 + Σ_a w / W_a) of w·K. The tree is chosen to minimise that
 bound among a few shapes: with up to 4 sources some shape has every leaf under at most one non-root
 ancestor, so the bound is <= 2 for any weights; with more sources it is reported (`bound`), and is
-<= 2 for typical weights (equal weights: 1 + 1/2 + 1/4 + … < 2).
+< 2 for typical weights (equal weights of any number of sources: runs of 2^m, 1 + 1/2 + 1/4 + … < 2).
 """
 
 from __future__ import annotations
@@ -62,6 +62,32 @@ def _pairs(leaves: list[int], weights: tuple[float, ...]) -> Tree:
     return ((order[0], order[3]), (order[1], order[2]))
 
 
+def _contiguous(leaves: list[int], weights: tuple[float, ...]) -> Tree:
+    """The heaviest-first list split into contiguous runs, each split minimising an upper bound of the tree's
+    bound: U(node) = min over splits of max over children C of (heaviest leaf of C) / W_node + U(C)."""
+    order = sorted(leaves, key=lambda s: -weights[s])
+    prefix = np.concatenate(([0.0], np.cumsum([weights[s] for s in order])))
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+
+    def solve(i: int, j: int) -> float:
+        if j - i == 1:
+            return 0.0
+        if (i, j) not in best:
+            total = prefix[j] - prefix[i]
+            best[(i, j)] = min((max(weights[order[i]] / total + solve(i, k), weights[order[k]] / total + solve(k, j)), k)
+                               for k in range(i + 1, j))
+        return best[(i, j)][0]
+
+    def build(i: int, j: int) -> Tree:
+        if j - i == 1:
+            return order[i]
+        solve(i, j)
+        k = best[(i, j)][1]
+        return (build(i, k), build(k, j))
+
+    return build(0, len(order))
+
+
 def tree_bound(tree: Tree, weights: tuple[float, ...]) -> float:
     """max over leaves of 1 + Σ_{non-root ancestors a} w / W_a: the window discrepancy bound of `tree`."""
     worst = 1.0
@@ -86,6 +112,8 @@ def best_tree(weights: tuple[float, ...]) -> Tree:
     candidates = [_balanced(leaves, weights), _huffman(leaves, weights)]
     if len(leaves) in (3, 4):
         candidates.append(_pairs(leaves, weights))
+    if len(leaves) <= 32:  # O(n^3): a few ms at 32 sources
+        candidates.append(_contiguous(leaves, weights))
     return min(candidates, key=lambda t: tree_bound(t, weights))
 
 
