@@ -174,9 +174,9 @@ def inspect_mixture(path: Path, json_out: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"sdl inspect {path}: {len(mixture):,} positions per epoch, seq_len {config.seq_len}, "
-                        f"every window within ±{mixture.interleave.bound:.2f} of the weights")
-    for column in ("source", "kind", "samples", "weight", "draws/epoch", "passes/epoch", "path"):
+    table = Table(title=f"sdl inspect {path}: {len(mixture):,} positions per epoch (draws, passes: per epoch), seq_len "
+                        f"{config.seq_len}, every window within ±{mixture.interleave.bound:.2f} of weight × length")
+    for column in ("source", "kind", "samples", "weight", "draws", "passes", "path"):
         table.add_column(column, justify="left" if column in ("source", "kind", "path") else "right")
     for name, row in sources.items():
         table.add_row(name, row["kind"], f"{row['samples']:,}", f"{row['weight']:.4g}", f"{row['draws_per_epoch']:,}",
