@@ -167,3 +167,25 @@ def test_zarr_arrow_and_nested_mixtures_as_sources(tmp_path, sources):
         assert int(batch["labels"][row]) == int(outer.sources[s][i]["labels"])
     drawn = batch["source_ids"][batch["source"] == 1].tolist()  # 20 draws of the 30 rows: part of one pass
     assert len(drawn) == 20 and len(set(drawn)) == 20 and set(drawn) <= set(range(30))
+
+
+def test_torchdata_stateful_dataloader_resumes_a_mixture_under_new_weights(sources):
+    tdl = pytest.importorskip("torchdata.stateful_dataloader")
+    from sdl.loader import keep_batch
+
+    def build(weights):
+        mixture = Mixture({"web": sources["web"], "code": sources["code"]}, weights=weights, num_samples=N)
+        sampler = ElasticSampler.for_dataset(mixture, 4, seed=5, shuffle=False)
+        return mixture, tdl.StatefulDataLoader(mixture, batch_sampler=sampler, num_workers=2, collate_fn=keep_batch)
+
+    def rows(batches, mixture):
+        return [(0, k, mixture.names[s], i) for b in batches
+                for k, s, i in zip(b["sample_ids"].tolist(), b["source"].tolist(), b["source_ids"].tolist())]
+
+    mixture, loader = build({"web": 1, "code": 1})
+    iterator = iter(loader)
+    first = rows([next(iterator) for _ in range(9)], mixture)
+    state = loader.state_dict()
+    other, resumed = build({"web": 1, "code": 4})
+    resumed.load_state_dict(state)
+    check_passes(other, first + rows(list(resumed), other))
