@@ -189,3 +189,18 @@ def test_torchdata_stateful_dataloader_resumes_a_mixture_under_new_weights(sourc
     other, resumed = build({"web": 1, "code": 4})
     resumed.load_state_dict(state)
     check_passes(other, first + rows(list(resumed), other))
+
+
+def test_rename_maps_differently_named_fields_to_common_ones(tmp_path):
+    import datasets
+    from sdl.loader import ArrowRows
+
+    datasets.Dataset.from_dict({"text": [f"a{i}" for i in range(10)]}).save_to_disk(str(tmp_path / "a"))
+    datasets.Dataset.from_dict({"content": [f"b{i}" for i in range(5)]}).save_to_disk(str(tmp_path / "b"))
+    a, b = ArrowRows(tmp_path / "a"), ArrowRows(tmp_path / "b")
+    with pytest.raises(ConfigError, match="a: text list; b: content list"):
+        Mixture({"a": a, "b": b})
+    mixture = Mixture({"a": a, "b": b}, weights={"a": 1, "b": 1}, rename={"b": {"content": "text"}}, num_samples=10)
+    batch = mixture.__getitems__(list(range(10)))
+    assert batch["text"] == [f"{'ab'[s]}{i}" for s, i in zip(batch["source"].tolist(), batch["source_ids"].tolist())]
+    assert batch["source"].tolist().count(1) == 5 and sorted(batch["source_ids"][batch["source"] == 1].tolist()) == list(range(5))
