@@ -8,7 +8,8 @@ permutation every pass. Nothing O(samples) is stored: a chunk of 1,024 positions
 (one vectorised lookup, reused by the batches inside it).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
-source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`.
+source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a
+GatheredBatch as every sdl dataset's (a plain DataLoader with the default collate passes it whole).
 Every source must give the same fields (name, dtype, trailing shape); `rename={"code": {"text": "content"}}`
 maps a source's fields to common names. The sampler's batches carry the seed, the epoch and the mixture's
 phase (`SampleBatch.context`); indices without them (a plain DataLoader, `mixture[i]`) read epoch 0 of
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
@@ -231,13 +233,21 @@ class Mixture:
                 continue
             sub = SampleBatch(ids[where].tolist(), seed=seed, epoch=epoch, position=position)
             parts.append((where, self._renamed(s, self.sources[s].__getitems__(sub))))
-        batch: dict[str, Any] = {"sample_ids": torch.from_numpy(positions), "source": torch.from_numpy(source),
-                                 "source_ids": torch.from_numpy(ids)}
+        batch = GatheredBatch(sample_ids=torch.from_numpy(positions), source=torch.from_numpy(source),
+                              source_ids=torch.from_numpy(ids))
         for name in self.fields:
             batch[name] = _assemble(name, len(positions), [(where, part[name]) for where, part in parts])
         return batch
 
     # Step: copies and pickling.
+    @property
+    def wire_dtype(self) -> Any:
+        """The sources' common `wire_dtype` (make_loader gathers tokens narrow to cross from workers); none when they differ."""
+        dtypes = {getattr(source, "wire_dtype", None) for source in self.sources}
+        if len(dtypes) != 1 or None in dtypes:
+            raise AttributeError("the mixture's sources have no common wire_dtype")
+        return dtypes.pop()
+
     def with_host_dtype(self, dtype: Any) -> Mixture:
         """A copy whose token sources gather as `dtype` (see TokenWindows.with_host_dtype)."""
         other = copy.copy(self)

@@ -204,3 +204,11 @@ def test_rename_maps_differently_named_fields_to_common_ones(tmp_path):
     batch = mixture.__getitems__(list(range(10)))
     assert batch["text"] == [f"{'ab'[s]}{i}" for s, i in zip(batch["source"].tolist(), batch["source_ids"].tolist())]
     assert batch["source"].tolist().count(1) == 5 and sorted(batch["source_ids"][batch["source"] == 1].tolist()) == list(range(5))
+
+
+def test_a_plain_dataloader_with_the_default_collate_gives_the_mixture_batches(sources):
+    mixture = Mixture({"web": sources["web"], "code": sources["code"]}, num_samples=N)
+    batch = next(iter(torch.utils.data.DataLoader(mixture, batch_size=6)))
+    direct = mixture.__getitems__(list(range(6)))
+    assert set(batch) == set(direct) and all(torch.equal(batch[k], direct[k]) for k in direct)
+    assert batch["input_ids"].dtype == torch.int64 and mixture.wire_dtype == np.int32
