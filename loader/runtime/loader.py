@@ -9,6 +9,7 @@ advanced by k global steps — prefetched batches are neither lost nor repeated 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -53,7 +54,11 @@ class SdlLoader:
 
     def plan(self) -> EpochPlan:
         """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
-        return self.sampler.plan_from(self._state)
+        state = self._state
+        plan = self.sampler.plan_from(state)
+        if hasattr(self.dataset, "source_plan"):  # a Mixture: per-source draws and passes
+            plan = replace(plan, sources=self.dataset.source_plan(state))
+        return plan
 
     @property
     def accumulation_steps(self) -> int:
