@@ -11,11 +11,14 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sdl.loader.errors import SdlError
 from sdl.prepare.records import RecordBatch, RecordError, record_text
 from sdl.prepare.tokenizer import encode_texts
 
@@ -41,6 +44,10 @@ class EncodedBatch:
     skipped: tuple[int, ...]     # records skipped as malformed (--on-error skip)
     error: str | None            # the first malformed record's message (--on-error fail); documents after it are absent
     num_bytes: int
+
+
+class WorkerDiedError(SdlError):
+    """A worker process of `--num-proc` died; what was journalled is whole, and a re-run continues."""
 
 
 _worker: dict[str, Any] = {}
@@ -98,12 +105,20 @@ def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_p
             for batch in batches:
                 yield _encode(batch)
         return
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (the OOM killer's SIGKILL) breaks the
+    # executor and every pending result raises, where a Pool silently replaces the worker and waits forever.
     context = multiprocessing.get_context("spawn")  # fork after torch/Rust threads started is unsafe
-    with context.Pool(num_proc, initializer=_init_worker, initargs=(options,)) as pool:
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options,))
+    try:
         pending: deque = deque()
         for batch in batches:
-            pending.append(pool.apply_async(_encode, (batch,)))
+            pending.append(pool.submit(_encode, batch))
             if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise WorkerDiedError("an encoding worker process died (killed, e.g. by the out-of-memory killer); every shard "
+                              "written so far is kept: re-run the same command to continue (with fewer --num-proc if memory is short)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

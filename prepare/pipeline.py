@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.errors import ConfigError, InputError, SdlError
+from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.atomic import atomic_write_json
 from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo
 from sdl.prepare.config import PrepareConfig
@@ -21,10 +21,11 @@ from sdl.prepare.journal import (
     fingerprint,
     load_shards,
     remove_if_empty,
-    remove_output,
     write_journal,
 )
+from sdl.prepare.lock import output_lock
 from sdl.prepare.records import iter_batches
+from sdl.prepare.resume import check_inputs, input_fingerprints, roll_back
 from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
 from sdl.prepare.writer import ShardWriter
@@ -100,26 +101,33 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     _check_specials(spec, config)
     files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split),
                                          config.num_jobs, config.job_index)
-    print_ = fingerprint({**config.output_fields(), "inputs": [f.to_dict() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
-    # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
+    print_ = fingerprint({**config.output_fields(), "inputs": [f.real_path() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
     out = Path(config.out)
-    created = not out.exists()
-    journal = claim_output(out, print_, config.overwrite)
-    resumed = journal is not None and not journal.complete and journal.num_shards > 0
-    if journal is not None and journal.complete:
-        return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
-    journal = journal or Journal(fingerprint=print_)
-    write_journal(out, journal)
-    # Step: encode and write; a bad input removes what this command wrote, so no partial dataset is left.
-    run = _Run(config=config, files=files, journal=journal, shards=load_shards(out, journal.num_shards), num_tokens=journal.num_tokens,
-               num_bytes=sum(f.size for f in files[:journal.position["source"]]), progress=progress)
-    try:
-        _write(run, spec, dtype, split_records)
-    except SdlError:
-        remove_output(out)
-        if created:
+    created, kept = not out.exists(), None
+    with output_lock(out):
+        # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
+        journal = claim_output(out, print_, config.overwrite)
+        if journal is not None and journal.complete:
+            return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
+        resumed = journal is not None and journal.num_shards > 0
+        start = check_inputs(journal, files, config.text_field) if journal else Journal(
+            fingerprint=print_, inputs=input_fingerprints(files), options=config.journal_options())
+        write_journal(out, start)
+        # Step: encode and write; bad input removes what this run added, keeping what earlier runs journalled.
+        run = _Run(config=config, files=files, journal=start, shards=load_shards(out, start.num_shards), num_tokens=start.num_tokens,
+                   num_bytes=sum(f.size for f in files[:start.position["source"]]), progress=progress)
+        try:
+            _write(run, spec, dtype, split_records)
+        except InputError as exc:
+            kept = roll_back(out, start, files, config.text_field)
+            error = InputError(f"{exc}{kept}")
+        except OSError as exc:  # a full disk, a quota, a file-size limit: what was journalled stays whole
+            raise InputError(f"{out}: cannot write ({exc.strerror or exc}); every shard written so far is kept: "
+                             "free space and re-run the same command to continue") from None
+    if kept is not None:
+        if created and not kept:
             remove_if_empty(out)
-        raise
+        raise error
     return _report(config, files, run.journal, dtype, spec, started, status="complete", resumed=resumed)
 
 

@@ -158,7 +158,7 @@ def read_manifest(directory: str | Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON ({exc}); the file is corrupt, re-run sdl prepare to rewrite it") from None
     if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        raise FormatError(f"{path}: expected a JSON object, found a {type(data).__name__}; the file is corrupt, re-run sdl prepare to rewrite it")
     return Manifest.from_dict(data, where=str(path))
 
 

@@ -154,6 +154,8 @@ class GlobalIndex:
                 f"expected {INDEX_FORMAT!r} version {INDEX_VERSION}; run `sdl index {root}` to rebuild it"
             )
         try:
+            if not isinstance(data.get("meta", {}), dict) or not isinstance(data.get("sources"), dict):
+                raise TypeError(f"meta is {type(data.get('meta')).__name__}, sources {type(data.get('sources')).__name__}; expected objects")
             sources = SourceTable.from_dict(data["sources"])
             return cls(kind=data["kind"], root=str(root), sources=sources, meta=data.get("meta", {}))
         except (KeyError, TypeError, ValueError) as exc:

@@ -75,8 +75,11 @@ BAD_INPUTS = {
     "malformed JSON": (lambda d: [d / "broken.jsonl"], [], "broken.jsonl:2: malformed JSON"),
     "missing field": (lambda d: [d / "nofield.jsonl"], [], "nofield.jsonl:1: no field 'text' (its fields: body)"),
     "non-string text": (lambda d: [d / "number.jsonl"], [], "number.jsonl:1: field 'text' is a number, expected a string"),
-    "unknown tokenizer": (lambda d: [d / "good.jsonl"], ["--tokenizer", "no-such/tokenizer-xyz"], "unknown tokenizer 'no-such/tokenizer-xyz'"),
+    "unknown tokenizer": (lambda d: [d / "good.jsonl"], ["--tokenizer", "no-such/tokenizer-xyz"], "`hf download no-such/tokenizer-xyz`"),
     "tokens per shard": (lambda d: [d / "good.jsonl"], ["--tokens-per-shard", "0"], "--tokens-per-shard is 0, expected a positive integer"),
+    "huge tokens per shard": (lambda d: [d / "good.jsonl"], ["--tokens-per-shard", str(10**12)], "expected at most 1,073,741,824"),
+    "lone surrogate": (lambda d: [d / "surrogate.jsonl"], [], "surrogate.jsonl:2: field 'text' holds a lone surrogate escape (\\ud83d"),
+    "deeply nested JSON": (lambda d: [d / "deep.jsonl"], [], "deep.jsonl:2: JSON nested too deeply"),
     "uint16 too small": (lambda d: [d / "good.jsonl"], ["--dtype", "uint16", "--tokenizer", "{d}/big.json"], "--dtype uint16 holds ids below 65,536"),
     "config unknown key": (lambda d: [d / "good.jsonl"], ["--config", "{d}/bad.toml"], "bad.toml: unknown key tokens_per_shrd"),
 }
@@ -91,6 +94,8 @@ def bad_inputs(tmp_path):
     (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
     (tmp_path / "number.jsonl").write_text('{"text": 12}\n')
     (tmp_path / "good.jsonl").write_text('{"text": "fine"}\n')
+    (tmp_path / "surrogate.jsonl").write_text('{"text": "fine"}\n{"text": "smile \\ud83d"}\n')
+    (tmp_path / "deep.jsonl").write_text('{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
     (tmp_path / "bad.toml").write_text("tokens_per_shrd = 10\n")
     _big_vocab_tokenizer(tmp_path / "big.json")
     return tmp_path
