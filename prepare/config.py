@@ -9,6 +9,7 @@ from typing import Any
 
 import tomllib
 from sdl.loader.errors import ConfigError
+from sdl.prepare.tokenizer import PIECE_CHARS
 
 DTYPES = ("auto", "uint16", "uint32")
 ON_ERROR = ("fail", "skip")
@@ -30,6 +31,7 @@ class PrepareConfig:
     append_eos: bool = True
     prepend_bos: bool = False
     max_docs: int | None = None
+    piece_chars: int = PIECE_CHARS          # longer documents are encoded in pieces split at whitespace (bounded memory)
     num_proc: int = 1
     num_jobs: int = 1
     job_index: int = 0
@@ -51,6 +53,7 @@ class PrepareConfig:
         _positive("num_proc", self.num_proc, "--num-proc")
         _positive("num_jobs", self.num_jobs, "--num-jobs")
         _positive("batch_bytes", self.batch_bytes, "batch_bytes")
+        _positive("piece_chars", self.piece_chars, "piece_chars")
         if self.max_docs is not None:
             _positive("max_docs", self.max_docs, "--max-docs")
         if not 0 <= self.job_index < self.num_jobs:

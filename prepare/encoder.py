@@ -33,6 +33,7 @@ class EncodeOptions:
     on_error: str
     bos_id: int | None
     eos_id: int | None
+    piece_chars: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,7 +78,8 @@ def _encode(batch: RecordBatch) -> EncodedBatch:
         if text is not None:
             texts.append(text)
             records.append(record)
-    tokens, lengths = encode_texts(_worker["tokenizer"], texts, bos_id=options.bos_id, eos_id=options.eos_id, dtype=options.dtype)
+    tokens, lengths = encode_texts(_worker["tokenizer"], texts, bos_id=options.bos_id, eos_id=options.eos_id, dtype=options.dtype,
+                                   piece_chars=options.piece_chars)
     return EncodedBatch(source_index=batch.source_index, records=np.asarray(records, dtype=np.int64), tokens=tokens,
                         lengths=lengths, skipped=tuple(skipped), error=error, num_bytes=batch.num_bytes)
 

@@ -143,7 +143,8 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     config, journal, out = run.config, run.journal, Path(run.config.out)
     writer = ShardWriter(out, tokens_per_shard=config.tokens_per_shard, dtype=dtype, next_shard_id=journal.num_shards)
     options = EncodeOptions(tokenizer_json=spec.json, dtype=dtype, text_field=config.text_field, on_error=config.on_error,
-                            bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None)
+                            bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None,
+                            piece_chars=config.piece_chars)
     batches = iter_batches(run.files, start_source=journal.position["source"], start_record=journal.position["record"],
                            text_field=config.text_field, batch_bytes=config.batch_bytes, num_jobs=config.num_jobs,
                            job_index=config.job_index, split_records=split_records)
@@ -151,7 +152,7 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     # Counters before the current batch; the carried document was counted when it started.
     num_docs, num_skipped = journal.num_docs - (1 if skip else 0), journal.num_skipped
     for batch in encode_batches(batches, options, config.num_proc):
-        batch, done = _truncate(batch, config.max_docs, num_docs, skip)
+        batch, done = keep_max_docs(batch, config.max_docs, num_docs, skip)
         if batch.error is not None and not done:
             raise InputError(batch.error)
         for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
@@ -175,7 +176,7 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     _finish(run, writer, spec, dtype)
 
 
-def _truncate(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:
+def keep_max_docs(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:
     """Keep only the documents `max_docs` still allows; True when the cap is reached."""
     if max_docs is None or num_docs + len(batch.lengths) < max_docs:
         return batch, False
@@ -206,7 +207,7 @@ def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> 
         raise InputError(f"no documents in the input ({names}{'; all records were skipped as malformed' if journal.num_skipped else ''}); "
                          "expected at least one document")
     manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=tuple(run.shards),
-                        append_eos=config.append_eos, prepend_bos=config.prepend_bos,
+                        append_eos=config.append_eos, prepend_bos=config.prepend_bos, piece_chars=config.piece_chars,
                         sources=tuple(f.to_dict() for f in run.files),
                         job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
     atomic_write_json(out / MANIFEST_NAME, manifest.to_dict())

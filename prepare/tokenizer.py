@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ BUNDLED_NAME = "sdl-bpe-8k"
 BUNDLED_PATH = Path(__file__).resolve().parent / "assets" / "tokenizer.json"
 CONFIG_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[SEP]")
+PIECE_CHARS = 1 << 18   # documents longer than this many characters are encoded in pieces (split_pieces)
 BOS_CANDIDATES = ("<|startoftext|>", "<s>", "<|begin_of_text|>", "<bos>", "<|bos|>", "[CLS]")
 
 
@@ -156,18 +159,51 @@ def resolve_dtype(spec: TokenizerSpec, dtype: str) -> str:
     return dtype
 
 
-def encode_texts(tokenizer: Any, texts: list[str], *, bos_id: int | None, eos_id: int | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of `texts` as one array (each document: [BOS] ids [EOS]) and each document's length."""
+def split_pieces(text: str, piece_chars: int) -> Iterator[str]:
+    """The pieces a long document is encoded in, so memory stays bounded however long it is (the rule the manifest's
+    `piece_chars` names): while more than `piece_chars` characters remain, the next piece ends right before the last
+    whitespace character followed by a non-whitespace one among the `piece_chars` characters after its first (a word
+    keeps the one space before it, as byte-level BPE pre-tokenizes it), or after exactly `piece_chars` characters
+    when there is none."""
+    start = 0
+    while len(text) - start > piece_chars:
+        word_start = _LAST_WORD_START.match(text, start + 1, start + piece_chars + 2)
+        end = word_start.end() if word_start else start + piece_chars
+        yield text[start:end]
+        start = end
+    yield text[start:]
+
+
+_LAST_WORD_START = re.compile(r"(?s).*(?=\s\S)")
+
+
+def encode_texts(tokenizer: Any, texts: list[str], *, bos_id: int | None, eos_id: int | None, dtype: str,
+                 piece_chars: int = PIECE_CHARS) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of `texts` as one array (each document: [BOS] ids [EOS]) and each document's length.
+
+    Documents longer than `piece_chars` characters are encoded piece by piece (`split_pieces`), each piece's ids
+    kept as a numpy array at once: one 200 MB document costs a few bytes per token, not the tokenizer's ~145
+    bytes per input byte for a single call.
+    """
     # Extending one Python list and converting once costs ~5% of encoding; a per-token generator cost ~60%.
-    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    encodings = iter(tokenizer.encode_batch_fast([t for t in texts if len(t) <= piece_chars], add_special_tokens=False))
     ids: list[int] = []
-    lengths = np.empty(len(encodings), dtype=np.int64)
-    for doc, encoding in enumerate(encodings):
-        before = len(ids)
+    chunks, flushed = [], 0
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for doc, text in enumerate(texts):
+        before = flushed + len(ids)
         if bos_id is not None:
             ids.append(bos_id)
-        ids += encoding.ids
+        if len(text) <= piece_chars:
+            ids += next(encodings).ids
+        else:
+            chunks.append(np.array(ids, dtype=dtype))
+            flushed, ids = flushed + len(ids), []
+            for piece in split_pieces(text, piece_chars):
+                chunks.append(np.array(tokenizer.encode_batch_fast([piece], add_special_tokens=False)[0].ids, dtype=dtype))
+                flushed += len(chunks[-1])
         if eos_id is not None:
             ids.append(eos_id)
-        lengths[doc] = len(ids) - before
-    return np.array(ids, dtype=dtype), lengths
+        lengths[doc] = flushed + len(ids) - before
+    chunks.append(np.array(ids, dtype=dtype))
+    return (np.concatenate(chunks) if len(chunks) > 1 else chunks[0]), lengths

@@ -182,7 +182,7 @@ def source_fingerprint(sources: SourceTable, descriptor: dict[str, Any] | None =
 
 def source_identity(kind: str, sources: SourceTable, meta: dict[str, Any]) -> str:
     sources = SourceTable.of(sources)
-    content_meta = {k: v for k, v in meta.items() if k != "descriptor"}
+    content_meta = {k: v for k, v in meta.items() if k not in ("descriptor", "absent_chunks")}  # absent chunks: for --validate only
     names = "\0".join(sources.paths)  # relative to the root: the same on any machine
     checksums = "\0".join(c or "" for c in sources.checksums)
     return _hash(kind.encode(), _json_bytes(content_meta), names.encode(), sources.lengths.tobytes(), checksums.encode())
