@@ -149,6 +149,32 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path):
     assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
 
 
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk with ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (2500, 2500))
+from sdl.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_write_that_fails_is_one_line_and_the_rerun_resumes(tmp_path):
+    from sdl.prepare import PrepareConfig, prepare
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(200, seed=4, max_words=40))
+    args = ["prepare", str(data), str(tmp_path / "out"), "--tokens-per-shard", "100", "--json"]
+    failed = subprocess.run([sys.executable, "-c", FULL_DISK, *args], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    assert failed.stderr.startswith(f"error: {tmp_path / 'out'}: cannot write (File too large); every shard written so far is kept")
+    journal = json.loads((tmp_path / "out" / ".sdl" / "prepare-journal.json").read_text())
+    assert journal["num_shards"] > 3 and not (tmp_path / "out" / "manifest.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "sdl.cli.main", *args], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["resumed"] is True
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "whole"), tokens_per_shard=100))
+    assert dataset_bytes(tmp_path / "out") == dataset_bytes(tmp_path / "whole")
+
+
 def test_help_shows_the_defaults(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["prepare", "--help"]) == 0
