@@ -15,7 +15,7 @@ def command(
     paths: Optional[list[str]] = typer.Argument(None, help="SOURCES… OUT: files, folders, globs, stdlib:, save_to_disk folders or cached HF dataset names, then the output folder."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of defaults (e.g. configs/demo.toml); flags override it."),
     demo: bool = typer.Option(False, "--demo", help="Prepare the embedded default: this Python's stdlib sources, bundled tokenizer."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, tokenizer.json, or HF name (cache, then download as transformers does; default: bundled 8k BPE)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, tokenizer.json, or HF name: cache, else download, as transformers does (default: bundled 8k BPE)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="JSONL/Parquet/Arrow field holding the text (default: text)."),
     text_suffix: Optional[list[str]] = typer.Option(None, "--text-suffix", help="Read files with this suffix as plain text, one document each (default: .txt)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a HF dataset name or DatasetDict folder (default: train)."),

@@ -112,18 +112,20 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
         resumed = journal is not None and journal.num_shards > 0
         start = check_inputs(journal, files, config.text_field) if journal else Journal(
             fingerprint=print_, inputs=input_fingerprints(files), options=config.journal_options())
-        write_journal(out, start)
         # Step: encode and write; bad input removes what this run added, keeping what earlier runs journalled.
-        run = _Run(config=config, files=files, journal=start, shards=load_shards(out, start.num_shards), num_tokens=start.num_tokens,
-                   num_bytes=sum(f.size for f in files[:start.position["source"]]), progress=progress)
         try:
+            write_journal(out, start)
+            run = _Run(config=config, files=files, journal=start, shards=load_shards(out, start.num_shards), num_tokens=start.num_tokens,
+                       num_bytes=sum(f.size for f in files[:start.position["source"]]), progress=progress)
             _write(run, spec, dtype, split_records)
         except InputError as exc:
             kept = roll_back(out, start, files, config.text_field)
             error = InputError(f"{exc}{kept}")
         except OSError as exc:  # a full disk, a quota, a file-size limit: what was journalled stays whole
-            raise InputError(f"{out}: cannot write ({exc.strerror or exc}); every shard written so far is kept: "
-                             "free space and re-run the same command to continue") from None
+            where = Path(exc.filename) if exc.filename else out
+            verb = "cannot write" if where == out or out in where.parents else "cannot read"
+            raise InputError(f"{where}: {verb} ({exc.strerror or exc}); every shard written so far is kept: "
+                             "free space (or fix the cause) and re-run the same command to continue") from None
     if kept is not None:
         if created and not kept:
             remove_if_empty(out)
