@@ -41,7 +41,7 @@ def interrupted(tmp_path, sources, num_shards, name="out", **options):
     return tmp_path / name
 
 
-OPTIONS = dict(tokens_per_shard=61, batch_bytes=1200)
+OPTIONS = dict(tokens_per_shard=151, batch_bytes=1200)
 
 
 def test_failing_resume_keeps_earlier_work_and_continues_either_way(tmp_path):
@@ -133,7 +133,7 @@ def test_one_writer_per_folder_and_a_dead_holder_is_taken_over(tmp_path):
 @pytest.mark.slow
 def test_a_dead_worker_stops_prepare_and_the_rerun_resumes(tmp_path):
     paths = [write_jsonl(tmp_path / f"{i}.jsonl", make_texts(200, seed=i, max_words=60)) for i in range(3)]
-    options = dict(tokens_per_shard=97, batch_bytes=1500, num_proc=2)
+    options = dict(tokens_per_shard=401, batch_bytes=1500, num_proc=2)
 
     def kill_a_worker(progress, done=[]):
         if progress.num_shards >= 2 and not done:
