@@ -55,7 +55,7 @@ def load_decoder(tokenizer: dict[str, Any], root: Path) -> tuple[Any, str | None
     spec, why = None, f"tokenizer {name!r} could not be loaded offline"
     for candidate in candidates:
         try:
-            spec = load_tokenizer(candidate)
+            spec = load_tokenizer(candidate, local_only=True)
             break
         except (SdlError, OSError, ValueError):
             continue
