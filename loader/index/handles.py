@@ -23,6 +23,7 @@ import numpy as np
 from sdl.loader.errors import FormatError, InputError
 
 REFRESH_S = 1.0
+SPARE_FILES = 256  # descriptors kept free for everything else when the LRU is full
 REFRESH_CALLS = 64  # a clock read costs ~1 µs, about what the rest of a call does
 
 
@@ -37,6 +38,7 @@ class OpenSources:
             raise InputError(f"max_open is {max_open}, expected at least 1")
         self.max_open, self.open_source, self.items = max_open, open_source, OrderedDict()
         self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
+        raise_open_files_limit(max_open + SPARE_FILES)
 
     def __len__(self) -> int:
         return len(self.items)
