@@ -37,10 +37,13 @@ def command(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar, no table)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the per-step timeline (data wait vs compute) to FILE.png."),
     peer: list[str] = typer.Option([], "--peer", help="Also run a peer loader on the same tokens: torchdata, hf, litdata, mosaic (repeatable; optional installs)."),
+    arrow: bool = typer.Option(False, "--arrow", help="Instead: ArrowRows vs HF datasets on the same rows, memory vs file size, a shuffle over 160 files vs sequential."),
 ) -> None:
     """Measure throughput, resume latency and memory, and the data stall of a simulated training step."""
     from sdl.loader.bench import BenchConfig, run_bench
 
+    if arrow:
+        return _arrow_bench(json_out)
     if dataset is not None and not dataset.exists():
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")
     if plot is not None:
@@ -70,6 +73,28 @@ def _dataset_or_synthetic(dataset: Optional[Path], tokens: int) -> Iterator[Path
     with tempfile.TemporaryDirectory(prefix="sdl-bench-") as folder:
         write_synthetic_dataset(folder, num_tokens=tokens, tokens_per_shard=SYNTHETIC_TOKENS_PER_SHARD, vocab_size=SYNTHETIC_VOCAB)
         yield Path(folder)
+
+
+def _arrow_bench(json_out: bool) -> None:
+    """`--arrow`: the Arrow measurements (sdl.loader.bench.rows) on synthetic save_to_disk folders in a temp folder."""
+    import contextlib
+    import io
+
+    from sdl.loader.bench.rows import run_arrow_bench
+
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-arrow-") as folder, contextlib.redirect_stderr(io.StringIO()):
+        report = run_arrow_bench(Path(folder))  # (datasets' progress bars go to the discarded stderr)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    access, memory, many = report["row_access"], report["memory"], report["many_files"]
+    typer.echo(f"row access, {access['batch_size']} random rows of a {access['file_mb']} MB file: sdl {access['sdl_ms']:.3f} ms, "
+               f"HF datasets {access['hf_ms']:.3f} ms: {access['sdl_vs_hf']:.2f}x (target <= 2x)")
+    typer.echo(f"private memory growth: {memory['small_anon_growth_mb']:.1f} MB on a {memory['small_file_mb']:g} MB file, "
+               f"{memory['big_anon_growth_mb']:.1f} MB on a {memory['big_file_mb']:g} MB file (target: flat)")
+    for name, rates in (("default", many["default"]), ("max_open=64", many["max_open_64"])):
+        typer.echo(f"{many['files']} files, {name}: shuffled {rates['shuffled_batches_per_s']:,.0f} batches/s, sequential "
+                   f"{rates['sequential_batches_per_s']:,.0f}: {rates['shuffled_vs_sequential']:.2f}x (target >= 0.3x)")
 
 
 def _require_matplotlib() -> None:

@@ -62,6 +62,8 @@ def _move(value: Any, device: torch.device, widen: bool, widen_keys: tuple[str, 
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
         return type(value)(*(_move(item, device, widen, widen_keys) for item in value))
     if isinstance(value, (list, tuple)):
+        if value and not isinstance(value[0], (torch.Tensor, dict, list, tuple)):
+            return value  # e.g. a column of strings: nothing to move, and walking it costs ~1 µs a value
         return type(value)(_move(item, device, widen, widen_keys) for item in value)
     return value
 

@@ -121,3 +121,15 @@ def test_hf_peer_rows_are_the_windows(dataset, tmp_path):
 def test_unknown_peer_is_refused(dataset):
     with pytest.raises(ConfigError, match="not a known peer"):
         run_bench(BenchConfig(num_workers=0, peers=("nope",), **TINY), dataset)
+
+
+def test_arrow_bench_reports_every_figure(tmp_path):
+    from sdl.loader.bench.rows import run_arrow_bench
+
+    report = run_arrow_bench(tmp_path, batch_size=4, batches=3, file_mb=1, many_files=3)
+    access = report["row_access"]
+    assert positive(access["sdl_ms"]) and positive(access["hf_ms"]) and access["sdl_vs_hf"] == pytest.approx(access["sdl_ms"] / access["hf_ms"])
+    assert report["memory"]["big_file_mb"] == 10 * report["memory"]["small_file_mb"] == 1
+    assert all(math.isfinite(report["memory"][key]) for key in ("small_anon_growth_mb", "big_anon_growth_mb"))
+    for rates in (report["many_files"]["default"], report["many_files"]["max_open_64"]):
+        assert rates["shuffled_vs_sequential"] == pytest.approx(rates["shuffled_batches_per_s"] / rates["sequential_batches_per_s"])
