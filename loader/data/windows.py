@@ -215,9 +215,12 @@ class TokenWindows:
         first, offsets = self.index.locate(starts)
         inside = offsets + span <= self._lengths[first]
         inputs, labels = out[0], out[1]
+        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
         for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
             if fits:
-                shard = self._shard(source_id)
+                shard = shards.get(source_id)
+                if shard is None:
+                    shard = shards[source_id] = self._shard(source_id)
                 inputs[row] = shard[offset:offset + seq_len]
                 labels[row] = shard[offset + shift:offset + span]
             else:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 ALIGN = 64
-TASK_STEPS = 4  # batches per worker task (see RingDataset)
+TASK_STEPS = 8  # batches per worker task (see RingDataset); 4 measured ~15% more training-process CPU a batch
 
 
 class WireBatch:
