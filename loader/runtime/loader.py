@@ -99,6 +99,8 @@ class SdlLoader:
         if self.dataloader.num_workers == 0:
             return (self.dataset.__getitems__(batch) for batch in self.sampler)
         if self.ring is not None:
+            if self._workers is not None and not self.dataloader.persistent_workers:
+                self._workers._shutdown_workers()  # before new workers reuse the ring rows of the old ones
             self.ring.new_generation()
         self.dataloader.worker_init_fn = WorkerInit()  # this process, this thread: see runtime.workers
         self._workers = iter(self.dataloader)

@@ -25,6 +25,7 @@ process; PyTorch's own (a fresh shared-memory segment and fd per tensor per batc
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,7 @@ class Ring:
         self._main_state(pin)
 
     def _main_state(self, pin: bool) -> None:
-        self.generation, self._next = 1, 0
+        self.generation, self._next, self._owner = 1, 0, os.getpid()
         self._stamps = self.stamps.numpy()
         self._free_count = [[use_count(slot) for slot in row] for row in self.slots]  # + one per cached flat view
         self._flat: dict[tuple[int, int, str], torch.Tensor] = {}
@@ -168,8 +169,12 @@ class Ring:
             self._free_count[worker][slot] += 1
         return flat.as_strided(shape, stride, offset)
 
+    def __del__(self) -> None:
+        self.close()
+
     def close(self) -> None:
-        if getattr(self, "pinned", False):
+        """Unregister the slots from CUDA (in the process that registered them; a forked worker's copy never does)."""
+        if getattr(self, "pinned", False) and getattr(self, "_owner", None) == os.getpid():
             cudart = torch.cuda.cudart()
             for slot in (s for row in self.slots for s in row):
                 cudart.cudaHostUnregister(slot.data_ptr())

@@ -2,6 +2,7 @@
 
 import pickle
 
+import pytest
 import torch
 from sdl.loader.runtime.transport import WireBatch, from_wire, to_wire
 
@@ -82,3 +83,38 @@ def test_a_batch_the_caller_keeps_stays_intact(token_dataset):
         assert torch.equal(batch["input_ids"], input_ids) and torch.equal(batch["labels"], labels)
     for view, snapshot in views:
         assert torch.equal(torch.as_tensor(view), snapshot)
+
+
+@pytest.mark.gpu
+def test_cuda_workers_copy_from_the_registered_ring_and_deliver_identical_batches(token_dataset):
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=40_000, vocab_size=1000), seq_len=16)
+    inline = list(make_loader(ds, batch_size=4, seed=2, num_workers=0, device="cpu"))
+    loader = make_loader(ds, batch_size=4, seed=2, num_workers=2, device="cuda")
+    assert loader.ring is not None and loader.ring.pinned  # cudaHostRegister'ed once
+    count = 0
+    for a, b in zip(inline, loader):
+        assert b["input_ids"].is_cuda and b["input_ids"].dtype == torch.int64
+        assert all(torch.equal(a[key], b[key].cpu()) for key in ("input_ids", "labels", "sample_ids"))
+        count += 1
+    assert count == len(inline)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_breaking_off_and_iterating_again_delivers_the_same_stream(token_dataset, persistent):
+    """Abandoned prefetched batches (their slots still stamped) neither leak into nor corrupt the next iteration."""
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=20_000, vocab_size=1000), seq_len=16)
+    inline = [b["sample_ids"].tolist() for b in make_loader(ds, batch_size=4, seed=1, num_workers=0, device="cpu")]
+    loader = make_loader(ds, batch_size=4, seed=1, num_workers=2, device="cpu", persistent_workers=persistent)
+    got = []
+    for stop in (3, 5, None):
+        for k, batch in enumerate(loader):
+            got.append((batch["sample_ids"].tolist(), batch["input_ids"][:, 0].tolist()))
+            if k + 1 == stop:
+                break
+    assert [ids for ids, _ in got] == inline
+    assert all(firsts == [(i * 16) % 1000 for i in ids] for ids, firsts in got)  # token at p is p % vocab
+    assert int((loader.ring.stamps > 0).sum()) <= 2  # only the slots of the last batches still held
