@@ -88,8 +88,13 @@ class SdlLoader:
         # Batches pickled through the workers' pipes are received by a thread while the caller computes; ring slots
         # (a few hundred bytes each) are received on the caller's thread, where the DataLoader's SIGCHLD handler works.
         background = self.dataloader.num_workers > 0 and self.ring is None
-        yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background,
-                              health=self._check_workers if background else None)
+        try:
+            yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background,
+                                  health=self._check_workers if background else None)
+        except RuntimeError:  # PyTorch's SIGCHLD handler ("worker killed by signal") fires wherever the thread is
+            if self._workers is not None:
+                self._check_workers()
+            raise
         self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
 
     def _host_batches(self) -> Any:

@@ -32,7 +32,9 @@ def test_a_sigkilled_worker_raises_instead_of_hanging(token_dataset, tmp_path, k
     path = token_dataset(num_tokens=2_000_000, tokens_per_shard=1_000_000) if kind == "tokens" else _arrow_rows(tmp_path)
     for _ in range(3):  # the old hang came in 4 runs of 6
         out = _run("kill-worker", path, kind)
-        assert "RAISED WorkerError: DataLoader worker" in out and "killed by SIGKILL" in out, out
+        # Nearly always sdl's WorkerError; PyTorch's own SIGCHLD error if the signal lands in the caller's frame.
+        assert ("RAISED WorkerError: DataLoader worker" in out and "killed by SIGKILL" in out) or \
+            "RAISED RuntimeError: DataLoader worker" in out, out
 
 
 def _gone(pid):

@@ -27,10 +27,10 @@ def kill_worker(path: str, kind: str) -> None:
     loader = make_loader(dataset(path, kind), batch_size=16, num_workers=2, device="cpu")
     batches = iter(loader)
     next(batches)
-    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
     try:
-        for _ in batches:
-            pass
+        for k, _ in enumerate(batches):
+            if k == 0:
+                os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
     except Exception as exc:  # what the training loop would see
         print(f"RAISED {type(exc).__name__}: {exc}", flush=True)
         return
