@@ -27,4 +27,8 @@ class ConfigError(SdlError):
     """A configuration file or option is malformed."""
 
 
-__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError"]
+class WorkerError(SdlError):
+    """A DataLoader worker died (killed, crashed) while the training process waited for its batches."""
+
+
+__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError", "WorkerError"]

@@ -1,9 +1,13 @@
-"""The readers sdl's loader is measured against: what a plain PyTorch user writes, and a numpy gather ceiling.
+"""The readers sdl's loader is measured against: what a plain PyTorch user writes, an honest ceiling, and memcpy.
 
 - **baseline**: a map-style Dataset over `np.memmap` returning one window per `__getitem__`, in
   `DataLoader(shuffle=True, batch_size=B, num_workers=…)` with default collate;
-- **numpy gather** (ceiling): the windows of the same sample ids fancy-indexed out of a single
-  memory-mapped shard into a preallocated array, nothing else.
+- **ceiling**: the same windows (same sample ids, located outside the timed call) copied as per-row
+  slices from the memory-mapped shards into one preallocated array of sdl's output layout and dtype
+  ([2, B, seq_len]: inputs, then labels): sdl's gather with nothing around it. (A fancy-index
+  `np.take` with a [B, L+1] index array was used before: slower than slices and a quarter of sdl's
+  output bytes, so not a ceiling.)
+- **memcpy**: the bandwidth of copying a large array into another, the physical limit of any reader.
 """
 
 from __future__ import annotations
@@ -54,22 +58,42 @@ def baseline_loader(dataset: TokenWindows, batch_size: int, seed: int, num_worke
                       drop_last=True, generator=generator, persistent_workers=num_workers > 0)
 
 
-class GatherCeiling:
-    """The ceiling: fancy-index gather of `[B, seq_len + 1]` windows from one memory-mapped shard into a reused array.
+class SliceCeiling:
+    """Per-row slice copies of the windows of given sample ids into a preallocated [2, B, seq_len] array of `dtype`.
 
-    It reads the largest shard; a window start beyond it wraps round (start mod the shard's last start), so on a
-    one-shard dataset (the synthetic default) these are exactly the windows sdl reads."""
+    Windows are located once (`plan`); a window crossing a shard boundary is read from the end of its first shard
+    instead (the same bytes moved, fewer Python steps than sdl's piecewise read: still a ceiling)."""
 
-    def __init__(self, dataset: TokenWindows, batch_size: int) -> None:
+    def __init__(self, dataset: TokenWindows, batch_size: int, dtype: Any) -> None:
         lengths = np.diff(dataset.index.offsets)
-        largest = int(np.argmax(lengths))
-        self.tokens = open_shard(dataset.index.path_of(largest), expected_tokens=int(lengths[largest])).view(np.ndarray)
-        self.span, self.stride = dataset.seq_len + 1, dataset.stride
-        self.last_start = max(1, len(self.tokens) - self.span + 1)
-        self.columns = np.arange(self.span, dtype=np.int64)
-        self.out = np.empty((batch_size, self.span), dtype=self.tokens.dtype)
+        self.shards = [open_shard(dataset.index.path_of(i), expected_tokens=int(n)).view(np.ndarray) for i, n in enumerate(lengths)]
+        self.dataset, self.lengths = dataset, lengths
+        self.seq_len = dataset.seq_len
+        self.out = np.empty((2, batch_size, self.seq_len), dtype=dtype)
 
-    def gather(self, sample_ids: np.ndarray) -> np.ndarray:
-        starts = (sample_ids * self.stride) % self.last_start
-        np.take(self.tokens, starts[:, None] + self.columns, out=self.out, mode="clip")
+    def plan(self, sample_ids: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """(shard, offset) of each window (computed outside the timed loop)."""
+        starts = (np.asarray(sample_ids, dtype=np.int64) + self.dataset._windows.start) * self.dataset.stride
+        sources, offsets = self.dataset.index.locate(starts)
+        span = self.seq_len + 1
+        return [(self.shards[s], min(o, int(self.lengths[s]) - span)) for s, o in zip(sources.tolist(), offsets.tolist())]
+
+    def gather(self, planned: list[tuple[np.ndarray, int]]) -> np.ndarray:
+        inputs, labels, seq_len = self.out[0], self.out[1], self.seq_len
+        for row, (shard, offset) in enumerate(planned):
+            inputs[row] = shard[offset:offset + seq_len]
+            labels[row] = shard[offset + 1:offset + 1 + seq_len]
         return self.out
+
+
+def memcpy_gb_per_s(num_bytes: int = 1 << 26, repeats: int = 5) -> float:
+    """Best of `repeats` copies of a `num_bytes` array into another (both touched first): GB/s."""
+    import time
+
+    source, target = np.ones(num_bytes, dtype=np.uint8), np.zeros(num_bytes, dtype=np.uint8)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return num_bytes / best / 1e9

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.bench.baseline import GatherCeiling, baseline_loader
+from sdl.loader.bench.baseline import SliceCeiling, baseline_loader
 from sdl.loader.bench.report import (
     RESUME_FRACTIONS,
     BenchConfig,
@@ -40,34 +40,41 @@ def endless(loader: Any) -> Iterator[Any]:
 # Measurements ------------------------------------------------------------------------------------------------
 
 
-def time_batches(batches: Iterator[Any], config: BenchConfig, tick: Callable[[], None]) -> list[float]:
-    """Seconds per batch for `config.steps` batches, after `config.warmup_steps` untimed ones."""
+def time_batches(batches: Iterator[Any], config: BenchConfig, tick: Callable[[], None]) -> tuple[list[float], float]:
+    """Seconds per batch for `config.steps` batches, after `config.warmup_steps` untimed ones; and this process's CPU
+    seconds over them (its threads included; DataLoader workers are other processes)."""
     for _ in range(config.warmup_steps):
         next(batches)
     seconds = []
+    cpu_started = time.process_time()
     for _ in range(config.steps):
         started = time.perf_counter()
         next(batches)
         seconds.append(time.perf_counter() - started)
         tick()
-    return seconds
+    return seconds, time.process_time() - cpu_started
 
 
-def throughput(seconds: list[float], config: BenchConfig, itemsize: int) -> Throughput:
+def throughput(seconds: list[float], config: BenchConfig, itemsize: int, cpu_s: float | None = None) -> Throughput:
     samples_per_s = len(seconds) * config.batch_size / sum(seconds)
     tokens_per_s = samples_per_s * config.seq_len
     latency_ms = np.asarray(seconds) * 1e3
     return Throughput(samples_per_s=samples_per_s, tokens_per_s=tokens_per_s, mb_per_s=tokens_per_s * itemsize / 1e6,
                       latency_p50_ms=float(np.percentile(latency_ms, 50)), latency_p99_ms=float(np.percentile(latency_ms, 99)),
-                      batches=len(seconds))
+                      batches=len(seconds), main_cpu_ms_per_batch=None if cpu_s is None else cpu_s / len(seconds) * 1e3)
 
 
-def ceiling_batches(dataset: TokenWindows, config: BenchConfig) -> Iterator[np.ndarray]:
-    """The numpy gather over the sample ids of sdl's own order (ids computed outside the timed call)."""
+def sample_batches(dataset: Any, config: BenchConfig) -> list[np.ndarray]:
+    """The sample ids of sdl's own order for the timed run (computed outside any timed call)."""
     sampler = ElasticSampler(len(dataset), config.batch_size, seed=config.seed, fingerprint=dataset.identity)
-    ceiling = GatherCeiling(dataset, config.batch_size)
-    ids = [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
-    return (ceiling.gather(batch) for batch in _cycle(ids))
+    return [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
+
+
+def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any) -> Iterator[np.ndarray]:
+    """Per-row slice copies of the same windows into a preallocated array of sdl's output layout and dtype."""
+    ceiling = SliceCeiling(dataset, config.batch_size, dtype)
+    planned = [ceiling.plan(batch) for batch in sample_batches(dataset, config)]
+    return (ceiling.gather(batch) for batch in _cycle(planned))
 
 
 def _cycle(items: list[Any]) -> Iterator[Any]:
@@ -75,13 +82,21 @@ def _cycle(items: list[Any]) -> Iterator[Any]:
         yield from items
 
 
-def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> dict[str, Throughput | None]:
+def output_dtype(device: torch.device) -> np.dtype:
+    """The dtype of sdl's host batches: int64 when they stay on the CPU, int32 (widened on the GPU) for CUDA."""
+    return np.dtype(np.int64) if device.type == "cpu" else np.dtype(np.int32)
+
+
+def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None],
+                       device: torch.device | None = None) -> dict[str, Throughput | None]:
     itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
-    readers: dict[str, Callable[[], Any]] = {
-        "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0),
+    device = device or torch.device("cpu")
+    readers: dict[str, Callable[[], Any] | None] = {
+        "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0, device=device),
         "baseline_in_process": lambda: baseline_loader(dataset, config.batch_size, config.seed, 0),
-        "numpy_gather": None,
-        "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers),
+        "ceiling": None,
+        "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers,
+                                           device=device),
         "baseline_workers": lambda: baseline_loader(dataset, config.batch_size, config.seed, config.num_workers),
     }
     results: dict[str, Throughput | None] = {}
@@ -89,8 +104,9 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
         if name.endswith("_workers") and config.num_workers == 0:
             results[name] = None
             continue
-        batches = ceiling_batches(dataset, config) if build is None else endless(build())
-        results[name] = throughput(time_batches(batches, config, tick), config, itemsize)
+        batches = ceiling_batches(dataset, config, output_dtype(device)) if build is None else endless(build())
+        seconds, cpu_s = time_batches(batches, config, tick)
+        results[name] = throughput(seconds, config, itemsize, cpu_s)
         del batches  # shuts the workers down before the next reader starts
     return results
 
@@ -100,9 +116,13 @@ def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
         x, y = results.get(a), results.get(b)
         return None if x is None or y is None else x.samples_per_s / y.samples_per_s
 
+    in_process, workers = results.get("sdl_in_process"), results.get("sdl_workers")
+    cpu = None if in_process is None or workers is None else workers.main_cpu_ms_per_batch / in_process.main_cpu_ms_per_batch
     return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
-            "sdl_vs_numpy_gather": ratio("sdl_in_process", "numpy_gather"),
-            "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers")}
+            "sdl_vs_ceiling": ratio("sdl_in_process", "ceiling"),
+            "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers"),
+            "sdl_workers_vs_in_process": ratio("sdl_workers", "sdl_in_process"),
+            "main_cpu_workers_vs_in_process": cpu}
 
 
 def measure_resume(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> tuple[ResumeLatency, ...]:

@@ -46,7 +46,7 @@ class MixtureBenchReport:
 
 def _rate(build: Callable[[], Any], config: BenchConfig, tick: Callable[[], None], itemsize: int) -> float:
     batches = endless(build())
-    rate = throughput(time_batches(batches, config, tick), config, itemsize).samples_per_s
+    rate = throughput(time_batches(batches, config, tick)[0], config, itemsize).samples_per_s
     del batches
     return rate
 

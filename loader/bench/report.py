@@ -23,6 +23,7 @@ class BenchConfig:
     step_ms: float = 10.0                  # simulated compute per training step
     seed: int = 0
     resume_memory_samples: int = 10**9
+    peers: tuple[str, ...] = ()            # --peer: other loaders run on the same tokens in the same run
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "steps", "resume_memory_samples"):
@@ -47,6 +48,7 @@ class Throughput:
     latency_p50_ms: float
     latency_p99_ms: float
     batches: int
+    main_cpu_ms_per_batch: float | None = None  # CPU of the training process (its threads), per batch
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +101,8 @@ class BenchReport:
     stall: dict[str, Stall]
     cuda: CudaFigures
     seconds: float
+    physical: dict[str, float] = field(default_factory=dict)  # memcpy_gb_per_s, memcpy_tokens_per_s: the limit
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)  # --peer: per peer, version and throughputs
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": REPORT_VERSION, **asdict(self)}

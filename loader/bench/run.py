@@ -1,12 +1,16 @@
-"""`sdl bench`: sdl's loader measured against a plain baseline and a numpy gather ceiling, in one run.
+"""`sdl bench`: sdl's loader measured against a plain baseline, an honest ceiling and memcpy, in one run.
 
-Three readers of the same windows (`seq_len` tokens every `stride`, labels shifted by 1):
-- **sdl**: `make_loader(TokenWindows(...))`, a whole batch gathered per `__getitems__`;
+Readers of the same windows (`seq_len` tokens every `stride`, labels shifted by 1):
+- **sdl**: `make_loader(TokenWindows(...))`, a whole batch gathered per `__getitems__` (with workers:
+  into their shared-memory ring);
 - **baseline**: what a plain PyTorch user writes: a map-style Dataset over `np.memmap` returning one
   window per `__getitem__`, in `DataLoader(shuffle=True, batch_size=B, num_workers=same)`, default collate;
-- **numpy gather** (ceiling): the windows of the same sample ids fancy-indexed out of a single
-  memory-mapped shard into a preallocated array, nothing else.
-MB/s counts token bytes read from the shards (samples × seq_len × shard itemsize), the same for all three.
+- **ceiling**: per-row slice copies of the same windows into one preallocated array of sdl's output
+  layout and dtype, nothing else (`sdl.loader.bench.baseline.SliceCeiling`); and the memcpy bandwidth
+  (`physical`), the limit of any reader: `memcpy_tokens_per_s` = bandwidth / output bytes per token;
+- **peers** (`--peer`): other loaders on the same tokens (`sdl.loader.bench.peers`).
+MB/s counts token bytes read from the shards (samples × seq_len × shard itemsize), the same for all.
+`main_cpu_ms_per_batch` is the training process's CPU time per batch (its threads; workers excluded).
 Data stall: each simulated step waits for its batch (the wait), then computes `step_ms`; the stall
 fraction is total wait / total step time over the steps after `warmup_steps` (worker start-up excluded,
 reported apart as `first_batch_ms`).
@@ -22,14 +26,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from sdl.loader.bench.baseline import memcpy_gb_per_s
 from sdl.loader.bench.measure import (
+    endless,
     measure_resume,
     measure_resume_memory,
     measure_stall,
     measure_throughput,
+    output_dtype,
     ratios,
+    throughput,
+    time_batches,
 )
+from sdl.loader.bench.peers import check_peers, run_peer
 from sdl.loader.bench.report import (
     RESUME_FRACTIONS,
     BenchConfig,
@@ -58,11 +69,12 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
               progress: Callable[[BenchProgress], None] | None = None) -> BenchReport:
     """Measure throughput, resume latency and memory, and data stall on the token dataset at `dataset_path`."""
     started = time.perf_counter()
+    check_peers(config.peers)
     path = Path(dataset_path)
     device = bench_device(config.device)
     dataset = TokenWindows(path, config.seq_len, config.stride)
     resume_points = len(RESUME_FRACTIONS) * len({0, config.num_workers})
-    total = 5 * config.steps + resume_points + 1 + 2 * config.steps
+    total = (5 + 2 * len(config.peers)) * config.steps + resume_points + 1 + 2 * config.steps
     done = [0, "throughput"]
 
     def tick(phase: str | None = None) -> None:
@@ -71,7 +83,16 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
             progress(BenchProgress(phase=phase or done[1], completed=done[0], total=total))
 
     # Step: throughput of the three readers; then resume latency and memory; then data stall.
-    measured = measure_throughput(dataset, config, tick)
+    measured = measure_throughput(dataset, config, tick, device)
+    itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
+
+    def time_reader(loader: Any) -> Any:
+        seconds, cpu_s = time_batches(endless(loader), config, tick)
+        return throughput(seconds, config, itemsize, cpu_s)
+
+    peers = {name: run_peer(name, dataset, config, time_reader) for name in config.peers}
+    bandwidth = memcpy_gb_per_s()
+    physical = {"memcpy_gb_per_s": bandwidth, "memcpy_tokens_per_s": bandwidth * 1e9 / (2 * output_dtype(device).itemsize)}
     done[1] = "resume"
     resume = measure_resume(dataset, config, tick)
     memory = measure_resume_memory(config)
@@ -85,4 +106,4 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
                  "num_tokens": dataset.index.total, "num_shards": len(dataset.index.sources), "dtype": meta.get("dtype"),
                  "num_samples": len(dataset), "seq_len": dataset.seq_len, "stride": dataset.stride},
         throughput=measured, ratios=ratios(measured), resume=resume, resume_memory=memory, stall=stalls, cuda=cuda,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, physical=physical, peers=peers)

@@ -1,14 +1,22 @@
 """`ArrowRows`: the rows of Arrow files (a `save_to_disk` folder, `.arrow` files, or a dataset in the local HF cache).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B], column: …}` for the selected `columns`:
-numeric and boolean columns as tensors [B], any other column as a list of B Python values. The
-batch is grouped by file and each file is read once (`Table.take`) from its memory map. An optional
+numeric and boolean columns as tensors [B], any other column as a list of B Python values. An optional
 `transform(batch) -> batch` is applied lazily to every batch, as `datasets.Dataset.map(batched=True)`
 would, but without writing anything. Files open lazily per process (LRU of `max_open`).
+
+How rows are read: each file is memory-mapped once and kept as its record batches with their row
+offsets; a row is a zero-copy one-row slice of its record batch (found by binary search), and a
+batch of rows is one table over those slices, in request order — only the requested rows are
+ever copied, so a batch costs the same in a 100 MB file as in a 4 GB one and memory does not grow
+with the file (what `datasets` does in `fast_gather`). `Table.take` was used before and lost: on a
+chunked column it concatenates the whole column first (10 ms for 32 rows of a 100 MB file, +230 MB
+for the first batch of a 212 MB one).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +25,18 @@ import numpy as np
 import torch
 from sdl.loader.data.samples import IndexedSamples
 from sdl.loader.errors import InputError
-from sdl.loader.index import group_by_source, open_index
+from sdl.loader.index import open_index
+
+MAX_OPEN = 1024  # memory maps cost a file descriptor each, not memory: keep every file of a large dataset open
 
 
 class ArrowRows(IndexedSamples):
     kind = "arrow"
+    sized_sources = True
 
     def __init__(self, path: str | Path | None = None, *, hf: str | None = None, split: str | None = None,
                  columns: Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None,
-                 max_open: int = 64, hf_cache: str | Path | None = None, hf_config: str | None = None) -> None:
+                 max_open: int = MAX_OPEN, hf_cache: str | Path | None = None, hf_config: str | None = None) -> None:
         if (path is None) == (hf is None):
             raise InputError("ArrowRows needs exactly one of path= (a folder of Arrow files) or hf= (a dataset in the local HF cache)")
         if hf is not None:
@@ -47,29 +58,32 @@ class ArrowRows(IndexedSamples):
                 "num_samples": len(self), "num_sources": len(self.index.sources),
                 "columns": {c: schema[c] for c in self.columns}, "identity": self.identity}
 
-    def open_source(self, source_id: int) -> Any:
+    def open_source(self, source_id: int) -> tuple[list[Any], list[int]]:
+        """The file's record batches (zero-copy, memory-mapped) and the first row of each."""
         from sdl.loader.index.arrow import open_arrow_table
 
-        return open_arrow_table(self.index.path_of(source_id)).select(list(self.columns))
+        batches = [b for b in open_arrow_table(self.index.path_of(source_id)).select(list(self.columns)).to_batches() if len(b)]
+        starts = np.cumsum([0] + [len(b) for b in batches[:-1]]).tolist()
+        return batches, starts
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         import pyarrow as pa
 
         sample_ids = np.asarray(list(indices), dtype=np.int64)
         source_ids, offsets = self.index.locate(sample_ids)
-        pieces, order = [], []
-        for source_id, positions in group_by_source(source_ids):
-            pieces.append(self.source(source_id).take(pa.array(offsets[positions])))
-            order.append(positions)
-        if pieces:
-            table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
-        else:
-            table = self._empty_table()
+        rows = []
+        for source_id, offset in zip(source_ids.tolist(), offsets.tolist()):
+            batches, starts = self.source(source_id)
+            chunk = bisect.bisect_right(starts, offset) - 1
+            rows.append(batches[chunk].slice(offset - starts[chunk], 1))
+        table = pa.Table.from_batches(rows, schema=rows[0].schema if rows else self._schema())
         batch = {"sample_ids": torch.from_numpy(sample_ids), **{c: _column(table.column(c)) for c in self.columns}}
         return self.finish(batch)
 
-    def _empty_table(self) -> Any:
-        return self.source(0).slice(0, 0) if len(self.index.sources) else None
+    def _schema(self) -> Any:
+        from sdl.loader.index.arrow import open_arrow_table
+
+        return open_arrow_table(self.index.path_of(0)).select(list(self.columns)).schema
 
 
 def _column(column: Any) -> Any:

@@ -25,6 +25,7 @@ class IndexedSamples:
     selection: tuple[str, ...]
     transform: Callable[[dict], dict] | None
     max_open: int
+    sized_sources = False  # the index's source sizes are file sizes: check them against the files (see OpenSources)
     _open: OpenSources | None = None
 
     @staticmethod
@@ -42,7 +43,7 @@ class IndexedSamples:
     def source(self, source_id: int) -> Any:
         """Source `source_id`, opened in this process on first use (LRU of `max_open`)."""
         if self._open is None:
-            self._open = OpenSources(self.max_open, self.open_source)
+            self._open = OpenSources(self.max_open, self.open_source, self.index if self.sized_sources else None)
         return self._open.get(source_id)
 
     def finish(self, batch: dict[str, Any]) -> dict[str, Any]:

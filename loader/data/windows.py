@@ -23,8 +23,8 @@ The batch is a `GatheredBatch` (`sdl.loader.data.batch`), so a plain `DataLoader
 the default collate gives it whole. Token ids are int64, what embeddings and `cross_entropy` take, on every
 route. `make_loader` alone gathers them as `wire_dtype` (int32, the narrowest safe signed type for both shard
 dtypes: uint16 ids do not fit int16, and torch supports few ops on uint16/uint32; int64 for a vocabulary of
-2**31 ids or more) when they cross from workers or to a GPU, and its device feed widens them after the
-(half-size) copy.
+2**31 ids or more) when they go to a GPU, and its device feed widens them after the (half-size) copy; on
+the CPU its workers gather int64 straight into their shared-memory ring (`sdl.loader.runtime.transport`).
 
 Document positions (doc_starts=True) are defined in `sdl.loader.data.documents`.
 """
@@ -100,7 +100,7 @@ class TokenWindows:
         self._host_dtype = np.dtype(np.int64)
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
-        self._open = OpenSources(self.max_open_shards, self._open_shard)
+        self._open = OpenSources(self.max_open_shards, self._open_shard, self.index)
         self._doc_starts = DocStarts(self.index, self.max_open_shards) if doc_starts else None
 
     def _split_windows(self) -> range:
@@ -152,11 +152,14 @@ class TokenWindows:
                 if key not in BATCH_ONLY_KEYS}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        return self._batch(self._check_ids(indices), self.batch_shift(indices))
+
+    def _check_ids(self, indices: list[int]) -> np.ndarray:
         sample_ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         if sample_ids.size and (sample_ids.min() < 0 or sample_ids.max() >= len(self)):
             bad = sample_ids[(sample_ids < 0) | (sample_ids >= len(self))][0]
             raise IndexError(f"sample {int(bad)} is outside [0, {len(self)})")
-        return self._batch(sample_ids, self.batch_shift(indices))
+        return sample_ids
 
     def batch_shift(self, indices: list[int]) -> int:
         """The shift of a batch: fixed, or drawn from `(seed, epoch, position)` that the sampler attaches to it."""
@@ -168,28 +171,50 @@ class TokenWindows:
         rng = np.random.default_rng((int(seed), int(epoch), int(position)))
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
-    def _batch(self, sample_ids: np.ndarray, shift: int) -> dict[str, Any]:
+    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         starts = (sample_ids + self._windows.start) * self.stride
-        tokens = torch.from_numpy(self.gather(starts, shift))
+        b = len(sample_ids)
+        tokens = torch.from_numpy(self.gather(starts, shift, None if into is None else into["tokens"][:, :b]))
         input_ids, labels = tokens[0], tokens[1]
         if self.layout == "grouped":
-            input_ids = input_ids.view(len(sample_ids), self.seq_len // shift, shift)
-            labels = labels.view(len(sample_ids), self.seq_len // shift, shift)
+            input_ids = input_ids.view(b, self.seq_len // shift, shift)
+            labels = labels.view(b, self.seq_len // shift, shift)
         batch = GatheredBatch(input_ids=input_ids, labels=labels)
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
+            if into is not None:
+                into["position_ids"][:b] = positions
+                positions = into["position_ids"][:b]
             batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
             bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(len(sample_ids), -1))
             batch["cu_seqlens"] = torch.from_numpy(bounds)
-        batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
+        if into is not None:
+            into["sample_ids"][:b] = sample_ids
+            batch["sample_ids"] = torch.from_numpy(into["sample_ids"][:b])
+        else:
+            batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
         if self.shift == "random":
             batch["shift"] = shift
         return batch
 
+    def slot_layout(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The arrays one batch of up to `batch_size` samples is gathered into (`getitems_into`): {name: (shape, dtype)}."""
+        layout = {"tokens": ((2, batch_size, self.seq_len), self._host_dtype), "sample_ids": ((batch_size,), np.dtype(np.int64))}
+        if self._doc_starts is not None:
+            layout["position_ids"] = ((batch_size, self.seq_len), self._host_dtype)
+        return layout
+
+    def getitems_into(self, indices: list[int], into: dict[str, np.ndarray]) -> dict[str, Any]:
+        """`__getitems__`, gathered into the arrays of `slot_layout` (a worker's shared-memory ring slot): the batch's
+        tensors view them."""
+        sample_ids = self._check_ids(indices)
+        return self._batch(sample_ids, self.batch_shift(indices), into)
+
     # Gathering
 
-    def gather(self, starts: np.ndarray, shift: int) -> np.ndarray:
-        """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves.
+    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None) -> np.ndarray:
+        """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves
+        (into `out` when given, e.g. a ring slot).
 
         A window inside one shard (nearly all of them) is copied as two slices of it: no index array
         to build or follow. Per-shard fancy indexing was tried and lost: a batch touches ~B shards
@@ -197,13 +222,17 @@ class TokenWindows:
         that cross a shard boundary are read piecewise.
         """
         seq_len, span = self.seq_len, self.seq_len + shift
-        out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
+        if out is None:
+            out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
         first, offsets = self.index.locate(starts)
         inside = offsets + span <= self._lengths[first]
         inputs, labels = out[0], out[1]
+        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
         for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
             if fits:
-                shard = self._shard(source_id)
+                shard = shards.get(source_id)
+                if shard is None:
+                    shard = shards[source_id] = self._shard(source_id)
                 inputs[row] = shard[offset:offset + seq_len]
                 labels[row] = shard[offset + shift:offset + span]
             else:
@@ -235,12 +264,12 @@ class TokenWindows:
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
-        """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches cross from workers
-        or to a GPU (half the bytes), and keeps int64 when they stay on the CPU in process, so the tokens are
-        widened by the gather's own copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
+        """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the
+        bytes to copy), and keeps int64 when they stay on the CPU, so the tokens are widened by the gather's own
+        copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
         other = copy.copy(self)
         other._host_dtype = np.dtype(dtype)
-        other._open = OpenSources(self.max_open_shards, other._open_shard)
+        other._open = OpenSources(self.max_open_shards, other._open_shard, self.index)
         other._doc_starts = self._doc_starts and self._doc_starts.detached()
         return other
 
@@ -255,4 +284,4 @@ class TokenWindows:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._open = OpenSources(self.max_open_shards, self._open_shard)
+        self._open = OpenSources(self.max_open_shards, self._open_shard, self.index)

@@ -1,13 +1,30 @@
-"""Opened sources, per process: an LRU of memory maps, zarr arrays or Arrow tables, and a batch's grouping by source."""
+"""Opened sources, per process: an LRU of memory maps, zarr arrays or Arrow tables, and a batch's grouping by source.
+
+A memory-mapped file truncated under a running loader kills the reader with SIGBUS at the first
+read past its new end. So every `REFRESH_S` the LRU compares the size of each open source with the
+size the index recorded, and raises a FormatError naming the first that changed (a stat per open
+source, once a second: ~1 µs each). A read that reaches the cut before the check still dies; the
+loader then names the file from the training process (`sdl.loader.runtime.workers`).
+
+How many sources stay open (`max_open`): a memory map costs a file descriptor and a little
+kernel bookkeeping, not memory, so the default is generous and `raise_open_files_limit` lifts the
+process's soft descriptor limit to its hard limit when a dataset needs more.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sdl.loader.errors import InputError
+from sdl.loader.errors import FormatError, InputError
+
+REFRESH_S = 1.0
+SPARE_FILES = 256  # descriptors kept free for everything else when the LRU is full
+REFRESH_CALLS = 64  # a clock read costs ~1 µs, about what the rest of a call does
 
 
 class OpenSources:
@@ -16,23 +33,37 @@ class OpenSources:
     Datasets keep one and drop it when pickled (`__getstate__`), so each DataLoader worker opens its own.
     """
 
-    def __init__(self, max_open: int, open_source: Callable[[int], Any]) -> None:
+    def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None) -> None:
         if max_open < 1:
             raise InputError(f"max_open is {max_open}, expected at least 1")
         self.max_open, self.open_source, self.items = max_open, open_source, OrderedDict()
+        self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
+        raise_open_files_limit(max_open + SPARE_FILES)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def get(self, source_id: int) -> Any:
         item = self.items.get(source_id)
+        self.countdown -= 1
+        if self.countdown <= 0 and self.index is not None:
+            self.refresh()
         if item is None:
+            if self.index is not None:
+                check_sizes(self.index, (source_id,))
             item = self.items[source_id] = self.open_source(source_id)
             if len(self.items) > self.max_open:
                 self.items.popitem(last=False)
         else:
             self.items.move_to_end(source_id)
         return item
+
+    def refresh(self) -> None:
+        """Every REFRESH_S (looked at every REFRESH_CALLS calls): check the open sources' sizes."""
+        self.countdown = REFRESH_CALLS
+        if time.monotonic() - self.checked >= REFRESH_S:
+            check_sizes(self.index, self.items)
+            self.checked = time.monotonic()
 
 
 def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -43,3 +74,33 @@ def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
     if not len(order):
         return []
     return list(zip(sorted_ids[np.r_[0, cuts]].tolist(), np.split(order, cuts)))
+
+
+def check_sizes(index: Any, source_ids: Iterable[int]) -> None:
+    """Raise a FormatError naming the first of `source_ids` whose file size differs from the index's record."""
+    for source_id in source_ids:
+        path = index.path_of(source_id)
+        expected = int(index.sources.sizes[source_id])
+        try:
+            actual = os.stat(path).st_size
+        except OSError:
+            actual = -1
+        if actual != expected:
+            found = "is gone" if actual < 0 else f"is now {actual:,} bytes"
+            raise FormatError(f"{path} {found}, the index recorded {expected:,} bytes: the file changed under a running "
+                              "loader (truncated or rewritten); restore it (re-run sdl prepare with the same arguments) "
+                              "and resume from the last checkpoint")
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Lift the soft limit on open files towards `wanted` (never above the hard limit); the limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft

@@ -11,6 +11,7 @@ token tensors are widened to int64, as the loss functions expect.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +62,8 @@ def _move(value: Any, device: torch.device, widen: bool, widen_keys: tuple[str, 
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
         return type(value)(*(_move(item, device, widen, widen_keys) for item in value))
     if isinstance(value, (list, tuple)):
+        if value and not isinstance(value[0], (torch.Tensor, dict, list, tuple)):
+            return value  # e.g. a column of strings: nothing to move, and walking it costs ~1 µs a value
         return type(value)(_move(item, device, widen, widen_keys) for item in value)
     return value
 
@@ -78,6 +81,8 @@ def tensors_of(value: Any) -> Iterator[torch.Tensor]:
 
 
 BACKGROUND_DEPTH = 2  # batches received ahead of the caller on CPU
+HEALTH_S = 1.0  # how long the caller waits for a batch before asking `health` whether the source is alive
+JOIN_S = 5.0  # how long closing waits for the receiving thread (stuck in a dead worker's pipe, it is left behind)
 _END = object()
 
 
@@ -93,8 +98,9 @@ class DeviceFeed:
 
     def __init__(self, batches: Iterable[Any], device: str | torch.device | None = None,
                  on_yield: Callable[[Any], None] | None = None, widen_keys: tuple[str, ...] = TOKEN_KEYS,
-                 background: bool = False) -> None:
+                 background: bool = False, health: Callable[[], None] | None = None) -> None:
         self.batches = batches
+        self.health = health  # raises if the source died (e.g. a DataLoader worker killed): checked while waiting
         self.background = background
         self.device = resolve_device(device)
         self.on_yield = on_yield
@@ -146,23 +152,42 @@ class DeviceFeed:
 
         thread = threading.Thread(target=fill, name="sdl-feed", daemon=True)
         thread.start()
+        failed = True
         try:
-            while (item := ready.get()) is not _END:
+            while (item := self._take(ready)) is not _END:
                 if isinstance(item, _Failure):
                     raise item.exc
                 yield self._hand_over(item)
+            failed = False
         finally:
             stop.set()
-            thread.join()
+            thread.join(HEALTH_S if failed else JOIN_S)  # after a failure the thread may be stuck for good
+
+    def _take(self, ready: queue.Queue) -> Any:
+        """The next item of `ready`; while it is late, `health()` may raise instead (a dead worker never sends)."""
+        while True:
+            try:
+                return ready.get(timeout=HEALTH_S)
+            except queue.Empty:
+                if self.health is not None:
+                    self.health()
+            except RuntimeError:  # PyTorch's SIGCHLD handler: "worker killed by signal"; let `health` say more
+                if self.health is not None:
+                    self.health()
+                raise
 
     def _cuda(self) -> Iterator[Any]:
         if self.stream is None:
             self.stream = torch.cuda.Stream(device=self.device)
         ahead = self._issue(iter(self.batches))
         pending = next(ahead, None)
+        in_copy: collections.deque = collections.deque()  # (event, host batch): host memory a copy may still read
         while pending is not None:
             following = next(ahead, None)  # issue batch k+1's copy before handing over batch k
-            batch, copied = pending
+            batch, copied, host = pending
+            in_copy.append((copied, host))
+            while in_copy and in_copy[0][0].query():
+                in_copy.popleft()
             compute = torch.cuda.current_stream(self.device)
             compute.wait_event(copied)
             for tensor in tensors_of(batch):
@@ -171,10 +196,13 @@ class DeviceFeed:
             yield self._hand_over(batch)
             pending = following
 
-    def _issue(self, batches: Iterator[Any]) -> Iterator[tuple[Any, torch.cuda.Event]]:
-        """(device batch, event marking the end of its copy) for each host batch, copies on the side stream."""
+    def _issue(self, batches: Iterator[Any]) -> Iterator[tuple[Any, torch.cuda.Event, Any]]:
+        """(device batch, event marking the end of its copy, host batch) for each host batch, copies on the side stream.
+
+        The host batch is kept until its event has passed: released earlier, a ring slot (pinned, copied from
+        asynchronously) could be refilled by its worker while the copy still reads it."""
         for batch in batches:
             moved = to_device(batch, self.device, stream=self.stream, widen_keys=self.widen_keys)
             copied = torch.cuda.Event()
             copied.record(self.stream)
-            yield moved, copied
+            yield moved, copied, batch

@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
-from sdl.loader.runtime.transport import from_wire, to_wire
+from sdl.loader.runtime.transport import (
+    TASK_STEPS,
+    Ring,
+    RingDataset,
+    TaskSampler,
+    from_wire,
+    layout_bytes,
+    to_wire,
+)
+from sdl.loader.runtime.workers import WorkerInit, check_workers
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState
@@ -36,9 +45,11 @@ def keep_batch(batch: Any) -> Any:
 class SdlLoader:
     """An iterable over the rest of the current epoch's batches for this rank; checkpointable."""
 
-    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any,
+    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any, ring: Ring | None = None,
                  topology_source: str = "the rank= and world_size= arguments") -> None:
         self.dataset, self.sampler, self.dataloader, self.device = dataset, sampler, dataloader, device
+        self.ring = ring  # the workers' shared-memory slots (sdl.loader.runtime.transport), when the dataset fills them
+        self._workers: Any = None  # the DataLoader iterator whose workers the current iteration reads
         self.topology_source = topology_source
         self._start = sampler.state(0)  # the state the current (or next) iteration starts from
         self._yielded = 0  # batches of that iteration handed to the caller
@@ -73,16 +84,53 @@ class SdlLoader:
         def handed_over(_batch: Any) -> None:
             self._yielded += 1
 
-        background = self.dataloader.num_workers > 0  # receive from workers while the caller computes
-        yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background)
+        # Batches pickled through the workers' pipes are received by a thread while the caller computes; ring slots
+        # (a few hundred bytes each) are received on the caller's thread, where the DataLoader's SIGCHLD handler works.
+        background = self.dataloader.num_workers > 0 and self.ring is None
+        try:
+            yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background,
+                                  health=self._check_workers if background else None)
+        except RuntimeError:  # PyTorch's SIGCHLD handler ("worker killed by signal") fires wherever the thread is
+            if self._workers is not None:
+                self._check_workers()
+            raise
         self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader
         adds only its per-batch hooks (measured ~40 µs of a ~150 µs 16×2048 batch) and pinning, which the feed does."""
-        if self.dataloader.num_workers > 0:
-            return (from_wire(batch) for batch in self.dataloader)
-        return (self.dataset.__getitems__(batch) for batch in self.sampler)
+        if self.dataloader.num_workers == 0:
+            return (self.dataset.__getitems__(batch) for batch in self.sampler)
+        if self.ring is not None:
+            if self._workers is not None and not self.dataloader.persistent_workers:
+                self._workers._shutdown_workers()  # before new workers reuse the ring rows of the old ones
+            self.ring.new_generation()
+        self.dataloader.worker_init_fn = WorkerInit()  # this process, this thread: see runtime.workers
+        self._workers = iter(self.dataloader)
+        if self.ring is not None:
+            self.ring.forget_stale()
+        return self._received(self._workers)
+
+    def _received(self, batches: Any) -> Iterator[Any]:
+        try:
+            for received in batches:
+                if self.ring is None:
+                    yield from_wire(received)
+                    continue
+                for batch in received:  # a task: TASK_STEPS batches
+                    yield from_wire(batch, self.ring)
+        except RuntimeError:  # PyTorch's "worker killed by signal": say which worker, and name a truncated file
+            self._check_workers()
+            raise
+
+    def _check_workers(self) -> None:
+        """Raise if a worker died (called by the feed whenever it has waited a while, and on PyTorch's own error)."""
+        try:
+            check_workers(self._workers, self.dataset)
+        except BaseException:
+            self._workers._shutdown_workers()  # the survivors; a fresh iteration starts new ones
+            self.dataloader._iterator = None
+            raise
 
     def state_dict(self) -> dict[str, Any]:
         """The state after the last batch handed to the caller (JSON-able; weights_only-safe)."""
@@ -118,14 +166,27 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
                                          drop_last=drop_last, block_size=block_size, window_blocks=window_blocks,
                                          global_batch_size=global_batch_size)
     on_cuda = torch.device(device).type == "cuda"
-    if (on_cuda or num_workers > 0) and hasattr(dataset, "wire_dtype"):
-        dataset = dataset.with_host_dtype(dataset.wire_dtype)  # half the bytes to cross; the device feed widens them
+    if on_cuda and hasattr(dataset, "wire_dtype"):
+        dataset = dataset.with_host_dtype(dataset.wire_dtype)  # half the bytes to copy; the device feed widens them
+    # On the CPU, workers gather int64 straight into their shared-memory ring: nothing crosses by value, and a
+    # narrow batch would cost a widening copy in the training process.
     workers = dict(
         prefetch_factor=prefetch_factor or 4,
         persistent_workers=True if persistent_workers is None else persistent_workers,
         multiprocessing_context=multiprocessing_context,
     ) if num_workers > 0 else {}
-    dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                            collate_fn=to_wire if num_workers > 0 else keep_batch,
+    ring, served, batches = None, dataset, sampler
+    if num_workers > 0 and hasattr(dataset, "slot_layout"):
+        # A worker's task is TASK_STEPS batches; it prefetches about `prefetch_factor` batches, as whole tasks. Its
+        # slots in use at once: its prefetched tasks, the task being received, the caller's current and previous
+        # batch; on CUDA also a task in the pin-memory thread and the copy in flight.
+        tasks = max(2, -(-workers["prefetch_factor"] // TASK_STEPS))
+        workers["prefetch_factor"] = tasks
+        layout = dataset.slot_layout(batch_size)
+        depth = (tasks + 1) * TASK_STEPS + 2 + ((TASK_STEPS + 2) if on_cuda else 0)
+        ring = Ring(layout_bytes(layout), num_workers, depth, pin=on_cuda)
+        served, batches = RingDataset(dataset, ring, layout), TaskSampler(sampler, ring, TASK_STEPS)
+    dataloader = DataLoader(served, batch_sampler=batches, num_workers=num_workers,
+                            collate_fn=keep_batch if ring is not None or num_workers == 0 else to_wire,
                             pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
-    return SdlLoader(dataset, sampler, dataloader, device, topology_source=source)
+    return SdlLoader(dataset, sampler, dataloader, device, ring, topology_source=source)

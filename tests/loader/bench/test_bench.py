@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 from sdl.loader.bench import BenchConfig, run_bench
-from sdl.loader.bench.baseline import GatherCeiling, naive_windows
+from sdl.loader.bench.baseline import SliceCeiling, naive_windows
 from sdl.loader.data.windows import TokenWindows
 from sdl.loader.errors import ConfigError
 from sdl.prepare.synthetic import write_synthetic_dataset
@@ -31,14 +31,19 @@ def report(dataset):
 
 
 def test_throughput_and_ratios_are_positive(report):
-    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "numpy_gather", "sdl_workers", "baseline_workers"}
+    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "sdl_workers", "baseline_workers"}
     for result in report.throughput.values():
         assert result.batches == TINY["steps"]
         for value in (result.samples_per_s, result.tokens_per_s, result.mb_per_s, result.latency_p50_ms, result.latency_p99_ms):
             assert positive(value)
+        assert result.main_cpu_ms_per_batch >= 0
         assert result.latency_p99_ms >= result.latency_p50_ms
         assert result.tokens_per_s == pytest.approx(result.samples_per_s * TINY["seq_len"])
-    assert all(positive(value) for value in report.ratios.values())
+    assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_baseline_workers",
+                                  "sdl_workers_vs_in_process", "main_cpu_workers_vs_in_process"}
+    assert all(positive(value) for key, value in report.ratios.items() if key != "main_cpu_workers_vs_in_process")
+    assert positive(report.physical["memcpy_gb_per_s"])
+    assert report.physical["memcpy_tokens_per_s"] == pytest.approx(report.physical["memcpy_gb_per_s"] * 1e9 / 16)  # int64 pairs
 
 
 def test_resume_covers_each_fraction_with_and_without_workers(report):
@@ -84,8 +89,10 @@ def test_baseline_and_ceiling_read_the_same_windows_as_sdl(token_dataset):
     naive = naive_windows(ds)
     assert all(np.array_equal(naive[int(i)]["input_ids"], batch["input_ids"][k]) for k, i in enumerate(ids))
     assert all(np.array_equal(naive[int(i)]["labels"], batch["labels"][k]) for k, i in enumerate(ids))
-    gathered = GatherCeiling(ds, len(ids)).gather(ids)
-    assert np.array_equal(gathered[:, :-1], batch["input_ids"].numpy()) and np.array_equal(gathered[:, 1:], batch["labels"].numpy())
+    ceiling = SliceCeiling(ds, len(ids), np.int64)
+    gathered = ceiling.gather(ceiling.plan(ids))
+    assert gathered.dtype == np.int64 and gathered.shape == (2, len(ids), 32)
+    assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
 
 
 def test_naive_windows_cross_shard_boundaries(token_dataset):
@@ -99,3 +106,40 @@ def test_naive_windows_cross_shard_boundaries(token_dataset):
 def test_bad_config_is_refused(bad):
     with pytest.raises(ConfigError):
         BenchConfig(**bad)
+
+
+def test_peers_run_on_the_same_windows_or_say_why_not(dataset):
+    report = run_bench(BenchConfig(num_workers=0, peers=("torchdata", "hf", "mosaic"), **TINY), dataset)
+    for name in ("torchdata", "hf"):
+        assert report.peers[name]["version"] and report.peers[name]["in_process"].batches == TINY["steps"]
+        assert report.peers[name]["workers"] is None
+    assert "skipped" in report.peers["mosaic"] and "mosaicml-streaming" in report.peers["mosaic"]["skipped"] + \
+        " pip install mosaicml-streaming"
+
+
+def test_hf_peer_rows_are_the_windows(dataset, tmp_path):
+    from sdl.loader.bench.peers import hf_loader
+
+    ds = TokenWindows(dataset, seq_len=TINY["seq_len"])
+    rows = hf_loader(ds, 4, 0, 0, str(tmp_path)).dataset
+    assert len(rows) == len(ds)
+    for i in (0, 7, len(ds) - 1):
+        window = ds[i]
+        assert rows[i]["input_ids"].tolist() == window["input_ids"].tolist() + window["labels"][-1:].tolist()
+
+
+def test_unknown_peer_is_refused(dataset):
+    with pytest.raises(ConfigError, match="not a known peer"):
+        run_bench(BenchConfig(num_workers=0, peers=("nope",), **TINY), dataset)
+
+
+def test_arrow_bench_reports_every_figure(tmp_path):
+    from sdl.loader.bench.rows import run_arrow_bench
+
+    report = run_arrow_bench(tmp_path, batch_size=4, batches=3, file_mb=1, many_files=3)
+    access = report["row_access"]
+    assert positive(access["sdl_ms"]) and positive(access["hf_ms"]) and access["sdl_vs_hf"] == pytest.approx(access["sdl_ms"] / access["hf_ms"])
+    assert report["memory"]["big_file_mb"] == 10 * report["memory"]["small_file_mb"] == 1
+    assert all(math.isfinite(report["memory"][key]) for key in ("small_anon_growth_mb", "big_anon_growth_mb"))
+    for rates in (report["many_files"]["default"], report["many_files"]["max_open_64"]):
+        assert rates["shuffled_vs_sequential"] == pytest.approx(rates["shuffled_batches_per_s"] / rates["sequential_batches_per_s"])

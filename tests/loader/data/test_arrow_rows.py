@@ -46,3 +46,26 @@ def test_hf_name_in_a_local_cache(tmp_path):
     datasets.load_dataset("json", data_files=str(data), cache_dir=str(tmp_path / "cache"))
     rows = ArrowRows(hf="json", hf_cache=tmp_path / "cache", columns=["n"])
     assert len(rows) == 20 and rows.__getitems__([19, 4])["n"].tolist() == [19, 4]
+
+
+def test_rows_equal_pyarrow_rows_across_files_and_record_batches(tmp_path):
+    """Rows gathered by one-row slices of record batches equal the rows pyarrow reads, in request order."""
+    import numpy as np
+    import pyarrow as pa
+
+    num_rows = 700
+    table = pa.table({"n": list(range(num_rows)), "text": [f"row {i}" * (i % 5) for i in range(num_rows)],
+                      "tags": [[i, i + 1][: i % 3] for i in range(num_rows)], "score": [i / 4 for i in range(num_rows)]})
+    folder = tmp_path / "arrow"
+    folder.mkdir()
+    for part, (lo, hi) in enumerate([(0, 250), (250, 700)]):
+        with pa.ipc.new_file(str(folder / f"data-{part}.arrow"), table.schema) as writer:
+            for start in range(lo, hi, 64):  # many record batches per file
+                writer.write_batch(table.slice(start, min(64, hi - start)).to_batches()[0])
+    rows = ArrowRows(folder, max_open=1)
+    ids = np.random.default_rng(0).integers(0, num_rows, size=97).tolist() + [0, 63, 64, 249, 250, 699]
+    batch = rows.__getitems__(ids)
+    expected = table.take(pa.array(ids)).to_pylist()
+    assert batch["n"].tolist() == [row["n"] for row in expected] and batch["score"].tolist() == [row["score"] for row in expected]
+    assert batch["text"] == [row["text"] for row in expected] and batch["tags"] == [row["tags"] for row in expected]
+    assert rows.__getitems__([])["n"].tolist() == []

@@ -2,6 +2,7 @@
 
 import pickle
 
+import pytest
 import torch
 from sdl.loader.runtime.transport import WireBatch, from_wire, to_wire
 
@@ -39,3 +40,81 @@ def test_spawned_workers_deliver_identical_batches(token_dataset):
     spawned = list(make_loader(ds, batch_size=4, seed=2, num_workers=1, device="cpu", multiprocessing_context="spawn"))
     assert [b["sample_ids"].tolist() for b in inline] == [b["sample_ids"].tolist() for b in spawned]
     assert [b["shift"] for b in inline] == [b["shift"] for b in spawned]
+
+
+def _in_ring(loader, tensor):
+    return any(slot.data_ptr() <= tensor.data_ptr() < slot.data_ptr() + slot.numel()
+               for row in loader.ring.slots for slot in row)
+
+
+def test_workers_fill_ring_slots_in_place_and_dropped_batches_give_their_slot_back(token_dataset):
+    """Steady state: every batch views a ring slot (no copy, no allocation per batch), slots recycle when dropped."""
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=20_000, vocab_size=1000), seq_len=16, shift="random")
+    inline = make_loader(ds, batch_size=4, seed=3, num_workers=0, device="cpu", drop_last=False)
+    loader = make_loader(ds, batch_size=4, seed=3, num_workers=2, device="cpu", drop_last=False)
+    expected = [{key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in b.items()} for b in inline]
+    count = 0
+    for k, batch in enumerate(loader):  # each batch dropped when the next is taken
+        assert all(_in_ring(loader, batch[key]) for key in ("input_ids", "labels", "sample_ids"))
+        assert set(batch) == set(expected[k]) and batch["shift"] == expected[k]["shift"]
+        assert all(torch.equal(batch[key], expected[k][key]) for key in ("input_ids", "labels", "sample_ids"))
+        count += 1
+    assert count == len(expected) > 3 * sum(len(row) for row in loader.ring.slots)  # slots were reused many times over
+
+
+def test_a_batch_the_caller_keeps_stays_intact(token_dataset):
+    """Lifetime rule: a slot is refilled only once nothing references it — kept batches and views never change."""
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=20_000, vocab_size=1000), seq_len=16)
+    loader = make_loader(ds, batch_size=4, seed=5, num_workers=2, device="cpu")
+    kept, views, snapshots = [], [], []
+    for k, batch in enumerate(loader):
+        if k % 3 == 0:
+            kept.append(batch)  # a whole batch
+            snapshots.append((batch["input_ids"].clone(), batch["labels"].clone()))
+        if k % 5 == 0:
+            views.append((batch["labels"][1:, 2:], batch["labels"][1:, 2:].clone()))  # a view only: the batch is dropped
+            views.append((batch["input_ids"].numpy()[0], batch["input_ids"][0].clone()))  # a numpy view
+    assert len(kept) > sum(len(row) for row in loader.ring.slots)  # more kept than the ring holds: the rest came by value
+    for batch, (input_ids, labels) in zip(kept, snapshots):
+        assert torch.equal(batch["input_ids"], input_ids) and torch.equal(batch["labels"], labels)
+    for view, snapshot in views:
+        assert torch.equal(torch.as_tensor(view), snapshot)
+
+
+@pytest.mark.gpu
+def test_cuda_workers_copy_from_the_registered_ring_and_deliver_identical_batches(token_dataset):
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=40_000, vocab_size=1000), seq_len=16)
+    inline = list(make_loader(ds, batch_size=4, seed=2, num_workers=0, device="cpu"))
+    loader = make_loader(ds, batch_size=4, seed=2, num_workers=2, device="cuda")
+    assert loader.ring is not None and loader.ring.pinned  # cudaHostRegister'ed once
+    count = 0
+    for a, b in zip(inline, loader):
+        assert b["input_ids"].is_cuda and b["input_ids"].dtype == torch.int64
+        assert all(torch.equal(a[key], b[key].cpu()) for key in ("input_ids", "labels", "sample_ids"))
+        count += 1
+    assert count == len(inline)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_breaking_off_and_iterating_again_delivers_the_same_stream(token_dataset, persistent):
+    """Abandoned prefetched batches (their slots still stamped) neither leak into nor corrupt the next iteration."""
+    from sdl.loader import TokenWindows, make_loader
+
+    ds = TokenWindows(token_dataset(num_tokens=20_000, vocab_size=1000), seq_len=16)
+    inline = [b["sample_ids"].tolist() for b in make_loader(ds, batch_size=4, seed=1, num_workers=0, device="cpu")]
+    loader = make_loader(ds, batch_size=4, seed=1, num_workers=2, device="cpu", persistent_workers=persistent)
+    got = []
+    for stop in (3, 5, None):
+        for k, batch in enumerate(loader):
+            got.append((batch["sample_ids"].tolist(), batch["input_ids"][:, 0].tolist()))
+            if k + 1 == stop:
+                break
+    assert [ids for ids, _ in got] == inline
+    assert all(firsts == [(i * 16) % 1000 for i in ids] for ids, firsts in got)  # token at p is p % vocab
+    assert int((loader.ring.stamps > 0).sum()) <= 2  # only the slots of the last batches still held

@@ -1,0 +1,106 @@
+"""`sdl bench --peer NAME`: other loaders over the same tokens, the same windows, batch size and workers, in the same run.
+
+- **torchdata**: `StatefulDataLoader` over the plain memmap window Dataset (what torchdata users pair it
+  with), shuffled, default collate.
+- **hf**: the same windows (seq_len + 1 tokens each) saved as a HuggingFace `datasets` Arrow dataset
+  (written before timing, memory-mapped back with `load_from_disk`), `with_format("torch")`, in a
+  shuffled `DataLoader`: a pretokenised HF dataset as users feed it.
+- **litdata**, **mosaic**: not run by this version (their writers need their own formats); reported as
+  skipped with the reason.
+
+Peers are optional: never dependencies. A peer that is not installed is reported as skipped, with the
+command that installs it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from sdl.loader.bench.baseline import naive_windows
+from sdl.loader.data.windows import TokenWindows
+from sdl.loader.errors import ConfigError
+
+INSTALL = {"torchdata": "pip install torchdata", "hf": "pip install datasets", "litdata": "pip install litdata",
+           "mosaic": "pip install mosaicml-streaming"}
+MODULES = {"torchdata": "torchdata", "hf": "datasets", "litdata": "litdata", "mosaic": "streaming"}
+
+
+def check_peers(names: tuple[str, ...]) -> None:
+    unknown = [name for name in names if name not in INSTALL]
+    if unknown:
+        raise ConfigError(f"--peer {unknown[0]!r} is not a known peer; expected one of {', '.join(INSTALL)}")
+
+
+def peer_version(name: str) -> str | None:
+    import importlib
+    import importlib.metadata
+
+    try:
+        importlib.import_module(MODULES[name])
+    except ImportError:
+        return None
+    try:
+        return importlib.metadata.version({"hf": "datasets", "mosaic": "mosaicml-streaming"}.get(name, name))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def torchdata_loader(dataset: TokenWindows, batch_size: int, seed: int, num_workers: int, _folder: str) -> Any:
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    generator = torch.Generator().manual_seed(seed)
+    return StatefulDataLoader(naive_windows(dataset), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                              drop_last=True, generator=generator, persistent_workers=num_workers > 0)
+
+
+def hf_loader(dataset: TokenWindows, batch_size: int, seed: int, num_workers: int, folder: str) -> Any:
+    import datasets
+
+    saved = f"{folder}/hf"
+    try:
+        windows = datasets.load_from_disk(saved)
+    except FileNotFoundError:
+        windows = _hf_windows(dataset, saved)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(windows.with_format("torch"), batch_size=batch_size, shuffle=True,
+                                       num_workers=num_workers, drop_last=True, generator=generator,
+                                       persistent_workers=num_workers > 0)
+
+
+def _hf_windows(dataset: TokenWindows, saved: str) -> Any:
+    """Every window of `dataset` (seq_len + 1 tokens) as a row of an Arrow dataset saved at `saved`, memory-mapped back."""
+    import datasets
+
+    def rows(chunk: int = 1024):
+        for first in range(0, len(dataset), chunk):
+            ids = list(range(first, min(first + chunk, len(dataset))))
+            batch = dataset.__getitems__(ids)
+            tokens = torch.cat([batch["input_ids"], batch["labels"][:, -1:]], dim=1).numpy()
+            yield from ({"input_ids": row} for row in tokens)
+
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+    datasets.Dataset.from_generator(rows, features=features).save_to_disk(saved)
+    return datasets.load_from_disk(saved)
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {"torchdata": torchdata_loader, "hf": hf_loader}
+
+
+def run_peer(name: str, dataset: TokenWindows, config: Any, time_reader: Callable[[Any], Any]) -> dict[str, Any]:
+    """{"version", "in_process", "workers"} for peer `name` (Throughputs, via `time_reader(batches)`), or {"skipped": why}."""
+    version = peer_version(name)
+    if version is None:
+        return {"skipped": f"not installed ({INSTALL[name]})"}
+    if name not in BUILDERS:
+        return {"version": version, "skipped": "installed, but this version of sdl bench does not drive it yet"}
+    result: dict[str, Any] = {"version": version}
+    with tempfile.TemporaryDirectory(prefix=f"sdl-bench-{name}-") as folder:
+        for label, num_workers in (("in_process", 0), ("workers", config.num_workers)):
+            if label == "workers" and num_workers == 0:
+                result[label] = None
+                continue
+            result[label] = time_reader(BUILDERS[name](dataset, config.batch_size, config.seed, num_workers, folder))
+    return result

@@ -1,0 +1,77 @@
+"""The lives of DataLoader workers: they die with the training process, and a dead one is reported, never waited for.
+
+- **Orphans**: each worker, when it starts (`watch_parent`, the DataLoader's `worker_init_fn`), asks
+  Linux to SIGKILL it when its parent dies (`prctl(PR_SET_PDEATHSIG)`; only when the workers are
+  started from the main thread, since the signal follows the thread that forked, not the process),
+  and runs a watchdog thread that exits the worker (`os._exit`, skipping the queue flush that blocks
+  an orphan on a full pipe) within `PARENT_POLL_S` of its parent's pid changing — any platform, any
+  death, SIGKILL included.
+- **Dead workers**: the training process checks its workers whenever it has waited `HEALTH_S` for a
+  batch (`check_workers`): a worker that exited (the OOM killer's SIGKILL, a crash) raises a
+  `WorkerError` naming it and its signal; a SIGBUS death (a memory-mapped file truncated under it)
+  first looks for a source whose size changed and names it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from sdl.loader.errors import WorkerError
+from sdl.loader.index.handles import check_sizes
+
+PARENT_POLL_S = 0.5
+HEALTH_S = 1.0
+PR_SET_PDEATHSIG = 1
+
+
+def watch_parent(parent_pid: int, death_signal: bool, worker_id: int = 0) -> None:
+    """worker_init_fn: this worker exits when process `parent_pid` dies."""
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            pass  # the watchdog below still covers it
+    if os.getppid() != parent_pid:  # the parent died before this worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while not stopped.wait(PARENT_POLL_S):
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    stopped = threading.Event()
+    threading.Thread(target=watch, name="sdl-parent-watch", daemon=True).start()
+
+
+class WorkerInit:
+    """A picklable worker_init_fn: `watch_parent` for the current process, then the user's own init, if any."""
+
+    def __init__(self, user_init: Any = None) -> None:
+        self.parent_pid = os.getpid()
+        self.death_signal = threading.current_thread() is threading.main_thread()
+        self.user_init = user_init
+
+    def __call__(self, worker_id: int) -> None:
+        watch_parent(self.parent_pid, self.death_signal, worker_id)
+        if self.user_init is not None:
+            self.user_init(worker_id)
+
+
+def check_workers(iterator: Any, dataset: Any) -> None:
+    """Raise WorkerError if a worker of the DataLoader `iterator` exited (a SIGBUS naming a changed source if it finds one)."""
+    for worker_id, process in enumerate(getattr(iterator, "_workers", None) or []):
+        code = process.exitcode
+        if code is None or code == 0:
+            continue
+        if code == -signal.SIGBUS and getattr(dataset, "index", None) is not None:
+            check_sizes(dataset.index, range(len(dataset.index.sources)))
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
+        hint = ("a memory-mapped file was truncated or shared memory (/dev/shm) ran out" if code == -signal.SIGBUS
+                else "the OOM killer, a crash, or a kill")
+        raise WorkerError(f"DataLoader worker {worker_id} (pid {process.pid}) died ({how}; likely {hint}); the loader "
+                          "stopped instead of waiting for its batches: check memory and the data, then resume from the last checkpoint")

@@ -1,0 +1,97 @@
+"""Worker faults: a killed worker is an error (never a hang), workers die with their parent, a truncated shard is named."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).with_name("worker_faults.py")
+
+
+def _run(*args, timeout=120):
+    """The script's output; a hang fails the test by its (generous) timeout instead of hanging the suite."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return done.stdout + done.stderr
+
+
+def _arrow_rows(tmp_path, num_rows=20_000):
+    import datasets
+
+    datasets.Dataset.from_dict({"n": list(range(num_rows))}).save_to_disk(str(tmp_path / "rows"), num_shards=2)
+    return tmp_path / "rows"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tokens", "arrow"])
+def test_a_sigkilled_worker_raises_instead_of_hanging(token_dataset, tmp_path, kind):
+    path = token_dataset(num_tokens=2_000_000, tokens_per_shard=1_000_000) if kind == "tokens" else _arrow_rows(tmp_path)
+    for _ in range(3):  # the old hang came in 4 runs of 6
+        out = _run("kill-worker", path, kind)
+        # Nearly always sdl's WorkerError; PyTorch's own SIGCHLD error if the signal lands in the caller's frame.
+        assert ("RAISED WorkerError: DataLoader worker" in out and "killed by SIGKILL" in out) or \
+            "RAISED RuntimeError: DataLoader worker" in out, out
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"  # a zombie waiting for init to reap it
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_training_process_is_sigkilled(token_dataset):
+    path = token_dataset(num_tokens=200_000, tokens_per_shard=50_000)
+    parent = subprocess.Popen([sys.executable, str(SCRIPT), "orphan", str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and not any(_gone(pid) for pid in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in workers), "orphaned workers still running"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _truncate_all(path):
+    for shard in sorted(Path(path).glob("shard-*.npy")):
+        os.truncate(shard, 200)
+
+
+@pytest.mark.slow
+def test_a_shard_truncated_under_running_workers_is_named(token_dataset):
+    from sdl.loader import SdlError, TokenWindows, make_loader
+
+    path = token_dataset(num_tokens=200_000, tokens_per_shard=200_000)  # one shard: both workers have it open
+    batches = iter(make_loader(TokenWindows(path, seq_len=16), batch_size=4, num_workers=2, device="cpu"))
+    for _ in range(40):
+        next(batches)
+    _truncate_all(path)
+    with pytest.raises(SdlError, match=r"shard-00000\d\.npy"):
+        for _ in batches:
+            pass
+
+
+def test_a_shard_truncated_in_process_is_named_before_it_is_read(token_dataset, monkeypatch):
+    from sdl.loader import FormatError, TokenWindows, make_loader
+    from sdl.loader.index import handles
+
+    monkeypatch.setattr(handles, "REFRESH_S", 0.0)
+    monkeypatch.setattr(handles, "REFRESH_CALLS", 1)
+    path = token_dataset(num_tokens=20_000, tokens_per_shard=5_000)
+    batches = iter(make_loader(TokenWindows(path, seq_len=16), batch_size=4, num_workers=0, device="cpu"))
+    next(batches)
+    _truncate_all(path)
+    with pytest.raises(FormatError, match=r"shard-00000\d\.npy is now 200 bytes.*changed under a running loader"):
+        next(batches)
