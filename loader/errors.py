@@ -27,4 +27,8 @@ class ConfigError(SdlError):
     """A configuration file or option is malformed."""
 
 
-__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError"]
+class StorageError(SdlError):
+    """An object store (S3 API) stayed unreachable, refused a request, or served an object that does not match."""
+
+
+__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError", "StorageError"]

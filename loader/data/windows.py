@@ -38,6 +38,8 @@ from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.tokens import open_shard
 from sdl.loader.index import GlobalIndex, OpenSources, open_index
+from sdl.loader.index.remote import open_remote_index
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, CacheEntry, RemoteFiles, is_remote, shard_bound
 
 LAYOUTS = ("flat", "grouped")
 
@@ -72,12 +74,23 @@ def host_dtype(vocab_size: int, shard_dtype: str = "uint32") -> np.dtype:
     return np.dtype(np.int64)
 
 
+def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: int | None, prefetch_steps: int,
+                 timeout_s: float, doc_starts: bool) -> RemoteFiles | None:
+    """The object-store side of a dataset at `s3://…` (None for a local path)."""
+    if not is_remote(path):
+        return None
+    if doc_starts:
+        raise ConfigError(f"{path}: doc_starts=True is not supported for a dataset in an object store yet; copy it to a local folder")
+    return RemoteFiles(str(path), cache_dir=cache_dir, cache_limit=cache_limit, timeout_s=timeout_s, prefetch_steps=prefetch_steps)
+
+
 class TokenWindows:
     """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
                  split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,
-                 doc_starts: bool = False) -> None:
+                 doc_starts: bool = False, cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         stride = seq_len if stride is None else stride
         for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -87,7 +100,8 @@ class TokenWindows:
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
         self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
-        self.index: GlobalIndex = open_index(path, kind="tokens")
+        self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
+        self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
@@ -219,8 +233,26 @@ class TokenWindows:
         return self._open.get(source_id)
 
     def _open_shard(self, source_id: int) -> np.ndarray:
-        shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
+        expected = int(self._lengths[source_id])
+        if self.remote is not None:
+            return self.remote.cache.open(self.shard_entry(source_id), lambda path: open_shard(path, expected).view(np.ndarray))
+        shard = open_shard(self.index.path_of(source_id), expected_tokens=expected)
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
+
+    # Object storage: which cached objects a batch reads (for the loader's prefetcher)
+
+    def shard_entry(self, source_id: int) -> CacheEntry:
+        itemsize = np.dtype(self.index.meta["dtype"]).itemsize
+        return self.remote.entry(self.index.sources.paths[source_id], self.index.sources.checksums[source_id],
+                                 shard_bound(int(self._lengths[source_id]), itemsize))
+
+    def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
+        """The cached objects the samples read, in order of first use (windows may span two shards or more)."""
+        starts = (np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride
+        first, _ = self.index.locate(starts)
+        last, _ = self.index.locate(np.minimum(starts + self.seq_len + max(self.shift_choices) - 1, self.index.total - 1))
+        ids = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
+        return [self.shard_entry(i) for i in dict.fromkeys(ids)]
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the

@@ -8,6 +8,7 @@ advanced by k global steps — prefetched batches are neither lost nor repeated 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from sdl.loader.runtime.feed import DeviceFeed, resolve_device
 from sdl.loader.runtime.transport import from_wire, to_wire
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, plan_epoch
 from sdl.loader.sampling.state import LoaderState
+from sdl.loader.storage.prefetch import Prefetcher
 from torch.utils.data import DataLoader
 
 
@@ -72,12 +74,31 @@ class SdlLoader:
         self._start, self._yielded = self._state, 0
         self.sampler.load_state_dict(self._start)
 
+        prefetcher = self._prefetcher()
+
         def handed_over(_batch: Any) -> None:
             self._yielded += 1
+            if prefetcher is not None:
+                prefetcher.advance()
 
         background = self.dataloader.num_workers > 0  # receive from workers while the caller computes
-        yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background)
+        try:
+            yield from DeviceFeed(self._host_batches(), self.device, on_yield=handed_over, background=background)
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
         self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
+
+    def _prefetcher(self) -> Prefetcher | None:
+        """For a dataset in an object store: a thread fetching what this rank's next steps read, from the computed
+        order (a copy of the sampler, started where this iteration starts), into the node cache."""
+        remote = getattr(self.dataset, "remote", None)
+        if remote is None:
+            return None
+        ahead = copy.copy(self.sampler)
+        ahead.load_state_dict(self._start)
+        steps = (self.dataset.entries_for(batch) for batch in ahead)
+        return Prefetcher(remote.cache, steps, remote.prefetch_steps).start()
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

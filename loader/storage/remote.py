@@ -1,0 +1,51 @@
+"""A dataset folder in an object store, read through the node-local cache: small files fetched whole, shards cached."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sdl.loader.storage.cache import CacheEntry, ShardCache
+from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
+from sdl.loader.storage.location import S3Location
+
+NPY_HEADER_MAX = 4096  # a 1-D .npy header is 128 bytes in practice; the format caps what we accept here
+DEFAULT_PREFETCH_STEPS = 64
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/sdl/objects` (else `~/.cache/sdl/objects`): shared by every dataset and process of the user."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sdl" / "objects"
+
+
+class RemoteFiles:
+    """The files of the dataset at `url` (s3://bucket/prefix): `read` small ones, `entry` + the cache for shards."""
+
+    def __init__(self, url: str, *, cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, prefetch_steps: int = DEFAULT_PREFETCH_STEPS) -> None:
+        self.location = S3Location.parse(url)
+        self.client = S3Client(timeout_s)
+        self.cache = ShardCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), cache_limit, self.client)
+        self.prefetch_steps = int(prefetch_steps)
+        self.host = self.client.endpoint.split("://", 1)[-1].strip("/").replace("/", "_") or "s3"
+
+    @property
+    def url(self) -> str:
+        return self.location.url()
+
+    def read(self, relative: str) -> bytes:
+        return self.client.get_bytes(self.location.bucket, self.location.key(relative))
+
+    def entry(self, relative: str, checksum: str | None, max_bytes: int) -> CacheEntry:
+        """The cache entry of a file of this dataset, named by its checksum so a rewritten object never reads stale."""
+        key = self.location.key(relative)
+        stem, dot, suffix = key.rpartition(".")
+        tag = (checksum or "").split(":")[-1][:12] or "unchecked"
+        name = f"{self.host}/{self.location.bucket}/{stem}.{tag}.{suffix}" if dot else f"{self.host}/{self.location.bucket}/{key}.{tag}"
+        return CacheEntry(bucket=self.location.bucket, key=key, name=name, checksum=checksum, max_bytes=max_bytes)
+
+
+def shard_bound(num_tokens: int, itemsize: int) -> int:
+    """The most bytes a shard of `num_tokens` tokens may take as a `.npy` file."""
+    return NPY_HEADER_MAX + num_tokens * itemsize
