@@ -38,8 +38,8 @@ from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.tokens import open_shard
 from sdl.loader.index import GlobalIndex, OpenSources, open_index
-from sdl.loader.index.remote import open_remote_index
-from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, CacheEntry, RemoteFiles, is_remote, shard_bound
+from sdl.loader.index.remote import open_remote_index, open_remote_shard, shard_entry
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, CacheEntry, RemoteFiles, is_remote
 
 LAYOUTS = ("flat", "grouped")
 
@@ -233,18 +233,12 @@ class TokenWindows:
         return self._open.get(source_id)
 
     def _open_shard(self, source_id: int) -> np.ndarray:
-        expected = int(self._lengths[source_id])
         if self.remote is not None:
-            return self.remote.cache.open(self.shard_entry(source_id), lambda path: open_shard(path, expected).view(np.ndarray))
-        shard = open_shard(self.index.path_of(source_id), expected_tokens=expected)
+            return open_remote_shard(self.index, self.remote, source_id)
+        shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
 
     # Object storage: which cached objects a batch reads (for the loader's prefetcher)
-
-    def shard_entry(self, source_id: int) -> CacheEntry:
-        itemsize = np.dtype(self.index.meta["dtype"]).itemsize
-        return self.remote.entry(self.index.sources.paths[source_id], self.index.sources.checksums[source_id],
-                                 shard_bound(int(self._lengths[source_id]), itemsize))
 
     def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
         """The cached objects the samples read, in order of first use (windows may span two shards or more)."""
@@ -252,7 +246,7 @@ class TokenWindows:
         first, _ = self.index.locate(starts)
         last, _ = self.index.locate(np.minimum(starts + self.seq_len + max(self.shift_choices) - 1, self.index.total - 1))
         ids = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
-        return [self.shard_entry(i) for i in dict.fromkeys(ids)]
+        return [shard_entry(self.index, self.remote, i) for i in dict.fromkeys(ids)]
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the

@@ -42,8 +42,11 @@ def cache_path(root: str | Path, split: str | None = None) -> Path:
 def build_index(root: str | Path, kind: str | None = None, write_cache: bool = True, *, split: str | None = None) -> GlobalIndex:
     """List the sources of `root` (headers only), and write the cache unless told not to.
 
-    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict).
+    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict). An `s3://` token
+    dataset is indexed from its manifest; nothing is written to the store.
     """
+    if is_remote(root):
+        return _open_remote(str(root), kind, split)
     root = Path(root)
     kind = kind or detect_kind(root)
     if kind not in KINDS:

@@ -8,6 +8,7 @@ Arrow: every record batch of every file reads and passes pyarrow's full validati
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 from sdl.loader.errors import SdlError
 from sdl.loader.format.tokens import file_checksum, read_manifest, read_npy_header
 from sdl.loader.index.kinds import LISTERS, detect_kind
+from sdl.loader.storage.location import is_remote
 
 REPREPARE = "re-run sdl prepare with the same arguments to rewrite it"
 Progress = Callable[[int, int], None]
@@ -54,10 +56,14 @@ class ValidationReport:
 
 def validate_dataset(root: str | Path, kind: str | None = None, *, split: str | None = None,
                      progress: Progress | None = None) -> ValidationReport:
-    """Read everything under `root` and return the report (never raises for a bad file: it lists it)."""
-    root = Path(root)
-    kind = kind or detect_kind(root)
-    check = {"tokens": _validate_tokens, "zarr": _validate_zarr, "arrow": _validate_arrow}[kind]
+    """Read everything under `root` and return the report (never raises for a bad file: it lists it).
+    An `s3://` token dataset is read object by object into a temporary folder, each checked as a local shard."""
+    if is_remote(root):
+        kind, check = "tokens", _validate_remote_tokens
+    else:
+        root = Path(root)
+        kind = kind or detect_kind(root)
+        check = {"tokens": _validate_tokens, "zarr": _validate_zarr, "arrow": _validate_arrow}[kind]
     failures: list[ValidationFailure] = []
     num_sources, bytes_read = check(root, split, failures, progress or (lambda done, total: None))
     return ValidationReport(kind=kind, root=str(root), num_sources=num_sources, bytes_read=bytes_read, failures=tuple(failures))
@@ -72,6 +78,26 @@ def _validate_tokens(root: Path, split: str | None, failures: list, progress: Pr
         if shard.docs_file:
             _validate_docs(root / shard.docs_file, shard, failures)
         progress(done + 1, len(manifest.shards))
+    return len(manifest.shards), bytes_read
+
+
+def _validate_remote_tokens(url: str, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
+    from sdl.loader.index.remote import download_for_validation, read_remote_manifest
+    from sdl.loader.storage.remote import RemoteFiles
+
+    files = RemoteFiles(url)
+    manifest, _ = read_remote_manifest(files)
+    bytes_read = 0
+    with tempfile.TemporaryDirectory(prefix="sdl-validate-") as tmp:
+        for done, shard in enumerate(manifest.shards):
+            path = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing"
+            bytes_read += _validate_shard(path, shard, manifest, failures)
+            path.unlink(missing_ok=True)
+            if shard.docs_file:
+                docs = download_for_validation(files, shard.docs_file, Path(tmp)) or Path(tmp) / "missing"
+                _validate_docs(docs, shard, failures)
+                docs.unlink(missing_ok=True)
+            progress(done + 1, len(manifest.shards))
     return len(manifest.shards), bytes_read
 
 

@@ -49,8 +49,11 @@ class S3Client:
     @property
     def client(self) -> Any:
         if self._client is None or self._pid != os.getpid():  # boto3 clients must not cross a fork
-            import boto3
-            from botocore.config import Config
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise StorageError("s3:// paths need boto3, which is not installed; pip install 'streaming-dataloader[s3]'") from None
 
             attempt_s = max(1.0, min(30.0, self.timeout_s))
             config = Config(connect_timeout=attempt_s, read_timeout=attempt_s, retries={"total_max_attempts": 1},
