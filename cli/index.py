@@ -90,6 +90,10 @@ def command(
     root = resolve_root(path, hf, hf_cache, hf_config)
     if kind in (None, "tokens") and hf is None and isinstance(root, Path) and is_job_parent(root):
         join_jobs(root)
+    elif isinstance(root, str) and kind in (None, "tokens"):
+        from sdl.loader.index.remote_join import join_remote_jobs
+
+        join_remote_jobs(root)  # job prefixes (sdl prepare --num-jobs to s3://) are joined like job folders
     report = run_validation(root, kind, split, json_out) if validate_ else None  # before any cache is written
     start = time.perf_counter()
     index = build_index(root, kind=kind, split=split)

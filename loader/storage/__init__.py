@@ -5,7 +5,12 @@ from sdl.loader.storage.cache import CacheEntry, CacheStats, ShardCache, tree_by
 from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
 from sdl.loader.storage.location import S3Location, is_remote, local_or_remote
 from sdl.loader.storage.prefetch import Prefetcher
-from sdl.loader.storage.remote import DEFAULT_PREFETCH_STEPS, RemoteFiles, default_cache_dir, shard_bound
+from sdl.loader.storage.remote import (
+    DEFAULT_PREFETCH_STEPS,
+    RemoteFiles,
+    default_cache_dir,
+    shard_bound,
+)
 
 __all__ = [
     "DEFAULT_PREFETCH_STEPS", "DEFAULT_TIMEOUT_S", "CacheEntry", "CacheStats", "Prefetcher", "RemoteFiles", "S3Client",

@@ -115,22 +115,32 @@ class S3Client:
                 on_chunk(chunk)
         return size
 
-    def head_size(self, bucket: str, key: str) -> int | None:
-        """The object's size, or None when it does not exist."""
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """{"size", "metadata"} of the object, or None when it does not exist."""
         try:
-            return int(self.call(bucket, key, lambda: self.client.head_object(Bucket=bucket, Key=key))["ContentLength"])
+            found = self.call(bucket, key, lambda: self.client.head_object(Bucket=bucket, Key=key))
         except Missing:
             return None
+        return {"size": int(found["ContentLength"]), "metadata": dict(found.get("Metadata") or {})}
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         self.call(bucket, key, lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data))
 
-    def upload_file(self, path: str | os.PathLike, bucket: str, key: str) -> None:
+    def upload_file(self, path: str | os.PathLike, bucket: str, key: str, metadata: dict[str, str] | None = None) -> None:
         """Upload a local file; multipart (parts in parallel) above MULTIPART_THRESHOLD. The object appears whole."""
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
-        self.call(bucket, key, lambda: self.client.upload_file(str(path), bucket, key, Config=config))
+        extra = {"Metadata": metadata} if metadata else None
+        self.call(bucket, key, lambda: self.client.upload_file(str(path), bucket, key, Config=config, ExtraArgs=extra))
+
+    def list_folders(self, bucket: str, prefix: str) -> list[str]:
+        """The names of the "folders" (common prefixes) directly under `prefix` (tools only; training never lists)."""
+        def request() -> list[str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+
+        return self.call(bucket, prefix, request)
 
     def delete(self, bucket: str, key: str) -> None:
         self.call(bucket, key, lambda: self.client.delete_object(Bucket=bucket, Key=key))
@@ -143,7 +153,11 @@ def error_code(exc: BaseException) -> str:
 
 def classify(exc: BaseException) -> str:
     """"missing", "fatal" (4xx: credentials, permissions, bad request) or "transient" (retry)."""
-    from botocore.exceptions import ClientError, NoCredentialsError, ParamValidationError
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        ParamValidationError,
+    )
 
     if isinstance(exc, ClientError):
         code = error_code(exc)
@@ -153,10 +167,11 @@ def classify(exc: BaseException) -> str:
         return "transient" if code in RETRYABLE_CODES or status >= 500 else "fatal"
     if isinstance(exc, (NoCredentialsError, ParamValidationError)):
         return "fatal"
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError
     from urllib3.exceptions import HTTPError
 
-    if isinstance(exc, (BotoCoreError, HTTPError, OSError)):
+    if isinstance(exc, (BotoCoreError, HTTPError, OSError, S3UploadFailedError)):
         return "transient"  # connection refused/reset, timeouts, truncated bodies: the network, not the request
     return "bug"
 
