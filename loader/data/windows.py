@@ -101,6 +101,7 @@ class TokenWindows:
         self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
+        self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._lengths = np.diff(self.index.offsets)
@@ -220,10 +221,12 @@ class TokenWindows:
         source_id = int(np.searchsorted(self.index.offsets, start, side="right")) - 1
         filled = 0
         while filled < length:
-            shard = self._shard(source_id)
             offset = start + filled - int(self.index.offsets[source_id])
             take = min(length - filled, int(self._lengths[source_id]) - offset)
-            out[filled:filled + take] = shard[offset:offset + take]
+            if filled and self.remote is not None and not self._held(source_id):
+                out[filled:filled + take] = self.remote.read_head(self.index.sources.paths[source_id], take)
+            else:
+                out[filled:filled + take] = self._shard(source_id)[offset:offset + take]
             filled += take
             source_id += 1
         return out
@@ -241,12 +244,22 @@ class TokenWindows:
     # Object storage: which cached objects a batch reads (for the loader's prefetcher)
 
     def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
-        """The cached objects the samples read, in order of first use (windows may span two shards or more)."""
+        """The objects the samples start in, in order of first use. A window's spill into the next shard is read
+        from the cache when that shard is there, else by a ranged GET of the shard's head (see `_read_span`):
+        fetching a whole shard for a few tokens would double the bytes of a locality-shuffled epoch."""
         starts = (np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride
         first, _ = self.index.locate(starts)
-        last, _ = self.index.locate(np.minimum(starts + self.seq_len + max(self.shift_choices) - 1, self.index.total - 1))
-        ids = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
-        return [shard_entry(self.index, self.remote, i) for i in dict.fromkeys(ids)]
+        return [self._entry(i) for i in dict.fromkeys(first.tolist())]
+
+    def _entry(self, source_id: int) -> CacheEntry:
+        entry = self._entries.get(source_id)
+        if entry is None:
+            entry = self._entries[source_id] = shard_entry(self.index, self.remote, source_id)
+        return entry
+
+    def _held(self, source_id: int) -> bool:
+        """Whether shard `source_id` is open in this process or in the node cache (a remote dataset)."""
+        return source_id in self._open.items or self.remote.cache.contains(self._entry(source_id))
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the

@@ -94,6 +94,10 @@ class S3Client:
     def get_bytes(self, bucket: str, key: str) -> bytes:
         return self.call(bucket, key, lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
+    def get_range(self, bucket: str, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the object (fewer when it is shorter)."""
+        return self.call(bucket, key, lambda: self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")["Body"].read())
+
     def download(self, bucket: str, key: str, handle: BinaryIO, on_chunk: Callable[[bytes], None] | None = None) -> int:
         """Stream the object into `handle` from its start (each attempt overwrites the last), cut it to the object's
         size, and return that. The handle is never shrunk mid-transfer: a cache reserves space by its file size."""

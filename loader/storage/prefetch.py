@@ -29,6 +29,9 @@ class Prefetcher:
         self.consumed = 0
         self.error: SdlError | None = None
         self._name = f"prefetch{next(_ids)}"
+        self._refill = max(1, self.depth // 8)  # steps consumed between two passes: a pass per step costs the loop ~5%
+        self._published: set[str] = set()
+        self._cached: set[CacheEntry] = set()
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"sdl-{self._name}", daemon=True)
@@ -70,19 +73,25 @@ class Prefetcher:
                         produced += 1
                 if not self._fill(window):
                     return
-                with self._cond:  # wait for the loop to move (or re-check now and then: other ranks evict too)
-                    if self.consumed == consumed and not self._stop:
-                        self._cond.wait(timeout=0.5)
+                with self._cond:  # wait for the loop to move a few steps (or re-check now and then: other ranks evict too)
+                    self._cond.wait_for(lambda: self._stop or self.consumed >= consumed + self._refill, timeout=0.5)
         except SdlError as exc:
             self.error = exc
 
     def _fill(self, window: deque) -> bool:
         """Publish the lookahead and fetch it in order of need until done or blocked; False once stopped."""
         ordered = list(dict.fromkeys(entry for _, entries in window for entry in entries))
-        self.cache.publish(self._name, [entry.name for entry in ordered])
+        names = [entry.name for entry in ordered]
+        if set(names) != self._published:  # a file write per change of the set, not per step (measured: 1-4 ms each)
+            self.cache.publish(self._name, names)
+            self._published = set(names)
         for position, entry in enumerate(ordered):
             if self._stop:
                 return False
+            if entry in self._cached:
+                continue
             if not self.cache.contains(entry) and not self.cache.prefetch(entry, next_use=position + 1):
                 break
+            self._cached.add(entry)  # not checked again while in the lookahead: if evicted meanwhile, the reader fetches it
+        self._cached &= set(ordered)
         return True

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+
+import numpy as np
+from sdl.loader.errors import FormatError
 
 from sdl.loader.storage.cache import CacheEntry, ShardCache
 from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
@@ -36,6 +40,21 @@ class RemoteFiles:
 
     def read(self, relative: str) -> bytes:
         return self.client.get_bytes(self.location.bucket, self.location.key(relative))
+
+    def read_head(self, relative: str, count: int) -> np.ndarray:
+        """The first `count` tokens of a shard, by one ranged GET (header included), without caching the shard:
+        what a window that spills over a shard boundary needs from the next shard."""
+        raw = self.client.get_range(self.location.bucket, self.location.key(relative), 0, NPY_HEADER_MAX + count * 8)
+        handle = io.BytesIO(raw)
+        try:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version[0] == 1 else np.lib.format.read_array_header_2_0)(handle)
+        except ValueError as exc:
+            raise FormatError(f"{self.location.url(relative)}: corrupt .npy header ({exc}); re-upload it") from None
+        offset = handle.tell()
+        if len(shape) != 1 or shape[0] < count or len(raw) < offset + count * dtype.itemsize:
+            raise FormatError(f"{self.location.url(relative)}: expected at least {count:,} tokens, found shape {shape}; re-upload it")
+        return np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
 
     def entry(self, relative: str, checksum: str | None, max_bytes: int) -> CacheEntry:
         """The cache entry of a file of this dataset, named by its checksum so a rewritten object never reads stale."""
