@@ -39,7 +39,13 @@ from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.tokens import open_shard
 from sdl.loader.index import GlobalIndex, OpenSources, open_index
 from sdl.loader.index.remote import open_remote_index, open_remote_shard, shard_entry
-from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, CacheEntry, RemoteFiles, is_remote
+from sdl.loader.storage import (
+    DEFAULT_PREFETCH_STEPS,
+    DEFAULT_TIMEOUT_S,
+    CacheEntry,
+    RemoteFiles,
+    is_remote,
+)
 
 LAYOUTS = ("flat", "grouped")
 
@@ -85,7 +91,11 @@ def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: in
 
 
 class TokenWindows:
-    """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring)."""
+    """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring).
+
+    `path` may be `s3://bucket/prefix`: shards are then read through the node cache `cache_dir` (default under
+    the user cache dir) of at most `cache_limit` bytes (default: no limit), which `make_loader` fills
+    `prefetch_steps` steps ahead; a request to the store fails after `storage_timeout_s` (see `sdl.loader.storage`)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
                  split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from sdl.loader.errors import FormatError
-
 from sdl.loader.storage.cache import CacheEntry, ShardCache
 from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
 from sdl.loader.storage.location import S3Location

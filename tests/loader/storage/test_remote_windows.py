@@ -118,3 +118,20 @@ def test_server_down_mid_epoch_ends_in_one_clear_error(token_dataset, tmp_path, 
     message = str(caught.value)
     assert message.startswith("s3://down/ds/shard-") and f"the store at {endpoint} did not answer for 2 s" in message
     assert time.monotonic() - began < 30  # bounded (2 s of retries, twice at most: prefetcher, then reader), no hang
+
+
+def test_the_part_file_of_a_killed_download_is_reclaimed(s3_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from sdl.loader.storage.cache import METADATA_BYTES
+
+    _, url = s3_dataset(num_tokens=4_000, tokens_per_shard=1_000, vocab_size=5_000)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    cache, limit = tmp_path / "cache", METADATA_BYTES + 2 * (4_096 + 2_000)
+    leftover = cache / "host" / "bucket" / f"shard-000009.abc.npy.part-{dead}-1"  # a download killed by kill -9
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 10_000)
+    ds = TokenWindows(url, seq_len=100, cache_dir=cache, cache_limit=limit, storage_timeout_s=2.0)
+    assert ds[0]["input_ids"].tolist() == list(range(100))  # room made by reclaiming the dead reservation
+    assert not leftover.exists() and tree_bytes(cache) <= limit
