@@ -75,7 +75,7 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
 
     saved = [(c.path, c.states[key]) for c in checkpoints if key in c.states]
     tokens_per_sample = (state.dataset or {}).get("tokens_per_sample")
-    even = len({(s.cursor, s.consumed) for _, s in saved}) == 1
+    even = len({(s.epoch, s.cursor, s.consumed) for _, s in saved}) == 1
     summary = {
         "key": format_key(key), "fingerprint": state.fingerprint, "num_samples": state.num_samples, "seed": state.seed,
         "shuffle": state.shuffle, "epoch": state.epoch, "cursor": state.cursor, "consumed_ranges": [list(r) for r in state.consumed],
@@ -84,7 +84,8 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
         "tokens_consumed": state.num_consumed * tokens_per_sample if tokens_per_sample else None,
         "saved_world_size": saved[0][1].world_size, "saved_batch_size": saved[0][1].batch_size, "drop_last": state.drop_last,
         "stop": stop_kind(even, [s for _, s in saved]), "dataset": state.dataset,
-        "ranks": [{"file": str(p), "rank": s.rank, "cursor": s.cursor, "samples_consumed": s.num_consumed} for p, s in saved],
+        "ranks": [{"file": str(p), "rank": s.rank, "epoch": s.epoch, "cursor": s.cursor, "samples_consumed": s.num_consumed}
+                  for p, s in saved],
     }
     world_size, batch_size = target
     if world_size is not None or batch_size is not None:

@@ -6,7 +6,8 @@ counters of this process see every download; the prefetch thread runs as in trai
 - **cold, limited**: a fresh cache of `cache_fraction` of the dataset, each step followed by a simulated
   `step_ms` of compute (a sleep: a GPU step leaves the host CPU free): stall fraction, bytes fetched per epoch
   against the dataset's size, hit rate;
-- **warm** (unlimited cache): one untimed epoch fills it, the timed one reads only from it: throughput vs local.
+- **cold, unlimited**: a fresh cache without a limit, filled by this epoch;
+- **warm**: a new dataset object (as a restarted job) over that filled cache: throughput vs local.
 Stall = total wait for batches / (wait + compute), the first batch excluded (reported apart).
 """
 
@@ -139,7 +140,8 @@ def run_remote_bench(url: str, config: RemoteBenchConfig) -> RemoteBenchReport:
         runs["cold_limited"] = run_epoch(limited, config, config.step_ms)
         unlimited = TokenWindows(url, config.seq_len, cache_dir=warm, prefetch_steps=config.prefetch_steps)
         runs["cold_unlimited"] = run_epoch(unlimited, config, 0.0)
-        runs["warm"] = run_epoch(unlimited, config, 0.0)
+        again = TokenWindows(url, config.seq_len, cache_dir=warm, prefetch_steps=config.prefetch_steps)  # a new job
+        runs["warm"] = run_epoch(again, config, 0.0)
     return RemoteBenchReport(url=url, endpoint=files.client.endpoint, config=asdict(config), dataset_bytes=size,
                              num_shards=len(here.index.sources), num_samples=len(here), cache_limit=limit, runs=runs,
                              seconds=time.perf_counter() - started)

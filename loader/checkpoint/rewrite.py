@@ -6,6 +6,7 @@ so tensors, optimizer state and the user's keys are written back bit for bit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from sdl.loader.checkpoint.find import Checkpoint, KeyPath, merge_streams
 from sdl.loader.errors import ConfigError, InputError
-from sdl.loader.format.atomic import atomic_write, atomic_write_json
+from sdl.loader.format.atomic import atomic_write, remove_stale_temporaries
 from sdl.loader.sampling.merge import reshard_state
 from sdl.loader.sampling.state import LoaderState
 
@@ -47,7 +48,7 @@ def output_paths(checkpoints: Sequence[Checkpoint], world_size: int, out: str | 
     if in_place:
         if per_rank or len(checkpoints) != 1 or (out is not None and Path(out).resolve() not in inputs):
             raise ConfigError("--in-place rewrites one input file into itself; with several inputs or --per-rank, write to --out")
-        return [(checkpoints[0].path, None)]
+        return [(checkpoints[0].path.resolve(), None)]  # a symlink's target is rewritten; the link stays
     if out is None:
         raise ConfigError("give --out PATH for the rewritten checkpoint (or --in-place to replace a single input file)")
     suffix = ".json" if checkpoints[0].is_json else ".pt"
@@ -77,13 +78,28 @@ def rewrite_checkpoint(checkpoints: Sequence[Checkpoint], *, world_size: int | N
     base = checkpoints[0]
     for path, rank in targets:
         content = replace_states(base.content, {k: replace(s, rank=rank).to_dict() for k, s in new.items() if k in base.states})
-        write_checkpoint(path, content, as_json=base.is_json)
+        write_checkpoint(path, content, keep_attributes=in_place)
     return RewriteResult(written=tuple(path for path, _ in targets), states=new)
 
 
-def write_checkpoint(path: str | Path, content: Any, *, as_json: bool = False) -> Path:
-    if as_json:
-        return atomic_write_json(path, content)
-    import torch
+def write_checkpoint(path: str | Path, content: Any, *, keep_attributes: bool = False) -> Path:
+    """Write `content` atomically: JSON when `path` ends in .json, else `torch.save`. A killed earlier write's
+    temporary files in the same folder are removed first; an unwritable place is refused in one line."""
+    path = Path(path)
+    if path.suffix == ".json":
+        try:
+            data = (json.dumps(content, indent=2) + "\n").encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path} is a .json output, but the checkpoint holds data JSON cannot store ({exc}); "
+                              "name the output .pt (or .pth) to write a torch checkpoint") from None
+        save = lambda handle: handle.write(data)  # noqa: E731
+    else:
+        import torch
 
-    return atomic_write(path, lambda handle: torch.save(content, handle))
+        save = lambda handle: torch.save(content, handle)  # noqa: E731
+    try:
+        if path.parent.is_dir():
+            remove_stale_temporaries(path.parent, path.name)  # left by earlier rewrites of this file that were killed
+        return atomic_write(path, save, keep_attributes=keep_attributes)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out location") from None

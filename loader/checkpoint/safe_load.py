@@ -2,12 +2,19 @@
 
 A checkpoint is a `.pt`/`.pth` file written by `torch.save` (tensors, containers, numbers, strings,
 and the data-only numpy types of `safe_globals()`) or a `.json` state file.
+Needs torch >= 2.6: `safe_globals` with `(callable, "module.name")` entries (pytorch/pytorch#142153, Dec 2024) and
+BUILD of the numpy dtype classes an array pickles to (#139302, Oct 2024) both came after torch 2.5's branch cut;
+torch 2.5's context manager takes bare callables only, and 2.4 has no context manager.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import struct
+import traceback
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +55,44 @@ def load_checkpoint(path: str | Path) -> Any:
             return json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: not valid JSON ({exc}); expected a loader state written by sdl") from None
-    import pickle
-
+        except RecursionError:
+            raise CheckpointError(f"{path}: JSON nested too deeply to read; expected a loader state written by sdl "
+                                  "(a flat dict of numbers and strings)") from None
     import torch
 
-    try:
-        with torch.serialization.safe_globals(safe_globals()):
+    allowed = safe_globals()  # outside the try: a broken environment is not a damaged file
+    with torch.serialization.safe_globals(allowed):  # (callable, name) entries need torch >= 2.6
+        try:
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = _refused_global(str(exc))
-        if refused:
-            raise CheckpointError(
-                f"{path} needs the Python global {refused} to load, which could run code: sdl never unpickles code "
-                "(torch.load weights_only=True); save plain data (tensors, dicts, lists, numbers, numpy arrays) instead"
-            ) from None
-        raise CheckpointError(f"{path}: not a torch checkpoint or truncated ({_first_line(exc)}); expected a file written by torch.save") from None
-    except Exception as exc:  # torch.load reports a damaged file as RuntimeError, EOFError, KeyError, …
-        raise CheckpointError(f"{path}: not a torch checkpoint or truncated ({_first_line(exc)}); expected a file written by torch.save") from None
+        except DAMAGED as exc:
+            if not _raised_inside(exc, Path(torch.__file__).parent):
+                raise  # e.g. torch.load called wrongly: a programming error, not the file's fault
+            raise _damaged(path, exc) from None
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}); check the file and its disk") from None
+
+
+# What torch.load raises on a damaged or truncated file (measured by flipping and cutting bytes of real checkpoints
+# under torch 2.13: RuntimeError from the zip reader, the rest from the weights-only unpickler choking on garbage).
+DAMAGED = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, LookupError, TypeError, AttributeError,
+           AssertionError, zipfile.BadZipFile, struct.error, OverflowError, MemoryError)
+
+
+def _raised_inside(exc: BaseException, package: Path) -> bool:
+    """Whether the innermost frame of `exc`'s traceback lies in `package` (torch's own reading code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).is_relative_to(package)
+
+
+def _damaged(path: Path, exc: BaseException) -> CheckpointError:
+    refused = _refused_global(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if refused:
+        return CheckpointError(
+            f"{path} needs the Python global {refused} to load, which could run code: sdl never unpickles code "
+            "(torch.load weights_only=True); save plain data (tensors, dicts, lists, numbers, numpy arrays) instead"
+        )
+    return CheckpointError(f"{path}: not a torch checkpoint or truncated ({type(exc).__name__}: "
+                           f"{_first_line(exc)}); expected a file written by torch.save")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.errors import InputError
 from sdl.loader.index import GlobalIndex, OpenSources
 
@@ -45,7 +46,8 @@ class IndexedSamples:
         return self._open.get(source_id)
 
     def finish(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return self.transform(batch) if self.transform is not None else batch
+        """The batch after the transform, as a GatheredBatch (the default collate passes it whole)."""
+        return GatheredBatch(self.transform(batch) if self.transform is not None else batch)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": None}

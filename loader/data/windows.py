@@ -6,7 +6,7 @@ Windows run across shard boundaries, so no token of the stream is wasted.
 
 A batch (`__getitems__`) is a dict:
 
-    "input_ids"   [B, L]   host int32 (see below); with layout="grouped" [B, L/shift, shift]
+    "input_ids"   [B, L]   int64 (see below); with layout="grouped" [B, L/shift, shift]
     "labels"      [B, L]   the window shifted by `shift`; grouped: the label of chunk k is chunk k+1
     "position_ids" [B, L]  only with doc_starts=True: each input token's position within its document
                            (host dtype and shape of input_ids); see "Document positions" below
@@ -16,9 +16,12 @@ A batch (`__getitems__`) is a dict:
 One sample (`ds[i]`) has the same keys without the batch dimension (`sample_ids` a 0-d tensor), so
 `default_collate` over samples gives the batch layout; under shift="random" a single sample uses shift 1.
 
-Tokens leave the host as int32, the narrowest safe signed type for both shard dtypes (uint16 ids do not
-fit int16, and torch supports few ops on uint16/uint32); a vocabulary of 2**31 ids or more falls back
-to int64. The device feed widens them to int64 on the GPU, after the (half-size) copy.
+The batch is a `GatheredBatch` (`sdl.loader.data.batch`), so a plain `DataLoader(ds, batch_size=B)` with
+the default collate gives it whole. Token ids are int64, what embeddings and `cross_entropy` take, on every
+route. `make_loader` alone gathers them as `wire_dtype` (int32, the narrowest safe signed type for both shard
+dtypes: uint16 ids do not fit int16, and torch supports few ops on uint16/uint32; int64 for a vocabulary of
+2**31 ids or more) when they cross from workers or to a GPU, and its device feed widens them after the
+(half-size) copy.
 
 Document positions (doc_starts=True) are defined in `sdl.loader.data.documents`.
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts
 from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
@@ -113,7 +117,8 @@ class TokenWindows:
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
-        self._host_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
+        self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
+        self._host_dtype = np.dtype(np.int64)
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
         self._open = OpenSources(self.max_open_shards, self._open_shard)
@@ -190,7 +195,7 @@ class TokenWindows:
         if self.layout == "grouped":
             input_ids = input_ids.view(len(sample_ids), self.seq_len // shift, shift)
             labels = labels.view(len(sample_ids), self.seq_len // shift, shift)
-        batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels}
+        batch = GatheredBatch(input_ids=input_ids, labels=labels)
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
@@ -272,8 +277,9 @@ class TokenWindows:
         return source_id in self._open.items or self.remote.cache.contains(self._entry(source_id))
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
-        """A copy that gathers tokens as `dtype`: make_loader asks for int64 when batches stay on the CPU, so the
-        tokens are widened by the gather's own copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
+        """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches cross from workers
+        or to a GPU (half the bytes), and keeps int64 when they stay on the CPU in process, so the tokens are
+        widened by the gather's own copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
         other = copy.copy(self)
         other._host_dtype = np.dtype(dtype)
         other._open = OpenSources(self.max_open_shards, other._open_shard)

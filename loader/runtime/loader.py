@@ -13,7 +13,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from sdl.loader.errors import ConfigError
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
@@ -136,8 +135,8 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
                                          drop_last=drop_last, block_size=block_size, window_blocks=window_blocks)
     on_cuda = torch.device(device).type == "cuda"
-    if not on_cuda and num_workers == 0 and hasattr(dataset, "with_host_dtype"):
-        dataset = dataset.with_host_dtype(np.int64)  # batches stay on the host: gather wide, skip the widening pass
+    if (on_cuda or num_workers > 0) and hasattr(dataset, "wire_dtype"):
+        dataset = dataset.with_host_dtype(dataset.wire_dtype)  # half the bytes to cross; the device feed widens them
     workers = dict(
         prefetch_factor=prefetch_factor or 4,
         persistent_workers=True if persistent_workers is None else persistent_workers,

@@ -7,6 +7,8 @@ were at my step"; with every rank's state, world size W and batch size B, the ex
 the least advanced state plus, for each rank r that ran d_r steps further, its own slices (g < d_r)
 of the remaining stream, by the one rule in `sdl.loader.sampling.slicing`. The merged state carries those as
 consumed ranges beyond its cursor, so the resumed stream delivers every remaining sample exactly once.
+A rank that ran the epoch's last step saved the next epoch at cursor 0: while other ranks are still in
+that epoch, it counts as having run every step of it (its slices of all the remaining steps).
 """
 
 from __future__ import annotations
@@ -39,11 +41,19 @@ def _check_same_stream(states: Sequence[LoaderState]) -> None:
         if fields:
             found = ", ".join(f"{k}: {getattr(first, k)!r} vs {getattr(other, k)!r}" for k in fields)
             raise CheckpointError(f"the loader states disagree ({found}): they come from different datasets or runs; merge only the states of one run")
-        if other.epoch != first.epoch:
+
+
+def _check_epochs(states: Sequence[LoaderState]) -> int:
+    """The epoch to merge in: the lowest; a rank one epoch ahead must stand at its very start (it finished the lowest)."""
+    low = min(s.epoch for s in states)
+    for s in states:
+        if s.epoch > low + 1 or (s.epoch == low + 1 and s.num_consumed):
             raise CheckpointError(
-                f"the loader states are in different epochs ({first.epoch} and {other.epoch}); "
-                "resume from a checkpoint where every rank is in the same epoch"
+                f"the loader states are in different epochs ({low} and {s.epoch}, at sample {s.num_consumed:,}): a rank ran "
+                f"past the end of epoch {low} while another was still in it; resume from a checkpoint where every rank "
+                f"is in the same epoch or at most at the start of the next"
             )
+    return low
 
 
 def merge_states(states: Sequence[LoaderState | dict]) -> LoaderState:
@@ -52,7 +62,8 @@ def merge_states(states: Sequence[LoaderState | dict]) -> LoaderState:
     if not states:
         raise CheckpointError("no loader states to merge")
     _check_same_stream(states)
-    if all((s.cursor, s.consumed) == (states[0].cursor, states[0].consumed) for s in states):
+    _check_epochs(states)
+    if all((s.epoch, s.cursor, s.consumed) == (states[0].epoch, states[0].cursor, states[0].consumed) for s in states):
         return replace(states[0], rank=None)
     return _merge_uneven(states)
 
@@ -69,11 +80,17 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
             f"missing rank(s) {missing or 'duplicated'} of world size {world_size}: pass all per-rank files"
         )
     global_batch = world_size * batch_size
-    base = max(states, key=lambda s: s.remaining)
+    low = _check_epochs(states)
+    base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining)
+    epoch_steps = plan_epoch(base.remaining, global_batch, base.drop_last).steps
     extra: list[np.ndarray] = []
     for rank, state in by_rank.items():
-        ahead, odd = divmod(base.remaining - state.remaining, global_batch)
-        if odd or base.advance(ahead * global_batch) != replace(state, rank=base.rank, world_size=base.world_size):
+        if state.epoch > low:  # ran the last step of the epoch: every remaining step, then moved on
+            ahead, expected = epoch_steps, base.next_epoch()
+        else:
+            ahead, odd = divmod(base.remaining - state.remaining, global_batch)
+            expected = None if odd else base.advance(ahead * global_batch)
+        if expected != replace(state, rank=base.rank, world_size=base.world_size):
             raise CheckpointError(
                 f"rank {rank}'s state is not a whole number of global steps ahead of rank {base.rank}'s: "
                 "the states do not come from one run with this world size and batch size"

@@ -70,6 +70,16 @@ def plan_epoch(remaining: int, global_batch_size: int, drop_last: bool) -> Epoch
     return EpochPlan(steps=full + 1, samples=remaining, dropped=0, padded=global_batch_size - tail)
 
 
+def check_fits(num_samples: int, global_batch_size: int, drop_last: bool, made_of: str) -> None:
+    """Refuse a global batch larger than the whole dataset under drop_last: every epoch would deliver no batch."""
+    if drop_last and num_samples < global_batch_size:
+        raise ConfigError(
+            f"a global batch of {global_batch_size:,} samples ({made_of}) is larger than the dataset's {num_samples:,} "
+            f"samples, so with drop_last=True no batch would ever be delivered; use a smaller batch_size or fewer ranks, "
+            f"drop_last=False (the last batch is padded), or more data"
+        )
+
+
 def shuffle_mode(shuffle: bool | str) -> str:
     mode = {True: "global", False: "none"}.get(shuffle, shuffle) if isinstance(shuffle, bool) else shuffle
     if mode not in MODES:
@@ -86,6 +96,7 @@ class ElasticSampler:
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
             raise ConfigError(f"need batch_size > 0 and 0 <= rank < world_size; found batch_size={batch_size}, rank={rank}, world_size={world_size}")
         self.batch_size, self.rank, self.world_size, self.drop_last = batch_size, rank, world_size, drop_last
+        check_fits(num_samples, self.global_batch_size, drop_last, f"{world_size} rank(s) × batch_size {batch_size}")
         self._base = LoaderState(
             fingerprint=fingerprint, num_samples=num_samples, seed=seed, shuffle=shuffle_mode(shuffle),
             block_size=block_size, window_blocks=window_blocks, drop_last=drop_last,

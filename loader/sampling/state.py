@@ -20,11 +20,13 @@ states were merged). The samples still to deliver are the *remaining* positions,
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from sdl.loader.errors import CheckpointError
+from sdl.loader.sampling.order import MODES
 
 STATE_FORMAT = "sdl-loader-state"
 STATE_VERSION = 1
@@ -32,6 +34,47 @@ STATE_VERSION = 1
 # The fields that make two states "the same stream" (the same order): dataset, sample count, seed, shuffle.
 # Merging, resuming and resharding all compare these and nothing else; fingerprint and num_samples first.
 STREAM_KEYS = ("fingerprint", "num_samples", "seed", "shuffle", "block_size", "window_blocks")
+
+# The integer fields and their least valid value (None: any integer). A bool is not an integer here.
+INT_FIELDS = {"num_samples": 0, "seed": None, "block_size": 1, "window_blocks": 1, "epoch": 0, "cursor": 0,
+              "world_size": 1, "batch_size": 1}
+FIX = "the checkpoint is corrupt or was edited; save `loader.state_dict()` exactly as returned"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}…" if len(text) > 60 else text
+
+
+def _bad(name: str, value: Any, expected: str) -> CheckpointError:
+    return CheckpointError(f"loader state field {name!r} is {_shown(value)} ({type(value).__name__}), expected {expected}: {FIX}")
+
+
+def _checked_int(name: str, value: Any, least: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _bad(name, value, "an integer")
+    if least is not None and value < least:
+        raise _bad(name, value, f"an integer >= {least}")
+    return int(value)  # numpy integers become ints: the order key hashes repr(seed)
+
+
+def _checked_ranges(value: Any, cursor: int, num_samples: int) -> tuple[tuple[int, int], ...]:
+    """The serialised `consumed` field: [[start, end], …] with cursor <= start < end <= num_samples."""
+    if not isinstance(value, (list, tuple)):
+        raise _bad("consumed", value, "a list of [start, end] pairs")
+    ranges: list[tuple[int, int]] = []
+    for item in value:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise _bad("consumed", item, "a [start, end] pair")
+        start, end = (_checked_int("consumed", x, 0) for x in item)
+        if not cursor <= start < end <= num_samples:
+            raise CheckpointError(f"loader state consumed range [{start}, {end}) lies outside [cursor={cursor}, "
+                                  f"num_samples={num_samples}] or is empty or reversed: {FIX}")
+        if start <= (ranges[-1][1] if ranges else cursor):  # sdl writes them sorted, apart, beyond the cursor
+            raise CheckpointError(f"loader state consumed range [{start}, {end}) touches the cursor or the range before it: "
+                                  f"sdl writes sorted, separate ranges; {FIX}")
+        ranges.append((start, end))
+    return tuple(ranges)
 
 
 def normalise_ranges(cursor: int, ranges: Any, num_samples: int) -> tuple[int, tuple[tuple[int, int], ...]]:
@@ -68,6 +111,7 @@ class LoaderState:
     dataset: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.num_samples < 0 or self.epoch < 0 or not 0 <= self.cursor <= self.num_samples:
             raise CheckpointError(
                 f"loader state has num_samples={self.num_samples}, epoch={self.epoch}, cursor={self.cursor}; "
@@ -78,6 +122,20 @@ class LoaderState:
         cursor, consumed = normalise_ranges(self.cursor, self.consumed, self.num_samples)
         object.__setattr__(self, "cursor", cursor)
         object.__setattr__(self, "consumed", consumed)
+
+    def _check_types(self) -> None:
+        for name, least in INT_FIELDS.items():
+            object.__setattr__(self, name, _checked_int(name, getattr(self, name), least))
+        if not isinstance(self.fingerprint, str):
+            raise _bad("fingerprint", self.fingerprint, "a string")
+        if self.shuffle not in MODES:
+            raise _bad("shuffle", self.shuffle, f"one of {', '.join(MODES)}")
+        if not isinstance(self.drop_last, bool):
+            raise _bad("drop_last", self.drop_last, "true or false")
+        if self.rank is not None:
+            object.__setattr__(self, "rank", _checked_int("rank", self.rank, 0))
+        if not isinstance(self.dataset, dict):
+            raise _bad("dataset", self.dataset, "a dict")
 
     # Step: the consumed set and the remaining stream.
     @property
@@ -145,11 +203,17 @@ class LoaderState:
         unknown = sorted(set(body) - set(cls.__dataclass_fields__))
         if unknown:
             raise CheckpointError(f"loader state has unknown keys {unknown}; it was written by a newer sdl, upgrade sdl")
-        try:
-            body["consumed"] = tuple(tuple(int(x) for x in r) for r in body.get("consumed", ()))
-            return cls(**body)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"malformed loader state ({exc}); the checkpoint is corrupt") from None
+        missing = [k for k in cls.__dataclass_fields__ if k not in body]
+        if missing:
+            raise CheckpointError(f"loader state lacks the field(s) {missing}; every state sdl writes has them all: {FIX}")
+        for name, least in INT_FIELDS.items():
+            body[name] = _checked_int(name, body[name], least)
+        if body["cursor"] > body["num_samples"]:
+            raise CheckpointError(f"loader state has cursor={body['cursor']} past num_samples={body['num_samples']}: {FIX}")
+        if body["rank"] is not None and not 0 <= _checked_int("rank", body["rank"], 0) < body["world_size"]:
+            raise _bad("rank", body["rank"], f"null or a rank below world_size={body['world_size']}")
+        body["consumed"] = _checked_ranges(body["consumed"], body["cursor"], body["num_samples"])
+        return cls(**body)
 
 
 def is_state_dict(obj: Any) -> bool:

@@ -48,7 +48,17 @@ def test_resume_covers_each_fraction_with_and_without_workers(report):
         assert positive(result.first_batch_ms)
         assert 0 <= result.cursor < num_samples
     assert report.resume_memory.num_samples == 10**9
-    assert report.resume_memory.tracemalloc_peak_mb >= 0
+
+
+def test_resume_memory_is_bounded_and_the_same_for_any_epoch_size(report):
+    """O(1) resume: restoring mid-epoch of 10**9 samples allocates what it does for 10**4 (numpy's buffers are traced);
+    a stored order or consumed mask of 10**9 samples would alone be 1,000–8,000 MB."""
+    from sdl.loader.bench.measure import measure_resume_memory
+
+    small = measure_resume_memory(BenchConfig(**TINY | {"resume_memory_samples": 10**4}))
+    peak = report.resume_memory.tracemalloc_peak_mb
+    assert 0 < small.tracemalloc_peak_mb and 0 < peak < 8
+    assert abs(peak - small.tracemalloc_peak_mb) < 0.5
 
 
 def test_stall_fractions_are_fractions_and_cuda_fields_are_null_on_cpu(report):

@@ -172,3 +172,36 @@ def test_dataset_check_explains_mismatches_and_rebind_moves_the_state(token_data
                               "differ from those the state was saved on (re-prepared, modified, or another dataset)",)
     rebound = rebind_state(state, moved)
     assert rebound.fingerprint == moved.fingerprint and rebound.dataset["path"] == str(changed)
+
+
+def test_damaged_checkpoints_are_checkpoint_errors(tmp_path):
+    """Bytes cut or flipped anywhere in a real training checkpoint: always a CheckpointError, never another exception."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optim = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    optim.step()
+    torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "rng": np.random.get_state(),
+                "loader": LoaderState(fingerprint="f", num_samples=10, seed=0).to_dict()}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    rng = random.Random(0)
+    for case in range(150):
+        damaged = bytearray(data[:rng.randrange(len(data))] if case % 3 == 0 else data)
+        for _ in range(rng.randint(1, 6) if case % 3 else 0):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        (tmp_path / "bad.pt").write_bytes(bytes(damaged))
+        try:
+            load_checkpoint(tmp_path / "bad.pt")
+        except CheckpointError as exc:
+            assert str(exc).startswith(f"{tmp_path / 'bad.pt'}")
+
+
+def test_a_programming_error_in_loading_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    torch.save({"x": 1}, tmp_path / "good.pt")
+
+    def load_without_weights_only(path, map_location=None):  # a torch.load that lacks an argument sdl passes
+        return {"x": 1}
+
+    monkeypatch.setattr(torch, "load", load_without_weights_only)
+    with pytest.raises(TypeError, match="weights_only"):  # was: "not a torch checkpoint or truncated"
+        load_checkpoint(tmp_path / "good.pt")

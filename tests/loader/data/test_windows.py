@@ -49,7 +49,7 @@ def expected(ds: TokenWindows, vocab: int, sample_ids, shift: int) -> tuple[np.n
 
 def check_batch(ds, vocab, ids, batch, shift):
     inputs, labels = expected(ds, vocab, ids, shift)
-    assert batch["input_ids"].dtype == torch.int32 and batch["labels"].dtype == torch.int32
+    assert batch["input_ids"].dtype == torch.int64 and batch["labels"].dtype == torch.int64  # what cross_entropy takes
     assert batch["input_ids"].is_contiguous() and batch["labels"].is_contiguous()
     np.testing.assert_array_equal(batch["input_ids"].reshape(len(ids), -1).numpy(), inputs)
     np.testing.assert_array_equal(batch["labels"].reshape(len(ids), -1).numpy(), labels)
@@ -92,6 +92,8 @@ def test_uint16_ids_above_int16_range_stay_positive(tmp_path):
     ids = list(range(8185, 8195))  # windows around position 65,536 (wrap) and 65,000 (shard boundary)
     check_batch(ds, 65536, ids, ds.__getitems__(ids), 1)
     assert int(ds.__getitems__(ids)["input_ids"].max()) == 65535
+    narrow = ds.with_host_dtype(ds.wire_dtype).__getitems__(ids)  # what make_loader sends from workers / to a GPU
+    assert narrow["input_ids"].dtype == torch.int32 and torch.equal(narrow["input_ids"].long(), ds.__getitems__(ids)["input_ids"])
     assert host_dtype(2**31) == np.int32 and host_dtype(2**31 + 1) == np.int64
     assert host_dtype(0, "uint16") == np.int32 and host_dtype(0, "uint32") == np.int64  # unknown vocabulary
 

@@ -117,15 +117,15 @@ def test_host_dtype_pickling_and_identity(dataset):
     path, expected, _ = dataset
     ds = TokenWindows(path, seq_len=32, stride=32, doc_starts=True, max_open_shards=2)
     first = ds.__getitems__([0, 30, 60])
-    assert first["position_ids"].dtype == torch.int32
+    assert first["position_ids"].dtype == torch.int64
     assert ds.identity == TokenWindows(path, seq_len=32, stride=32).identity  # a saved state fits either way
     assert ds.describe() == TokenWindows(path, seq_len=32, stride=32).describe()
     assert len(ds._doc_starts._open) <= 2  # the LRU of mapped .docs.npy files is bounded like the shards'
     copy = pickle.loads(pickle.dumps(ds))
     assert copy.num_open_shards == 0 and len(copy._doc_starts._open) == 0
     assert torch.equal(copy.__getitems__([0, 30, 60])["position_ids"], first["position_ids"])
-    wide = ds.with_host_dtype(np.int64).__getitems__([0, 30, 60])
-    assert wide["position_ids"].dtype == torch.int64 and torch.equal(wide["position_ids"], first["position_ids"].long())
+    narrow = ds.with_host_dtype(ds.wire_dtype).__getitems__([0, 30, 60])
+    assert narrow["position_ids"].dtype == torch.int32 and torch.equal(narrow["position_ids"].long(), first["position_ids"])
 
 
 def test_make_loader_with_workers_carries_int64_position_ids(dataset):

@@ -93,11 +93,31 @@ def test_cuda_feed_copies_ahead_on_a_side_stream_widens_and_keeps_order(monkeypa
 
 @pytest.mark.gpu
 def test_cuda_feed_overlaps_a_large_copy_with_compute():
-    big = [{"input_ids": torch.randint(0, 1000, (64, 8192), dtype=torch.int32).pin_memory()} for _ in range(4)]
-    total = 0
-    for batch in DeviceFeed(big, "cuda:0"):
-        total += int(batch["input_ids"].sum())
-    assert total == sum(int(b["input_ids"].long().sum()) for b in big)
+    """The copy of the batch after next runs on the side stream *while* the compute stream is busy with a kernel
+    launched before that copy was issued: it finishes first. A copy on the compute stream would queue behind the
+    kernel; a copy issued lazily would not be pending when next() returns. (Order of completion, not timing.)"""
+    rows = 64 * 1024 * 1024 // 64  # 256 MB of int32 per batch: its copy takes milliseconds, far longer than a host step
+    big = [{"input_ids": (torch.arange(64 * rows, dtype=torch.int32).view(64, rows) + k).pin_memory()} for k in range(3)]
+    feed = DeviceFeed(big, "cuda:0")
+    batches = iter(feed)
+    first = next(batches)  # batch 1's copy is issued before batch 0 is handed over
+    torch.cuda.synchronize()
+    compute = torch.cuda.current_stream()
+    torch.cuda._sleep(2_000_000_000)  # the "training step" on batch 0: ~1 s of one kernel on the compute stream
+    step_done = torch.cuda.Event()
+    step_done.record(compute)
+    second = next(batches)  # issues batch 2's copy on the side stream, after the step's kernel was queued
+    assert not feed.stream.query(), "batch 2's copy was not pending on the side stream when next() returned"
+    copied_during_step = False
+    while not step_done.query():
+        if feed.stream.query():
+            copied_during_step = True
+            break
+    assert copied_during_step, "the copy did not run concurrently with the compute stream's kernel"
+    third = next(batches)
+    torch.cuda.synchronize()
+    for k, batch in enumerate((first, second, third)):
+        assert batch["input_ids"].dtype == torch.int64 and torch.equal(batch["input_ids"].cpu(), big[k]["input_ids"].long())
 
 
 def test_background_feed_keeps_order_widens_and_hooks_only_handed_over_batches():

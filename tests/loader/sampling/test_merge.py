@@ -16,7 +16,7 @@ def _sampler(n, b, r, w, state=None, seed=0):
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(10, 500), w=st.integers(1, 5), b=st.integers(1, 8), w2=st.integers(1, 5), b2=st.integers(1, 8), data=st.data())
+@given(n=st.integers(40, 500), w=st.integers(1, 5), b=st.integers(1, 8), w2=st.integers(1, 5), b2=st.integers(1, 8), data=st.data())
 def test_uneven_stop_merges_exactly(n, w, b, w2, b2, data):
     samplers = [_sampler(n, b, r, w) for r in range(w)]
     steps_total = len(samplers[0])
@@ -26,10 +26,11 @@ def test_uneven_stop_merges_exactly(n, w, b, w2, b2, data):
         it = iter(s)
         for _ in range(steps):
             seen.extend(next(it))
-        states.append(s.state_dict() if steps < steps_total else None)
-    if any(state is None for state in states):
-        return  # a rank that finished moved to the next epoch: refused by design, covered below
+        states.append(s.state_dict())  # a rank that ran every step saved the next epoch at cursor 0
     merged = merge_states(states)
+    if merged.epoch == 1:  # every rank ran the whole epoch
+        assert len(seen) == len(set(seen)) and n - len(seen) < w * b
+        return
     assert merged.num_consumed == len(seen)
     for s in [_sampler(n, b2, r, w2, merged.to_dict()) for r in range(w2)]:
         for batch in s:
@@ -48,10 +49,50 @@ def test_states_from_different_runs_or_epochs_or_missing_ranks_are_refused():
     with pytest.raises(CheckpointError, match=r"missing rank\(s\) \[2\]"):
         merge_states([behind.state_dict(), ahead.state_dict()])
     with pytest.raises(CheckpointError, match="different epochs"):
-        merge_states([a, a | {"epoch": 1}])
+        merge_states([a, a | {"epoch": 2, "rank": 1}])
+    with pytest.raises(CheckpointError, match=r"different epochs \(0 and 1, at sample 8\)"):
+        merge_states([a, a | {"epoch": 1, "cursor": 8, "rank": 1}])
 
 
 def test_reshard_records_the_new_topology_and_plans_it():
     state = reshard_state(_sampler(100, 4, 0, 2).state_dict(), world_size=3, batch_size=5)
     assert (state.world_size, state.batch_size, state.rank) == (3, 5, None)
     assert plan_for(state, 3, 5).to_dict() == {"steps": 6, "samples": 90, "dropped": 10, "padded": 0}
+
+
+def _real(batch):
+    return list(batch)[:len(batch) - batch.num_padded]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(24, 300), w=st.integers(1, 4), b=st.integers(1, 6), w2=st.integers(1, 4), b2=st.integers(1, 6),
+       drop_last=st.booleans(), data=st.data())
+def test_uneven_stop_at_an_epoch_boundary_is_exactly_once(n, w, b, w2, b2, drop_last, data):
+    """Ranks stop 0–2 steps before the end of epoch 1 (0: they ran the last step and saved epoch 2 at cursor 0);
+    merged and resumed on another world size, epoch 1 is delivered exactly once, then epoch 2 whole."""
+    def sampler(rank, world, batch, state):
+        s = ElasticSampler(n, batch, rank=rank, world_size=world, seed=3, fingerprint="ds", drop_last=drop_last)
+        s.load_state_dict(state)
+        return s
+
+    start = ElasticSampler(n, b, fingerprint="ds", seed=3, drop_last=drop_last).state().next_epoch(1).to_dict()
+    seen, states = [], []
+    for rank in range(w):
+        s = sampler(rank, w, b, start)
+        steps = max(0, len(s) - data.draw(st.integers(0, 2), label=f"steps short, rank {rank}"))
+        batches = iter(s)
+        for _ in range(steps):
+            seen += _real(next(batches))
+        states.append(s.state_dict())
+    merged = merge_states(states)
+    assert merged.epoch == (2 if all(st["epoch"] == 2 for st in states) else 1)
+    assert merged.num_consumed == (0 if merged.epoch == 2 else len(seen))
+    resumed = [sampler(rank, w2, b2, merged.to_dict()) for rank in range(w2)]
+    if merged.epoch == 1:
+        for s in resumed:
+            seen += [i for batch in s for i in _real(batch) if batch.epoch == 1]
+    assert len(seen) == len(set(seen)), "a sample of epoch 1 was delivered twice"
+    assert n - len(seen) < (max(w * b, w2 * b2) if drop_last else 1)
+    epoch2 = [(batch.epoch, i) for s in resumed for batch in s for i in _real(batch)]
+    assert {e for e, _ in epoch2} <= {2} and len(epoch2) == len(set(epoch2))
+    assert n - len(epoch2) < (w2 * b2 if drop_last else 1)

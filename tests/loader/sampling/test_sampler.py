@@ -4,7 +4,7 @@ batch size gives the same global batches; the tail is dropped or padded and repo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdl.loader.errors import CheckpointError
+from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.sampling.sampler import ElasticSampler
 
 
@@ -29,7 +29,7 @@ def _run(samplers, steps):
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(1, 400), seed=st.integers(0, 1000), shuffle=st.sampled_from([True, False, "locality"]),
+@given(n=st.integers(45, 400), seed=st.integers(0, 1000), shuffle=st.sampled_from([True, False, "locality"]),
        segments=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 9), st.integers(0, 6)), min_size=1, max_size=5))
 def test_exactly_once_across_resumes_with_any_topology(n, seed, shuffle, segments):
     state, seen = None, []
@@ -102,3 +102,13 @@ def test_a_state_from_another_dataset_or_seed_is_refused():
         sampler.load_state_dict(other)
     with pytest.raises(CheckpointError, match="seed=1"):
         sampler.load_state_dict(ElasticSampler(100, 4, seed=1, fingerprint="ds").state_dict())
+
+
+@pytest.mark.parametrize("n, batch_size, world_size", [(10, 11, 1), (10, 1, 11), (10, 4, 3)])
+def test_a_global_batch_larger_than_the_dataset_is_refused_under_drop_last(n, batch_size, world_size):
+    """It would deliver zero batches every epoch, silently (len 0)."""
+    with pytest.raises(ConfigError, match=rf"a global batch of {batch_size * world_size} samples \({world_size} rank\(s\) × "
+                                          rf"batch_size {batch_size}\) is larger than the dataset's {n} samples.*drop_last=False"):
+        ElasticSampler(n, batch_size, rank=0, world_size=world_size)
+    padded = _ranks(n, batch_size, world_size, drop_last=False)  # allowed: one padded step
+    assert len(padded[0]) == 1 and sorted(x for s in padded for b in s for x in b[:len(b) - b.num_padded]) == list(range(n))

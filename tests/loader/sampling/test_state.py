@@ -48,3 +48,76 @@ def test_unknown_version_and_keys_and_corrupt_values_are_refused():
         LoaderState.from_dict({**good, "cursor": 11})
     with pytest.raises(CheckpointError, match="expected a loader state"):
         LoaderState.from_dict({"model": 1})
+
+
+GOOD = LoaderState(fingerprint="abc", num_samples=10_000, seed=3, epoch=1, cursor=5000, consumed=((6000, 6100),),
+                   world_size=4, batch_size=8, rank=0).to_dict()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"consumed": [[7000, 99999]]}, "outside"),  # was clipped to num_samples and accepted
+    ({"consumed": [[6100, 6000]]}, "reversed"),  # was silently dropped
+    ({"consumed": [[4000, 5500]]}, "outside"),  # starts below the cursor
+    ({"consumed": [[6000, 6000]]}, "empty"),
+    ({"consumed": [[6200, 6300], [6000, 6100]]}, "sorted"),
+    ({"consumed": [[6000, 6100], [6100, 6200]]}, "sorted"),
+    ({"consumed": [[5000, 6100]]}, "touches the cursor"),
+    ({"consumed": [[6000, 6100, 6200]]}, "pair"),
+    ({"consumed": [6000]}, "pair"),
+    ({"consumed": "6000-6100"}, "list of"),
+    ({"consumed": [[6000.0, 6100]]}, "an integer"),
+    ({"cursor": True}, "'cursor' is True"),  # was taken as 1
+    ({"cursor": 5000.0}, "'cursor' is 5000.0"),  # failed only at the first batch
+    ({"cursor": "5000"}, "'cursor' is '5000'"),
+    ({"cursor": -1}, ">= 0"),
+    ({"cursor": None}, "an integer"),
+    ({"epoch": -2}, ">= 0"),
+    ({"num_samples": 10_000.0}, "'num_samples'"),
+    ({"batch_size": 0}, ">= 1"),
+    ({"block_size": False}, "'block_size'"),
+    ({"seed": 1.5}, "'seed'"),
+    ({"rank": 4}, "below world_size=4"),
+    ({"rank": -1}, "'rank'"),
+    ({"drop_last": 1}, "'drop_last'"),
+    ({"fingerprint": 7}, "'fingerprint'"),
+    ({"shuffle": "random"}, "'shuffle'"),
+    ({"dataset": []}, "'dataset'"),
+])
+def test_corrupt_fields_are_refused_with_the_field_named(change, words):
+    with pytest.raises(CheckpointError, match=words.replace("[", r"\[").replace("(", r"\(")):
+        LoaderState.from_dict({**GOOD, **change})
+
+
+@pytest.mark.parametrize("key", [k for k in GOOD if k not in ("format", "version")])
+def test_a_missing_field_is_refused_not_defaulted(key):
+    with pytest.raises(CheckpointError, match=f"lacks the field.*'{key}'"):  # a missing cursor restarted the epoch
+        LoaderState.from_dict({k: v for k, v in GOOD.items() if k != key})
+
+
+def test_a_tensor_cursor_is_refused():
+    with pytest.raises(CheckpointError, match=r"'cursor' is tensor\(5000\) \(Tensor\), expected an integer"):
+        LoaderState.from_dict({**GOOD, "cursor": torch.tensor(5000)})
+
+
+def test_numpy_integers_load_as_python_ints():
+    state = LoaderState.from_dict({**GOOD, "seed": np.int64(3), "cursor": np.int32(5000)})
+    assert state == LoaderState.from_dict(GOOD) and type(state.seed) is int and type(state.cursor) is int
+
+
+_ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=5),
+                       st.lists(st.integers(-5, 20_000), max_size=3), st.lists(st.lists(st.sampled_from([-1, 0, 4999, 5000, 5001, 6000, 6001, 9999, 10_000, 10_001]), max_size=3), max_size=3),
+                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from([k for k in GOOD if k not in ("format", "version")]), value=_ANY_VALUE)
+def test_any_field_value_is_either_kept_exactly_or_refused(key, value):
+    """A corrupted field never loads as something else (True as 1, a clipped range) and never escapes as another error."""
+    try:
+        state = LoaderState.from_dict({**GOOD, key: value})
+    except CheckpointError:
+        return
+    kept = state.to_dict()[key]
+    assert kept == value and type(kept) is type(value)
+    if key == "consumed":
+        assert all(state.cursor <= a < b <= state.num_samples for a, b in state.consumed)
