@@ -23,8 +23,9 @@ RESUME_TARGET_MS = 10.0
 
 
 def command(
-    dataset: Optional[str] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder); "
-                                            "s3://bucket/prefix: the object-store bench (a synthetic dataset is uploaded there when it holds none)."),
+    dataset: Optional[str] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder), "
+                                            "a mixture config (configs/mix-*.toml), or s3://bucket/prefix: the object-store "
+                                            "bench (a synthetic dataset is uploaded there when it holds none)."),
     tokens: int = typer.Option(2**25, "--tokens", help="Size of the synthetic dataset, in tokens (uint32)."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Tokens between window starts (default: seq_len)."),
@@ -35,6 +36,7 @@ def command(
     step_ms: float = typer.Option(10.0, "--step-ms", help="Simulated compute per training step, in ms."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar, no table)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the per-step timeline (data wait vs compute) to FILE.png."),
+    mixture: bool = typer.Option(False, "--mixture", help="Bench a 2-source mixture (75/25) of two synthetic datasets."),
     cache_fraction: float = typer.Option(0.3, "--cache-fraction", help="s3://: the limited cache, as a fraction of the dataset."),
     block_size: int = typer.Option(1024, "--block-size", help="s3://: samples per block of the locality shuffle."),
     window_blocks: int = typer.Option(2, "--window-blocks", help="s3://: blocks shuffled together (locality shuffle)."),
@@ -55,6 +57,8 @@ def command(
         _require_matplotlib()
     config = BenchConfig(seq_len=seq_len, stride=stride, batch_size=batch_size, num_workers=num_workers,
                          steps=steps, device=device, step_ms=step_ms)
+    if mixture or (dataset is not None and dataset.suffix == ".toml"):
+        return bench_mixture(config, dataset, tokens, json_out)
     with _dataset_or_synthetic(dataset, tokens) as path:
         report = run_bench(config, path) if json_out else _with_progress(run_bench, config, path)
     if plot is not None:
@@ -194,3 +198,50 @@ def draw_timeline(report: Any, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def bench_mixture(config: Any, path: Optional[Path], tokens: int, json_out: bool) -> None:
+    """`sdl bench CONFIG.toml` / `--mixture`: the mixture's loader against its first source alone, and resume at 10^9."""
+    from contextlib import ExitStack
+
+    from sdl.loader.bench.mixture import run_mixture_bench
+    from sdl.loader.data.mixture import Mixture
+    from sdl.loader.data.mixture_config import read_mixture_config
+    from sdl.loader.data.windows import TokenWindows
+
+    with ExitStack() as stack:
+        if path is not None:
+            mix = read_mixture_config(path).build()
+        else:  # two synthetic sources: web of --tokens tokens, code of a third of that
+            web, code = (stack.enter_context(_dataset_or_synthetic(None, n)) for n in (tokens, max(1, tokens // 3)))
+            mix = Mixture({"web": TokenWindows(web, config.seq_len, config.stride),
+                           "code": TokenWindows(code, config.seq_len, config.stride)}, weights={"web": 0.75, "code": 0.25})
+        report = run_mixture_bench(config, mix)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render_mixture(report)
+
+
+def render_mixture(report: Any) -> None:
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console, config = Console(), report.config
+    mixed = ", ".join(f"{name} {info['weight']:.3g} ({info['num_samples']:,} samples)" for name, info in report.sources.items())
+    console.print(f"[bold]sdl bench[/] · mixture {mixed} · batch {config['batch_size']} · {config['num_workers']} workers")
+    table = Table(title="Mixture vs its first source alone (samples/s, median of 3 alternating rounds)")
+    for column in ("loader", "single source", "mixture", "ratio", "target", ""):
+        table.add_column(column, justify="left" if column == "loader" else "right")
+    for label, ratio in report.ratios.items():
+        single, mixed_rate = (statistics.median(report.samples_per_s[f"{n}_{label}"]) for n in ("single", "mixture"))
+        table.add_row(label.replace("_", " "), f"{single:,.0f}", f"{mixed_rate:,.0f}", f"[bold]{ratio:.2f}×[/]",
+                      f"≥ {report.target:g}×", _verdict(ratio >= report.target))
+    console.print(table)
+    for label in ("same_weights", "new_weights"):
+        ms, mb = report.resume[f"{label}_first_batch_ms"], report.resume[f"{label}_tracemalloc_mb"]
+        console.print(f"Resume at position {report.resume_positions // 2:,} of {report.resume_positions:,} ({label.replace('_', ' ')}): "
+                      f"{ms:.2f} ms to the first batch, tracemalloc peak {mb:.3f} MB "
+                      f"(targets < {RESUME_TARGET_MS:g} ms, < 50 MB) {_verdict(ms < RESUME_TARGET_MS and mb < 50)}")

@@ -62,7 +62,7 @@ def load_decoder(tokenizer: dict[str, Any], root: Path) -> tuple[Any, str | None
     spec, why = None, f"tokenizer {name!r} could not be loaded offline"
     for candidate in candidates:
         try:
-            spec = load_tokenizer(candidate)
+            spec = load_tokenizer(candidate, local_only=True)
             break
         except (SdlError, OSError, ValueError):
             continue
@@ -136,7 +136,10 @@ def command(
     show: int = typer.Option(0, "--show", min=0, help="Print this many decoded windows or samples."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples."""
+    """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples.
+    A mixture config (configs/mix-*.toml): its sources, weights, and passes per source per epoch."""
+    if path is not None and path.endswith(".toml"):
+        return inspect_mixture(Path(path), json_out)
     from sdl.loader.index import open_index
 
     index = open_index(resolve_root(path, hf, hf_cache, hf_config), kind=kind, split=split)
@@ -154,3 +157,35 @@ def command(
     for sample in samples:
         typer.echo(json.dumps(sample, default=str, ensure_ascii=False) if "window" not in sample or "text" not in sample
                    else f"[window {sample['window']}] {sample['text']!r}")
+
+
+def inspect_mixture(path: Path, json_out: bool) -> None:
+    """A mixture config: one row per source (kind, samples, weight, draws and passes in one epoch)."""
+    from sdl.loader.data.mixture_config import read_mixture_config
+    from sdl.loader.sampling.sampler import ElasticSampler
+
+    config = read_mixture_config(path)
+    mixture = config.build()
+    plan = mixture.source_plan(ElasticSampler.for_dataset(mixture, 1, shuffle=False).state(0))
+    described = mixture.describe()["sources"]
+    sources = {source.name: {"kind": source.kind, "path": source.path, "samples": plan[source.name]["num_samples"],
+                             "weight": round(plan[source.name]["weight"], 6),
+                             "draws_per_epoch": plan[source.name]["draws_to_epoch_end"],
+                             "passes_per_epoch": plan[source.name]["passes_to_epoch_end"],
+                             "identity": described[source.name]["identity"]} for source in config.sources}
+    info = {"path": str(path), "kind": "mixture", "num_samples": len(mixture), "seq_len": config.seq_len,
+            "window_bound": round(mixture.interleave.bound, 4), "sources": sources}
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sdl inspect {path}: {len(mixture):,} positions per epoch (draws, passes: per epoch), seq_len "
+                        f"{config.seq_len}, every window within ±{mixture.interleave.bound:.2f} of weight × length")
+    for column in ("source", "kind", "samples", "weight", "draws", "passes", "path"):
+        table.add_column(column, justify="left" if column in ("source", "kind", "path") else "right")
+    for name, row in sources.items():
+        table.add_row(name, row["kind"], f"{row['samples']:,}", f"{row['weight']:.4g}", f"{row['draws_per_epoch']:,}",
+                      f"{row['passes_per_epoch']:.3f}", row["path"])
+    Console().print(table)

@@ -15,7 +15,7 @@ def command(
     paths: Optional[list[str]] = typer.Argument(None, help="SOURCES… OUT: files, folders, globs, stdlib:, save_to_disk folders or cached HF dataset names, then the output folder."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of defaults (e.g. configs/demo.toml); flags override it."),
     demo: bool = typer.Option(False, "--demo", help="Prepare the embedded default: this Python's stdlib sources, bundled tokenizer."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, tokenizer.json, or name in the local HF cache (default: bundled 8k BPE)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, tokenizer.json, or HF name: cache, else download, as transformers does (default: bundled 8k BPE)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="JSONL/Parquet/Arrow field holding the text (default: text)."),
     text_suffix: Optional[list[str]] = typer.Option(None, "--text-suffix", help="Read files with this suffix as plain text, one document each (default: .txt)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a HF dataset name or DatasetDict folder (default: train)."),
@@ -28,11 +28,15 @@ def command(
     num_jobs: Optional[int] = typer.Option(None, "--num-jobs", help="Split the input over this many independent jobs (default: 1)."),
     job_index: Optional[int] = typer.Option(None, "--job-index", help="Which job this is, 0 … num-jobs-1 (default: 0)."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="A malformed record: fail, or skip and count it (default: fail)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output made with different arguments."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output: start afresh, even over a finished or other one."),
+    repair: bool = typer.Option(False, "--repair", help="sdl prepare --repair OUT: rewrite only missing or damaged shards from the recorded inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
 ) -> None:
     """Tokenize a corpus into fixed-size token shards; re-run the same command to resume after an interruption."""
     from sdl.prepare import load_config_file, make_config, prepare
+
+    if repair:
+        return _repair(paths or [], as_json)
 
     base: dict[str, Any] = {}
     if demo:
@@ -49,6 +53,20 @@ def command(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         _print_summary(report)
+
+
+def _repair(paths: list[str], as_json: bool) -> None:
+    from sdl.prepare import repair
+
+    if len(paths) != 1:
+        raise ConfigError(f"--repair takes one path, the output folder to repair (got {len(paths)}); e.g. sdl prepare --repair data/tokens")
+    report = repair(paths[0])
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.rewritten:
+        typer.echo(f"repaired {report.out}: rewrote {len(report.rewritten)} of {report.num_shards} shards ({', '.join(report.rewritten)})")
+    else:
+        typer.echo(f"{report.out}: all {report.num_shards} shards match the manifest; nothing to repair")
 
 
 def _demo_options() -> dict[str, Any]:

@@ -24,6 +24,7 @@ _EXPORTS = {
     "TokenWindows": "sdl.loader.data.windows",
     "ZarrSamples": "sdl.loader.data.zarr_samples",
     "ArrowRows": "sdl.loader.data.arrow_rows",
+    "Mixture": "sdl.loader.data.mixture",
     "DeviceFeed": "sdl.loader.runtime.feed",
     "make_loader": "sdl.loader.runtime.loader", "SdlLoader": "sdl.loader.runtime.loader", "keep_batch": "sdl.loader.runtime.loader",
     "load_checkpoint": "sdl.loader.checkpoint.safe_load", "find_states": "sdl.loader.checkpoint.find",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 from sdl.loader.errors import ConfigError
+from sdl.prepare.tokenizer import PIECE_CHARS
 
 DTYPES = ("auto", "uint16", "uint32")
 ON_ERROR = ("fail", "skip")
+MAX_TOKENS_PER_SHARD = 1 << 30   # a shard fills in memory before it is written: at most 4 GiB (uint32)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,6 +31,7 @@ class PrepareConfig:
     append_eos: bool = True
     prepend_bos: bool = False
     max_docs: int | None = None
+    piece_chars: int = PIECE_CHARS          # longer documents are encoded in pieces split at whitespace (bounded memory)
     num_proc: int = 1
     num_jobs: int = 1
     job_index: int = 0
@@ -43,9 +47,13 @@ class PrepareConfig:
         if not str(self.out):
             raise ConfigError("no output folder given; pass OUT as the last argument")
         _positive("tokens_per_shard", self.tokens_per_shard, "--tokens-per-shard")
+        if self.tokens_per_shard > MAX_TOKENS_PER_SHARD:
+            raise ConfigError(f"--tokens-per-shard is {self.tokens_per_shard:,}, expected at most {MAX_TOKENS_PER_SHARD:,} "
+                              "(a shard is held in memory while it fills); pass a smaller value, e.g. 100000000")
         _positive("num_proc", self.num_proc, "--num-proc")
         _positive("num_jobs", self.num_jobs, "--num-jobs")
         _positive("batch_bytes", self.batch_bytes, "batch_bytes")
+        _positive("piece_chars", self.piece_chars, "piece_chars")
         if self.max_docs is not None:
             _positive("max_docs", self.max_docs, "--max-docs")
         if not 0 <= self.job_index < self.num_jobs:
@@ -56,9 +64,24 @@ class PrepareConfig:
             raise ConfigError(f"--on-error is {self.on_error!r}, expected one of {', '.join(ON_ERROR)}")
 
     def output_fields(self) -> dict[str, Any]:
-        """The options that decide the output bytes (not num_proc, overwrite or batch size): what a resume must match."""
-        skip = {"num_proc", "overwrite", "batch_bytes", "out"}
+        """The options that decide the output bytes: what a resume must match. Not how the inputs were spelled (their
+        resolved files count), nor num_proc, overwrite, batch size, or on_error (a run it would fail never completes)."""
+        skip = {"sources", "num_proc", "overwrite", "batch_bytes", "out", "on_error"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def journal_options(self) -> dict[str, Any]:
+        """Every option but `out` and `overwrite`, paths made absolute: what `sdl prepare --repair OUT` runs again."""
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("out", "overwrite")}
+        options["sources"] = [_absolute(s) for s in self.sources]
+        if self.tokenizer is not None:
+            options["tokenizer"] = _absolute(self.tokenizer)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def _absolute(spec: str) -> str:
+    """A path (or glob) made absolute; names that are not paths (`stdlib:`, `user/dataset`, `gpt2`) kept as they are."""
+    path = Path(spec).expanduser()
+    return os.path.abspath(path) if path.exists() or set("*?[") & set(spec) else spec
 
 
 def _positive(name: str, value: Any, flag: str) -> None:

@@ -11,11 +11,14 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sdl.loader.errors import SdlError
 from sdl.prepare.records import RecordBatch, RecordError, record_text
 from sdl.prepare.tokenizer import encode_texts
 
@@ -30,6 +33,7 @@ class EncodeOptions:
     on_error: str
     bos_id: int | None
     eos_id: int | None
+    piece_chars: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +45,10 @@ class EncodedBatch:
     skipped: tuple[int, ...]     # records skipped as malformed (--on-error skip)
     error: str | None            # the first malformed record's message (--on-error fail); documents after it are absent
     num_bytes: int
+
+
+class WorkerDiedError(SdlError):
+    """A worker process of `--num-proc` died; what was journalled is whole, and a re-run continues."""
 
 
 _worker: dict[str, Any] = {}
@@ -70,7 +78,8 @@ def _encode(batch: RecordBatch) -> EncodedBatch:
         if text is not None:
             texts.append(text)
             records.append(record)
-    tokens, lengths = encode_texts(_worker["tokenizer"], texts, bos_id=options.bos_id, eos_id=options.eos_id, dtype=options.dtype)
+    tokens, lengths = encode_texts(_worker["tokenizer"], texts, bos_id=options.bos_id, eos_id=options.eos_id, dtype=options.dtype,
+                                   piece_chars=options.piece_chars)
     return EncodedBatch(source_index=batch.source_index, records=np.asarray(records, dtype=np.int64), tokens=tokens,
                         lengths=lengths, skipped=tuple(skipped), error=error, num_bytes=batch.num_bytes)
 
@@ -98,12 +107,20 @@ def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_p
             for batch in batches:
                 yield _encode(batch)
         return
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (the OOM killer's SIGKILL) breaks the
+    # executor and every pending result raises, where a Pool silently replaces the worker and waits forever.
     context = multiprocessing.get_context("spawn")  # fork after torch/Rust threads started is unsafe
-    with context.Pool(num_proc, initializer=_init_worker, initargs=(options,)) as pool:
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options,))
+    try:
         pending: deque = deque()
         for batch in batches:
-            pending.append(pool.apply_async(_encode, (batch,)))
+            pending.append(pool.submit(_encode, batch))
             if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise WorkerDiedError("an encoding worker process died (killed, e.g. by the out-of-memory killer); every shard "
+                              "written so far is kept: re-run the same command to continue (with fewer --num-proc if memory is short)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

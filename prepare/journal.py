@@ -6,11 +6,16 @@ came before; lines beyond the journal's `num_shards` (a kill between the two wri
 resume. `position` is the first input record whose tokens are not all
 in the shards listed (`source` index into the resolved inputs, `record` inside that file) and `carry`
 how many of its tokens are; a resume re-reads from there and drops the carried tokens, so the final
-bytes equal an uninterrupted run's. `fingerprint` hashes the options and input fingerprints that decide
-the output, so a re-run with different arguments is refused instead of mixing two datasets.
+bytes equal an uninterrupted run's. `fingerprint` hashes the options that decide the output and the
+inputs' real paths, so a re-run with different arguments is refused instead of mixing two datasets;
+`inputs` holds each input's size/mtime fingerprint (a resume refuses an input changed where it was
+already read), `prefix` a digest of the records of input `position.source` before `position.record`
+(set when a run failed on bad input, so that input may be fixed past that point and the run resumed),
+and `options` the PrepareConfig fields (paths made absolute) that `sdl prepare --repair OUT` re-runs.
 
-    {"version": 1, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
-     "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1}
+    {"version": 2, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
+     "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1,
+     "inputs": ["size=1234,mtime_ns=…"], "prefix": null, "options": {"sources": ["/data/a.jsonl"], …}}
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,7 @@ from sdl.loader.format.atomic import (
 )
 from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME, ShardInfo
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
 JOURNAL_NAME = "prepare-journal.json"
 SHARD_LOG_NAME = "prepare-shards.jsonl"
 
@@ -45,6 +51,9 @@ class Journal:
     carry: int = 0
     num_docs: int = 0        # documents taken from the input (the carried one included)
     num_skipped: int = 0     # malformed records skipped before `position`
+    inputs: tuple[str, ...] = ()              # each input's fingerprint (size, mtime) when this run began
+    prefix: str | None = None                 # digest of input `position.source` before `position.record`
+    options: dict[str, Any] = field(default_factory=dict)   # what `--repair` re-runs
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": JOURNAL_VERSION, **asdict(self)}
@@ -52,8 +61,11 @@ class Journal:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Journal:
         if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
-            raise FormatError(f"{where}: unknown journal version; pass --overwrite to start again")
+            found = data.get("version") if isinstance(data, dict) else None
+            raise FormatError(f"{where}: journal version {found!r}, expected {JOURNAL_VERSION} (written by another sdl version); "
+                              "finish it with that version, or pass --overwrite to start again")
         body = {k: v for k, v in data.items() if k != "version"}
+        body["inputs"] = tuple(body.get("inputs", ()))
         try:
             return cls(**body)
         except TypeError as exc:
@@ -115,15 +127,19 @@ def read_journal(out: Path) -> Journal | None:
     return Journal.from_dict(data, str(path))
 
 
+SHARD_FILE = re.compile(r"shard-(\d{6})(\.docs)?\.npy")
+
+
 def _ours(out: Path) -> list[Path]:
-    """The files a prepare run writes in `out` (never anything else)."""
-    return [*out.glob("shard-*.npy"), out / MANIFEST_NAME, journal_path(out), shard_log_path(out)]
+    """The files a prepare run writes in `out` (never anything else: `shard-backup.npy` is the user's)."""
+    shards = [p for p in out.glob("shard-*.npy") if SHARD_FILE.fullmatch(p.name)]
+    return [*shards, out / MANIFEST_NAME, journal_path(out), shard_log_path(out)]
 
 
 def remove_output(out: Path, keep_shards: int = 0) -> None:
     """Remove what prepare wrote in `out` beyond the first `keep_shards` shards (and, if 0, the journal)."""
     for path in _ours(out):
-        if path.name.startswith("shard-") and int(path.name[6:12]) < keep_shards:
+        if (match := SHARD_FILE.fullmatch(path.name)) and int(match[1]) < keep_shards:
             continue
         if path in (journal_path(out), shard_log_path(out)) and keep_shards:
             continue
@@ -144,6 +160,9 @@ def remove_if_empty(out: Path) -> None:
 def claim_output(out: Path, print_: str, overwrite: bool) -> Journal | None:
     """The journal to resume from (None: start afresh), after refusing an output made with other arguments."""
     _check_writable(out)
+    if overwrite:  # replace whatever this command wrote before, finished or not
+        remove_output(out)
+        return None
     journal = read_journal(out)
     if journal is not None and journal.fingerprint == print_:
         if not journal.complete:
@@ -152,11 +171,8 @@ def claim_output(out: Path, print_: str, overwrite: bool) -> Journal | None:
     others = [p for p in out.iterdir() if p.name != CACHE_DIR]
     if journal is None and not others:
         return None
-    if not overwrite:
-        what = "a dataset prepared with different arguments or inputs" if journal else "files not written by this sdl prepare"
-        raise ConfigError(f"{out} already holds {what}; pass --overwrite to replace it, or choose another output folder")
-    remove_output(out)
-    return None
+    what = "a dataset prepared with different arguments or inputs" if journal else "files not written by this sdl prepare"
+    raise ConfigError(f"{out} already holds {what}; pass --overwrite to replace it, or choose another output folder")
 
 
 def _check_writable(out: Path) -> None:

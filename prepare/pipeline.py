@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.errors import ConfigError, InputError, SdlError
+from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.atomic import atomic_write_json
 from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo
 from sdl.loader.storage.location import is_remote
@@ -22,10 +22,11 @@ from sdl.prepare.journal import (
     fingerprint,
     load_shards,
     remove_if_empty,
-    remove_output,
     write_journal,
 )
+from sdl.prepare.lock import output_lock
 from sdl.prepare.records import iter_batches
+from sdl.prepare.resume import check_inputs, input_fingerprints, roll_back
 from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
 from sdl.prepare.upload import prepare_to_store
@@ -105,26 +106,35 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     _check_specials(spec, config)
     files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split),
                                          config.num_jobs, config.job_index)
-    print_ = fingerprint({**config.output_fields(), "inputs": [f.to_dict() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
-    # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
+    print_ = fingerprint({**config.output_fields(), "inputs": [f.real_path() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
     out = Path(config.out)
-    created = not out.exists()
-    journal = claim_output(out, print_, config.overwrite)
-    resumed = journal is not None and not journal.complete and journal.num_shards > 0
-    if journal is not None and journal.complete:
-        return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
-    journal = journal or Journal(fingerprint=print_)
-    write_journal(out, journal)
-    # Step: encode and write; a bad input removes what this command wrote, so no partial dataset is left.
-    run = _Run(config=config, files=files, journal=journal, shards=load_shards(out, journal.num_shards), num_tokens=journal.num_tokens,
-               num_bytes=sum(f.size for f in files[:journal.position["source"]]), progress=progress)
-    try:
-        _write(run, spec, dtype, split_records)
-    except SdlError:
-        remove_output(out)
-        if created:
+    created, kept = not out.exists(), None
+    with output_lock(out):
+        # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
+        journal = claim_output(out, print_, config.overwrite)
+        if journal is not None and journal.complete:
+            return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
+        resumed = journal is not None and journal.num_shards > 0
+        start = check_inputs(journal, files, config.text_field) if journal else Journal(
+            fingerprint=print_, inputs=input_fingerprints(files), options=config.journal_options())
+        # Step: encode and write; bad input removes what this run added, keeping what earlier runs journalled.
+        try:
+            write_journal(out, start)
+            run = _Run(config=config, files=files, journal=start, shards=load_shards(out, start.num_shards), num_tokens=start.num_tokens,
+                       num_bytes=sum(f.size for f in files[:start.position["source"]]), progress=progress)
+            _write(run, spec, dtype, split_records)
+        except InputError as exc:
+            kept = roll_back(out, start, files, config.text_field)
+            error = InputError(f"{exc}{kept}")
+        except OSError as exc:  # a full disk, a quota, a file-size limit: what was journalled stays whole
+            where = Path(exc.filename) if exc.filename else out
+            verb = "cannot write" if where == out or out in where.parents else "cannot read"
+            raise InputError(f"{where}: {verb} ({exc.strerror or exc}); every shard written so far is kept: "
+                             "free space (or fix the cause) and re-run the same command to continue") from None
+    if kept is not None:
+        if created and not kept:
             remove_if_empty(out)
-        raise
+        raise error
     return _report(config, files, run.journal, dtype, spec, started, status="complete", resumed=resumed)
 
 
@@ -140,7 +150,8 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     config, journal, out = run.config, run.journal, Path(run.config.out)
     writer = ShardWriter(out, tokens_per_shard=config.tokens_per_shard, dtype=dtype, next_shard_id=journal.num_shards)
     options = EncodeOptions(tokenizer_json=spec.json, dtype=dtype, text_field=config.text_field, on_error=config.on_error,
-                            bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None)
+                            bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None,
+                            piece_chars=config.piece_chars)
     batches = iter_batches(run.files, start_source=journal.position["source"], start_record=journal.position["record"],
                            text_field=config.text_field, batch_bytes=config.batch_bytes, num_jobs=config.num_jobs,
                            job_index=config.job_index, split_records=split_records)
@@ -148,7 +159,7 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     # Counters before the current batch; the carried document was counted when it started.
     num_docs, num_skipped = journal.num_docs - (1 if skip else 0), journal.num_skipped
     for batch in encode_batches(batches, options, config.num_proc):
-        batch, done = _truncate(batch, config.max_docs, num_docs, skip)
+        batch, done = keep_max_docs(batch, config.max_docs, num_docs, skip)
         if batch.error is not None and not done:
             raise InputError(batch.error)
         for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
@@ -172,7 +183,7 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
     _finish(run, writer, spec, dtype)
 
 
-def _truncate(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:
+def keep_max_docs(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:
     """Keep only the documents `max_docs` still allows; True when the cap is reached."""
     if max_docs is None or num_docs + len(batch.lengths) < max_docs:
         return batch, False
@@ -203,7 +214,7 @@ def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> 
         raise InputError(f"no documents in the input ({names}{'; all records were skipped as malformed' if journal.num_skipped else ''}); "
                          "expected at least one document")
     manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=tuple(run.shards),
-                        append_eos=config.append_eos, prepend_bos=config.prepend_bos,
+                        append_eos=config.append_eos, prepend_bos=config.prepend_bos, piece_chars=config.piece_chars,
                         sources=tuple(f.to_dict() for f in run.files),
                         job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
     atomic_write_json(out / MANIFEST_NAME, manifest.to_dict())

@@ -8,7 +8,9 @@ them with `record_text`, so JSON parsing runs in parallel with everything else.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,9 @@ def _json_text(line: bytes, path: str, line_no: int, text_field: str) -> str | N
         return None
     try:
         obj = json.loads(line)
+    except RecursionError:
+        raise RecordError(f"{path}:{line_no}: JSON nested too deeply to parse; fix the line, "
+                          "or pass --on-error skip to skip and count such lines") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise RecordError(f"{path}:{line_no}: malformed JSON ({detail}); fix the line, "
@@ -70,6 +75,11 @@ def _json_text(line: bytes, path: str, line_no: int, text_field: str) -> str | N
     if not isinstance(text, str):
         raise RecordError(f"{path}:{line_no}: field {text_field!r} is a {_json_type(text)}, expected a string; "
                           "fix the line, pass --text-field NAME, or --on-error skip")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud83d": valid JSON, not text
+        raise RecordError(f"{path}:{line_no}: field {text_field!r} holds a lone surrogate escape (\\u{ord(text[exc.start]):04x} at "
+                          f"character {exc.start}), not valid Unicode text; fix the line, or pass --on-error skip to skip it") from None
     return text
 
 
@@ -181,6 +191,31 @@ def iter_batches(sources: tuple[SourceFile, ...], *, start_source: int = 0, star
                 yield RecordBatch(source_index=source_index, path=source.path, kind=source.kind,
                                   records=tuple(records), items=tuple(items), num_bytes=size)
                 records, items, size = [], [], 0
+        check_unchanged(source)
         if records or size:
             yield RecordBatch(source_index=source_index, path=source.path, kind=source.kind,
                               records=tuple(records), items=tuple(items), num_bytes=size)
+
+
+def check_unchanged(source: SourceFile) -> None:
+    """Refuse an input whose size or mtime changed since it was listed (appended to, rewritten) once it was read."""
+    try:
+        stat = os.stat(source.path)
+    except OSError:
+        stat = None
+    if stat is None or (stat.st_size, stat.st_mtime_ns) != (source.size, source.mtime_ns):
+        now = f"{stat.st_size:,} bytes" if stat else "gone"
+        raise InputError(f"{source.path}: changed while sdl prepare read it (was {source.size:,} bytes, now {now}); "
+                         "re-run once nothing writes to it any more")
+
+
+def prefix_digest(source: SourceFile, num_records: int, text_field: str) -> str:
+    """A digest of the first `num_records` records of `source`: what a resume checks of an input changed past them."""
+    digest = hashlib.sha256()
+    if num_records:
+        for record, item, _ in iter_records(source, 0, text_field):
+            if record >= num_records:
+                break
+            data = item if isinstance(item, bytes) else b"\xff" if item is None else item.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little") + data)
+    return "sha256:" + digest.hexdigest()

@@ -35,6 +35,10 @@ class SourceFile:
         """The manifest's `sources` entry; the fingerprint changes when the file is rewritten."""
         return {"path": self.path, "size": self.size, "fingerprint": f"size={self.size},mtime_ns={self.mtime_ns}"}
 
+    def real_path(self) -> str:
+        """The file itself, however it was spelled (`./data/x.jsonl`, `data/x.jsonl`, an absolute path, a symlink)."""
+        return os.path.realpath(self.path)
+
 
 def kind_of(path: str | Path, text_suffixes: tuple[str, ...]) -> str | None:
     name = Path(path).name.lower()
@@ -51,7 +55,7 @@ def supported_suffixes(text_suffixes: tuple[str, ...]) -> str:
 
 def _source(path: Path, kind: str) -> SourceFile:
     stat = path.stat()
-    return SourceFile(path=str(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
 
 def stdlib_files() -> list[Path]:

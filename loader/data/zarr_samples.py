@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from sdl.loader.data.samples import IndexedSamples
+from sdl.loader.errors import FormatError
 from sdl.loader.index import group_by_source, open_index
 
 
@@ -57,9 +58,20 @@ class ZarrSamples(IndexedSamples):
             rows, inverse = np.unique(offsets[positions], return_inverse=True)
             arrays = self.source(source_id)
             for name in self.fields:
-                out[name][positions] = _read_rows(arrays[name], rows)[inverse]
+                out[name][positions] = self._read(source_id, name, arrays[name], rows)[inverse]
         batch = {"sample_ids": torch.from_numpy(sample_ids), **{name: _as_tensor(a) for name, a in out.items()}}
         return self.finish(batch)
+
+
+    def _read(self, source_id: int, name: str, array: Any, rows: np.ndarray) -> np.ndarray:
+        """`_read_rows`, a decode failure (a corrupt chunk) turned into a FormatError naming the store, field and items."""
+        try:
+            return _read_rows(array, rows)
+        except Exception as exc:  # zarr/numcodecs raise codec-specific types (zstd, blosc, …)
+            store = self.index.path_of(source_id)
+            items = f"items {int(rows[0])}…{int(rows[-1])}" if len(rows) > 1 else f"item {int(rows[0])}"
+            raise FormatError(f"{store}: field {name!r}, {items}: a chunk does not decode ({type(exc).__name__}: {exc}); "
+                              f"run `sdl index {self.path} --validate` to list every bad chunk, and restore them") from None
 
 
 def _read_rows(array: Any, rows: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ self-describing: `np.load(path, mmap_mode="r")` reads a shard with numpy alone.
       "tokens_per_shard": 100000000,
       "tokenizer": {"name": "...", "vocab_size": 50257, "eos_id": 0, "bos_id": null, "hash": "sha256:..."},
       "append_eos": true, "prepend_bos": false,
+      "piece_chars": 262144,                  # documents longer than this were encoded in pieces (null: never)
       "num_tokens": 123, "num_docs": 4,       # totals over the shards
       "shards": [{"file": "shard-000000.npy", "num_tokens": 100, "num_docs": 3,
                   "checksum": "sha256:<hex of the whole .npy file>", "docs_file": "shard-000000.docs.npy"}],
@@ -34,6 +35,12 @@ self-describing: `np.load(path, mmap_mode="r")` reads a shard with numpy alone.
 `file`s are relative paths into the job folders (`job-00000/shard-000000.npy`) and whose `parts`
 list those folders in job order: [{"path": "job-00000", "num_shards": 3, "num_tokens": ...}].
 There "every shard but the last" holds per part.
+
+`piece_chars`: a document longer than this many characters was encoded piece by piece, each piece
+but the last ending right before the last whitespace character among the `piece_chars` characters
+after its first (or after exactly `piece_chars` characters when there is none); its tokens are the
+concatenation of the pieces' tokens (for byte-level BPE the same as encoding it whole). Absent or null
+in datasets written before the rule: documents were encoded whole.
 
 Readers refuse an unknown format name or version, and unknown keys, with a message saying so.
 """
@@ -63,6 +70,11 @@ def docs_name(shard_id: int) -> str:
     return f"shard-{shard_id:06d}.docs.npy"
 
 
+def repair_hint(shard_path: str | Path) -> str:
+    """What to do about a missing or damaged shard: the command that rewrites it from the recorded inputs."""
+    return f"run `sdl prepare --repair {Path(shard_path).parent}` to rewrite it from the inputs that made it"
+
+
 def dtype_for_vocab(vocab_size: int) -> str:
     """The narrowest supported dtype that holds every id below `vocab_size`."""
     return "uint16" if vocab_size <= 2**16 else "uint32"
@@ -89,6 +101,7 @@ class Manifest:
     shards: tuple[ShardInfo, ...]
     append_eos: bool = True
     prepend_bos: bool = False
+    piece_chars: int | None = None
     sources: tuple[dict[str, Any], ...] = ()
     job: dict[str, int] = field(default_factory=lambda: {"num_jobs": 1, "job_index": 0})
     parts: tuple[dict[str, Any], ...] = ()
@@ -161,9 +174,9 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{where}: not valid JSON ({exc}); the file is corrupt, re-run sdl prepare to rewrite it") from None
+        raise FormatError(f"{where}: not valid JSON ({exc}); the file is corrupt, re-run the sdl prepare command that made it with --overwrite") from None
     if not isinstance(data, dict):
-        raise FormatError(f"{where}: expected a JSON object, found {type(data).__name__}")
+        raise FormatError(f"{where}: expected a JSON object, found a {type(data).__name__}; the file is corrupt, re-run the sdl prepare command that made it with --overwrite")
     return Manifest.from_dict(data, where=where)
 
 
@@ -179,9 +192,9 @@ def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
             offset = handle.tell()
     except FileNotFoundError:
-        raise FormatError(f"{path}: listed in the manifest but missing; re-run sdl prepare with the same arguments to rewrite it") from None
+        raise FormatError(f"{path}: listed in the manifest but missing; {repair_hint(path)}") from None
     except (ValueError, OSError) as exc:
-        raise FormatError(f"{path}: corrupt .npy header ({exc}); re-run sdl prepare with the same arguments to rewrite it") from None
+        raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
     if fortran and len(shape) > 1:
         raise FormatError(f"{path}: Fortran-ordered array, expected a 1-D token array")
     return tuple(shape), np.dtype(dtype), offset
@@ -195,15 +208,13 @@ def open_shard(path: str | Path, expected_tokens: int | None = None) -> np.ndarr
         raise FormatError(f"{path}: array of shape {shape}, expected a 1-D token array")
     if expected_tokens is not None and shape[0] != expected_tokens:
         raise FormatError(
-            f"{path.name} holds {shape[0]:,} tokens, manifest says {expected_tokens:,}: the file was replaced; "
-            "re-run sdl prepare with the same arguments to rewrite it"
+            f"{path.name} holds {shape[0]:,} tokens, manifest says {expected_tokens:,}: the file was replaced; {repair_hint(path)}"
         )
     needed = offset + shape[0] * dtype.itemsize
     actual = path.stat().st_size
     if actual < needed:
         raise FormatError(
-            f"{path.name} is {actual:,} bytes, its header needs {needed:,}: the file was truncated; "
-            "re-run sdl prepare with the same arguments to rewrite it"
+            f"{path.name} is {actual:,} bytes, its header needs {needed:,}: the file was truncated; {repair_hint(path)}"
         )
     if shape[0] == 0:
         return np.zeros(0, dtype=dtype)

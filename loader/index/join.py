@@ -30,9 +30,10 @@ def is_job_parent(root: Path) -> bool:
     """Whether `root` is (or was joined from) the output folders of a multi-job `sdl prepare`."""
     if (root / MANIFEST_NAME).is_file():
         try:
-            return bool(json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8")).get("parts"))
+            data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
+        return isinstance(data, dict) and bool(data.get("parts"))
     return bool(find_job_folders(root))
 
 

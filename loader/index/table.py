@@ -154,6 +154,8 @@ class GlobalIndex:
                 f"expected {INDEX_FORMAT!r} version {INDEX_VERSION}; run `sdl index {root}` to rebuild it"
             )
         try:
+            if not isinstance(data.get("meta", {}), dict) or not isinstance(data.get("sources"), dict):
+                raise TypeError(f"meta is {type(data.get('meta')).__name__}, sources {type(data.get('sources')).__name__}; expected objects")
             sources = SourceTable.from_dict(data["sources"])
             return cls(kind=data["kind"], root=str(root), sources=sources, meta=data.get("meta", {}))
         except (KeyError, TypeError, ValueError) as exc:
@@ -180,7 +182,7 @@ def source_fingerprint(sources: SourceTable, descriptor: dict[str, Any] | None =
 
 def source_identity(kind: str, sources: SourceTable, meta: dict[str, Any]) -> str:
     sources = SourceTable.of(sources)
-    content_meta = {k: v for k, v in meta.items() if k != "descriptor"}
+    content_meta = {k: v for k, v in meta.items() if k not in ("descriptor", "absent_chunks")}  # absent chunks: for --validate only
     names = "\0".join(sources.paths)  # relative to the root: the same on any machine
     checksums = "\0".join(c or "" for c in sources.checksums)
     return _hash(kind.encode(), _json_bytes(content_meta), names.encode(), sources.lengths.tobytes(), checksums.encode())

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import FormatError
-from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, read_manifest, read_npy_header
+from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, read_manifest, read_npy_header, repair_hint
 from sdl.loader.index.table import SourceInfo
 
 
@@ -32,15 +32,15 @@ def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, An
         if len(shape) != 1 or shape[0] != shard.num_tokens:
             raise FormatError(
                 f"{shard.file} holds {shape[0] if shape else 0:,} tokens, manifest says {shard.num_tokens:,}: "
-                "the file was replaced or truncated; re-run sdl prepare with the same arguments to rewrite it"
+                f"the file was replaced or truncated; {repair_hint(path)}"
             )
         if dtype != np.dtype(manifest.dtype):
-            raise FormatError(f"{shard.file} has dtype {dtype}, manifest says {manifest.dtype}; re-run sdl prepare to rewrite it")
+            raise FormatError(f"{shard.file} has dtype {dtype}, manifest says {manifest.dtype}; {repair_hint(path)}")
         size, mtime_ns = file_stat(path)
         if size < offset + shard.num_tokens * dtype.itemsize:
             raise FormatError(
                 f"{shard.file} is {size:,} bytes, its header needs {offset + shard.num_tokens * dtype.itemsize:,}: "
-                "the file was truncated; re-run sdl prepare with the same arguments to rewrite it"
+                f"the file was truncated; {repair_hint(path)}"
             )
         sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=mtime_ns, checksum=shard.checksum))
     return tuple(sources), token_meta(manifest, descriptor_of(root / MANIFEST_NAME))

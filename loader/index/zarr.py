@@ -8,12 +8,20 @@ The root is a store, or a folder searched recursively for stores (hidden folders
 store must have the same fields with the same trailing shape and dtype. A store's size and mtime are
 those of its metadata files: resizing or recreating an array rewrites them (a chunk rewritten in
 place changes no length, so no offset; `sdl index --validate` decodes every chunk).
+
+Chunks: an array's shape and chunk shape call for a grid of chunk files, keyed `c/0/1` (v3 default
+encoding, separator from `chunk_key_encoding`), `0.1` or `0/1` (v2, `dimension_separator`). zarr
+skips writing a chunk that is all fill value, so an absent chunk is data or damage; the index
+records the chunks absent when it is built (`meta["absent_chunks"]`, `{array: [key, …]}`, only
+arrays with some), and `--validate` fails on any other absent chunk.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +116,9 @@ def list_zarr_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any
             )
         size, mtime_ns = _stat_files(meta_files)
         sources.append(SourceInfo(path=rel, length=length, size=size, mtime_ns=mtime_ns))
-    return tuple(sources), {"fields": first_fields}
+    absent = {name: keys for rel in stores for name, directory, meta in store_arrays(root, rel)
+              if (keys := missing_chunks(directory, meta))}
+    return tuple(sources), {"fields": first_fields, **({"absent_chunks": absent} if absent else {})}
 
 
 def _stat_files(paths: list[Path]) -> tuple[int, int]:
@@ -143,3 +153,42 @@ def _group_arrays(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def _fields_text(fields: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{name} [*, {', '.join(map(str, f['shape']))}] {f['dtype']}".replace("[*, ]", "[*]") for name, f in fields.items())
+
+
+def store_arrays(root: Path, rel: str) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, folder, metadata) of each array of one store: the store itself, or the arrays inside its group."""
+    directory = root / rel
+    node_type, meta = zarr_node(directory)
+    if node_type == "array":
+        return [(rel, directory, meta)]
+    return [(f"{rel}/{child.name}", child, child_meta) for child, child_meta in _group_arrays(directory)]
+
+
+def _chunk_key(meta: dict[str, Any]) -> tuple[tuple[int, ...], Callable[[tuple[int, ...]], str]]:
+    """(chunk shape, the key of a chunk's grid index) of a zarr v2 or v3 array."""
+    if meta.get("zarr_format") == 3:
+        chunks = tuple(meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", ()))
+        encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+        separator = (encoding.get("configuration") or {}).get("separator")
+        if encoding.get("name") == "v2":
+            return chunks, lambda idx: (separator or ".").join(map(str, idx)) or "0"
+        return chunks, lambda idx: (separator or "/").join(["c", *map(str, idx)])
+    separator = meta.get("dimension_separator") or "."
+    return tuple(meta.get("chunks", ())), lambda idx: separator.join(map(str, idx)) or "0"
+
+
+def expected_chunks(meta: dict[str, Any]) -> Iterator[tuple[str, tuple[slice, ...]]]:
+    """(key, the region it holds) of every chunk the array's shape and chunking call for, in grid order."""
+    shape = tuple(meta.get("shape", ()))
+    chunks, key = _chunk_key(meta)
+    for idx in itertools.product(*(range(-(-size // max(chunk, 1))) for size, chunk in zip(shape, chunks))):
+        yield key(idx), tuple(slice(i * c, min((i + 1) * c, size)) for i, c, size in zip(idx, chunks, shape))
+
+
+def missing_chunks(directory: Path, meta: dict[str, Any]) -> list[str]:
+    """Keys of the chunks the grid calls for that have no file in the array's folder (one directory walk)."""
+    stored = set()
+    for dirpath, _, names in os.walk(directory):
+        rel = os.path.relpath(dirpath, directory).replace(os.sep, "/")
+        stored.update(name if rel == "." else f"{rel}/{name}" for name in names)
+    return [key for key, _ in expected_chunks(meta) if key not in stored]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -67,7 +68,11 @@ class SdlLoader:
 
     def plan(self) -> EpochPlan:
         """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
-        return plan_epoch(self._state.remaining, self.sampler.global_batch_size, self.sampler.drop_last)
+        state = self._state
+        plan = plan_epoch(state.remaining, self.sampler.global_batch_size, self.sampler.drop_last)
+        if hasattr(self.dataset, "source_plan"):  # a Mixture: per-source draws and passes
+            plan = replace(plan, sources=self.dataset.source_plan(state))
+        return plan
 
     def __iter__(self) -> Iterator[Any]:
         self._start, self._yielded = self._state, 0

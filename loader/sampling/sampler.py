@@ -15,7 +15,7 @@ batches it hands over).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,18 +33,19 @@ STEPS_PER_LOOKUP_SAMPLES = 4096
 class SampleBatch(list):
     """A rank's sample ids for one step, carrying the step's identity (for per-batch randomness)."""
 
-    __slots__ = ("seed", "epoch", "position", "num_padded")
+    __slots__ = ("seed", "epoch", "position", "num_padded", "context")
 
-    def __init__(self, ids: Any, *, seed: int, epoch: int, position: int, num_padded: int = 0) -> None:
+    def __init__(self, ids: Any, *, seed: int, epoch: int, position: int, num_padded: int = 0, context: Any = None) -> None:
         super().__init__(ids)
         self.seed, self.epoch, self.position, self.num_padded = seed, epoch, position, num_padded
+        self.context = context  # the dataset's stream context from the state (a Mixture's phase), else None
 
     def __reduce__(self):  # keep the attributes when sent to a DataLoader worker
-        return (_rebuild_batch, (list(self), self.seed, self.epoch, self.position, self.num_padded))
+        return (_rebuild_batch, (list(self), self.seed, self.epoch, self.position, self.num_padded, self.context))
 
 
-def _rebuild_batch(ids: list, seed: int, epoch: int, position: int, num_padded: int) -> SampleBatch:
-    return SampleBatch(ids, seed=seed, epoch=epoch, position=position, num_padded=num_padded)
+def _rebuild_batch(ids: list, seed: int, epoch: int, position: int, num_padded: int, context: Any = None) -> SampleBatch:
+    return SampleBatch(ids, seed=seed, epoch=epoch, position=position, num_padded=num_padded, context=context)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,9 +56,11 @@ class EpochPlan:
     samples: int
     dropped: int
     padded: int
+    sources: dict | None = None  # a Mixture's per-source draws and passes (Mixture.source_plan)
 
-    def to_dict(self) -> dict[str, int]:
-        return {"steps": self.steps, "samples": self.samples, "dropped": self.dropped, "padded": self.padded}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"steps": self.steps, "samples": self.samples, "dropped": self.dropped, "padded": self.padded}
+        return out if self.sources is None else out | {"sources": self.sources}
 
 
 def plan_epoch(remaining: int, global_batch_size: int, drop_last: bool) -> EpochPlan:
@@ -92,7 +95,8 @@ class ElasticSampler:
 
     def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool | str = True,
                  rank: int = 0, world_size: int = 1, drop_last: bool = True, fingerprint: str = "",
-                 block_size: int = 1024, window_blocks: int = 16, dataset_info: dict | None = None) -> None:
+                 block_size: int = 1024, window_blocks: int = 16, dataset_info: dict | None = None,
+                 adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
             raise ConfigError(f"need batch_size > 0 and 0 <= rank < world_size; found batch_size={batch_size}, rank={rank}, world_size={world_size}")
         self.batch_size, self.rank, self.world_size, self.drop_last = batch_size, rank, world_size, drop_last
@@ -104,12 +108,14 @@ class ElasticSampler:
         )
         self._produced = 0
         self._finished = False
+        self._adapt = adapt  # a dataset's translation of a saved state (Mixture.adapt_state: weights changed)
 
     @classmethod
     def for_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> ElasticSampler:
         """A sampler over `dataset` (its length, identity and description), e.g. for torchdata's StatefulDataLoader."""
         info = dataset.describe() if hasattr(dataset, "describe") else {}
-        return cls(len(dataset), batch_size, fingerprint=getattr(dataset, "identity", ""), dataset_info=info, **kwargs)
+        return cls(len(dataset), batch_size, fingerprint=getattr(dataset, "identity", ""), dataset_info=info,
+                   adapt=getattr(dataset, "adapt_state", None), **kwargs)
 
     @property
     def global_batch_size(self) -> int:
@@ -141,8 +147,9 @@ class ElasticSampler:
         live = steps * G < base.remaining
         starts = np.full(count, base.num_samples, dtype=np.int64)
         starts[live] = base.position_of(steps[live] * G)
-        return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k])
-                for k in range(count)]
+        context = base.dataset.get("context")
+        return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k],
+                            context=context) for k in range(count)]
 
     def __iter__(self) -> Iterator[SampleBatch]:
         """The rest of the current epoch; after a finished iteration, the next epoch."""
@@ -178,8 +185,11 @@ class ElasticSampler:
     def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
         """Resume from a state saved on any world size, batch size or worker count."""
         state = LoaderState.from_dict(state)
+        if self._adapt is not None:
+            state = self._adapt(state)
         check_compatible(state, self._base)
-        self._base = replace(state, dataset=self._base.dataset or state.dataset)
+        context = {"context": state.dataset["context"]} if "context" in state.dataset else {}
+        self._base = replace(state, dataset={**(self._base.dataset or state.dataset), **context})
         self._produced, self._finished = 0, False
 
     def set_epoch(self, epoch: int) -> None:

@@ -39,7 +39,7 @@ def test_validate_failure_exits_1_and_writes_no_cache(token_dataset, capsys):
     assert not cache_path(path).exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "listed but missing", "bad header"])
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "listed but missing", "bad header", "manifest a list"])
 def test_bad_input_is_one_line_exit_1_nothing_written(token_dataset, tmp_path, capsys, case):
     path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
     shard = path / "shard-000001.npy"
@@ -52,6 +52,8 @@ def test_bad_input_is_one_line_exit_1_nothing_written(token_dataset, tmp_path, c
         shard.unlink()
     elif case == "bad header":
         shard.write_bytes(b"not a numpy file")
+    elif case == "manifest a list":
+        (path / "manifest.json").write_text("[1, 2]")
     code, out, err = run(capsys, "index", target)
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not cache_path(target).exists() if target.exists() else True
@@ -115,3 +117,40 @@ def test_validate_failures_of_zarr_and_arrow_name_the_file_once(tmp_path, capsys
     capsys.readouterr()  # datasets' progress bar
     code, _, err = run(capsys, "index", tmp_path / "s", "--validate")
     assert code == 1 and err.count("\n") == 1 and err.count("data-00000-of-00001.arrow") == 1 and err.count("re-save") == 1
+
+
+def test_validate_fails_on_duplicate_and_unlisted_shards(token_dataset, capsys):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["shards"].append(manifest["shards"][1])  # what two writers appending to one shard log left
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "shard-000007.npy").write_bytes((path / "shard-000000.npy").read_bytes())
+    (path / "shard-backup.npy").write_bytes(b"the user's own file: not a shard name")
+    code, _, err = run(capsys, "index", path, "--validate")
+    lines = err.splitlines()
+    assert code == 1 and "Traceback" not in err
+    assert any(line.startswith("error: shard-000001.npy: expected each shard listed once") for line in lines)
+    assert any(line.startswith("error: shard-000007.npy: expected only shards listed in manifest.json") for line in lines)
+    assert "shard-backup" not in err
+
+
+def test_the_fix_validate_suggests_is_a_command_that_repairs(tmp_path, capsys):
+    import shlex
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare"))
+    from corpus import dataset_bytes, make_texts, write_jsonl
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(80, seed=3))
+    out = tmp_path / "out"
+    assert main(["prepare", str(data), str(out), "--tokens-per-shard", "100", "--json"]) == 0
+    before = dataset_bytes(out)
+    (out / "shard-000002.npy").write_bytes(b"damaged")
+    capsys.readouterr()
+    code, _, err = run(capsys, "index", out, "--validate")
+    assert code == 1
+    command = err.split("`")[1]
+    assert command == f"sdl prepare --repair {out}"
+    assert main(shlex.split(command)[1:]) == 0 and dataset_bytes(out) == before
+    assert run(capsys, "index", out, "--validate")[0] == 0

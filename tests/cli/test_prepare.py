@@ -75,8 +75,11 @@ BAD_INPUTS = {
     "malformed JSON": (lambda d: [d / "broken.jsonl"], [], "broken.jsonl:2: malformed JSON"),
     "missing field": (lambda d: [d / "nofield.jsonl"], [], "nofield.jsonl:1: no field 'text' (its fields: body)"),
     "non-string text": (lambda d: [d / "number.jsonl"], [], "number.jsonl:1: field 'text' is a number, expected a string"),
-    "unknown tokenizer": (lambda d: [d / "good.jsonl"], ["--tokenizer", "no-such/tokenizer-xyz"], "unknown tokenizer 'no-such/tokenizer-xyz'"),
+    "unknown tokenizer": (lambda d: [d / "good.jsonl"], ["--tokenizer", "no-such/tokenizer-xyz"], "`hf download no-such/tokenizer-xyz`"),
     "tokens per shard": (lambda d: [d / "good.jsonl"], ["--tokens-per-shard", "0"], "--tokens-per-shard is 0, expected a positive integer"),
+    "huge tokens per shard": (lambda d: [d / "good.jsonl"], ["--tokens-per-shard", str(10**12)], "expected at most 1,073,741,824"),
+    "lone surrogate": (lambda d: [d / "surrogate.jsonl"], [], "surrogate.jsonl:2: field 'text' holds a lone surrogate escape (\\ud83d"),
+    "deeply nested JSON": (lambda d: [d / "deep.jsonl"], [], "deep.jsonl:2: JSON nested too deeply"),
     "uint16 too small": (lambda d: [d / "good.jsonl"], ["--dtype", "uint16", "--tokenizer", "{d}/big.json"], "--dtype uint16 holds ids below 65,536"),
     "config unknown key": (lambda d: [d / "good.jsonl"], ["--config", "{d}/bad.toml"], "bad.toml: unknown key tokens_per_shrd"),
 }
@@ -91,6 +94,8 @@ def bad_inputs(tmp_path):
     (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
     (tmp_path / "number.jsonl").write_text('{"text": 12}\n')
     (tmp_path / "good.jsonl").write_text('{"text": "fine"}\n')
+    (tmp_path / "surrogate.jsonl").write_text('{"text": "fine"}\n{"text": "smile \\ud83d"}\n')
+    (tmp_path / "deep.jsonl").write_text('{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
     (tmp_path / "bad.toml").write_text("tokens_per_shrd = 10\n")
     _big_vocab_tokenizer(tmp_path / "big.json")
     return tmp_path
@@ -142,6 +147,32 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["resumed"] is True
     assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk with ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (2500, 2500))
+from sdl.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_write_that_fails_is_one_line_and_the_rerun_resumes(tmp_path):
+    from sdl.prepare import PrepareConfig, prepare
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(200, seed=4, max_words=40))
+    args = ["prepare", str(data), str(tmp_path / "out"), "--tokens-per-shard", "100", "--json"]
+    failed = subprocess.run([sys.executable, "-c", FULL_DISK, *args], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    assert failed.stderr.startswith(f"error: {tmp_path / 'out'}: cannot write (File too large); every shard written so far is kept")
+    journal = json.loads((tmp_path / "out" / ".sdl" / "prepare-journal.json").read_text())
+    assert journal["num_shards"] > 3 and not (tmp_path / "out" / "manifest.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "sdl.cli.main", *args], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["resumed"] is True
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "whole"), tokens_per_shard=100))
+    assert dataset_bytes(tmp_path / "out") == dataset_bytes(tmp_path / "whole")
 
 
 def test_help_shows_the_defaults(capsys, monkeypatch):

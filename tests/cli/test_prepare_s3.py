@@ -74,9 +74,10 @@ def test_sigkill_during_prepare_to_s3_then_rerun_is_byte_identical(s3_bucket, tm
     listed = objects(s3_bucket, "killed")
     assert listed and "manifest.json" not in listed, "the run finished before it was killed; make it slower"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    assert finished.returncode == 0, finished.stderr
+    assert finished.returncode == 0, finished.stderr  # (the journals differ: they record --num-proc)
     assert json.loads(finished.stdout)["resumed"] is True
-    assert objects(s3_bucket, "killed") == local_files(tmp_path / "whole")
+    data = {key: value for key, value in objects(s3_bucket, "killed").items() if not key.startswith(".sdl/")}
+    assert data == {key: value for key, value in local_files(tmp_path / "whole").items() if not key.startswith(".sdl/")}
 
 
 def test_num_jobs_parts_on_s3_join_like_local_ones(s3_bucket, tmp_path, capsys):

@@ -44,7 +44,8 @@ def test_validate_on_s3_names_a_corrupt_and_a_missing_object(s3_dataset, capsys)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 3, err
     assert lines[0].startswith("error: shard-000001.npy: expected checksum sha256:") and "the bytes changed" in lines[0]
-    assert lines[1] == "error: shard-000001.npy: expected token ids < vocab size 5,000, found id 65,535; re-run sdl prepare with the same arguments to rewrite it"
+    assert lines[1] == (f"error: shard-000001.npy: expected token ids < vocab size 5,000, found id 65,535; "
+                        f"re-run the sdl prepare command that wrote {url} (it uploads only what differs)")
     assert lines[2].startswith("error: shard-000002.npy: expected a shard of 1,000 tokens (listed in the manifest), found no such file")
 
 

@@ -136,3 +136,13 @@ def test_bad_record_leaves_no_output(tmp_path):
     with pytest.raises(InputError, match=r"a\.jsonl:51: field 'text' is a number"):
         run(tmp_path, [path], tokens_per_shard=10)
     assert not (tmp_path / "out").exists()
+
+
+def test_lone_surrogates_and_deep_nesting_are_skipped_as_malformed(tmp_path, tok):
+    texts = make_texts(20, seed=6)
+    path = write_jsonl(tmp_path / "a.jsonl", texts)
+    with open(path, "a") as handle:
+        handle.write('{"text": "half an emoji \\ud83d"}\n' + "[" * 100_000 + "]" * 100_000 + "\n" + json.dumps({"text": "tail"}) + "\n")
+    report, out = run(tmp_path, [path], tokens_per_shard=50, on_error="skip")
+    assert report.num_skipped == 2 and report.num_docs == 21
+    check_round_trip(out, texts + ["tail"], tok)

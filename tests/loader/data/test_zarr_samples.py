@@ -54,3 +54,14 @@ def test_plain_arrays_have_a_data_field(tmp_path):
     array[:] = np.arange(400).reshape(100, 4)
     batch = ZarrSamples(tmp_path / "a.zarr").__getitems__([99, 0, 50])  # sparse rows: orthogonal selection
     assert batch["data"][:, 0].tolist() == [396, 0, 200]
+
+
+def test_a_corrupt_chunk_names_the_store_and_items(tmp_path):
+    import pytest
+    from sdl.loader.errors import FormatError
+
+    dataset = ZarrSamples(write_stores(tmp_path / "z"))
+    (tmp_path / "z" / "run1.zarr" / "images" / "c" / "0" / "0" / "0").write_bytes(b"not a zstd frame")
+    assert dataset.__getitems__([4, 7])["labels"].tolist() == [4, 7]  # other chunks still read
+    with pytest.raises(FormatError, match=r"run1\.zarr: field 'images', items 0…1: a chunk does not decode .*sdl index .* --validate"):
+        dataset.__getitems__([5, 6, 2])

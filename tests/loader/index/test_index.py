@@ -1,5 +1,6 @@
 """The global index: locate is a bijection, the cache is used only while valid, every change makes it stale."""
 
+import json
 import os
 import pickle
 import time
@@ -138,6 +139,17 @@ def test_a_corrupt_cache_is_stale_and_an_old_version_is_rebuilt(token_dataset):
     with pytest.raises(IndexStaleError, match="corrupt"):
         open_index(path)
     cache_path(path).write_text('{"format": "sdl-index", "version": 1}')
+    assert open_index(path).total == 2_000
+
+
+@pytest.mark.parametrize("field, value", [("meta", None), ("meta", []), ("sources", None)])
+def test_a_cache_with_a_null_part_is_stale_and_sdl_index_rebuilds_it(token_dataset, field, value):
+    path = token_dataset(num_tokens=2_000, tokens_per_shard=1_000)
+    data = build_index(path).to_dict() | {field: value}
+    cache_path(path).write_text(json.dumps(data))
+    with pytest.raises(IndexStaleError, match=rf"malformed index cache .*; run `sdl index {path}` to rebuild it"):
+        open_index(path)
+    build_index(path)
     assert open_index(path).total == 2_000
 
 

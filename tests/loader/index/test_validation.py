@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from sdl.loader.format.tokens import npy_bytes
+from sdl.loader.index import build_index
 from sdl.loader.index.validation import validate_dataset
 
 
@@ -57,7 +58,38 @@ def test_validation_decodes_every_zarr_chunk(tmp_path):
     chunk = next(p for p in (tmp_path / "z" / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(b"not a zstd frame at all")
     report = validate_dataset(tmp_path / "z")
-    assert not report.ok and report.failures[0].file == "a.zarr" and "decode" in report.failures[0].expected
+    key = chunk.relative_to(tmp_path / "z" / "a.zarr").as_posix()
+    assert not report.ok and [f.file for f in report.failures] == [f"a.zarr/{key}"] and "decode" in report.failures[0].expected
+
+
+@pytest.mark.parametrize("zarr_format, separator, keys", [
+    (3, None, ["c/1/0", "c/3/1"]), (3, ".", ["c.1.0", "c.3.1"]), (2, None, ["1.0", "3.1"]), (2, "/", ["1/0", "3/1"])])
+def test_validation_finds_deleted_zarr_chunks(tmp_path, zarr_format, separator, keys):
+    import zarr
+
+    options = {"chunk_key_encoding": {"name": "default" if zarr_format == 3 else "v2", **({"separator": separator} if separator else {})}}
+    array = zarr.create_array(str(tmp_path / "z" / "run.zarr" / "images"), shape=(7, 5), chunks=(2, 3), dtype="int16",
+                              zarr_format=zarr_format, **options)
+    zarr.open_group(str(tmp_path / "z" / "run.zarr"), mode="a", zarr_format=zarr_format)
+    array[:] = np.arange(35).reshape(7, 5) + 1  # no chunk is all fill value: zarr writes every one
+    assert validate_dataset(tmp_path / "z").ok
+    for key in keys:
+        (tmp_path / "z" / "run.zarr" / "images" / key).unlink()
+    report = validate_dataset(tmp_path / "z")
+    assert [f.file for f in report.failures] == [f"run.zarr/images/{key}" for key in keys]
+    assert all("no such file" in f.found for f in report.failures)
+
+
+def test_zarr_chunks_absent_when_indexed_are_not_failures(tmp_path):
+    import zarr
+
+    array = zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(6, 2), chunks=(2, 2), dtype="int8")
+    array[:2] = 1  # rows 2:6 stay fill value: zarr writes no chunk for them
+    assert [f.file for f in validate_dataset(tmp_path / "z").failures] == ["a.zarr/c/1/0", "a.zarr/c/2/0"]
+    build_index(tmp_path / "z")  # records them as absent
+    assert validate_dataset(tmp_path / "z").ok
+    (tmp_path / "z" / "a.zarr" / "c" / "0" / "0").unlink()
+    assert [f.file for f in validate_dataset(tmp_path / "z").failures] == ["a.zarr/c/0/0"]
 
 
 def test_validation_reads_every_arrow_batch(tmp_path):

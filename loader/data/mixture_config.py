@@ -1,0 +1,101 @@
+"""MixtureConfig: a mixture described as data (what `configs/mix-*.toml` holds), and the Mixture it builds.
+
+    seq_len = 2048                # token sources: window length (and stride, unless stride = ...)
+    num_samples = 1_000_000       # optional: positions per epoch (default: one pass of the first source to run out)
+    [sources.web]
+    path = "/data/tokens/fineweb"  # relative paths are relative to the TOML file
+    weight = 0.75
+    [sources.code]
+    path = "/data/tokens/stack"
+    weight = 0.25
+    kind = "tokens"                # tokens (default) | zarr | arrow
+
+Sources keep the file's order (their `source` index in batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdl.loader.errors import ConfigError
+
+KINDS = ("tokens", "zarr", "arrow")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MixtureSource:
+    name: str
+    path: str
+    weight: float
+    kind: str = "tokens"
+    split: str | None = None  # arrow: the split of a dataset holding several
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"mixture source {self.name!r} has kind {self.kind!r}, expected one of {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MixtureConfig:
+    sources: tuple[MixtureSource, ...]
+    seq_len: int = 2048
+    stride: int | None = None
+    num_samples: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Path | None = None) -> MixtureConfig:
+        """From a parsed TOML file; relative source paths are resolved against `base` (the file's folder)."""
+        unknown = sorted(set(data) - {"sources", "seq_len", "stride", "num_samples"})
+        if unknown:
+            raise ConfigError(f"mixture config has unknown keys {unknown}; expected sources, seq_len, stride, num_samples")
+        table = data.get("sources")
+        if not isinstance(table, dict) or not table:
+            raise ConfigError("mixture config needs a [sources.NAME] table per source, each with path and weight")
+        sources = []
+        for name, entry in table.items():
+            if not isinstance(entry, dict) or "path" not in entry or "weight" not in entry:
+                raise ConfigError(f"mixture source {name!r} needs path = \"...\" and weight = <number>; found {entry!r}")
+            extra = sorted(set(entry) - {"path", "weight", "kind", "split"})
+            if extra:
+                raise ConfigError(f"mixture source {name!r} has unknown keys {extra}; expected path, weight, kind, split")
+            path = Path(str(entry["path"])).expanduser()
+            path = path if path.is_absolute() or base is None else base / path
+            sources.append(MixtureSource(name=str(name), path=str(path), weight=float(entry["weight"]),
+                                         kind=str(entry.get("kind", "tokens")), split=entry.get("split")))
+        return cls(sources=tuple(sources), seq_len=int(data.get("seq_len", 2048)),
+                   stride=None if data.get("stride") is None else int(data["stride"]),
+                   num_samples=None if data.get("num_samples") is None else int(data["num_samples"]))
+
+    def build(self) -> Any:
+        """The Mixture this config describes."""
+        from sdl.loader.data.mixture import Mixture
+
+        datasets = {source.name: self.open_source(source) for source in self.sources}
+        return Mixture(datasets, weights={s.name: s.weight for s in self.sources}, num_samples=self.num_samples)
+
+    def open_source(self, source: MixtureSource) -> Any:
+        if source.kind == "tokens":
+            from sdl.loader.data.windows import TokenWindows
+
+            return TokenWindows(source.path, seq_len=self.seq_len, stride=self.stride)
+        if source.kind == "zarr":
+            from sdl.loader.data.zarr_samples import ZarrSamples
+
+            return ZarrSamples(source.path)
+        from sdl.loader.data.arrow_rows import ArrowRows
+
+        return ArrowRows(source.path, split=source.split)
+
+
+def read_mixture_config(path: str | Path) -> MixtureConfig:
+    """A `configs/mix-*.toml` file as a MixtureConfig (sources relative to the file)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the mixture config ({exc}); expected a TOML file like configs/mix-example.toml") from None
+    return MixtureConfig.from_dict(data, base=path.parent)

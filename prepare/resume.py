@@ -1,0 +1,54 @@
+"""What a resumed `sdl prepare` may continue from, and how a run that met bad input leaves the folder as it found it.
+
+A resume continues only over inputs unchanged where earlier runs read them: every input before the
+journal's `position.source` has the size and mtime it had, and the input at that position either too,
+or the same records up to the position (the journal's `prefix` digest, recorded when a run failed on
+bad input there, so the user can fix a line past that point and re-run). Inputs not yet read may change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from sdl.loader.errors import ConfigError
+from sdl.prepare.journal import Journal, load_shards, remove_output, write_journal
+from sdl.prepare.records import prefix_digest
+from sdl.prepare.sources import SourceFile
+
+
+def input_fingerprints(files: tuple[SourceFile, ...]) -> tuple[str, ...]:
+    return tuple(f.to_dict()["fingerprint"] for f in files)
+
+
+def _records_read(journal: Journal) -> int:
+    """Records of input `position.source` whose tokens are (partly, when carried) in the journalled shards."""
+    return journal.position["record"] + (1 if journal.carry else 0)
+
+
+def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: str) -> Journal:
+    """The journal to resume from, with today's input fingerprints; ConfigError if an input changed where it was read."""
+    now = input_fingerprints(files)
+    position = journal.position["source"]
+    for i, (was, is_) in enumerate(zip(journal.inputs, now)):
+        if was == is_ or i > position or (i == position and _records_read(journal) == 0):
+            continue
+        if i == position and journal.prefix == prefix_digest(files[i], _records_read(journal), text_field):
+            continue
+        raise ConfigError(f"{files[i].path} changed ({was} -> {is_}) where an earlier run already read it into the "
+                          f"{journal.num_shards:,} shards kept in the output; restore it, or pass --overwrite to start again")
+    return replace(journal, inputs=now, prefix=None)
+
+
+def roll_back(out: Path, start: Journal | None, files: tuple[SourceFile, ...], text_field: str) -> str:
+    """Remove what this run added past the journal it started from; return what was kept, in words ('' if nothing)."""
+    keep = start.num_shards if start is not None else 0
+    remove_output(out, keep_shards=keep)
+    if not keep:
+        return ""
+    load_shards(out, keep)  # cuts the shard log back to the kept shards
+    source = start.position["source"]
+    prefix = prefix_digest(files[source], _records_read(start), text_field) if source < len(files) else None
+    write_journal(out, replace(start, prefix=prefix))
+    return (f"; kept the {keep:,} shards ({start.num_tokens:,} tokens) earlier runs wrote in {out}: fix the input and re-run the "
+            "same command to continue from there, or re-run it with --on-error skip")

@@ -1,0 +1,65 @@
+"""`sdl inspect` and `sdl bench` of a mixture config (configs/mix-*.toml): passes per source, the bench's figures, errors."""
+
+import json
+from pathlib import Path
+
+from sdl.cli.main import main
+from sdl.loader.data.mixture_config import read_mixture_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def run(capsys, *args):
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_config(tmp_path, token_dataset, body=None):
+    token_dataset(num_tokens=6_000, vocab_size=1000, name="web")
+    token_dataset(num_tokens=2_000, vocab_size=1000, name="code")
+    config = tmp_path / "mix-test.toml"
+    config.write_text(body or 'seq_len = 16\n[sources.web]\npath = "tokens/web"\nweight = 3\n'
+                              '[sources.code]\npath = "tokens/code"\nweight = 1\n')
+    (tmp_path / "tokens").mkdir(exist_ok=True)
+    for name in ("web", "code"):
+        if not (tmp_path / "tokens" / name).exists():
+            (tmp_path / name).rename(tmp_path / "tokens" / name)
+    return config
+
+
+def test_inspect_reports_weights_and_passes_per_source(tmp_path, token_dataset, capsys):
+    config = write_config(tmp_path, token_dataset)
+    code, out, _ = run(capsys, "inspect", config, "--json")
+    info = json.loads(out)
+    web, code_source = info["sources"]["web"], info["sources"]["code"]
+    assert code == 0 and info["kind"] == "mixture" and info["seq_len"] == 16 and info["window_bound"] <= 2
+    assert (web["weight"], code_source["weight"]) == (0.75, 0.25) and web["samples"] == (6_000 - 17) // 16 + 1
+    assert web["draws_per_epoch"] + code_source["draws_per_epoch"] == info["num_samples"]
+    assert max(web["passes_per_epoch"], code_source["passes_per_epoch"]) == 1.0  # one pass of the first source to run out
+    code, out, _ = run(capsys, "inspect", config)
+    assert code == 0 and "passes" in out and "web" in out
+
+
+def test_bad_configs_are_one_line_errors(tmp_path, token_dataset, capsys):
+    config = write_config(tmp_path, token_dataset, 'seq_len = 16\n[sources.web]\npath = "tokens/web"\n')
+    code, _, err = run(capsys, "inspect", config)
+    assert code == 1 and err.startswith("error: mixture source 'web' needs path") and len(err.strip().splitlines()) == 1
+    config.write_text('seq_len = 16\nweights = 1\n[sources.web]\npath = "tokens/web"\nweight = 1\n')
+    code, _, err = run(capsys, "inspect", config)
+    assert code == 1 and "unknown keys ['weights']" in err
+
+
+def test_bench_of_a_mixture_config(tmp_path, token_dataset, capsys):
+    config = write_config(tmp_path, token_dataset)
+    code, out, _ = run(capsys, "bench", config, "--json", "--steps", 3, "--num-workers", 0, "--seq-len", 16, "--batch-size", 4)
+    report = json.loads(out)
+    assert code == 0 and set(report["ratios"]) == {"in_process"} and report["ratios"]["in_process"] > 0
+    assert len(report["samples_per_s"]["mixture_in_process"]) == 3 and report["resume_positions"] == 10**9
+    assert report["resume"]["new_weights_tracemalloc_mb"] < 50 and report["sources"]["web"]["weight"] == 0.75
+
+
+def test_the_shipped_mixture_config_reads():
+    config = read_mixture_config(CONFIGS / "mix-web-code.toml")
+    assert [(s.name, s.weight, s.kind) for s in config.sources] == [("web", 0.75, "tokens"), ("code", 0.25, "tokens")]
+    assert config.seq_len == 2048 and config.num_samples is None and Path(config.sources[0].path).is_absolute()
