@@ -14,7 +14,8 @@ def test_every_code_folder_is_a_listed_package():
     packages = set(config["tool"]["setuptools"]["packages"])
     mapping = config["tool"]["setuptools"]["package-dir"]
     on_disk = {p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("**/__init__.py")
-               if not {"tests", "build"} & set(p.relative_to(ROOT).parts)}
+               if not {"tests", "build"} & set(p.relative_to(ROOT).parts)
+               and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)}  # .venv, .git, ...
     top = {name: folder for name, folder in mapping.items()}
 
     def folder_of(package: str) -> str:  # sdl.loader.index -> loader/index, through the package-dir mapping

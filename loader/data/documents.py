@@ -5,7 +5,10 @@ writes beside the shards (see `sdl.loader.format.tokens`): a document's first to
 has one, else its first text token) has position 0, its EOS the last position, and a document that
 starts exactly at a shard boundary is recorded in the next shard at offset 0. A window that begins
 inside a document gets that document's true offset at column 0, even when it started many shards
-back. A model builds its masks or cu_seqlens from `position_ids == 0`. Labels get no positions of
+back. `cu_seqlens(position_ids)` gives what varlen attention kernels (FlashAttention's `*_varlen_func`, HF's
+packed-sequence attention) take: the int32 boundaries `[0, …, B·L]` of the documents of the flattened batch, cut at
+row boundaries (a new segment at every `position_ids == 0` and at every row start), and the longest segment
+(`max_seqlen`). Labels get no positions of
 their own; their document is that of the input token they follow. Only the per-shard document counts
 are read up front (from the manifest); each `.docs.npy` is memory-mapped on first use (an LRU like
 the shards'), and the start of the document running into a shard is found once per shard and
@@ -138,3 +141,17 @@ def _check_docs_files(root: Path, files: tuple[str, ...], listed: list[str | Non
             problem = "is not named in the manifest" if entry is None else "is missing"
             raise ConfigError(f"doc_starts=True needs the document starts beside every shard, and {root / name} {problem}; "
                               "re-run sdl prepare (it writes a .docs.npy beside each shard), or use doc_starts=False")
+
+
+def cu_seqlens(position_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """(cu_seqlens, max_seqlen) of a [B, L] (or [B, …]) batch of document positions, flattened to [B·L]: int32
+    segment boundaries from 0 to B·L — a boundary wherever a document starts and at every row start — and the
+    longest segment."""
+    rows = position_ids.shape[0]
+    flat = position_ids.reshape(-1)
+    starts = flat == 0  # a fresh array, safe to mark the row starts in
+    if rows:
+        starts[::flat.size // rows] = True
+    bounds = np.empty(int(starts.sum()) + 1, dtype=np.int32)
+    bounds[:-1], bounds[-1] = np.flatnonzero(starts), flat.size
+    return bounds, int(np.diff(bounds).max(initial=0))

@@ -10,11 +10,14 @@ A batch (`__getitems__`) is a dict:
     "labels"      [B, L]   the window shifted by `shift`; grouped: the label of chunk k is chunk k+1
     "position_ids" [B, L]  only with doc_starts=True: each input token's position within its document
                            (host dtype and shape of input_ids); see "Document positions" below
+    "cu_seqlens"  [S+1]    only with doc_starts=True, int32: the S document segments of the flattened [B·L]
+                           batch, from 0 to B·L, cut at row boundaries (for varlen attention)
+    "max_seqlen"  int      only with doc_starts=True: the longest of those segments
     "sample_ids"  [B]      int64, sample ids within the split (the indices asked for)
     "shift"       int      only with shift="random": the shift drawn for this batch
 
-One sample (`ds[i]`) has the same keys without the batch dimension (`sample_ids` a 0-d tensor), so
-`default_collate` over samples gives the batch layout; under shift="random" a single sample uses shift 1.
+One sample (`ds[i]`) has the same keys without the batch dimension (`sample_ids` a 0-d tensor) except
+`cu_seqlens`/`max_seqlen`, which describe a whole batch; under shift="random" a single sample uses shift 1.
 
 The batch is a `GatheredBatch` (`sdl.loader.data.batch`), so a plain `DataLoader(ds, batch_size=B)` with
 the default collate gives it whole. Token ids are int64, what embeddings and `cross_entropy` take, on every
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch
-from sdl.loader.data.documents import DocStarts
+from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.tokens import open_shard
@@ -47,11 +50,11 @@ from sdl.loader.storage import (
     DEFAULT_PREFETCH_STEPS,
     DEFAULT_TIMEOUT_S,
     CacheEntry,
-    RemoteFiles,
-    is_remote,
+    remote_files,
 )
 
 LAYOUTS = ("flat", "grouped")
+BATCH_ONLY_KEYS = ("cu_seqlens", "max_seqlen")  # describe a whole batch: not part of one sample
 
 
 def proper_divisors(n: int) -> list[int]:
@@ -82,16 +85,6 @@ def host_dtype(vocab_size: int, shard_dtype: str = "uint32") -> np.dtype:
     if shard_dtype == "uint16" or 0 < vocab_size <= 2**31:
         return np.dtype(np.int32)
     return np.dtype(np.int64)
-
-
-def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: int | None, prefetch_steps: int,
-                 timeout_s: float, doc_starts: bool) -> RemoteFiles | None:
-    """The object-store side of a dataset at `s3://…` (None for a local path)."""
-    if not is_remote(path):
-        return None
-    if doc_starts:
-        raise ConfigError(f"{path}: doc_starts=True is not supported for a dataset in an object store yet; copy it to a local folder")
-    return RemoteFiles(str(path), cache_dir=cache_dir, cache_limit=cache_limit, timeout_s=timeout_s, prefetch_steps=prefetch_steps)
 
 
 class TokenWindows:
@@ -169,7 +162,8 @@ class TokenWindows:
         sample_id = int(sample_id) % len(self)
         shift = self.shift_choices[0] if self.shift != "random" else 1
         batch = self._batch(np.array([sample_id], dtype=np.int64), shift)
-        return {key: value[0] if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        return {key: value[0] if isinstance(value, torch.Tensor) else value for key, value in batch.items()
+                if key not in BATCH_ONLY_KEYS}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
         sample_ids = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -199,6 +193,8 @@ class TokenWindows:
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
+            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(len(sample_ids), -1))
+            batch["cu_seqlens"] = torch.from_numpy(bounds)
         batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
         if self.shift == "random":
             batch["shift"] = shift

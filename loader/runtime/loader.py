@@ -9,33 +9,18 @@ advanced by k global steps — prefetched batches are neither lost nor repeated 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import torch
-from sdl.loader.errors import ConfigError
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
 from sdl.loader.runtime.transport import from_wire, to_wire
-from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, plan_epoch
+from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
+from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState
 from sdl.loader.storage.prefetch import Prefetcher
 from torch.utils.data import DataLoader
-
-
-def resolve_topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Rank and world size: explicit arguments, else torch.distributed when initialised, else RANK/WORLD_SIZE, else 0/1."""
-    if rank is not None and world_size is not None:
-        return rank, world_size
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        found = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    else:
-        try:
-            found = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        except ValueError:
-            raise ConfigError(f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: expected integers") from None
-    return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
 
 
 def auto_device(device: Any) -> torch.device:
@@ -53,8 +38,10 @@ def keep_batch(batch: Any) -> Any:
 class SdlLoader:
     """An iterable over the rest of the current epoch's batches for this rank; checkpointable."""
 
-    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any) -> None:
+    def __init__(self, dataset: Any, sampler: ElasticSampler, dataloader: DataLoader, device: Any,
+                 topology_source: str = "the rank= and world_size= arguments") -> None:
         self.dataset, self.sampler, self.dataloader, self.device = dataset, sampler, dataloader, device
+        self.topology_source = topology_source
         self._start = sampler.state(0)  # the state the current (or next) iteration starts from
         self._yielded = 0  # batches of that iteration handed to the caller
 
@@ -64,17 +51,24 @@ class SdlLoader:
         return self.sampler.state_after(self._start, self._yielded)
 
     def __len__(self) -> int:
-        return self.plan().steps
+        """Batches one whole epoch yields on this rank (micro-batches when accumulating), wherever the cursor stands."""
+        return len(self.sampler)
 
     def plan(self) -> EpochPlan:
         """Steps, samples and the dropped/padded tail of the rest of the current epoch."""
         state = self._state
-        plan = plan_epoch(state.remaining, self.sampler.global_batch_size, self.sampler.drop_last)
+        plan = self.sampler.plan_from(state)
         if hasattr(self.dataset, "source_plan"):  # a Mixture: per-source draws and passes
             plan = replace(plan, sources=self.dataset.source_plan(state))
         return plan
 
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per global (optimizer) step: global_batch_size / (world_size × batch_size)."""
+        return self.sampler.accumulation_steps
+
     def __iter__(self) -> Iterator[Any]:
+        check_topology(self.sampler.rank, self.sampler.world_size, self.topology_source)
         self._start, self._yielded = self._state, 0
         self.sampler.load_state_dict(self._start)
 
@@ -119,9 +113,11 @@ class SdlLoader:
         self.sampler.load_state_dict(state)
         self._start, self._yielded = self.sampler.state(0), 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.load_state_dict(self._state)
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_rest: bool = False) -> None:
+        """Continue `epoch` when it is the one in progress; start it when the current epoch has not begun (or is
+        over). Another epoch while the current one is part-way raises ConfigError unless `skip_rest=True`."""
+        state = self._state
+        self.sampler.load_state_dict(move_to_epoch(state, epoch, skip_rest, self.sampler.plan_from(state).steps))
         self._start, self._yielded = self.sampler.state(0), 0
 
     @property
@@ -132,13 +128,16 @@ class SdlLoader:
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
                 rank: int | None = None, world_size: int | None = None, device: Any = "auto", drop_last: bool = True,
                 prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
-                block_size: int = 1024, window_blocks: int = 16, multiprocessing_context: Any = None) -> SdlLoader:
+                block_size: int = 1024, window_blocks: int = 16, multiprocessing_context: Any = None,
+                global_batch_size: int | None = None) -> SdlLoader:
     """A resumable, elastic loader over `dataset` (TokenWindows, ZarrSamples, ArrowRows, or any dataset with
-    `__len__`, `__getitems__` returning a batch dict, and an `identity` string)."""
-    rank, world_size = resolve_topology(rank, world_size)
+    `__len__`, `__getitems__` returning a batch dict, and an `identity` string). `global_batch_size=G` (a multiple of
+    world_size × batch_size): each global step is G/(W·B) micro-batches, the same global batches on any topology."""
+    rank, world_size, source = find_topology(rank, world_size)
     device = auto_device(device)
     sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
-                                         drop_last=drop_last, block_size=block_size, window_blocks=window_blocks)
+                                         drop_last=drop_last, block_size=block_size, window_blocks=window_blocks,
+                                         global_batch_size=global_batch_size)
     on_cuda = torch.device(device).type == "cuda"
     if (on_cuda or num_workers > 0) and hasattr(dataset, "wire_dtype"):
         dataset = dataset.with_host_dtype(dataset.wire_dtype)  # half the bytes to cross; the device feed widens them
@@ -150,4 +149,4 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                             collate_fn=to_wire if num_workers > 0 else keep_batch,
                             pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)
-    return SdlLoader(dataset, sampler, dataloader, device)
+    return SdlLoader(dataset, sampler, dataloader, device, topology_source=source)

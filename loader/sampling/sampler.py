@@ -1,11 +1,15 @@
 """ElasticSampler: the batch sampler that cuts an epoch's order into global steps and gives each rank its slice.
 
-Global step g (counted from the state the sampler started from) covers the remaining positions
-`[g·W·B, (g+1)·W·B)` of the epoch's order; rank r takes its contiguous slice by the one rule in
+Micro-step s (counted from the state the sampler started from) covers the remaining positions
+`[s·W·B, (s+1)·W·B)` of the epoch's order; rank r takes its contiguous slice by the one rule in
 `sdl.loader.sampling.slicing`. Every rank computes its slice from the shared state alone, with no
-communication, and all ranks agree on the number of steps. The tail that does not fill a global
-batch is dropped (`drop_last=True`) or padded by wrapping around to the start of the epoch's order
-(`drop_last=False`); `plan()` reports how many.
+communication, and all ranks agree on the number of steps. Without `global_batch_size` a global step
+is one micro-step (G = W·B) and the tail that does not fill one is dropped (`drop_last=True`) or
+padded by wrapping around to the start of the epoch's order (`drop_last=False`). With
+`global_batch_size=G` (a multiple of W·B) a global step is A = G/(W·B) consecutive micro-steps (gradient
+accumulation), and the epoch's end is planned in whole global steps of G counted from the epoch's start:
+any topology with the same G cuts the epoch into the same global batches, resumed mid-accumulation or
+not. `plan()` reports the rest of the epoch; `len()` the micro-steps of a whole epoch.
 
 `state_dict()` is the state after the batches this sampler has *produced*. That is what torchdata's
 StatefulDataLoader snapshots for each batch it yields. A plain DataLoader with workers produces
@@ -73,6 +77,28 @@ def plan_epoch(remaining: int, global_batch_size: int, drop_last: bool) -> Epoch
     return EpochPlan(steps=full + 1, samples=remaining, dropped=0, padded=global_batch_size - tail)
 
 
+def plan_rest(state: LoaderState, micro_batch: int, global_batch_size: int | None, drop_last: bool) -> EpochPlan:
+    """The rest of `state`'s epoch in micro-steps of `micro_batch` (W·B) samples.
+
+    `global_batch_size=None`: steps of W·B from wherever the state stands (a state saved on any topology).
+    Else the epoch is whole global steps of G from its start (N//G of them, or one more padded one); the steps
+    left are those slots not yet consumed, so a state must stand on a micro-step boundary of this topology.
+    """
+    if global_batch_size is None:
+        return plan_epoch(state.remaining, micro_batch, drop_last)
+    whole = plan_epoch(state.num_samples, global_batch_size, drop_last)
+    slots = whole.steps * global_batch_size - state.num_consumed  # positions of the epoch's global steps left
+    if slots <= 0:
+        return EpochPlan(steps=0, samples=0, dropped=state.remaining, padded=0)
+    if slots % micro_batch and state.remaining:
+        raise ConfigError(
+            f"the loader state stands {state.num_consumed:,} samples into its epoch, not at a micro-step boundary of "
+            f"world_size × batch_size = {micro_batch} (global_batch_size={global_batch_size}); resume with a world_size × "
+            f"batch_size that divides {state.num_consumed % global_batch_size or global_batch_size}, or the topology it was saved on")
+    samples = min(slots, state.remaining)
+    return EpochPlan(steps=slots // micro_batch, samples=samples, dropped=state.remaining - samples, padded=slots - samples)
+
+
 def check_fits(num_samples: int, global_batch_size: int, drop_last: bool, made_of: str) -> None:
     """Refuse a global batch larger than the whole dataset under drop_last: every epoch would deliver no batch."""
     if drop_last and num_samples < global_batch_size:
@@ -96,11 +122,17 @@ class ElasticSampler:
     def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool | str = True,
                  rank: int = 0, world_size: int = 1, drop_last: bool = True, fingerprint: str = "",
                  block_size: int = 1024, window_blocks: int = 16, dataset_info: dict | None = None,
-                 adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
+                 global_batch_size: int | None = None, adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
             raise ConfigError(f"need batch_size > 0 and 0 <= rank < world_size; found batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        if global_batch_size is not None and (isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int)
+                                              or global_batch_size <= 0 or global_batch_size % (world_size * batch_size)):
+            raise ConfigError(f"global_batch_size is {global_batch_size!r}, expected a positive multiple of world_size × batch_size = "
+                              f"{world_size} × {batch_size} = {world_size * batch_size} (each global step is that many micro-steps)")
+        self.accumulate = None if global_batch_size is None else global_batch_size // (world_size * batch_size)
         self.batch_size, self.rank, self.world_size, self.drop_last = batch_size, rank, world_size, drop_last
-        check_fits(num_samples, self.global_batch_size, drop_last, f"{world_size} rank(s) × batch_size {batch_size}")
+        accumulated = f" × {self.accumulate} micro-steps" if self.accumulate else ""
+        check_fits(num_samples, self.global_batch_size, drop_last, f"{world_size} rank(s) × batch_size {batch_size}{accumulated}")
         self._base = LoaderState(
             fingerprint=fingerprint, num_samples=num_samples, seed=seed, shuffle=shuffle_mode(shuffle),
             block_size=block_size, window_blocks=window_blocks, drop_last=drop_last,
@@ -118,15 +150,31 @@ class ElasticSampler:
                    adapt=getattr(dataset, "adapt_state", None), **kwargs)
 
     @property
-    def global_batch_size(self) -> int:
+    def micro_batch_size(self) -> int:
+        """Samples of one micro-step over all ranks: W·B."""
         return self.world_size * self.batch_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples of one global (optimizer) step: W·B × the micro-steps accumulated."""
+        return self.micro_batch_size * (self.accumulate or 1)
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.accumulate or 1
+
+    def plan_from(self, state: LoaderState) -> EpochPlan:
+        """The rest of `state`'s epoch for this sampler's topology (steps are micro-steps)."""
+        G = None if self.accumulate is None else self.global_batch_size
+        return plan_rest(state, self.micro_batch_size, G, self.drop_last)
 
     def plan(self) -> EpochPlan:
         """The rest of the current epoch, from the state this sampler starts (or resumed) from."""
-        return plan_epoch(self._base.remaining, self.global_batch_size, self.drop_last)
+        return self.plan_from(self._base)
 
     def __len__(self) -> int:
-        return self.plan().steps
+        """Micro-steps of one whole epoch on this rank, wherever the cursor stands (what frameworks read as epoch length)."""
+        return self.plan_from(self._base.next_epoch(self._base.epoch)).steps
 
     def order(self) -> Order:
         s = self._base
@@ -135,7 +183,7 @@ class ElasticSampler:
 
     def _steps(self, first: int, count: int, rank: int, order: Order) -> list[SampleBatch]:
         """The batches of `rank` for steps [first, first + count): one vectorised order lookup for all of them."""
-        base, G, B = self._base, self.global_batch_size, self.batch_size
+        base, G, B = self._base, self.micro_batch_size, self.batch_size
         steps = np.arange(first, first + count, dtype=np.int64)
         j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
         padded = j >= base.remaining
@@ -144,9 +192,13 @@ class ElasticSampler:
         positions[padded] = (j[padded] - base.remaining) % max(base.num_samples, 1)  # wrap to the start of the order
         ids = order[positions].reshape(count, B).tolist()
         num_padded = padded.reshape(count, B).sum(axis=1).tolist()
-        live = steps * G < base.remaining
-        starts = np.full(count, base.num_samples, dtype=np.int64)
-        starts[live] = base.position_of(steps[live] * G)
+        if self.accumulate is None:  # a step's identity (for per-batch randomness): where it starts in the order
+            live = steps * G < base.remaining
+            starts = np.full(count, base.num_samples, dtype=np.int64)
+            starts[live] = base.position_of(steps[live] * G)
+        else:  # every micro-step of a global step shares the global step's: its first slot of the epoch
+            into_epoch = base.num_consumed + steps * G
+            starts = into_epoch - into_epoch % self.global_batch_size
         context = base.dataset.get("context")
         return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k],
                             context=context) for k in range(count)]
@@ -156,7 +208,7 @@ class ElasticSampler:
         if self._produced or self._finished:
             self._base = self.state(self._produced)
         self._produced, self._finished = 0, False
-        order, steps = self.order(), len(self)
+        order, steps = self.order(), self.plan().steps
         chunk = max(1, STEPS_PER_LOOKUP_SAMPLES // self.batch_size)
         for first in range(0, steps, chunk):
             for batch in self._steps(first, min(chunk, steps - first), self.rank, order):
@@ -170,14 +222,15 @@ class ElasticSampler:
         return self.state_after(self._base, self._produced if consumed_steps is None else consumed_steps)
 
     def state_after(self, start: LoaderState, steps: int) -> LoaderState:
-        """The state `steps` global steps of this topology after `start` (a pure function; nothing changes here)."""
-        plan = plan_epoch(start.remaining, self.global_batch_size, self.drop_last)
+        """The state `steps` (micro-)steps of this topology after `start` (a pure function; nothing changes here)."""
+        plan = self.plan_from(start)
         if not 0 <= steps <= plan.steps:
             raise ValueError(f"consumed_steps={steps}, expected 0..{plan.steps}")
         info = dict(world_size=self.world_size, batch_size=self.batch_size, rank=self.rank, drop_last=self.drop_last)
         if steps == plan.steps:
             return replace(start.next_epoch(), **info)  # the epoch is over (its tail dropped or padded)
-        return replace(start.advance(steps * self.global_batch_size), **info)
+        # Past the real samples only padded micro-steps of the last global step remain: the cursor stops at the end.
+        return replace(start.advance(min(steps * self.micro_batch_size, start.remaining)), **info)
 
     def state_dict(self, consumed_steps: int | None = None) -> dict[str, Any]:
         return self.state(consumed_steps).to_dict()
@@ -188,15 +241,30 @@ class ElasticSampler:
         if self._adapt is not None:
             state = self._adapt(state)
         check_compatible(state, self._base)
+        self.plan_from(state)  # with a global_batch_size: refuse here a state off this topology's micro-steps
         context = {"context": state.dataset["context"]} if "context" in state.dataset else {}
         self._base = replace(state, dataset={**(self._base.dataset or state.dataset), **context})
         self._produced, self._finished = 0, False
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its beginning — unless it is the epoch in progress, which continues."""
-        current = self.state()
-        if epoch != current.epoch:
-            self._base, self._produced, self._finished = current.next_epoch(epoch), 0, False
+    def set_epoch(self, epoch: int, skip_rest: bool = False) -> None:
+        """Continue the epoch in progress when `epoch` is it; start `epoch` when the current one has not begun.
+        Moving to another epoch while the current one is part-way raises, unless `skip_rest=True` (its rest is dropped)."""
+        self._base = move_to_epoch(self.state(), epoch, skip_rest, self.plan_from(self.state()).steps)
+        self._produced, self._finished = 0, False
+
+
+def move_to_epoch(current: LoaderState, epoch: int, skip_rest: bool, steps_left: int) -> LoaderState:
+    """The state `set_epoch(epoch)` leads to from `current` (the rule every set_epoch follows)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ConfigError(f"set_epoch({epoch!r}): expected an epoch number >= 0")
+    if epoch == current.epoch:
+        return current
+    if current.num_consumed and steps_left and not skip_rest:
+        raise ConfigError(
+            f"set_epoch({epoch}) while epoch {current.epoch} is in progress ({current.num_consumed:,} of "
+            f"{current.num_samples:,} samples delivered, {steps_left:,} steps left): iterate the loader to finish epoch "
+            f"{current.epoch} (set_epoch({current.epoch}) continues it), or call set_epoch({epoch}, skip_rest=True) to drop its rest")
+    return current.next_epoch(int(epoch))
 
 
 def check_compatible(state: LoaderState, expected: LoaderState) -> None:

@@ -9,10 +9,12 @@ from sdl.loader.storage.remote import (
     DEFAULT_PREFETCH_STEPS,
     RemoteFiles,
     default_cache_dir,
+    remote_files,
     shard_bound,
 )
 
 __all__ = [
     "DEFAULT_PREFETCH_STEPS", "DEFAULT_TIMEOUT_S", "CacheEntry", "CacheStats", "Prefetcher", "RemoteFiles", "S3Client",
-    "S3Location", "ShardCache", "default_cache_dir", "is_remote", "local_or_remote", "shard_bound", "tree_bytes",
+    "S3Location", "ShardCache", "default_cache_dir", "is_remote", "local_or_remote", "remote_files", "shard_bound",
+    "tree_bytes",
 ]

@@ -35,7 +35,7 @@ def run(mixture, state, world_size, batch_size, steps, seed=5, shuffle=False):
     for sampler in samplers:
         if state is not None:
             sampler.load_state_dict(state)
-    steps = min(steps, len(samplers[0]))
+    steps = min(steps, samplers[0].plan().steps)  # the rest of the epoch (len() is a whole epoch)
     delivered = []
     for sampler in samplers:
         for _, batch in zip(range(steps), sampler):

@@ -47,6 +47,15 @@ def expected_positions(doc_lengths, total) -> np.ndarray:
     return np.arange(total) - last_start
 
 
+def expected_cu_seqlens(doc_starts, window_starts, seq_len) -> list[int]:
+    """Segment boundaries of the flattened batch from the document starts alone: each row's start, and every document
+    start inside a row."""
+    bounds = []
+    for row, start in enumerate(window_starts):
+        bounds += [row * seq_len] + [row * seq_len + int(d) - start for d in doc_starts if start < d < start + seq_len]
+    return bounds + [len(window_starts) * seq_len]
+
+
 def docs_from_files(path) -> np.ndarray:
     """Global document starts read back from the .docs.npy files beside the shards."""
     manifest = json.loads((path / "manifest.json").read_text())
@@ -88,6 +97,9 @@ def test_position_ids_match_the_brute_force_for_every_window(dataset, seq_len, s
         assert batch["position_ids"].shape == (len(ids), seq_len) and batch["position_ids"].dtype == batch["input_ids"].dtype
         want = np.stack([expected[i * stride:i * stride + seq_len] for i in ids])
         np.testing.assert_array_equal(batch["position_ids"].numpy(), want)
+        bounds = expected_cu_seqlens(doc_starts, [i * stride for i in ids], seq_len)
+        assert batch["cu_seqlens"].dtype == torch.int32 and batch["cu_seqlens"].tolist() == bounds
+        assert batch["max_seqlen"] == max(b - a for a, b in zip(bounds, bounds[1:]))
         reference = plain.__getitems__(ids)
         assert list(reference) == ["input_ids", "labels", "sample_ids"]
         for key in reference:

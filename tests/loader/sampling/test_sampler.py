@@ -20,7 +20,7 @@ def _run(samplers, steps):
     """Run `steps` global steps on every rank (None: to the end); return the ids and the saved state."""
     seen = []
     iterators = [iter(s) for s in samplers]
-    for _ in range(len(samplers[0]) if steps is None else min(steps, len(samplers[0]))):
+    for _ in range(samplers[0].plan().steps if steps is None else min(steps, samplers[0].plan().steps)):
         for it in iterators:
             seen.extend(next(it))
     state = samplers[0].state_dict()
