@@ -25,8 +25,9 @@ RESUME_TARGET_MS = 10.0
 
 
 def command(
-    dataset: Optional[Path] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder), "
-                                                         "or a mixture config (configs/mix-*.toml)."),
+    dataset: Optional[str] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder), "
+                                            "a mixture config (configs/mix-*.toml), or s3://bucket/prefix: the object-store "
+                                            "bench (a synthetic dataset is uploaded there when it holds none)."),
     tokens: int = typer.Option(2**25, "--tokens", help="Size of the synthetic dataset, in tokens (uint32)."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sample."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Tokens between window starts (default: seq_len)."),
@@ -40,12 +41,22 @@ def command(
     mixture: bool = typer.Option(False, "--mixture", help="Bench a 2-source mixture (75/25) of two synthetic datasets."),
     peer: list[str] = typer.Option([], "--peer", help="Also run a peer loader on the same tokens: torchdata, hf, litdata, mosaic (repeatable; optional installs)."),
     arrow: bool = typer.Option(False, "--arrow", help="Instead: ArrowRows vs HF datasets on the same rows, memory vs file size, a shuffle over 160 files vs sequential."),
+    cache_fraction: float = typer.Option(0.3, "--cache-fraction", help="s3://: the limited cache, as a fraction of the dataset."),
+    block_size: int = typer.Option(1024, "--block-size", help="s3://: samples per block of the locality shuffle."),
+    window_blocks: int = typer.Option(2, "--window-blocks", help="s3://: blocks shuffled together (locality shuffle)."),
+    prefetch_steps: int = typer.Option(64, "--prefetch-steps", help="s3://: steps the prefetcher runs ahead."),
 ) -> None:
     """Measure throughput, resume latency and memory, and the data stall of a simulated training step."""
     from sdl.loader.bench import BenchConfig, run_bench
 
     if arrow:
         return _arrow_bench(json_out)
+    if dataset is not None and dataset.startswith("s3://"):
+        from sdl.cli.bench_remote import bench_remote
+
+        return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, cache_fraction, block_size, window_blocks,
+                            prefetch_steps, json_out)
+    dataset = Path(dataset) if dataset is not None else None
     if dataset is not None and not dataset.exists():
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")
     if plot is not None:

@@ -12,21 +12,27 @@ import typer
 from sdl.loader.errors import FormatError, InputError
 
 
-def resolve_root(path: Optional[Path], hf: Optional[str], hf_cache: Optional[Path], hf_config: Optional[str]) -> Path:
-    """The dataset folder: PATH, or the Arrow folder of `--hf NAME` in the local HF datasets cache."""
+def resolve_root(path: Optional[str], hf: Optional[str], hf_cache: Optional[Path], hf_config: Optional[str]) -> Path | str:
+    """The dataset folder: PATH (kept a string when it is `s3://…`), or the Arrow folder of `--hf NAME` in the local
+    HF datasets cache."""
     if (path is None) == (hf is None):
         raise InputError("give a dataset PATH or --hf NAME (exactly one)")
     if hf is not None:
         from sdl.loader.index.hf_cache import find_hf_dataset
 
         return find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
+    if path.startswith("s3://"):
+        return path
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
     return path
 
 
-def disk_bytes(index: Any) -> int:
+def disk_bytes(index: Any) -> int | None:
     """Bytes on disk of the indexed data (for zarr, every file of every store)."""
+    if index.root.startswith("s3://"):
+        return None  # not listed: the manifest is all that is read to index a remote dataset
     if index.kind != "zarr":
         return int(index.sources.sizes.sum())
     total = 0
@@ -68,7 +74,7 @@ def render(summary: dict[str, Any], title: str) -> None:
 
 
 def command(
-    path: Optional[Path] = typer.Argument(None, help="Token dataset, folder of zarr stores, Arrow folder, or the parent of job folders."),
+    path: Optional[str] = typer.Argument(None, help="Token dataset (folder or s3://bucket/prefix), folder of zarr stores, Arrow folder, or the parent of job folders."),
     kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
     hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache (never downloads)."),
     hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),
@@ -82,8 +88,12 @@ def command(
     from sdl.loader.index.join import is_job_parent, join_jobs
 
     root = resolve_root(path, hf, hf_cache, hf_config)
-    if kind in (None, "tokens") and hf is None and is_job_parent(root):
+    if kind in (None, "tokens") and hf is None and isinstance(root, Path) and is_job_parent(root):
         join_jobs(root)
+    elif isinstance(root, str) and kind in (None, "tokens"):
+        from sdl.loader.index.remote_join import join_remote_jobs
+
+        join_remote_jobs(root)  # job prefixes (sdl prepare --num-jobs to s3://) are joined like job folders
     report = run_validation(root, kind, split, json_out) if validate_ else None  # before any cache is written
     start = time.perf_counter()
     index = build_index(root, kind=kind, split=split)
@@ -98,7 +108,7 @@ def command(
         typer.echo(f"valid: {report.num_sources:,} sources, {report.bytes_read:,} bytes read")
 
 
-def run_validation(root: Path, kind: Optional[str], split: Optional[str], json_out: bool) -> Any:
+def run_validation(root: Path | str, kind: Optional[str], split: Optional[str], json_out: bool) -> Any:
     """Read every byte; on failures print the report (--json) and raise one `error:` line per failure, writing nothing."""
     from sdl.loader.index.validation import validate_dataset
 

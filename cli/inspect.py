@@ -15,9 +15,9 @@ def document_stats(index: Any) -> dict[str, Any]:
     import numpy as np
     from sdl.loader.format.tokens import read_manifest
 
-    manifest = read_manifest(index.root)
-    num_docs, num_tokens = manifest.num_docs, index.total
-    if manifest.shards and all(s.docs_file for s in manifest.shards):
+    num_docs, num_tokens = index.meta.get("num_docs") or 0, index.total
+    manifest = None if index.root.startswith("s3://") else read_manifest(index.root)  # remote: counts only, no docs files
+    if manifest and manifest.shards and all(s.docs_file for s in manifest.shards):
         starts = [np.load(Path(index.root) / s.docs_file) + index.offsets[i] for i, s in enumerate(manifest.shards)]
         starts = np.concatenate(starts).astype(np.int64)
         lengths = np.diff(np.append(starts, num_tokens)) if len(starts) else np.zeros(0)
@@ -35,8 +35,15 @@ def read_tokens(index: Any, start: int, count: int) -> Any:
     positions = np.arange(start, start + count, dtype=np.int64)
     source_ids, offsets = index.locate(positions)
     out = np.empty(count, dtype=index.meta["dtype"])
+    remote = None
+    if index.root.startswith("s3://"):
+        from sdl.loader.index.remote import open_remote_shard
+        from sdl.loader.storage import RemoteFiles
+
+        remote = RemoteFiles(index.root)  # shards through the default node cache
     for source_id, where in group_by_source(source_ids):
-        out[where] = open_shard(index.path_of(source_id))[offsets[where]]
+        shard = open_remote_shard(index, remote, source_id) if remote else open_shard(index.path_of(source_id))
+        out[where] = shard[offsets[where]]
     return out
 
 
@@ -117,7 +124,7 @@ def token_info(index: Any, seq_len: Optional[int], stride: Optional[int], split_
 
 
 def command(
-    path: Optional[Path] = typer.Argument(None, help="A dataset folder (token dataset, zarr stores, Arrow files)."),
+    path: Optional[str] = typer.Argument(None, help="A dataset folder (token dataset, zarr stores, Arrow files) or s3://bucket/prefix."),
     kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
     hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache."),
     hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),
@@ -131,8 +138,8 @@ def command(
 ) -> None:
     """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples.
     A mixture config (configs/mix-*.toml): its sources, weights, and passes per source per epoch."""
-    if path is not None and path.suffix == ".toml":
-        return inspect_mixture(path, json_out)
+    if path is not None and path.endswith(".toml"):
+        return inspect_mixture(Path(path), json_out)
     from sdl.loader.index import open_index
 
     index = open_index(resolve_root(path, hf, hf_cache, hf_config), kind=kind, split=split)

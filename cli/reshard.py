@@ -29,7 +29,7 @@ def parse_shift(shift: Optional[str]) -> Any:
         raise ConfigError(f"--shift is {shift!r}, expected a positive integer or 'random'") from None
 
 
-def checked_states(merged: dict, dataset: Optional[Path], settings: dict, force: bool) -> tuple[dict, dict]:
+def checked_states(merged: dict, dataset: Optional[str], settings: dict, force: bool) -> tuple[dict, dict]:
     """Check every stream against `dataset`; refuse a mismatch unless `force`, which rebinds the state to the dataset."""
     from sdl.loader.checkpoint import check_dataset, format_key, rebind_state
 
@@ -144,7 +144,7 @@ def command(
     per_rank: bool = typer.Option(False, "--per-rank", help="Write one file per new rank: OUT/rank_<r>.pt."),
     in_place: bool = typer.Option(False, "--in-place", help="Rewrite the (single) input file itself."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Check the state against this token dataset."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Check the state against this token dataset (folder or s3://bucket/prefix)."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Window length for --dataset (default: as saved)."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Window stride for --dataset (default: as saved)."),
     shift: Optional[str] = typer.Option(None, "--shift", help="Label shift for --dataset (default: as saved)."),

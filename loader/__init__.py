@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "SdlError": "sdl.loader.errors", "InputError": "sdl.loader.errors", "FormatError": "sdl.loader.errors",
     "IndexStaleError": "sdl.loader.errors", "CheckpointError": "sdl.loader.errors", "ConfigError": "sdl.loader.errors",
-    "WorkerError": "sdl.loader.errors",
+    "WorkerError": "sdl.loader.errors", "StorageError": "sdl.loader.errors",
     "Manifest": "sdl.loader.format.tokens", "ShardInfo": "sdl.loader.format.tokens", "read_manifest": "sdl.loader.format.tokens",
     "GlobalIndex": "sdl.loader.index.table", "SourceInfo": "sdl.loader.index.table", "open_index": "sdl.loader.index.cache",
     "build_index": "sdl.loader.index.cache",

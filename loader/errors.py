@@ -31,4 +31,9 @@ class WorkerError(SdlError):
     """A DataLoader worker died (killed, crashed) while the training process waited for its batches."""
 
 
-__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError", "WorkerError"]
+class StorageError(SdlError):
+    """An object store (S3 API) stayed unreachable, refused a request, or served an object that does not match."""
+
+
+__all__ = ["SdlError", "InputError", "FormatError", "IndexStaleError", "CheckpointError", "ConfigError", "WorkerError",
+           "StorageError"]

@@ -12,6 +12,7 @@ from typing import Any
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.atomic import atomic_write_json
 from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo
+from sdl.loader.storage.location import is_remote
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodedBatch, EncodeOptions, encode_batches
 from sdl.prepare.journal import (
@@ -28,6 +29,7 @@ from sdl.prepare.records import iter_batches
 from sdl.prepare.resume import check_inputs, input_fingerprints, roll_back
 from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
+from sdl.prepare.upload import prepare_to_store
 from sdl.prepare.writer import ShardWriter
 
 REPORT_VERSION = 1
@@ -93,7 +95,10 @@ class _Run:
 
 
 def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] | None = None) -> PrepareReport:
-    """Tokenize `config.sources` into a token dataset at `config.out`; resume or refuse an existing one."""
+    """Tokenize `config.sources` into a token dataset at `config.out`; resume or refuse an existing one.
+    An `s3://bucket/prefix` OUT is prepared in a local staging folder and uploaded (`sdl.prepare.upload`)."""
+    if is_remote(config.out):
+        return prepare_to_store(config, lambda local: prepare(local, progress))
     started = time.perf_counter()
     # Step: resolve the tokenizer, the dtype and this job's inputs; fingerprint what decides the output.
     spec = load_tokenizer(config.tokenizer)

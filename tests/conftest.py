@@ -37,3 +37,101 @@ def token_dataset(tmp_path):
         return path
 
     return make
+
+
+# A real S3-compatible server (moto's server mode) on 127.0.0.1, reached through the standard AWS
+# environment variables only, as a user would point sdl at MinIO.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_s3_server():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def stop_s3_server(server) -> None:
+    server.stop()
+    server._server.server_close()  # refuse connections from now on, as a server that went down does
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The endpoint URL of a moto S3 server for the session; AWS_* variables point every client (and subprocess) at it."""
+    pytest.importorskip("moto.server")
+    server, endpoint = start_s3_server()
+    saved = {key: os.environ.get(key) for key in [*S3_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
+    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)
+    os.environ.pop("AWS_PROFILE", None)
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    stop_s3_server(server)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the session's S3 server (named after the test); its name."""
+    import re
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid() % 10000}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def upload_folder(folder, bucket: str, prefix: str) -> str:
+    """Copy a local dataset folder into s3://bucket/prefix, key for file (as `aws s3 sync` would); its URL."""
+    from pathlib import Path
+
+    import boto3
+
+    client = boto3.client("s3")
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and ".sdl" not in path.parts:
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
+
+
+@pytest.fixture
+def s3_dataset(token_dataset, s3_bucket):
+    """Factory: a self-describing token dataset written locally and uploaded; (local path, s3 URL)."""
+
+    def make(**kwargs):
+        local = token_dataset(**kwargs)
+        return local, upload_folder(local, s3_bucket, kwargs.get("name", "tokens"))
+
+    return make
+
+
+@pytest.fixture
+def s3_upload():
+    """The function that copies a local folder into s3://bucket/prefix."""
+    return upload_folder
+
+
+@pytest.fixture
+def own_s3_server(s3_server, monkeypatch):
+    """A second S3 server for this test alone (to be stopped by it): (endpoint, stop); AWS_ENDPOINT_URL points at it."""
+    server, endpoint = start_s3_server()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    stopped = []
+
+    def stop() -> None:
+        if not stopped:
+            stopped.append(True)
+            stop_s3_server(server)
+
+    yield endpoint, stop
+    stop()

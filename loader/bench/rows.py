@@ -14,7 +14,6 @@ Synthetic data: rows of `text` (a few hundred bytes) and `n` (int64).
 from __future__ import annotations
 
 import gc
-import os
 import time
 from pathlib import Path
 from typing import Any

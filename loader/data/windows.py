@@ -45,6 +45,13 @@ from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.format.tokens import open_shard
 from sdl.loader.index import GlobalIndex, OpenSources, open_index
+from sdl.loader.index.remote import open_remote_index, open_remote_shard, shard_entry
+from sdl.loader.storage import (
+    DEFAULT_PREFETCH_STEPS,
+    DEFAULT_TIMEOUT_S,
+    CacheEntry,
+    remote_files,
+)
 
 LAYOUTS = ("flat", "grouped")
 BATCH_ONLY_KEYS = ("cu_seqlens", "max_seqlen")  # describe a whole batch: not part of one sample
@@ -81,11 +88,16 @@ def host_dtype(vocab_size: int, shard_dtype: str = "uint32") -> np.dtype:
 
 
 class TokenWindows:
-    """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring)."""
+    """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring).
+
+    `path` may be `s3://bucket/prefix`: shards are then read through the node cache `cache_dir` (default under
+    the user cache dir) of at most `cache_limit` bytes (default: no limit), which `make_loader` fills
+    `prefetch_steps` steps ahead; a request to the store fails after `storage_timeout_s` (see `sdl.loader.storage`)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
                  split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,
-                 doc_starts: bool = False) -> None:
+                 doc_starts: bool = False, cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         stride = seq_len if stride is None else stride
         for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -95,7 +107,9 @@ class TokenWindows:
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
         self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
-        self.index: GlobalIndex = open_index(path, kind="tokens")
+        self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
+        self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
+        self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
         self._lengths = np.diff(self.index.offsets)
@@ -247,10 +261,12 @@ class TokenWindows:
         source_id = int(np.searchsorted(self.index.offsets, start, side="right")) - 1
         filled = 0
         while filled < length:
-            shard = self._shard(source_id)
             offset = start + filled - int(self.index.offsets[source_id])
             take = min(length - filled, int(self._lengths[source_id]) - offset)
-            out[filled:filled + take] = shard[offset:offset + take]
+            if filled and self.remote is not None and not self._held(source_id):
+                out[filled:filled + take] = self.remote.read_head(self.index.sources.paths[source_id], take)
+            else:
+                out[filled:filled + take] = self._shard(source_id)[offset:offset + take]
             filled += take
             source_id += 1
         return out
@@ -260,8 +276,30 @@ class TokenWindows:
         return self._open.get(source_id)
 
     def _open_shard(self, source_id: int) -> np.ndarray:
+        if self.remote is not None:
+            return open_remote_shard(self.index, self.remote, source_id)
         shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
+
+    # Object storage: which cached objects a batch reads (for the loader's prefetcher)
+
+    def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
+        """The objects the samples start in, in order of first use. A window's spill into the next shard is read
+        from the cache when that shard is there, else by a ranged GET of the shard's head (see `_read_span`):
+        fetching a whole shard for a few tokens would double the bytes of a locality-shuffled epoch."""
+        starts = (np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride
+        first, _ = self.index.locate(starts)
+        return [self._entry(i) for i in dict.fromkeys(first.tolist())]
+
+    def _entry(self, source_id: int) -> CacheEntry:
+        entry = self._entries.get(source_id)
+        if entry is None:
+            entry = self._entries[source_id] = shard_entry(self.index, self.remote, source_id)
+        return entry
+
+    def _held(self, source_id: int) -> bool:
+        """Whether shard `source_id` is open in this process or in the node cache (a remote dataset)."""
+        return source_id in self._open.items or self.remote.cache.contains(self._entry(source_id))
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the

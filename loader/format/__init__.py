@@ -19,6 +19,7 @@ from sdl.loader.format.tokens import (
                                       file_checksum,
                                       npy_bytes,
                                       open_shard,
+                                      parse_manifest,
                                       read_manifest,
                                       read_npy_header,
                                       repair_hint,
@@ -27,6 +28,7 @@ from sdl.loader.format.tokens import (
 
 __all__ = [
     "CACHE_DIR", "MANIFEST_NAME", "Manifest", "ShardInfo", "atomic_write", "atomic_write_bytes", "atomic_write_json",
-    "docs_name", "dtype_for_vocab", "repair_hint", "file_checksum", "npy_bytes", "open_shard", "read_manifest", "read_npy_header",
+    "docs_name", "dtype_for_vocab", "repair_hint", "file_checksum", "npy_bytes", "open_shard", "parse_manifest", "read_manifest",
+    "read_npy_header",
     "remove_stale_temporaries", "shard_name",
 ]

@@ -166,13 +166,18 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise InputError(f"{directory}: no such directory; expected a token dataset written by sdl prepare")
     if not path.is_file():
         raise FormatError(f"{directory}: no {MANIFEST_NAME}; expected a token dataset written by sdl prepare (run sdl prepare, or sdl index to join job folders)")
+    return parse_manifest(path.read_bytes(), where=str(path))
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """The manifest in `raw` (the bytes of a manifest.json read from `where`, a local path or an object URL)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc}); the file is corrupt, re-run the sdl prepare command that made it with --overwrite") from None
+        raise FormatError(f"{where}: not valid JSON ({exc}); the file is corrupt, re-run the sdl prepare command that made it with --overwrite") from None
     if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object, found a {type(data).__name__}; the file is corrupt, re-run the sdl prepare command that made it with --overwrite")
-    return Manifest.from_dict(data, where=str(path))
+        raise FormatError(f"{where}: expected a JSON object, found a {type(data).__name__}; the file is corrupt, re-run the sdl prepare command that made it with --overwrite")
+    return Manifest.from_dict(data, where=where)
 
 
 def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:

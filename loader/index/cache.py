@@ -32,6 +32,7 @@ from sdl.loader.index.table import (
     source_fingerprint,
 )
 from sdl.loader.index.tokens import descriptor_of
+from sdl.loader.storage.location import is_remote
 
 
 def cache_path(root: str | Path, split: str | None = None) -> Path:
@@ -41,8 +42,11 @@ def cache_path(root: str | Path, split: str | None = None) -> Path:
 def build_index(root: str | Path, kind: str | None = None, write_cache: bool = True, *, split: str | None = None) -> GlobalIndex:
     """List the sources of `root` (headers only), and write the cache unless told not to.
 
-    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict).
+    `split` selects one split of an Arrow dataset (a HuggingFace cache folder or DatasetDict). An `s3://` token
+    dataset is indexed from its manifest; nothing is written to the store.
     """
+    if is_remote(root):
+        return _open_remote(str(root), kind, split)
     root = Path(root)
     kind = kind or detect_kind(root)
     if kind not in KINDS:
@@ -125,8 +129,11 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
 def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
     """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
 
-    A stale cache is never used: IndexStaleError tells the user to run `sdl index`.
+    A stale cache is never used: IndexStaleError tells the user to run `sdl index`. An `s3://` dataset
+    (token datasets only) is indexed from its manifest, in one request.
     """
+    if is_remote(root):
+        return _open_remote(str(root), kind, split)
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
@@ -134,3 +141,11 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
     if cached is not None and (kind is None or cached.kind == kind):
         return cached
     return build_index(root, kind=kind, split=split)
+
+
+def _open_remote(url: str, kind: str | None, split: str | None) -> GlobalIndex:
+    from sdl.loader.index.remote import open_remote_index
+
+    if kind not in (None, "tokens") or split is not None:
+        raise InputError(f"{url}: only token datasets are read from an object store; copy zarr or Arrow data to a local folder")
+    return open_remote_index(url)

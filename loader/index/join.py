@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.format.atomic import atomic_write_json
@@ -42,7 +43,17 @@ def join_jobs(root: str | Path) -> Manifest:
     parts = [(folder, read_manifest(folder)) for folder in find_job_folders(root)]
     if not parts:
         raise InputError(f"{root}: no job folders (sub-folders with {MANIFEST_NAME}); expected the outputs of sdl prepare --num-jobs")
-    parts.sort(key=lambda part: part[1].job.get("job_index", 0))
+    joined = join_manifests(root, parts)
+    path = root / MANIFEST_NAME
+    if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != joined.to_dict():
+        atomic_write_json(path, joined.to_dict())  # unchanged joins keep their mtime, so the index cache stays valid
+    return joined
+
+
+def join_manifests(root: str | Path, parts: list[tuple[Any, Manifest]]) -> Manifest:
+    """The joined manifest of job parts [(folder, its manifest)] (a folder is anything with a `.name`: a local Path,
+    or a PurePosixPath naming a job prefix in an object store), after checking that they belong together."""
+    parts = sorted(parts, key=lambda part: part[1].job.get("job_index", 0))
     _check_parts(root, parts)
     first = parts[0][1]
     shards, sources, part_entries = [], [], []
@@ -52,12 +63,8 @@ def join_jobs(root: str | Path) -> Manifest:
                    for s in manifest.shards]
         sources += list(manifest.sources)
         part_entries.append({"path": prefix, "num_shards": len(manifest.shards), "num_tokens": manifest.num_tokens})
-    joined = replace(first, shards=tuple(shards), sources=tuple(sources), parts=tuple(part_entries),
-                     job={"num_jobs": 1, "job_index": 0})
-    path = root / MANIFEST_NAME
-    if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != joined.to_dict():
-        atomic_write_json(path, joined.to_dict())  # unchanged joins keep their mtime, so the index cache stays valid
-    return joined
+    return replace(first, shards=tuple(shards), sources=tuple(sources), parts=tuple(part_entries),
+                   job={"num_jobs": 1, "job_index": 0})
 
 
 def _setting(manifest: Manifest, what: str) -> object:
@@ -68,7 +75,7 @@ def _setting(manifest: Manifest, what: str) -> object:
     return value
 
 
-def _check_parts(root: Path, parts: list[tuple[Path, Manifest]]) -> None:
+def _check_parts(root: str | Path, parts: list[tuple[Any, Manifest]]) -> None:
     first_folder, first = parts[0]
     num_jobs = first.job.get("num_jobs", 1)
     for folder, manifest in parts[1:]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import FormatError
-from sdl.loader.format.tokens import MANIFEST_NAME, read_manifest, read_npy_header, repair_hint
+from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, read_manifest, read_npy_header, repair_hint
 from sdl.loader.index.table import SourceInfo
 
 
@@ -43,11 +43,16 @@ def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, An
                 f"the file was truncated; {repair_hint(path)}"
             )
         sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=mtime_ns, checksum=shard.checksum))
+    return tuple(sources), token_meta(manifest, descriptor_of(root / MANIFEST_NAME))
+
+
+def token_meta(manifest: Manifest, descriptor: dict[str, Any]) -> dict[str, Any]:
+    """The index meta of a token dataset: what the manifest says of its tokens, and its descriptor (for staleness).
+    The same for a local copy and one in an object store, so both have the same identity."""
     meta = {
         "dtype": manifest.dtype, "tokenizer": manifest.tokenizer, "vocab_size": manifest.vocab_size,
-        "num_docs": manifest.num_docs, "tokens_per_shard": manifest.tokens_per_shard,
-        "descriptor": descriptor_of(root / MANIFEST_NAME),
+        "num_docs": manifest.num_docs, "tokens_per_shard": manifest.tokens_per_shard, "descriptor": descriptor,
     }
     if manifest.parts:
         meta["parts"] = list(manifest.parts)
-    return tuple(sources), meta
+    return meta

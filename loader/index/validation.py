@@ -11,9 +11,10 @@ Arrow: every record batch of every file reads and passes pyarrow's full validati
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from sdl.loader.errors import SdlError
 from sdl.loader.format.tokens import file_checksum, read_manifest, read_npy_header, repair_hint
 from sdl.loader.index.kinds import LISTERS, detect_kind
+from sdl.loader.storage.location import is_remote
 
 SHARD_FILE = re.compile(r"shard-\d{6}(\.docs)?\.npy")
 Progress = Callable[[int, int], None]
@@ -57,10 +59,14 @@ class ValidationReport:
 
 def validate_dataset(root: str | Path, kind: str | None = None, *, split: str | None = None,
                      progress: Progress | None = None) -> ValidationReport:
-    """Read everything under `root` and return the report (never raises for a bad file: it lists it)."""
-    root = Path(root)
-    kind = kind or detect_kind(root)
-    check = {"tokens": _validate_tokens, "zarr": _validate_zarr, "arrow": _validate_arrow}[kind]
+    """Read everything under `root` and return the report (never raises for a bad file: it lists it).
+    An `s3://` token dataset is read object by object into a temporary folder, each checked as a local shard."""
+    if is_remote(root):
+        kind, check = "tokens", _validate_remote_tokens
+    else:
+        root = Path(root)
+        kind = kind or detect_kind(root)
+        check = {"tokens": _validate_tokens, "zarr": _validate_zarr, "arrow": _validate_arrow}[kind]
     failures: list[ValidationFailure] = []
     num_sources, bytes_read = check(root, split, failures, progress or (lambda done, total: None))
     return ValidationReport(kind=kind, root=str(root), num_sources=num_sources, bytes_read=bytes_read, failures=tuple(failures))
@@ -76,6 +82,28 @@ def _validate_tokens(root: Path, split: str | None, failures: list, progress: Pr
         if shard.docs_file:
             _validate_docs(root / shard.docs_file, shard, failures)
         progress(done + 1, len(manifest.shards))
+    return len(manifest.shards), bytes_read
+
+
+def _validate_remote_tokens(url: str, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
+    from sdl.loader.index.remote import download_for_validation, read_remote_manifest
+    from sdl.loader.storage.remote import RemoteFiles
+
+    files = RemoteFiles(url)
+    manifest, _ = read_remote_manifest(files)
+    bytes_read, first = 0, len(failures)
+    with tempfile.TemporaryDirectory(prefix="sdl-validate-") as tmp:
+        for done, shard in enumerate(manifest.shards):
+            path = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing"
+            bytes_read += _validate_shard(path, shard, manifest, failures)
+            path.unlink(missing_ok=True)
+            if shard.docs_file:
+                docs = download_for_validation(files, shard.docs_file, Path(tmp)) or Path(tmp) / "missing"
+                _validate_docs(docs, shard, failures)
+                docs.unlink(missing_ok=True)
+            progress(done + 1, len(manifest.shards))
+    fix = f"re-run the sdl prepare command that wrote {url} (it uploads only what differs)"
+    failures[first:] = [replace(failure, fix=fix) for failure in failures[first:]]  # not the temporary folder's repair
     return len(manifest.shards), bytes_read
 
 

@@ -8,6 +8,7 @@ advanced by k global steps — prefetched batches are neither lost nor repeated 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -27,6 +28,7 @@ from sdl.loader.runtime.workers import WorkerInit, check_workers
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState
+from sdl.loader.storage.prefetch import Prefetcher
 from torch.utils.data import DataLoader
 
 
@@ -81,8 +83,12 @@ class SdlLoader:
         self._start, self._yielded = self._state, 0
         self.sampler.load_state_dict(self._start)
 
+        prefetcher = self._prefetcher()
+
         def handed_over(_batch: Any) -> None:
             self._yielded += 1
+            if prefetcher is not None:
+                prefetcher.advance()
 
         # Batches pickled through the workers' pipes are received by a thread while the caller computes; ring slots
         # (a few hundred bytes each) are received on the caller's thread, where the DataLoader's SIGCHLD handler works.
@@ -94,7 +100,21 @@ class SdlLoader:
             if self._workers is not None:
                 self._check_workers()
             raise
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
         self._start, self._yielded = self._state, 0  # every step handed over: the state is the next epoch's start
+
+    def _prefetcher(self) -> Prefetcher | None:
+        """For a dataset in an object store: a thread fetching what this rank's next steps read, from the computed
+        order (a copy of the sampler, started where this iteration starts), into the node cache."""
+        remote = getattr(self.dataset, "remote", None)
+        if remote is None:
+            return None
+        ahead = copy.copy(self.sampler)
+        ahead.load_state_dict(self._start)
+        steps = (self.dataset.entries_for(batch) for batch in ahead)
+        return Prefetcher(remote.cache, steps, remote.prefetch_steps).start()
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

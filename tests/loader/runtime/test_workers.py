@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 SCRIPT = Path(__file__).with_name("worker_faults.py")
 

@@ -1,0 +1,79 @@
+"""A dataset folder in an object store, read through the node-local cache: small files fetched whole, shards cached."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from sdl.loader.errors import ConfigError, FormatError
+from sdl.loader.storage.cache import CacheEntry, ShardCache
+from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
+from sdl.loader.storage.location import S3Location, is_remote
+
+NPY_HEADER_MAX = 4096  # a 1-D .npy header is 128 bytes in practice; the format caps what we accept here
+DEFAULT_PREFETCH_STEPS = 64
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/sdl/objects` (else `~/.cache/sdl/objects`): shared by every dataset and process of the user."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sdl" / "objects"
+
+
+class RemoteFiles:
+    """The files of the dataset at `url` (s3://bucket/prefix): `read` small ones, `entry` + the cache for shards."""
+
+    def __init__(self, url: str, *, cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, prefetch_steps: int = DEFAULT_PREFETCH_STEPS) -> None:
+        self.location = S3Location.parse(url)
+        self.client = S3Client(timeout_s)
+        self.cache = ShardCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), cache_limit, self.client)
+        self.prefetch_steps = int(prefetch_steps)
+        self.host = self.client.endpoint.split("://", 1)[-1].strip("/").replace("/", "_") or "s3"
+
+    @property
+    def url(self) -> str:
+        return self.location.url()
+
+    def read(self, relative: str) -> bytes:
+        return self.client.get_bytes(self.location.bucket, self.location.key(relative))
+
+    def read_head(self, relative: str, count: int) -> np.ndarray:
+        """The first `count` tokens of a shard, by one ranged GET (header included), without caching the shard:
+        what a window that spills over a shard boundary needs from the next shard."""
+        raw = self.client.get_range(self.location.bucket, self.location.key(relative), 0, NPY_HEADER_MAX + count * 8)
+        handle = io.BytesIO(raw)
+        try:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version[0] == 1 else np.lib.format.read_array_header_2_0)(handle)
+        except ValueError as exc:
+            raise FormatError(f"{self.location.url(relative)}: corrupt .npy header ({exc}); re-upload it") from None
+        offset = handle.tell()
+        if len(shape) != 1 or shape[0] < count or len(raw) < offset + count * dtype.itemsize:
+            raise FormatError(f"{self.location.url(relative)}: expected at least {count:,} tokens, found shape {shape}; re-upload it")
+        return np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+
+    def entry(self, relative: str, checksum: str | None, max_bytes: int) -> CacheEntry:
+        """The cache entry of a file of this dataset, named by its checksum so a rewritten object never reads stale."""
+        key = self.location.key(relative)
+        stem, dot, suffix = key.rpartition(".")
+        tag = (checksum or "").split(":")[-1][:12] or "unchecked"
+        name = f"{self.host}/{self.location.bucket}/{stem}.{tag}.{suffix}" if dot else f"{self.host}/{self.location.bucket}/{key}.{tag}"
+        return CacheEntry(bucket=self.location.bucket, key=key, name=name, checksum=checksum, max_bytes=max_bytes)
+
+
+def shard_bound(num_tokens: int, itemsize: int) -> int:
+    """The most bytes a shard of `num_tokens` tokens may take as a `.npy` file."""
+    return NPY_HEADER_MAX + num_tokens * itemsize
+
+
+def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: int | None, prefetch_steps: int,
+                 timeout_s: float, doc_starts: bool) -> RemoteFiles | None:
+    """The object-store side of a TokenWindows dataset at `s3://…` (None for a local path)."""
+    if not is_remote(path):
+        return None
+    if doc_starts:
+        raise ConfigError(f"{path}: doc_starts=True is not supported for a dataset in an object store yet; copy it to a local folder")
+    return RemoteFiles(str(path), cache_dir=cache_dir, cache_limit=cache_limit, timeout_s=timeout_s, prefetch_steps=prefetch_steps)

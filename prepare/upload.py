@@ -1,0 +1,127 @@
+"""`sdl prepare … s3://bucket/prefix`: prepare into a local staging folder, upload each file once it is finished,
+the manifest last, so a reader never sees half a dataset.
+
+The staging folder (`$XDG_CACHE_HOME/sdl/staging/<hash of the URL>`) is an ordinary local output: the
+journal there makes a killed run resume like a local one, and since a resumed run writes the same bytes,
+the objects end byte-identical to an uninterrupted run's. Each object carries its sha256 as metadata
+(`x-amz-meta-sha256`), so a resumed upload skips what the store already holds. Keys mirror the local
+layout (`prefix/manifest.json`, `prefix/shard-000000.npy`, `prefix/.sdl/prepare-journal.json`, …). The
+staging folder is removed once the manifest is in the store; a re-run of a finished upload fetches the
+journal back and answers "already complete" (or refuses other arguments) as a local re-run does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME
+from sdl.loader.storage.client import S3Client
+from sdl.loader.storage.location import S3Location
+from sdl.loader.storage.remote import default_cache_dir
+
+JOURNAL_FILES = (f"{CACHE_DIR}/prepare-journal.json", f"{CACHE_DIR}/prepare-shards.jsonl")
+POLL_S = 0.2
+
+
+def staging_dir(url: str) -> Path:
+    return default_cache_dir().parent / "staging" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Uploader:
+    """Uploads the finished shard files of a staging folder (a thread polls it), each once; `finish` puts the rest,
+    the journal files, then the manifest."""
+
+    def __init__(self, client: S3Client, location: S3Location, staging: Path) -> None:
+        self.client, self.location, self.staging = client, location, staging
+        self.done: set[str] = set()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sdl-upload", daemon=True)
+
+    def start(self) -> Uploader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(POLL_S):
+                self.upload_finished_shards()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by finish() in the main thread
+            self.error = exc
+
+    def upload_finished_shards(self) -> None:
+        """Shards and docs files present under their final names (atomic renames: whole) and not yet uploaded."""
+        for path in sorted(self.staging.glob("shard-*.npy")):
+            if path.name not in self.done:
+                self.put(path.name)
+
+    def put(self, relative: str) -> None:
+        """Upload one file unless the store already holds the same bytes (a resumed run)."""
+        path, key = self.staging / relative, self.location.key(relative)
+        try:
+            digest = sha256_of(path)
+        except FileNotFoundError:
+            return  # removed by a resuming run (written after its last journal entry); rewritten, then seen again
+        found = self.client.head(self.location.bucket, key)
+        if found is None or found["metadata"].get("sha256") != digest:
+            self.client.upload_file(path, self.location.bucket, key, metadata={"sha256": digest})
+        self.done.add(relative)
+
+    def finish(self) -> None:
+        self.stop()
+        if self.error is not None:
+            raise self.error
+        self.upload_finished_shards()
+        for relative in (*JOURNAL_FILES, MANIFEST_NAME):  # the manifest last: the dataset exists from here on
+            if (self.staging / relative).is_file():
+                self.put(relative)
+
+
+def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path) -> None:
+    """Bring back the journal (and manifest) of a dataset already in the store, so the local run can say
+    "already complete" — or refuse different arguments — without tokenizing again."""
+    if client.head(location.bucket, location.key(MANIFEST_NAME)) is None:
+        return
+    for relative in (*JOURNAL_FILES, MANIFEST_NAME):
+        if client.head(location.bucket, location.key(relative)) is not None:
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            with open(staging / relative, "wb") as handle:
+                client.download(location.bucket, location.key(relative), handle)
+
+
+def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
+    """Run `run_local(config with out=<staging>)` while uploading its shards to `config.out` (s3://…); the report."""
+    location, client = S3Location.parse(config.out), S3Client()
+    staging = staging_dir(config.out)
+    interrupted = staging.exists()  # a run was killed here: the store holds part of the dataset, never its manifest
+    if not interrupted:
+        fetch_finished_journal(client, location, staging)
+    uploader = Uploader(client, location, staging).start()
+    try:
+        report = run_local(replace(config, out=str(staging)))
+    except BaseException:
+        uploader.stop()
+        raise
+    uploader.finish()
+    shutil.rmtree(staging, ignore_errors=True)
+    if interrupted:  # killed after tokenizing but before the manifest was uploaded: the store's copy was resumed
+        report = replace(report, status="complete", resumed=True)
+    return replace(report, out=config.out)

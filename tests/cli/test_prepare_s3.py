@@ -1,0 +1,95 @@
+"""`sdl prepare … s3://bucket/prefix` on a real S3 server (moto): objects byte-identical to a local run, keys mirroring
+the local layout, the manifest last; SIGKILL mid-upload then a re-run ends byte-identical; a re-run of a finished
+upload is "already complete"."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from sdl.cli.main import main
+from sdl.loader import TokenWindows
+from sdl.prepare import PrepareConfig, prepare
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prepare"))
+from corpus import make_texts, write_jsonl  # noqa: E402
+
+
+def objects(bucket: str, prefix: str) -> dict[str, bytes]:
+    """Every object under `prefix/`, by its key relative to the prefix."""
+    client = boto3.client("s3")
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+    return {o["Key"][len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def local_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))  # staging and the node cache
+
+
+def test_prepare_to_s3_is_byte_identical_to_local_and_reads_back(s3_bucket, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(300, seed=4))
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "local"), tokens_per_shard=500))
+    url = f"s3://{s3_bucket}/ds/v1"
+    code = main(["prepare", str(data), url, "--tokens-per-shard", "500", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["out"] == url and report["status"] == "complete"
+    assert objects(s3_bucket, "ds/v1") == local_files(tmp_path / "local")  # same keys (the local layout), same bytes
+    assert not (tmp_path / "user-cache" / "sdl" / "staging").exists() or not any((tmp_path / "user-cache" / "sdl" / "staging").iterdir())
+    remote, here = TokenWindows(url, seq_len=64, cache_dir=tmp_path / "cache"), TokenWindows(tmp_path / "local", seq_len=64)
+    ids = list(range(len(here)))
+    assert np.array_equal(remote.__getitems__(ids)["input_ids"].numpy(), here.__getitems__(ids)["input_ids"].numpy())
+    code = main(["prepare", str(data), url, "--tokens-per-shard", "500", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["status"] == "already complete"
+    code = main(["prepare", str(data), url, "--tokens-per-shard", "400"])
+    assert code == 1 and "pass --overwrite to replace it" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkill_during_prepare_to_s3_then_rerun_is_byte_identical(s3_bucket, tmp_path):
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(400, seed=9, max_words=60))
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "whole"), tokens_per_shard=400))
+    url = f"s3://{s3_bucket}/killed"
+    command = [sys.executable, "-m", "sdl.cli.main", "prepare", str(data), url, "--tokens-per-shard", "400", "--num-proc", "2", "--json"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "user-cache")}
+    client = boto3.client("s3")
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if client.list_objects_v2(Bucket=s3_bucket, Prefix="killed/").get("KeyCount", 0) >= 20:
+            break
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGKILL)  # the CLI, its upload thread and its worker processes, mid-run
+    child.wait()
+    listed = objects(s3_bucket, "killed")
+    assert listed and "manifest.json" not in listed, "the run finished before it was killed; make it slower"
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert finished.returncode == 0, finished.stderr  # (the journals differ: they record --num-proc)
+    assert json.loads(finished.stdout)["resumed"] is True
+    data = {key: value for key, value in objects(s3_bucket, "killed").items() if not key.startswith(".sdl/")}
+    assert data == {key: value for key, value in local_files(tmp_path / "whole").items() if not key.startswith(".sdl/")}
+
+
+def test_num_jobs_parts_on_s3_join_like_local_ones(s3_bucket, tmp_path, capsys):
+    data = [write_jsonl(tmp_path / f"{name}.jsonl", make_texts(60, seed=i)) for i, name in enumerate("abc")]
+    for job in range(2):
+        for out in (str(tmp_path / "local" / f"job-{job:05d}"), f"s3://{s3_bucket}/parts/job-{job:05d}"):
+            assert main(["prepare", *map(str, data), out, "--tokens-per-shard", "300", "--num-jobs", "2",
+                         "--job-index", str(job), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["index", str(tmp_path / "local"), "--json"]) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main(["index", f"s3://{s3_bucket}/parts", "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert remote["parts"] == here["parts"] == 2 and remote["identity"] == here["identity"]
+    assert objects(s3_bucket, "parts")["manifest.json"] == (tmp_path / "local" / "manifest.json").read_bytes()
