@@ -41,11 +41,11 @@ import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts, cu_seqlens
+from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
 from sdl.loader.errors import ConfigError, InputError
-from sdl.loader.format.tokens import open_shard
-from sdl.loader.index import GlobalIndex, OpenSources, open_index
-from sdl.loader.index.remote import open_remote_index, open_remote_shard, shard_entry
+from sdl.loader.index import GlobalIndex, open_index
+from sdl.loader.index.remote import open_remote_index
 from sdl.loader.storage import (
     DEFAULT_PREFETCH_STEPS,
     DEFAULT_TIMEOUT_S,
@@ -87,7 +87,7 @@ def host_dtype(vocab_size: int, shard_dtype: str = "uint32") -> np.dtype:
     return np.dtype(np.int64)
 
 
-class TokenWindows:
+class TokenWindows(ShardAccess):
     """Windows of `seq_len` tokens every `stride` tokens over the token dataset at `path` (see module docstring).
 
     `path` may be `s3://bucket/prefix`: shards are then read through the node cache `cache_dir` (default under
@@ -114,7 +114,7 @@ class TokenWindows:
         self._host_dtype = np.dtype(np.int64)
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
-        self._open = OpenSources(self.max_open_shards, self._open_shard, self.index)
+        self._open = self.open_sources()
         self._doc_starts = DocStarts(self.index, self.max_open_shards) if doc_starts else None
 
     def _split_windows(self) -> range:
@@ -255,71 +255,12 @@ class TokenWindows:
                 labels[row] = window[shift:]
         return out
 
-    def _read_span(self, start: int, length: int) -> np.ndarray:
-        """Global tokens [start, start + length), read across as many shards as they cover."""
-        out = np.empty(length, dtype=self._host_dtype)
-        source_id = int(np.searchsorted(self.index.offsets, start, side="right")) - 1
-        filled = 0
-        while filled < length:
-            offset = start + filled - int(self.index.offsets[source_id])
-            take = min(length - filled, int(self._lengths[source_id]) - offset)
-            if filled and self.remote is not None and not self._held(source_id):
-                out[filled:filled + take] = self.remote.read_head(self.index.sources.paths[source_id], take)
-            else:
-                out[filled:filled + take] = self._shard(source_id)[offset:offset + take]
-            filled += take
-            source_id += 1
-        return out
-
-    def _shard(self, source_id: int) -> np.ndarray:
-        """The memory-mapped shard `source_id`, opened on first use and kept in an LRU of `max_open_shards`."""
-        return self._open.get(source_id)
-
-    def _open_shard(self, source_id: int) -> np.ndarray:
-        if self.remote is not None:
-            return open_remote_shard(self.index, self.remote, source_id)
-        shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
-        return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
-
-    # Object storage: which cached objects a batch reads (for the loader's prefetcher)
-
-    def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
-        """The objects the samples start in, in order of first use. A window's spill into the next shard is read
-        from the cache when that shard is there, else by a ranged GET of the shard's head (see `_read_span`):
-        fetching a whole shard for a few tokens would double the bytes of a locality-shuffled epoch."""
-        starts = (np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride
-        first, _ = self.index.locate(starts)
-        return [self._entry(i) for i in dict.fromkeys(first.tolist())]
-
-    def _entry(self, source_id: int) -> CacheEntry:
-        entry = self._entries.get(source_id)
-        if entry is None:
-            entry = self._entries[source_id] = shard_entry(self.index, self.remote, source_id)
-        return entry
-
-    def _held(self, source_id: int) -> bool:
-        """Whether shard `source_id` is open in this process or in the node cache (a remote dataset)."""
-        return source_id in self._open.items or self.remote.cache.contains(self._entry(source_id))
-
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the
         bytes to copy), and keeps int64 when they stay on the CPU, so the tokens are widened by the gather's own
         copy instead of a second pass (measured: ~70 µs a 16×2048 batch)."""
         other = copy.copy(self)
         other._host_dtype = np.dtype(dtype)
-        other._open = OpenSources(self.max_open_shards, other._open_shard, self.index)
+        other._open = other.open_sources()
         other._doc_starts = self._doc_starts and self._doc_starts.detached()
         return other
-
-    @property
-    def num_open_shards(self) -> int:
-        return len(self._open)
-
-    # Pickling (DataLoader workers): never ship open memory maps; each process opens its own.
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key != "_open"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open = OpenSources(self.max_open_shards, self._open_shard, self.index)

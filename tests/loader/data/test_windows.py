@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-import sdl.loader.data.windows as windows_module
+import sdl.loader.data.shard_access as shard_access
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,8 +182,8 @@ def test_workers_of_a_dataloader_get_a_working_copy(datasets):
 def test_open_shards_stay_within_the_lru_bound(datasets, monkeypatch):
     path, vocab = datasets["u16_small"]  # 86 shards of 7 tokens
     opened = []
-    real = windows_module.open_shard
-    monkeypatch.setattr(windows_module, "open_shard", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    real = shard_access.open_shard
+    monkeypatch.setattr(shard_access, "open_shard", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
     ds = TokenWindows(path, seq_len=20, stride=9, max_open_shards=3)
     assert not opened  # construction reads no token data
     for i in range(len(ds)):
