@@ -15,17 +15,17 @@ from typing import Any
 
 import torch
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
+from sdl.loader.runtime.slots import layout_bytes, probe_layout
+from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.runtime.transport import (
     TASK_STEPS,
     Ring,
     RingDataset,
     TaskSampler,
     from_wire,
-    layout_bytes,
     to_wire,
 )
 from sdl.loader.runtime.workers import WorkerInit, check_workers
-from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState
 from sdl.loader.storage.prefetch import Prefetcher
@@ -195,14 +195,15 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
         persistent_workers=True if persistent_workers is None else persistent_workers,
         multiprocessing_context=multiprocessing_context,
     ) if num_workers > 0 else {}
-    ring, served, batches = None, dataset, sampler
-    if num_workers > 0 and hasattr(dataset, "slot_layout"):
+    ring, served, batches, layout = None, dataset, sampler, None
+    if num_workers > 0:
+        layout = dataset.slot_layout(batch_size) if hasattr(dataset, "slot_layout") else probe_layout(dataset, batch_size)
+    if layout:
         # A worker's task is TASK_STEPS batches; it prefetches about `prefetch_factor` batches, as whole tasks. Its
         # slots in use at once: its prefetched tasks, the task being received, the caller's current and previous
         # batch; on CUDA also a task in the pin-memory thread and the copy in flight.
         tasks = max(2, -(-workers["prefetch_factor"] // TASK_STEPS))
         workers["prefetch_factor"] = tasks
-        layout = dataset.slot_layout(batch_size)
         depth = (tasks + 1) * TASK_STEPS + 2 + ((TASK_STEPS + 2) if on_cuda else 0)
         ring = Ring(layout_bytes(layout), num_workers, depth, pin=on_cuda)
         served, batches = RingDataset(dataset, ring, layout), TaskSampler(sampler, ring, TASK_STEPS)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.runtime.slots import copy_into, slot_arrays
 
-ALIGN = 64
 TASK_STEPS = 8  # batches per worker task (see RingDataset); 4 measured ~15% more training-process CPU a batch
 
 
@@ -157,8 +157,8 @@ class Ring:
     def receive(self, ref: SlotRef) -> dict[str, Any]:
         """The batch of `ref` as fresh tensors viewing its slot; slots no longer referenced are given back first."""
         self.release_unused()
-        batch = {key: self._tensor(ref.worker, ref.slot, value) if isinstance(value, _View) else value
-                 for key, value in ref.fields.items()}
+        batch = {key: self._tensor(ref.worker, ref.slot, value) if isinstance(value, _View)
+                 else torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in ref.fields.items()}
         self._handed.add((ref.worker, ref.slot))
         return batch
 
@@ -189,39 +189,25 @@ class Ring:
             self.pinned = False
 
 
-def encode(batch: dict[str, Any], ring: Ring, worker: int, slot: int, generation: int) -> SlotRef | WireBatch:
-    """The SlotRef of a batch whose tensors lie inside the slot (any tensor outside it makes it travel by value)."""
+def encode(batch: dict[str, Any], ring: Ring, worker: int, slot: int, generation: int) -> SlotRef:
+    """The SlotRef of a batch: tensors inside the slot as descriptors, any other tensor (a field outside the slot's
+    layout, e.g. `cu_seqlens`) by value as a numpy array, other values as they are."""
     base = ring.slot(worker, slot).data_ptr()
     fields: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
             start, itemsize = value.data_ptr() - base, value.element_size()
-            if not 0 <= start < ring.slot_bytes or start % itemsize:
-                ring._stamps[worker, slot] = 0
-                return to_wire(batch)
-            value = _View((str(value.dtype).removeprefix("torch."), start // itemsize, tuple(value.shape), value.stride()))
+            if 0 <= start < ring.slot_bytes and not start % itemsize:
+                value = _View((str(value.dtype).removeprefix("torch."), start // itemsize, tuple(value.shape), value.stride()))
+            elif value.device.type == "cpu":
+                value = value.numpy()
         fields[key] = value
     return SlotRef(worker, slot, generation, fields)
 
 
-def slot_arrays(ring: Ring, worker: int, slot: int, layout: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.ndarray]:
-    """Numpy views of one slot, one per field of `layout` ({name: (shape, dtype)}), each ALIGN-aligned."""
-    memory = ring.slot(worker, slot).numpy()
-    arrays, offset = {}, 0
-    for name, (shape, dtype) in layout.items():
-        dtype = np.dtype(dtype)
-        size = int(np.prod(shape)) * dtype.itemsize
-        arrays[name] = memory[offset:offset + size].view(dtype).reshape(shape)
-        offset += -(-size // ALIGN) * ALIGN
-    return arrays
-
-
-def layout_bytes(layout: dict[str, tuple[tuple[int, ...], Any]]) -> int:
-    return sum(-(-int(np.prod(shape)) * np.dtype(dtype).itemsize // ALIGN) * ALIGN for shape, dtype in layout.values())
-
-
 class RingDataset:
-    """The dataset a DataLoader's workers see: batches gathered into the worker's ring slots (`dataset.getitems_into`).
+    """The dataset a DataLoader's workers see: batches gathered into the worker's ring slots (`dataset.getitems_into`;
+    for a dataset without it, its `__getitems__` batch copied into the slot by the worker, see `sdl.loader.runtime.slots`).
 
     Each task is (generation, [the sampler's batches]) from `TaskSampler`: `TASK_STEPS` consecutive steps, so the
     DataLoader's own per-message work (index queue, result queue, profiler hooks: ~80 µs in the training process)
@@ -253,8 +239,10 @@ class RingDataset:
             return to_wire(self.dataset.__getitems__(indices))
         arrays = self._arrays.get((worker, slot))
         if arrays is None:
-            arrays = self._arrays[(worker, slot)] = slot_arrays(self.ring, worker, slot, self.layout)
-        return encode(self.dataset.getitems_into(indices, arrays), self.ring, worker, slot, generation)
+            arrays = self._arrays[(worker, slot)] = slot_arrays(self.ring.slot(worker, slot), self.layout)
+        if hasattr(self.dataset, "getitems_into"):  # gathered straight into the slot
+            return encode(self.dataset.getitems_into(indices, arrays), self.ring, worker, slot, generation)
+        return encode(copy_into(self.dataset.__getitems__(indices), arrays), self.ring, worker, slot, generation)
 
 
 class TaskSampler:

@@ -64,6 +64,32 @@ def test_workers_fill_ring_slots_in_place_and_dropped_batches_give_their_slot_ba
     assert count == len(expected) > 3 * sum(len(row) for row in loader.ring.slots)  # slots were reused many times over
 
 
+def test_a_dataset_without_a_slot_layout_crosses_in_ring_slots_too(token_dataset):
+    """A Mixture (no gather-into-slot of its own) gets a probed layout: its workers copy each batch into their slot,
+    the training process receives views of it, and the stream equals the in-process one; a field outside the
+    layout (the mixture's fields all fit; `shift` is a plain value) travels beside the slot."""
+    from sdl.loader import Mixture, TokenWindows, make_loader
+
+    web = TokenWindows(token_dataset(num_tokens=12_000, vocab_size=1000, name="web"), seq_len=16, shift="random")
+    code = TokenWindows(token_dataset(num_tokens=6_000, vocab_size=1000, name="code"), seq_len=16, shift="random")
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1})
+    inline = make_loader(mixture, batch_size=4, seed=3, num_workers=0, device="cpu", shuffle=False)
+    loader = make_loader(mixture, batch_size=4, seed=3, num_workers=2, device="cpu", shuffle=False)
+    expected = [{key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in b.items()} for b in inline]
+    assert loader.ring is not None and inline.ring is None
+    received = 0
+    for k, batch in enumerate(loader):
+        assert set(batch) == set(expected[k])
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, expected[k][key]) and value.dtype == expected[k][key].dtype, key
+                assert _in_ring(loader, value), key
+            else:
+                assert value == expected[k][key], key
+        received += 1
+    assert received == len(expected) > 3 * sum(len(row) for row in loader.ring.slots)
+
+
 def test_a_batch_the_caller_keeps_stays_intact(token_dataset):
     """Lifetime rule: a slot is refilled only once nothing references it — kept batches and views never change."""
     from sdl.loader import TokenWindows, make_loader
