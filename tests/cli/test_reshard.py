@@ -1,73 +1,16 @@
 """`sdl reshard-ckpt` end to end: save per rank, reshard through the real CLI, resume, every sample exactly once."""
 
 import json
-import os
-import random
-import signal
-import stat
-import subprocess
 import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sdl.cli.main import main
 from sdl.loader import TokenWindows, make_loader
 from sdl.loader.checkpoint import load_checkpoint
 
-SEED = 7
-
-
-def run(capsys, *args):
-    rc = main(["reshard-ckpt", *map(str, args)])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def model_and_optim():
-    torch.manual_seed(0)
-    model = torch.nn.Linear(8, 4)
-    optim = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 8)).sum().backward()
-    optim.step()
-    return model.half().state_dict(), optim.state_dict()
-
-
-def train(ds, world_size, batch_size, steps, folder=None, resume=None):
-    """Each rank r runs steps[r] steps (None: to the end of the epoch); returns the sample ids delivered.
-    With `folder`, each rank saves a training-style checkpoint rank_<r>.pt; `resume(r)` gives a rank's state."""
-    seen = []
-    model, optim = model_and_optim()
-    for rank in range(world_size):
-        loader = make_loader(ds, batch_size, seed=SEED, rank=rank, world_size=world_size, num_workers=0)
-        if resume is not None:
-            loader.load_state_dict(resume(rank))
-        for step, batch in enumerate(loader):
-            seen += batch["sample_ids"].tolist()
-            if steps[rank] is not None and step + 1 == steps[rank]:
-                break
-        if folder is not None:
-            rng = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
-            torch.save({"model": model, "optim": optim, "loader": loader.state_dict(), "rng": rng, "step": steps[rank]},
-                       folder / f"rank_{rank}.pt")
-    return seen
-
-
-def assert_bit_exact(new, old):
-    if isinstance(old, torch.Tensor):
-        assert new.dtype == old.dtype and torch.equal(new, old)
-    elif isinstance(old, np.ndarray):
-        assert new.dtype == old.dtype and np.array_equal(new, old)
-    elif isinstance(old, dict):
-        assert list(new) == list(old)
-        for key in old:
-            assert_bit_exact(new[key], old[key])
-    elif isinstance(old, (list, tuple)):
-        assert type(new) is type(old) and len(new) == len(old)
-        for a, b in zip(new, old):
-            assert_bit_exact(a, b)
-    else:
-        assert new == old
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reshard_runs import SEED, assert_bit_exact, run, saved, train  # noqa: E402
 
 
 @pytest.fixture
@@ -153,14 +96,8 @@ def _two_runs(tmp_path, windows):
                tmp_path / "rank_1.pt")
     return [tmp_path / "rank_0.pt", tmp_path / "rank_1.pt"]
 
-
-def _saved(tmp_path, windows):
-    train(windows, 1, 4, [1], folder=tmp_path)
-    return [tmp_path / "rank_0.pt"]
-
-
 def _truncated(tmp_path, windows):
-    _saved(tmp_path, windows)
+    saved(tmp_path, windows)
     data = (tmp_path / "rank_0.pt").read_bytes()
     (tmp_path / "rank_0.pt").write_bytes(data[:200])
     return [tmp_path / "rank_0.pt"]
@@ -190,16 +127,16 @@ def _deep_json(tmp_path, windows):
 @pytest.mark.parametrize("make, extra, expected", [
     (_tensor_cursor, [], "'cursor' is tensor(5) (Tensor), expected an integer"),
     (_deep_json, [], "state.json: JSON nested too deeply to read"),
-    (_saved, ["--out", "{tmp}/new.json"], "new.json is a .json output, but the checkpoint holds data JSON cannot store"),
+    (saved, ["--out", "{tmp}/new.json"], "new.json is a .json output, but the checkpoint holds data JSON cannot store"),
     (lambda tmp, ds: [tmp / "missing.pt"], [], "missing.pt: no such file"),
     (_truncated, [], "not a torch checkpoint or truncated"),
     (_not_a_checkpoint, [], "not a torch checkpoint"),
     (_no_state, [], "no sdl loader state found (searched 2 dict(s) under the keys model, step)"),
     (lambda tmp, ds: _malicious(tmp), [], "needs the Python global io.open to load, which could run code"),
     (_two_runs, [], "the loader states disagree (seed: 7 vs 8)"),
-    (_saved, ["--world-size", "0"], "--world-size is 0, expected a positive integer"),
-    (_saved, ["--batch-size", "-1"], "--batch-size is -1, expected a positive integer"),
-    (_saved, ["--out", "{tmp}/rank_0.pt"], "is an input checkpoint"),
+    (saved, ["--world-size", "0"], "--world-size is 0, expected a positive integer"),
+    (saved, ["--batch-size", "-1"], "--batch-size is -1, expected a positive integer"),
+    (saved, ["--out", "{tmp}/rank_0.pt"], "is an input checkpoint"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, windows, make, extra, expected):
     inputs = make(tmp_path, windows)
@@ -209,100 +146,3 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, windows, mak
     assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1, err
     assert expected in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not (tmp_path / "marker").exists()
-
-
-def test_an_existing_output_is_refused_unless_overwrite(capsys, tmp_path, windows):
-    _saved(tmp_path, windows)
-    (tmp_path / "new.pt").write_bytes(b"keep")
-    rc, _, err = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--out", tmp_path / "new.pt")
-    assert rc == 1 and "new.pt already exists" in err and (tmp_path / "new.pt").read_bytes() == b"keep"
-    rc, _, _ = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--out", tmp_path / "new.pt", "--overwrite")
-    assert rc == 0 and load_checkpoint(tmp_path / "new.pt")["loader"]["world_size"] == 2
-
-
-def _read_only_folder(folder):
-    """A folder this process cannot write into, even as root (chattr +i); None where neither way works."""
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except PermissionError:
-        return folder
-    (folder / "probe").unlink()
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
-        return folder
-    return None
-
-
-def test_a_read_only_out_folder_is_one_line(capsys, tmp_path, windows):
-    inputs = _saved(tmp_path, windows)
-    folder = _read_only_folder(tmp_path / "ro")
-    if folder is None:
-        pytest.skip("no way to make a folder read-only for this process here")
-    try:
-        rc, _, err = run(capsys, *inputs, "--world-size", 2, "--out", folder / "new.pt")
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
-    assert rc == 1 and err.startswith(f"error: cannot write {folder / 'new.pt'}: ") and err.count("\n") == 1, err
-    assert "choose a writable --out" in err and not list(folder.iterdir())
-
-
-def test_out_json_from_a_pt_writes_json(capsys, tmp_path, windows):
-    torch.save({"loader": make_loader(windows, 4, seed=SEED, num_workers=0).state_dict(), "step": 3}, tmp_path / "rank_0.pt")
-    rc, _, err = run(capsys, tmp_path / "rank_0.pt", "--world-size", 2, "--out", tmp_path / "new.json")
-    assert rc == 0, err
-    content = json.loads((tmp_path / "new.json").read_text())  # was a pickle behind a .json name
-    assert content["step"] == 3 and content["loader"]["world_size"] == 2
-
-
-WRITER = """
-import os, signal, sys
-from sdl.loader.format.atomic import atomic_write
-def write(handle):
-    handle.write(b"x" * 4096)
-    handle.flush()
-    if sys.argv[2] == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    print("writing", flush=True)
-    sys.stdin.read()  # a live writer: holds its temporary file until told to finish
-atomic_write(sys.argv[1], write)
-"""
-
-
-def test_in_place_removes_killed_writers_temporaries_but_not_a_live_writers(capsys, tmp_path, windows):
-    [ckpt] = _saved(tmp_path, windows)
-    killed = subprocess.run([sys.executable, "-c", WRITER, str(ckpt), "kill"])
-    assert killed.returncode == -signal.SIGKILL
-    live = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "other.pt"), "live"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert live.stdout.readline() == "writing\n"
-        [stale] = tmp_path.glob(".rank_0.pt.tmp-*")
-        foreign = [tmp_path / ".rank_0.pt.tmp-unnamed", tmp_path / ".notes.txt.tmp-123@host-x"]  # no writer to check
-        for path in foreign:
-            path.write_bytes(b"not sdl's")
-        rc, _, err = run(capsys, ckpt, "--world-size", 2, "--in-place")
-        assert rc == 0, err
-        assert not stale.exists() and all(path.exists() for path in foreign)
-        assert len(list(tmp_path.glob(".other.pt.tmp-*"))) == 1  # a live writer's file is left alone
-        for path in foreign:
-            path.unlink()
-    finally:
-        live.communicate("")
-    assert live.returncode == 0 and (tmp_path / "other.pt").stat().st_size == 4096 and not list(tmp_path.glob(".*.tmp-*"))
-
-
-def test_in_place_keeps_mode_and_owner_and_rewrites_a_symlinks_target(capsys, tmp_path, windows):
-    [ckpt] = _saved(tmp_path, windows)
-    ckpt.chmod(0o600)
-    owner = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    os.chown(ckpt, *owner)
-    link = tmp_path / "latest.pt"
-    link.symlink_to(ckpt.name)
-    rc, _, err = run(capsys, link, "--world-size", 2, "--in-place")
-    assert rc == 0, err
-    assert link.is_symlink() and os.readlink(link) == ckpt.name  # the link still points at the file
-    info = ckpt.stat()
-    assert load_checkpoint(ckpt)["loader"]["world_size"] == 2
-    assert stat.S_IMODE(info.st_mode) == 0o600 and (info.st_uid, info.st_gid) == owner
