@@ -5,8 +5,12 @@
 - **hf**: the same windows (seq_len + 1 tokens each) saved as a HuggingFace `datasets` Arrow dataset
   (written before timing, memory-mapped back with `load_from_disk`), `with_format("torch")`, in a
   shuffled `DataLoader`: a pretokenised HF dataset as users feed it.
-- **litdata**, **mosaic**: not run by this version (their writers need their own formats); reported as
-  skipped with the reason.
+- **litdata**: the dataset's shards written once (before timing) by LitData's own `optimize()` with its
+  `TokensLoader`, read back by `StreamingDataset(item_loader=TokensLoader(block_size=seq_len + 1),
+  shuffle=True)` in a `StreamingDataLoader`: LitData's pretraining recipe. Its windows are `seq_len + 1`
+  tokens at a stride of `seq_len + 1` (sdl's default: `seq_len` + the shifted label, stride `seq_len`), and
+  it returns the shard dtype (int32 here) where sdl returns int64: the same tokens per sample, less output work.
+- **mosaic**: not run by this version (its writer needs its own MDS format); reported as skipped.
 
 Peers are optional: never dependencies. A peer that is not installed is reported as skipped, with the
 command that installs it.
@@ -86,7 +90,34 @@ def _hf_windows(dataset: TokenWindows, saved: str) -> Any:
     return datasets.load_from_disk(saved)
 
 
-BUILDERS: dict[str, Callable[..., Any]] = {"torchdata": torchdata_loader, "hf": hf_loader}
+def _shard_tokens(path: str) -> Any:
+    """LitData's `optimize()` fn: one sdl shard's tokens as one int32 item (a TokensLoader stream)."""
+    import numpy as np
+
+    yield torch.from_numpy(np.load(path, mmap_mode="r").astype(np.int32))
+
+
+def litdata_loader(dataset: TokenWindows, batch_size: int, seed: int, num_workers: int, folder: str) -> Any:
+    import os
+
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader, optimize
+
+    out = f"{folder}/litdata"
+    if not os.path.exists(f"{out}/index.json"):
+        saved = {k: os.environ.get(k) for k in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")}
+        os.environ.update(DATA_OPTIMIZER_CACHE_FOLDER=f"{folder}/ld-cache", DATA_OPTIMIZER_DATA_CACHE_FOLDER=f"{folder}/ld-data")
+        try:
+            optimize(fn=_shard_tokens, inputs=[str(dataset.index.path_of(i)) for i in range(len(dataset.index.sources))],
+                     output_dir=out, chunk_size=1 << 24, item_loader=TokensLoader(), num_workers=1, verbose=False)
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    windows = StreamingDataset(out, item_loader=TokensLoader(block_size=dataset.seq_len + 1), shuffle=True, seed=seed,
+                               drop_last=True)
+    return StreamingDataLoader(windows, batch_size=batch_size, num_workers=num_workers, drop_last=True)
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {"torchdata": torchdata_loader, "hf": hf_loader, "litdata": litdata_loader}
 
 
 def run_peer(name: str, dataset: TokenWindows, config: Any, time_reader: Callable[[Any], Any]) -> dict[str, Any]:

@@ -128,6 +128,20 @@ def test_hf_peer_rows_are_the_windows(dataset, tmp_path):
         assert rows[i]["input_ids"].tolist() == window["input_ids"].tolist() + window["labels"][-1:].tolist()
 
 
+def test_litdata_peer_reads_blocks_of_the_dataset_tokens(dataset, tmp_path):
+    """LitData (optional: skipped where it is not installed) reads the dataset's own token stream, seq_len + 1 per item."""
+    pytest.importorskip("litdata")
+    from sdl.loader.bench.peers import litdata_loader
+
+    ds = TokenWindows(dataset, seq_len=TINY["seq_len"])
+    batches = litdata_loader(ds, 4, 0, 0, str(tmp_path))
+    stream = np.concatenate([np.load(ds.index.path_of(i)) for i in range(len(ds.index.sources))]).astype(np.int64)
+    blocks = stream[: len(stream) // (ds.seq_len + 1) * (ds.seq_len + 1)].reshape(-1, ds.seq_len + 1)
+    seen = [tuple(row) for batch in batches for row in batch.tolist()]
+    assert len(seen) == len(set(seen)) >= len(blocks) - 4  # drop_last may leave out the last partial batch
+    assert set(seen) <= {tuple(row) for row in blocks.tolist()}
+
+
 def test_unknown_peer_is_refused(dataset):
     with pytest.raises(ConfigError, match="not a known peer"):
         run_bench(BenchConfig(num_workers=0, peers=("nope",), **TINY), dataset)
