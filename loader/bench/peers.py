@@ -98,12 +98,16 @@ def _shard_tokens(path: str) -> Any:
 
 
 def litdata_loader(dataset: TokenWindows, batch_size: int, seed: int, num_workers: int, folder: str) -> Any:
+    import multiprocessing
     import os
 
     from litdata import StreamingDataLoader, StreamingDataset, TokensLoader, optimize
 
     out = f"{folder}/litdata"
     if not os.path.exists(f"{out}/index.json"):
+        # optimize() sets the process-wide multiprocessing start method (force=True): put it back afterwards, so that
+        # the loaders measured after it (and the caller's) start their workers as before.
+        start_method = multiprocessing.get_start_method(allow_none=True)
         saved = {k: os.environ.get(k) for k in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")}
         os.environ.update(DATA_OPTIMIZER_CACHE_FOLDER=f"{folder}/ld-cache", DATA_OPTIMIZER_DATA_CACHE_FOLDER=f"{folder}/ld-data")
         try:
@@ -112,6 +116,7 @@ def litdata_loader(dataset: TokenWindows, batch_size: int, seed: int, num_worker
         finally:
             for key, value in saved.items():
                 os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+            multiprocessing.set_start_method(start_method, force=True)
     windows = StreamingDataset(out, item_loader=TokensLoader(block_size=dataset.seq_len + 1), shuffle=True, seed=seed,
                                drop_last=True)
     return StreamingDataLoader(windows, batch_size=batch_size, num_workers=num_workers, drop_last=True)

@@ -131,10 +131,14 @@ def test_hf_peer_rows_are_the_windows(dataset, tmp_path):
 def test_litdata_peer_reads_blocks_of_the_dataset_tokens(dataset, tmp_path):
     """LitData (optional: skipped where it is not installed) reads the dataset's own token stream, seq_len + 1 per item."""
     pytest.importorskip("litdata")
+    import multiprocessing
+
     from sdl.loader.bench.peers import litdata_loader
 
     ds = TokenWindows(dataset, seq_len=TINY["seq_len"])
+    start_method = multiprocessing.get_start_method(allow_none=True)
     batches = litdata_loader(ds, 4, 0, 0, str(tmp_path))
+    assert multiprocessing.get_start_method(allow_none=True) == start_method  # LitData's optimize() forces its own
     stream = np.concatenate([np.load(ds.index.path_of(i)) for i in range(len(ds.index.sources))]).astype(np.int64)
     blocks = stream[: len(stream) // (ds.seq_len + 1) * (ds.seq_len + 1)].reshape(-1, ds.seq_len + 1)
     seen = [tuple(row) for batch in batches for row in batch.tolist()]
