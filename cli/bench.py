@@ -1,4 +1,4 @@
-"""`sdl bench [DATASET]`: sdl's loader against a plain baseline, the slice-copy ceiling, memcpy and peers; table, --json or --plot."""
+"""`sdl bench [DATASET]`: sdl's loader against a plain baseline, the copy ceiling, memcpy and peers; table, --json or --plot."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sdl.loader.errors import ConfigError
 
 # (ratio key, label, target, higher is better): the loader's targets (issues 4, 6, 14), shown next to what was measured.
 RATIO_TARGETS = (("sdl_vs_baseline_in_process", "sdl / baseline, in process", 2.0, True),
-                 ("sdl_vs_ceiling", "sdl / slice-copy ceiling, in process", 0.9, True),
+                 ("sdl_vs_ceiling", "sdl / copy ceiling, in process", 0.9, True),
                  ("sdl_vs_baseline_workers", "sdl / baseline, with workers", 3.0, True),
                  ("sdl_workers_vs_in_process", "sdl with workers / in process", 0.5, True),
                  ("main_cpu_workers_vs_in_process", "training-process CPU per batch, workers / in process", 1.0, False))

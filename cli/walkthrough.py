@@ -251,7 +251,7 @@ def short_bench(out: Path, config: DemoConfig, record: Callable[[DemoStep], None
                                    step_ms=5.0, device="cpu"), out)
     sdl_rate = report.throughput["sdl_in_process"].samples_per_s
     record(DemoStep(name="bench", seconds=time.perf_counter() - started,
-                    did=f"read {config.bench_steps} batches with sdl, a naive memmap DataLoader and the slice-copy ceiling; "
+                    did=f"read {config.bench_steps} batches with sdl, a naive memmap DataLoader and the copy ceiling; "
                         f"ran {config.bench_steps} simulated 5 ms steps on each loader",
                     proved=f"sdl in process {sdl_rate:,.0f} samples/s = {report.ratios['sdl_vs_baseline_in_process']:.2f}× the naive "
                            f"baseline; data stall {report.stall['sdl'].stall_fraction:.1%} (baseline {report.stall['baseline'].stall_fraction:.1%})",

@@ -71,7 +71,7 @@ def sample_batches(dataset: Any, config: BenchConfig) -> list[np.ndarray]:
 
 
 def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any) -> Iterator[np.ndarray]:
-    """Per-row slice copies of the same windows into a preallocated array of sdl's output layout and dtype."""
+    """The same windows copied into a preallocated array of sdl's output layout and dtype (`SliceCeiling`)."""
     ceiling = SliceCeiling(dataset, config.batch_size, dtype)
     planned = [ceiling.plan(batch) for batch in sample_batches(dataset, config)]
     return (ceiling.gather(batch) for batch in _cycle(planned))

@@ -2,7 +2,7 @@
 in a per-process LRU, read across shard boundaries; and which cached objects a batch reads, for the prefetcher.
 
 A mixin of TokenWindows (it uses the dataset's `index`, `remote`, `_lengths`, `_windows`, `stride`,
-`_host_dtype`, `max_open_shards` and `_entries`), split out so that each file holds one concept.
+`_host_dtype`, `max_open_shards`, `_entries` and `_views`), split out so that each file holds one concept.
 """
 
 from __future__ import annotations
@@ -42,6 +42,17 @@ class ShardAccess:
         """The memory-mapped shard `source_id`, opened on first use and kept in an LRU of `max_open_shards`."""
         return self._open.get(source_id)
 
+    def _window_view(self, source_id: int, span: int) -> np.ndarray:
+        """A read-only view of shard `source_id` whose row i is its tokens [i, i + span): a batch of windows inside the
+        shard is one fancy index of it. The last one is kept (it keeps its shard mapped while the LRU may close it)."""
+        shard = self._shard(source_id)
+        cached = self._views
+        if cached is None or cached[0] is not shard or cached[1] != span:
+            step = shard.strides[0]
+            view = np.lib.stride_tricks.as_strided(shard, (len(shard) - span + 1, span), (step, step), writeable=False)
+            cached = self._views = (shard, span, view)
+        return cached[2]
+
     def _open_shard(self, source_id: int) -> np.ndarray:
         if self.remote is not None:
             return open_remote_shard(self.index, self.remote, source_id)
@@ -75,8 +86,8 @@ class ShardAccess:
     # Pickling (DataLoader workers): never ship open memory maps; each process opens its own.
 
     def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key != "_open"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_open", "_views")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._open = self.open_sources()
+        self._open, self._views = self.open_sources(), None

@@ -43,6 +43,7 @@ from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
+from sdl.loader.data.window_copy import copy_windows, plan_of, single_shard
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -112,6 +113,8 @@ class TokenWindows(ShardAccess):
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
+        self._shard_dtype = np.dtype(self.index.meta.get("dtype", "uint32"))
+        self._views: tuple | None = None  # (shard, span, window view) of the last single-shard batch (see window_copy)
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
         self._open = self.open_sources()
@@ -166,6 +169,11 @@ class TokenWindows(ShardAccess):
                 if key not in BATCH_ONLY_KEYS}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        chunk = getattr(indices, "chunk", None)  # a SampleBatch of the sampler: its chunk of steps is located at once
+        if chunk is not None:
+            plan, k = plan_of(self, chunk), indices.step
+            step = (plan.starts[k], plan.first[k], plan.offsets[k], plan.inside[k], plan.single[k], plan.sample_ids[k])
+            return self._batch(chunk.ids[k], self.batch_shift(indices), step=step)
         return self._batch(self._check_ids(indices), self.batch_shift(indices))
 
     def _check_ids(self, indices: list[int]) -> np.ndarray:
@@ -185,11 +193,18 @@ class TokenWindows(ShardAccess):
         rng = np.random.default_rng((int(seed), int(epoch), int(position)))
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
-    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        starts = (sample_ids + self._windows.start) * self.stride
+    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None,
+               step: tuple | None = None) -> dict[str, Any]:
+        """The batch of `sample_ids` (checked); `step`: their (starts, first, offsets, inside, single, ids tensor) from a
+        ChunkPlan, already located (see `sdl.loader.data.window_copy`)."""
         b = len(sample_ids)
-        tokens = torch.from_numpy(self.gather(starts, shift, None if into is None else into["tokens"][:, :b]))
-        input_ids, labels = tokens[0], tokens[1]
+        if step is None:
+            starts = (sample_ids + self._windows.start) * self.stride
+            step = (starts, *self._locate(starts, shift), None)
+        starts, ids_tensor = step[0], step[5]
+        out = np.empty((2, b, self.seq_len), dtype=self._host_dtype) if into is None else into["tokens"][:, :b]
+        inputs, labels = copy_windows(self, *step[:5], shift, out)
+        input_ids, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
         if self.layout == "grouped":
             input_ids = input_ids.view(b, self.seq_len // shift, shift)
             labels = labels.view(b, self.seq_len // shift, shift)
@@ -200,13 +215,13 @@ class TokenWindows(ShardAccess):
                 into["position_ids"][:b] = positions
                 positions = into["position_ids"][:b]
             batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
-            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(len(sample_ids), -1))
+            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(b, -1))
             batch["cu_seqlens"] = torch.from_numpy(bounds)
         if into is not None:
             into["sample_ids"][:b] = sample_ids
             batch["sample_ids"] = torch.from_numpy(into["sample_ids"][:b])
         else:
-            batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
+            batch["sample_ids"] = torch.from_numpy(sample_ids.copy()) if ids_tensor is None else ids_tensor
         if self.shift == "random":
             batch["shift"] = shift
         return batch
@@ -228,32 +243,16 @@ class TokenWindows(ShardAccess):
 
     def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None) -> np.ndarray:
         """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves
-        (into `out` when given, e.g. a ring slot).
-
-        A window inside one shard (nearly all of them) is copied as two slices of it: no index array
-        to build or follow. Per-shard fancy indexing was tried and lost: a batch touches ~B shards
-        of a real dataset, so it pays the same Python step per window plus the index. The few windows
-        that cross a shard boundary are read piecewise.
-        """
-        seq_len, span = self.seq_len, self.seq_len + shift
+        (into `out` when given, e.g. a ring slot). How the windows are copied: `sdl.loader.data.window_copy`."""
         if out is None:
-            out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
+            out = np.empty((2, len(starts), self.seq_len), dtype=self._host_dtype)
+        return copy_windows(self, starts, *self._locate(starts, shift), shift, out)
+
+    def _locate(self, starts: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(shard, offset, whether the window lies whole in it) of each window start, and the single shard or -1."""
         first, offsets = self.index.locate(starts)
-        inside = offsets + span <= self._lengths[first]
-        inputs, labels = out[0], out[1]
-        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-        for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
-            if fits:
-                shard = shards.get(source_id)
-                if shard is None:
-                    shard = shards[source_id] = self._shard(source_id)
-                inputs[row] = shard[offset:offset + seq_len]
-                labels[row] = shard[offset + shift:offset + span]
-            else:
-                window = self._read_span(int(starts[row]), span)
-                inputs[row] = window[:seq_len]
-                labels[row] = window[shift:]
-        return out
+        inside = offsets + (self.seq_len + shift) <= self._lengths[first]
+        return first, offsets, inside, single_shard(first, inside)
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the

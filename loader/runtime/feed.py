@@ -49,6 +49,22 @@ def to_device(batch: Any, device: str | torch.device, stream: torch.cuda.Stream 
         return _move(batch, device, widen=False, widen_keys=widen_keys)
 
 
+def ready_on_cpu(batch: Any, widen_keys: tuple[str, ...] = TOKEN_KEYS) -> bool:
+    """Whether `to_device(batch, "cpu")` would change nothing but the dict: a dict whose tensors are all on the CPU, those
+    under `widen_keys` not narrow integers, and no nested container. The CPU feed then hands `batch` over as it is
+    (`tensor.device` costs ~0.7 µs a call, `is_cpu` 0.06 µs: the general walk was ~4 µs of a ~45 µs 16×2048 batch)."""
+    if not isinstance(batch, dict):
+        return False
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            if not value.is_cpu or (key in widen_keys and value.dtype is not torch.int64 and value.dtype is not torch.bool
+                                    and not value.is_floating_point() and not value.is_complex()):
+                return False
+        elif isinstance(value, (dict, list, tuple)):
+            return False
+    return True
+
+
 def _move(value: Any, device: torch.device, widen: bool, widen_keys: tuple[str, ...]) -> Any:
     if isinstance(value, torch.Tensor):
         if device.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
@@ -122,9 +138,15 @@ class DeviceFeed:
             self.on_yield(batch)
         return batch
 
+    def _on_device(self, batch: Any) -> Any:
+        """`batch` on the (CPU or meta) device, widened; a CPU batch that needs nothing is handed over as it is."""
+        if self.device.type == "cpu" and ready_on_cpu(batch, self.widen_keys):
+            return batch
+        return to_device(batch, self.device, widen_keys=self.widen_keys)
+
     def _synchronous(self) -> Iterator[Any]:
         for batch in self.batches:
-            yield self._hand_over(to_device(batch, self.device, widen_keys=self.widen_keys))
+            yield self._hand_over(self._on_device(batch))
 
     def _background(self) -> Iterator[Any]:
         """CPU: a thread receives (and widens) the next `BACKGROUND_DEPTH` batches while the caller computes, as
@@ -144,7 +166,7 @@ class DeviceFeed:
         def fill() -> None:
             try:
                 for batch in self.batches:
-                    if not offer(to_device(batch, self.device, widen_keys=self.widen_keys)):
+                    if not offer(self._on_device(batch)):
                         return
                 offer(_END)
             except BaseException as exc:  # re-raised in the caller's thread

@@ -34,15 +34,33 @@ from sdl.loader.sampling.state import STREAM_KEYS, LoaderState
 STEPS_PER_LOOKUP_SAMPLES = 4096
 
 
+class StepChunk:
+    """The sample ids of a rank's consecutive steps computed in one lookup (`ids`, [steps, B] int64), shared
+    by their SampleBatches: a dataset may prepare all the steps at once (TokenWindows locates their windows in one
+    vectorised call) and keep what it prepared in `prepared`, which lives as long as the chunk's batches."""
+
+    __slots__ = ("ids", "prepared")
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids, self.prepared = ids, None
+
+
 class SampleBatch(list):
-    """A rank's sample ids for one step, carrying the step's identity (for per-batch randomness)."""
+    """A rank's sample ids for one step, carrying the step's identity (for per-batch randomness); from the sampler also
+    its `chunk` (a StepChunk, whose row `step` holds the same ids; not sent to DataLoader workers)."""
 
-    __slots__ = ("seed", "epoch", "position", "num_padded", "context")
+    __slots__ = ("seed", "epoch", "position", "num_padded", "context", "chunk", "step")
 
-    def __init__(self, ids: Any, *, seed: int, epoch: int, position: int, num_padded: int = 0, context: Any = None) -> None:
-        super().__init__(ids)
-        self.seed, self.epoch, self.position, self.num_padded = seed, epoch, position, num_padded
+    def __init__(self, ids: Any, *, seed: int, epoch: int, position: int, num_padded: int = 0, context: Any = None,
+                 chunk: StepChunk | None = None, step: int = 0) -> None:
+        list.__init__(self, ids)
+        self.seed = seed
+        self.epoch = epoch
+        self.position = position
+        self.num_padded = num_padded
         self.context = context  # the dataset's stream context from the state (a Mixture's phase), else None
+        self.chunk = chunk
+        self.step = step
 
     def __reduce__(self):  # keep the attributes when sent to a DataLoader worker
         return (_rebuild_batch, (list(self), self.seed, self.epoch, self.position, self.num_padded, self.context))
@@ -186,22 +204,27 @@ class ElasticSampler:
         base, G, B = self._base, self.micro_batch_size, self.batch_size
         steps = np.arange(first, first + count, dtype=np.int64)
         j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
-        padded = j >= base.remaining
-        positions = np.empty_like(j)
-        positions[~padded] = base.position_of(j[~padded])
-        positions[padded] = (j[padded] - base.remaining) % max(base.num_samples, 1)  # wrap to the start of the order
-        ids = order[positions].reshape(count, B).tolist()
-        num_padded = padded.reshape(count, B).sum(axis=1).tolist()
+        remaining = base.remaining
+        if j[-1] < remaining:  # j ascends: nothing padded (every chunk but an epoch's last); no masks to build
+            positions, num_padded = base.position_of(j), [0] * count
+        else:
+            padded = j >= remaining
+            positions = np.empty_like(j)
+            positions[~padded] = base.position_of(j[~padded])
+            positions[padded] = (j[padded] - remaining) % max(base.num_samples, 1)  # wrap to the start of the order
+            num_padded = padded.reshape(count, B).sum(axis=1).tolist()
+        chunk = StepChunk(np.ascontiguousarray(order[positions].reshape(count, B), dtype=np.int64))
+        ids = chunk.ids.tolist()
         if self.accumulate is None:  # a step's identity (for per-batch randomness): where it starts in the order
-            live = steps * G < base.remaining
+            live = steps * G < remaining
             starts = np.full(count, base.num_samples, dtype=np.int64)
             starts[live] = base.position_of(steps[live] * G)
         else:  # every micro-step of a global step shares the global step's: its first slot of the epoch
             into_epoch = base.num_consumed + steps * G
             starts = into_epoch - into_epoch % self.global_batch_size
-        context = base.dataset.get("context")
-        return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k],
-                            context=context) for k in range(count)]
+        seed, epoch, context, starts = base.seed, base.epoch, base.dataset.get("context"), starts.tolist()
+        return [SampleBatch(ids[k], seed=seed, epoch=epoch, position=starts[k], num_padded=num_padded[k], context=context,
+                            chunk=chunk, step=k) for k in range(count)]
 
     def __iter__(self) -> Iterator[SampleBatch]:
         """The rest of the current epoch; after a finished iteration, the next epoch."""

@@ -95,6 +95,19 @@ def test_baseline_and_ceiling_read_the_same_windows_as_sdl(token_dataset):
     assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
 
 
+def test_the_ceiling_copies_the_same_windows_across_shards(token_dataset):
+    """Windows of one shard (one window-view gather) or of several (per-row copies); none crosses a boundary here,
+    where the ceiling reads from the end of the first shard instead."""
+    ds = TokenWindows(token_dataset(num_tokens=5_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=32, stride=33)
+    ceiling = SliceCeiling(ds, 4, np.int64)
+    for ids in ([0, 1, 2, 3], [0, 40, 80, 120], [149, 3, 31, 62]):
+        planned = ceiling.plan(np.array(ids))
+        assert (planned[0] is not None) == (ids == [0, 1, 2, 3])  # only the first batch lies in one shard
+        batch = ds.__getitems__(ids)
+        gathered = ceiling.gather(planned)
+        assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+
+
 def test_naive_windows_cross_shard_boundaries(token_dataset):
     ds = TokenWindows(token_dataset(num_tokens=3_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=100, stride=90)
     naive = naive_windows(ds)

@@ -110,6 +110,17 @@ def test_position_ids_match_the_brute_force_for_every_window(dataset, seq_len, s
     assert ((window_starts // TOKENS_PER_SHARD - doc_of_window // TOKENS_PER_SHARD) >= 10).any()
 
 
+def test_sampler_batches_located_by_chunk_carry_the_same_positions(dataset):
+    from sdl.loader.sampling.sampler import ElasticSampler
+
+    path, _, _ = dataset
+    ds = TokenWindows(path, seq_len=24, stride=11, doc_starts=True)
+    for batch in ElasticSampler(len(ds), 6, seed=4, fingerprint=ds.identity, drop_last=False):
+        got, alone = ds.__getitems__(batch), ds.__getitems__(list(batch))
+        assert list(got) == list(alone)
+        assert all(torch.equal(got[k], alone[k]) if isinstance(got[k], torch.Tensor) else got[k] == alone[k] for k in got)
+
+
 def test_single_samples_grouped_layout_and_random_shift(dataset):
     path, expected, _ = dataset
     ds = TokenWindows(path, seq_len=16, stride=5, doc_starts=True)

@@ -8,7 +8,13 @@ import pytest
 import sdl.loader.runtime.feed as feed_module
 import torch
 from sdl.loader.errors import ConfigError
-from sdl.loader.runtime.feed import DeviceFeed, resolve_device, tensors_of, to_device
+from sdl.loader.runtime.feed import (
+    DeviceFeed,
+    ready_on_cpu,
+    resolve_device,
+    tensors_of,
+    to_device,
+)
 
 Pair = namedtuple("Pair", "left right")
 
@@ -29,6 +35,20 @@ def test_cpu_feed_copies_nothing_but_widens_token_tensors():
         assert got["input_ids"].dtype == got["labels"].dtype == torch.int64
         assert torch.equal(got["input_ids"], host["input_ids"].long())
     assert [b["shift"] for b in DeviceFeed(batches, None)] == [1, 1, 1]
+
+
+def test_a_cpu_batch_that_needs_nothing_is_handed_over_as_it_is_and_any_other_goes_through_to_device():
+    ready = {"input_ids": torch.zeros(2, 3, dtype=torch.int64), "labels": torch.ones(2, 3, dtype=torch.int64),
+             "weights": torch.ones(2, dtype=torch.float16), "mask": torch.ones(2, dtype=torch.bool), "shift": 2}
+    narrow = dict(ready, labels=torch.ones(2, 3, dtype=torch.int32))
+    nested = dict(ready, extra={"labels": torch.ones(2, dtype=torch.int16)})
+    elsewhere = dict(ready, labels=torch.ones(2, 3, dtype=torch.int64, device="meta"))  # to_device would move it
+    assert ready_on_cpu(ready) and not any(ready_on_cpu(b) for b in (narrow, nested, elsewhere, [ready["input_ids"]]))
+    for background in (False, True):
+        out = list(DeviceFeed([ready, narrow, nested], "cpu", background=background))
+        assert out[0] is ready
+        assert out[1]["labels"].dtype == torch.int64 and out[2]["extra"]["labels"].dtype == torch.int64
+        assert narrow["labels"].dtype == torch.int32  # the host batch is untouched
 
 
 def test_on_yield_runs_before_each_batch_reaches_the_caller():

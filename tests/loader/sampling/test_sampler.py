@@ -1,6 +1,7 @@
 """Laws of ElasticSampler: exactly once across resumes that change world size and batch size; same global
 batch size gives the same global batches; the tail is dropped or padded and reported."""
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,6 +94,23 @@ def test_batches_carry_step_identity_for_per_batch_randomness():
     import pickle
 
     assert pickle.loads(pickle.dumps(ba)).position == ba.position
+
+
+@pytest.mark.parametrize("world_size,drop_last,shuffle", [(1, False, True), (3, True, "locality"), (2, False, False)])
+def test_each_batch_is_a_row_of_the_chunk_it_was_computed_in(world_size, drop_last, shuffle):
+    """A dataset may prepare a whole chunk of steps from `batch.chunk.ids` (TokenWindows locates them at once): each
+    batch's ids must be exactly its row, resumed mid-epoch, padded or not; the chunk does not travel to workers."""
+    import pickle
+
+    samplers = _ranks(20_000, 7, world_size, shuffle=shuffle, drop_last=drop_last)
+    _, state = _run(samplers, 100)
+    chunks = {}
+    for sampler in _ranks(20_000, 7, world_size, state=state, shuffle=shuffle, drop_last=drop_last):
+        for batch in sampler:
+            assert batch.chunk.ids.dtype == np.int64 and batch.chunk.ids[batch.step].tolist() == list(batch)
+            chunks[id(batch.chunk)] = batch.chunk
+    assert len(chunks) > world_size  # several chunks per rank: a lookup covers 4,096 // 7 steps
+    assert pickle.loads(pickle.dumps(batch)).chunk is None
 
 
 def test_a_state_from_another_dataset_or_seed_is_refused():

@@ -1,0 +1,100 @@
+"""TokenWindows' copy (sdl.loader.data.window_copy): a sampler batch located with its chunk of steps is the same batch as
+its ids gathered alone, on both copy paths (one shard's window view, per-row copies across shards); ids checked per
+chunk; no window view travels with a pickled dataset; batches kept by the caller stay intact."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sdl.loader.data.window_copy import plan_of
+from sdl.loader.data.windows import TokenWindows
+from sdl.loader.runtime.loader import make_loader
+from sdl.loader.sampling.sampler import ElasticSampler, SampleBatch, StepChunk
+from sdl.prepare.synthetic import write_synthetic_dataset
+
+VOCAB = 70_000
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("window_copy")
+    out = {}
+    for name, per_shard in (("one_shard", 5_000), ("shards_of_40", 40), ("shards_of_300", 300)):
+        write_synthetic_dataset(root / name, num_tokens=3_000, tokens_per_shard=per_shard, vocab_size=VOCAB)
+        out[name] = root / name
+    return out
+
+
+def expected(ds, ids, shift):
+    starts = (np.asarray(ids, dtype=np.int64) + ds._windows.start) * ds.stride
+    positions = starts[:, None] + np.arange(ds.seq_len)
+    return positions % VOCAB, (positions + shift) % VOCAB
+
+
+def check_exact(ds, ids, batch, shift):
+    inputs, labels = expected(ds, ids, shift)
+    assert batch["input_ids"].dtype == batch["labels"].dtype == torch.int64
+    assert batch["input_ids"].is_contiguous() and batch["labels"].is_contiguous()
+    np.testing.assert_array_equal(batch["input_ids"].reshape(len(ids), -1).numpy(), inputs)
+    np.testing.assert_array_equal(batch["labels"].reshape(len(ids), -1).numpy(), labels)
+    assert batch["sample_ids"].dtype == torch.int64 and batch["sample_ids"].tolist() == list(ids)
+
+
+@pytest.mark.parametrize("name", ["one_shard", "shards_of_40", "shards_of_300"])
+@pytest.mark.parametrize("options", [dict(seq_len=16), dict(seq_len=12, stride=5, shift=3), dict(seq_len=12, shift=4, layout="grouped"),
+                                     dict(seq_len=12, stride=7, shift="random"), dict(seq_len=8, split="val", split_rate=0.7)])
+def test_sampler_batches_located_by_chunk_equal_their_ids_gathered_alone(paths, name, options):
+    ds = TokenWindows(paths[name], **options)
+    sampler = ElasticSampler(len(ds), 7, seed=3, fingerprint=ds.identity, drop_last=False)  # the last step padded
+    for epoch in range(2):
+        for batch in sampler:
+            assert batch.chunk is not None and batch.chunk.ids[batch.step].tolist() == list(batch)
+            got = ds.__getitems__(batch)
+            shift = got.get("shift", options.get("shift", 1))
+            assert shift == ds.batch_shift(batch)
+            check_exact(ds, list(batch), got, shift)
+            alone = ds.__getitems__(list(batch)) if options.get("shift") != "random" else None
+            if alone is not None:
+                assert list(alone) == list(got) and all(torch.equal(alone[k], got[k]) for k in got)
+
+
+def test_both_copy_paths_are_taken(paths):
+    """A batch inside one shard is one window-view gather; a batch across shards or boundaries is copied row by row."""
+    for name, kinds in (("one_shard", {True}), ("shards_of_40", {False}), ("shards_of_300", {True, False})):
+        ds = TokenWindows(paths[name], seq_len=16)
+        sampler = ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity, shuffle=name != "shards_of_300")
+        plan = plan_of(ds, next(iter(sampler)).chunk)
+        assert {single >= 0 for single in plan.single} == kinds
+
+
+def test_ids_outside_the_dataset_are_refused_per_chunk(paths):
+    ds = TokenWindows(paths["shards_of_300"], seq_len=16)
+    chunk = StepChunk(np.array([[0, 1], [2, len(ds)]], dtype=np.int64))
+    with pytest.raises(IndexError, match=f"sample {len(ds)} is outside"):
+        ds.__getitems__(SampleBatch([0, 1], seed=0, epoch=0, position=0, chunk=chunk, step=0))
+
+
+def test_a_pickled_dataset_carries_no_window_view(paths):
+    ds = TokenWindows(paths["one_shard"], seq_len=16)
+    fresh = len(pickle.dumps(ds))
+    ds.__getitems__(next(iter(ElasticSampler(len(ds), 8, fingerprint=ds.identity))))  # one window-view gather
+    assert ds._views is not None
+    assert len(pickle.dumps(ds)) <= fresh + 64  # a view pickles as a copy of every window (~180 kB here)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._views is None and torch.equal(copy.__getitems__([3, 4])["input_ids"], ds.__getitems__([3, 4])["input_ids"])
+
+
+@pytest.mark.parametrize("name", ["one_shard", "shards_of_40"])
+def test_batches_kept_by_the_caller_stay_intact(paths, name):
+    ds = TokenWindows(paths[name], seq_len=16, stride=9)
+    loader = make_loader(ds, 6, seed=5, num_workers=0, device="cpu", rank=0, world_size=1)
+    kept = list(loader)
+    assert len(kept) == len(ds) // 6
+    assert len({batch["input_ids"].data_ptr() for batch in kept}) == len(kept)  # no output memory reused
+    for batch in kept:
+        check_exact(ds, batch["sample_ids"].tolist(), batch, 1)
+    seen = torch.cat([batch["sample_ids"] for batch in kept])
+    assert len(set(seen.tolist())) == len(seen)  # exactly once
