@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import CheckpointError, ConfigError
+from sdl.loader.sampling.batches import SampleBatch, StepChunk
 from sdl.loader.sampling.order import MODES, Order
 from sdl.loader.sampling.slicing import rank_offsets
 from sdl.loader.sampling.state import STREAM_KEYS, LoaderState
@@ -32,42 +33,6 @@ from sdl.loader.sampling.state import STREAM_KEYS, LoaderState
 # The order of this many samples is computed in one vectorised call: a lookup costs ~100 µs of
 # numpy call overhead whether it is for 16 ids or 4,096 (measured), so batches share it.
 STEPS_PER_LOOKUP_SAMPLES = 4096
-
-
-class StepChunk:
-    """The sample ids of a rank's consecutive steps computed in one lookup (`ids`, [steps, B] int64), shared
-    by their SampleBatches: a dataset may prepare all the steps at once (TokenWindows locates their windows in one
-    vectorised call) and keep what it prepared in `prepared`, which lives as long as the chunk's batches."""
-
-    __slots__ = ("ids", "prepared")
-
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids, self.prepared = ids, None
-
-
-class SampleBatch(list):
-    """A rank's sample ids for one step, carrying the step's identity (for per-batch randomness); from the sampler also
-    its `chunk` (a StepChunk, whose row `step` holds the same ids; not sent to DataLoader workers)."""
-
-    __slots__ = ("seed", "epoch", "position", "num_padded", "context", "chunk", "step")
-
-    def __init__(self, ids: Any, *, seed: int, epoch: int, position: int, num_padded: int = 0, context: Any = None,
-                 chunk: StepChunk | None = None, step: int = 0) -> None:
-        list.__init__(self, ids)
-        self.seed = seed
-        self.epoch = epoch
-        self.position = position
-        self.num_padded = num_padded
-        self.context = context  # the dataset's stream context from the state (a Mixture's phase), else None
-        self.chunk = chunk
-        self.step = step
-
-    def __reduce__(self):  # keep the attributes when sent to a DataLoader worker
-        return (_rebuild_batch, (list(self), self.seed, self.epoch, self.position, self.num_padded, self.context))
-
-
-def _rebuild_batch(ids: list, seed: int, epoch: int, position: int, num_padded: int, context: Any = None) -> SampleBatch:
-    return SampleBatch(ids, seed=seed, epoch=epoch, position=position, num_padded=num_padded, context=context)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
