@@ -12,7 +12,8 @@ window copies into the temporary then two casts 32.6 µs, one window-view gather
 The plan: the sampler computes the order of ~4,096 samples in one call and hands each step's SampleBatch a
 reference to that chunk (`sdl.loader.sampling.sampler.StepChunk`). Checking the ids, computing window starts
 and locating them in the shards then runs once, vectorised, for the whole chunk (each costs ~2–4 µs of numpy
-call overhead whether for 16 ids or 4,096), and a step only copies its windows.
+call overhead whether for 16 ids or 4,096), and a step only copies its windows. A SampleBatch whose list no longer
+equals its chunk row (changed in place after the sampler made it) is gathered from its list, as any other list.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class ChunkPlan:
     """Where the windows of a chunk of steps lie ([steps, B] arrays), located once; `single[k]` is the shard holding
     every window of step k whole, or -1."""
 
-    __slots__ = ("owner", "starts", "first", "offsets", "inside", "single", "sample_ids")
+    __slots__ = ("owner", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids")
 
     def __init__(self, owner: Any, ids: np.ndarray, max_span: int) -> None:
-        self.owner = owner
+        self.owner, self.id_lists = owner, ids.tolist()  # each step's ids, to compare with its SampleBatch (~0.2 µs)
         self.starts = (ids + owner._windows.start) * owner.stride
         self.first, self.offsets = owner.index.locate(self.starts)
         self.inside = self.offsets + max_span <= owner._lengths[self.first]

@@ -172,8 +172,9 @@ class TokenWindows(ShardAccess):
         chunk = getattr(indices, "chunk", None)  # a SampleBatch of the sampler: its chunk of steps is located at once
         if chunk is not None:
             plan, k = plan_of(self, chunk), indices.step
-            step = (plan.starts[k], plan.first[k], plan.offsets[k], plan.inside[k], plan.single[k], plan.sample_ids[k])
-            return self._batch(chunk.ids[k], self.batch_shift(indices), step=step)
+            if plan.id_lists[k] == indices:  # unless the list was changed since the sampler made it
+                step = (plan.starts[k], plan.first[k], plan.offsets[k], plan.inside[k], plan.single[k], plan.sample_ids[k])
+                return self._batch(chunk.ids[k], self.batch_shift(indices), step=step)
         return self._batch(self._check_ids(indices), self.batch_shift(indices))
 
     def _check_ids(self, indices: list[int]) -> np.ndarray:

@@ -77,6 +77,15 @@ def test_ids_outside_the_dataset_are_refused_per_chunk(paths):
         ds.__getitems__(SampleBatch([0, 1], seed=0, epoch=0, position=0, chunk=chunk, step=0))
 
 
+def test_a_sampler_batch_changed_after_the_sampler_made_it_is_gathered_as_it_now_reads(paths):
+    ds = TokenWindows(paths["shards_of_300"], seq_len=16)
+    batches = iter(ElasticSampler(len(ds), 4, seed=2, fingerprint=ds.identity))
+    first, second = next(batches), next(batches)
+    ds.__getitems__(first)  # the chunk is planned
+    second[1:3] = [0, len(ds) - 1]  # e.g. a wrapper remapping ids in place
+    check_exact(ds, list(second), ds.__getitems__(second), 1)
+
+
 def test_a_pickled_dataset_carries_no_window_view(paths):
     ds = TokenWindows(paths["one_shard"], seq_len=16)
     fresh = len(pickle.dumps(ds))
