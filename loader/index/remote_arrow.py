@@ -2,21 +2,25 @@
 `save_to_disk` writes them) or that the listing finds, each fetched whole into the node cache and memory-mapped
 from there like a local file.
 
-A `save_to_disk` folder records no rows per file, so the index counts them from the files: opening a remote
-Arrow dataset fetches every file through the cache (once per node while the cache holds them; with a
-`cache_limit` below the dataset, again at each open). The sources, schema and split equal a local copy's, so
+A `save_to_disk` folder records no rows per file, so the index counts them from the files: the first open of a
+remote Arrow dataset on a node fetches every file through the cache, and records each file's rows and columns
+under `$XDG_CACHE_HOME/sdl/arrow-shapes/` keyed by its ETag; later opens (other ranks, restarts) read those
+records and fetch nothing, however small the cache. The sources, schema and split equal a local copy's, so
 the identity does too and a loader state moves between the two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.format.atomic import atomic_write_json
 from sdl.loader.index.arrow import open_arrow_table, pick_split, split_of
 from sdl.loader.index.table import SourceInfo
-from sdl.loader.storage.remote import RemoteFiles, StoredObject
+from sdl.loader.storage.remote import RemoteFiles, StoredObject, default_cache_dir
 
 
 def _read_json(files: RemoteFiles, relative: str) -> dict[str, Any]:
@@ -67,14 +71,40 @@ def list_remote_arrow_sources(files: RemoteFiles, listing: dict[str, StoredObjec
         raise InputError(f"{files.url}: no .arrow files at {files.client.endpoint}; expected a save_to_disk folder or Arrow files")
     sources, schema, first = [], None, None
     for rel in names:
-        table = open_cached_arrow(files, listing, rel)
-        fields = {f.name: str(f.type) for f in table.schema}
+        rows, fields = file_shape(files, listing, rel)
         if schema is None:
             schema, first = fields, rel
         elif fields != schema:
             raise FormatError(f"Arrow files disagree: {first} has columns {schema}, {rel} has {fields}; expected one schema")
-        sources.append(SourceInfo(path=rel, length=table.num_rows, size=listing[rel].size, mtime_ns=0))
+        sources.append(SourceInfo(path=rel, length=rows, size=listing[rel].size, mtime_ns=0))
     meta: dict[str, Any] = {"schema": schema, "split": split}
     if descriptor:
         meta["descriptor"] = {"file": descriptor, "etag": listing[descriptor].etag}
     return tuple(sources), meta
+
+
+def shapes_dir() -> Path:
+    """Where the rows and columns of remote Arrow files are recorded: `$XDG_CACHE_HOME/sdl/arrow-shapes`, beside (not in)
+    the default object cache, so that the records never count against a `cache_limit`."""
+    return default_cache_dir().parent / "arrow-shapes"
+
+
+def file_shape(files: RemoteFiles, listing: dict[str, StoredObject], relative: str) -> tuple[int, dict[str, str]]:
+    """(rows, {column: type}) of a remote Arrow file: from the node's record of that object (keyed by its ETag, so a
+    rewritten object is counted again), else counted from the file in the node cache and recorded."""
+    if relative not in listing:
+        open_cached_arrow(files, listing, relative)  # raises the one-line error naming the object
+    entry = files.object_entry(relative, listing[relative])
+    record = shapes_dir() / (hashlib.sha256(entry.name.encode()).hexdigest()[:32] + ".json")
+    try:
+        found = json.loads(record.read_text())
+        return int(found["rows"]), dict(found["columns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not recorded yet (or a damaged record): count it
+    table = open_cached_arrow(files, listing, relative)
+    shape = table.num_rows, {f.name: str(f.type) for f in table.schema}
+    try:
+        atomic_write_json(record, {"object": entry.name, "rows": shape[0], "columns": shape[1]})
+    except OSError:
+        pass  # a read-only home: counted again next time
+    return shape

@@ -14,7 +14,12 @@ from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.index.table import SourceInfo
-from sdl.loader.index.zarr import ZARR_META, absent_chunk_keys, check_same_fields, member_fields
+from sdl.loader.index.zarr import (
+    ZARR_META,
+    absent_chunk_keys,
+    check_same_fields,
+    member_fields,
+)
 from sdl.loader.storage.remote import RemoteFiles, StoredObject
 
 Arrays = dict[str, dict[str, tuple[str, dict[str, Any]]]]  # store → field → (its folder, its metadata)

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from sdl.loader.storage.remote import RemoteFiles, StoredObject
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 
