@@ -1,7 +1,8 @@
 """`Mixture`: sdl datasets blended at weights, the blend computed per position, each source in its own shuffled passes.
 
 Position k of the mixture (in epoch e, see `sdl.loader.data.mixture_phase`) is draw t of the stream; the
-interleave (`sdl.loader.sampling.interleave`) maps t to a source s and that source's draw index d; d
+interleave (`sdl.loader.sampling.interleave`) of the weights in force there (a `schedule` changes them at given
+stream positions: `sdl.loader.data.mixture_schedule`) maps t to a source s and that source's draw index d; d
 falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s), seed, epoch=pass,
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
 permutation every pass. Nothing O(samples) is stored: a chunk of 1,024 positions is mapped at a time
@@ -55,7 +56,6 @@ class Mixture:
         self.weights = self._weights(weights)
         self.schedule = check_schedule(schedule, self.names)
         self.stream = Stream.build(self.weights, self.schedule, 0, {})  # from position 0, nothing drawn
-        self.interleave = self.stream.interleaves[0]
         self.num_samples = self._num_samples(num_samples)
         self.fields = self._common_fields()
         self._keys = tuple(f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources))
