@@ -57,12 +57,16 @@ class Phase:
                                   f"{', '.join(map(str, PHASE_VERSIONS))}); upgrade sdl")
         try:
             epoch, position, num_samples = int(data["epoch"]), int(data["position"]), int(data["num_samples"])
-            return cls(epoch=epoch, position=position, num_samples=num_samples,
-                       weights={str(k): float(v) for k, v in data["weights"].items()},
-                       sources={str(k): str(v) for k, v in data["sources"].items()},
-                       drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()},
-                       start=int(data.get("start", epoch * num_samples + position)),
-                       schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
+            phase = cls(epoch=epoch, position=position, num_samples=num_samples,
+                        weights={str(k): float(v) for k, v in data["weights"].items()},
+                        sources={str(k): str(v) for k, v in data["sources"].items()},
+                        drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()},
+                        start=int(data.get("start", epoch * num_samples + position)),
+                        schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
+            changes = [phase.start] + [at for at, _ in phase.schedule]
+            if any(a >= b for a, b in zip(changes, changes[1:])) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
+                raise ValueError(f"schedule changes {changes[1:]} not increasing after the start {phase.start}, or naming other sources")
+            return phase
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"malformed mixture phase in the loader state ({exc}); the checkpoint is corrupt") from None
 

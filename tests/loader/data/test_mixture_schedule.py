@@ -45,6 +45,16 @@ def test_every_source_exactly_once_per_pass_across_boundaries_resumes_and_reshar
         assert [(mixture.names[s], i) for s, i in zip(source.tolist(), ids.tolist())] == [(n, i) for _, n, i in mine]
 
 
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(TOPOLOGIES, WEIGHTS, SCHEDULES), min_size=1, max_size=4))
+def test_another_schedule_at_random_steps_continues_every_pass(sources, segments):
+    delivered, state = [], None
+    for (world_size, batch_size, steps), weights, changes in segments + [((1, 8, 10**6), [1, 1, 1], [])]:
+        more, state = run(scheduled(sources, weights, changes), state, world_size, batch_size, steps)
+        delivered += more
+    check_passes(Mixture({n: sources[n] for n in NAMES}, num_samples=N), delivered)
+
+
 @settings(max_examples=25, deadline=None)
 @given(WEIGHTS, SCHEDULES)
 def test_every_window_inside_a_piece_is_within_the_bound_and_positions_run_across_epochs(sources, weights, changes):
