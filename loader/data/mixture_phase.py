@@ -24,6 +24,7 @@ were removed, so a source added back continues too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 from sdl.loader.data.mixture_schedule import Schedule, Stream, pieces_from
@@ -64,7 +65,7 @@ class Phase:
                         start=int(data.get("start", epoch * num_samples + position)),
                         schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
             changes = [phase.start] + [at for at, _ in phase.schedule]
-            if any(a >= b for a, b in zip(changes, changes[1:])) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
+            if any(a >= b for a, b in pairwise(changes)) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
                 raise ValueError(f"schedule changes {changes[1:]} not increasing after the start {phase.start}, or naming other sources")
             return phase
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -6,16 +6,26 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdl.loader import Mixture, make_loader
+from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.data.mixture_config import MixtureConfig
 from sdl.loader.errors import ConfigError
 
-from tests.loader.data.test_mixture import TOPOLOGIES, check_passes, run, sources  # noqa: F401 (sources: a fixture)
+from tests.loader.data.test_mixture import TOPOLOGIES, check_passes, run
 
 N = 240
 NAMES = ("web", "code", "math")
 WEIGHTS = st.lists(st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0]), min_size=3, max_size=3).filter(lambda w: sum(w) > 0)
 SCHEDULES = st.lists(st.tuples(st.integers(1, 2 * N + 30), WEIGHTS), max_size=4, unique_by=lambda piece: piece[0])
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("mix")
+    for name, tokens in (("web", 2_000), ("code", 700), ("math", 400)):  # 249, 87, 49 windows of 8
+        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=300, vocab_size=1000, doc_len=97)
+    return {name: TokenWindows(root / name, seq_len=8) for name in NAMES}
 
 
 def scheduled(sources, weights, changes, num_samples=N):
