@@ -185,28 +185,39 @@ class TokenWindows(ShardAccess):
         rng = np.random.default_rng((int(seed), int(epoch), int(position)))
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
-    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> GatheredBatch:
         starts = (sample_ids + self._windows.start) * self.stride
         b = len(sample_ids)
-        tokens = torch.from_numpy(self.gather(starts, shift, None if into is None else into["tokens"][:, :b]))
-        input_ids, labels = tokens[0], tokens[1]
-        if self.layout == "grouped":
-            input_ids = input_ids.view(b, self.seq_len // shift, shift)
-            labels = labels.view(b, self.seq_len // shift, shift)
-        batch = GatheredBatch(input_ids=input_ids, labels=labels)
+        tokens = self.gather(starts, shift, None if into is None else into["tokens"][:, :b])
+        positions = None
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             if into is not None:
                 into["position_ids"][:b] = positions
                 positions = into["position_ids"][:b]
-            batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
-            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(len(sample_ids), -1))
-            batch["cu_seqlens"] = torch.from_numpy(bounds)
         if into is not None:
             into["sample_ids"][:b] = sample_ids
-            batch["sample_ids"] = torch.from_numpy(into["sample_ids"][:b])
-        else:
-            batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
+            sample_ids = into["sample_ids"][:b]
+        return self.batch_fields(tokens, positions, sample_ids.copy() if into is None else sample_ids, shift)
+
+    def batch_fields(self, tokens: np.ndarray, positions: np.ndarray | None, sample_ids: np.ndarray, shift: int,
+                     batch: GatheredBatch | None = None) -> GatheredBatch:
+        """The batch (module docstring) over gathered arrays, which its tensors view: tokens [2, B, seq_len] (inputs,
+        labels), positions [B, seq_len] (doc_starts=True, else None), sample_ids [B]; its fields added to `batch` when
+        given. A Mixture of TokenWindows makes its batch here too, from rows its sources gathered (`gather_rows`)."""
+        b = tokens.shape[1]
+        both = torch.from_numpy(tokens)
+        input_ids, labels = both[0], both[1]
+        if self.layout == "grouped":
+            input_ids = input_ids.view(b, self.seq_len // shift, shift)
+            labels = labels.view(b, self.seq_len // shift, shift)
+        batch = GatheredBatch() if batch is None else batch
+        batch["input_ids"], batch["labels"] = input_ids, labels
+        if positions is not None:
+            batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
+            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(b, -1))
+            batch["cu_seqlens"] = torch.from_numpy(bounds)
+        batch["sample_ids"] = torch.from_numpy(sample_ids)
         if self.shift == "random":
             batch["shift"] = shift
         return batch
@@ -224,11 +235,21 @@ class TokenWindows(ShardAccess):
         sample_ids = self._check_ids(indices)
         return self._batch(sample_ids, self.batch_shift(indices), into)
 
+    def gather_rows(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Samples `sample_ids` (int64, known to be in range: not checked) with labels `shift` ahead, written into rows
+        `rows` of the `slot_layout` arrays `into` (tokens, position_ids; not sample_ids): the lean gather through which
+        a Mixture's sources fill one batch together, with no batch of their own and no copy after."""
+        starts = (sample_ids + self._windows.start) * self.stride
+        self.gather(starts, shift, into["tokens"], rows, checked=False)
+        if self._doc_starts is not None:
+            into["position_ids"][rows] = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
+
     # Gathering
 
-    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None) -> np.ndarray:
+    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None, rows: np.ndarray | None = None, *,
+               checked: bool = True) -> np.ndarray:
         """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves
-        (into `out` when given, e.g. a ring slot).
+        (into `out` when given, e.g. a ring slot; at its rows `rows` when given, else the first len(starts)).
 
         A window inside one shard (nearly all of them) is copied as two slices of it: no index array
         to build or follow. Per-shard fancy indexing was tried and lost: a batch touches ~B shards
@@ -238,11 +259,12 @@ class TokenWindows(ShardAccess):
         seq_len, span = self.seq_len, self.seq_len + shift
         if out is None:
             out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
-        first, offsets = self.index.locate(starts)
+        first, offsets = self.index.locate(starts, checked=checked)
         inside = offsets + span <= self._lengths[first]
         inputs, labels = out[0], out[1]
         shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-        for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
+        targets = range(len(starts)) if rows is None else rows.tolist()
+        for i, row, source_id, offset, fits in zip(range(len(starts)), targets, first.tolist(), offsets.tolist(), inside.tolist()):
             if fits:
                 shard = shards.get(source_id)
                 if shard is None:
@@ -250,7 +272,7 @@ class TokenWindows(ShardAccess):
                 inputs[row] = shard[offset:offset + seq_len]
                 labels[row] = shard[offset + shift:offset + span]
             else:
-                window = self._read_span(int(starts[row]), span)
+                window = self._read_span(int(starts[i]), span)
                 inputs[row] = window[:seq_len]
                 labels[row] = window[shift:]
         return out
