@@ -31,6 +31,7 @@ from sdl.loader.data.mixture_gather import (
     RowGather,
 )
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase
+from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.order import Order
@@ -152,7 +153,8 @@ class Mixture:
         if not 0 <= position < self.num_samples:
             raise IndexError(f"mixture position {position} is outside [0, {self.num_samples})")
         batch = self.__getitems__([int(position)])
-        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()}
+        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()
+                if key not in BATCH_ONLY_KEYS}  # cu_seqlens, max_seqlen describe a whole batch
 
     def locate(self, positions: Any, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(source index, sample id within it) of mixture positions, vectorised."""

@@ -95,6 +95,8 @@ def test_rows_gathered_in_place_equal_the_assembled_batch(folders, option, doc_s
         if doc_starts:
             bounds, longest = cu_seqlens(batch["position_ids"].reshape(len(indices), -1).numpy())
             assert batch["cu_seqlens"].tolist() == bounds.tolist() and batch["max_seqlen"] == longest
+    one = mixture[len(mixture) - 1]  # a sample: no batch-wide fields, as a TokenWindows sample
+    assert "cu_seqlens" not in one and "max_seqlen" not in one and one["input_ids"].numel() == SEQ_LEN
 
 
 def test_doc_starts_sources_give_the_whole_batchs_document_segments(folders):
