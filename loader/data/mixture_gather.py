@@ -2,13 +2,14 @@
 
 Row gather (`gather_rows`): when every source is a TokenWindows of one row layout (same `slot_layout`), each
 source writes its samples into its rows of one set of arrays — the batch's own, or a worker's ring slot
-(`Mixture.getitems_into`) — and the batch's tensors view them: no per-source batch, no second copy. The batch's
-shift is drawn once from the batch's (seed, epoch, position), as every source would draw it.
-Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"): 221 µs assembled, ~75 µs
-gathered by rows, against 72 µs for one source alone.
+(`Mixture.getitems_into`) — and the batch's tensors view them: no per-source batch, no second copy. A random
+shift is drawn once per batch from its (seed, epoch, position), as every source would draw it; a fixed shift is
+each source's own.
+Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"), same run: 203 µs assembled,
+102 µs gathered by rows, 78 µs for one source alone.
 
 Assembled (any other source: ZarrSamples, ArrowRows, a nested Mixture, renamed fields): each source's own
-`__getitems__` batch, its rows copied into place field by field (`assemble`). Both routes give the same batch.
+`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). Both routes give the same batch.
 """
 
 from __future__ import annotations
