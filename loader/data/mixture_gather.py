@@ -53,9 +53,10 @@ class RowGather:
     def __init__(self, sources: tuple, rename: dict[str, Any], chunk: int) -> None:
         self.sources, self.rename, self.chunk = sources, rename, chunk
         self.layout = row_layout(sources, rename)
+        self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
 
-    def __reduce__(self) -> tuple:  # a worker starts with an empty cache
+    def __reduce__(self) -> tuple:  # a worker starts with empty caches
         return (RowGather, (self.sources, self.rename, self.chunk))
 
     def slot_layout(self, batch_size: int) -> Layout:
@@ -71,7 +72,10 @@ class RowGather:
         source, ids = self.locate(mixture, positions, lo, hi, key, context)
         if self.layout is not None and positions.size:
             if into is None:  # in process: the batch's own arrays; its positions, sources and ids are already fresh
-                into = {name: np.empty(shape, dtype) for name, (shape, dtype) in self.sources[0].slot_layout(len(positions)).items()}
+                layout = self._layouts.get(len(positions))
+                if layout is None:
+                    layout = self._layouts[len(positions)] = self.sources[0].slot_layout(len(positions))
+                into = {name: np.empty(shape, dtype) for name, (shape, dtype) in layout.items()}
             batch = gather_batch(mixture, positions, source, ids, key, into)
             if batch is not None:
                 return batch
