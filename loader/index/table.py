@@ -53,7 +53,7 @@ class SourceInfo:
 class SourceTable(Sequence):
     """The sources as columns (a sequence of SourceInfo made on demand): cheap to load, cheap to hash."""
 
-    __slots__ = ("checksums", "lengths", "mtime_ns", "paths", "sizes")
+    __slots__ = ("paths", "lengths", "sizes", "mtime_ns", "checksums")
 
     def __init__(self, paths: Sequence[str], lengths: Any, sizes: Any, mtime_ns: Any, checksums: Sequence[str | None]) -> None:
         self.paths = tuple(paths)
@@ -130,11 +130,10 @@ class GlobalIndex:
     def __len__(self) -> int:
         return self.total
 
-    def locate(self, positions: Any, *, checked: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(source_ids, offsets) of global positions, vectorised over all of them; `checked=False` skips the range check
-        for positions the caller made from ids it already checked (a mixture's rows)."""
+    def locate(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(source_ids, offsets) of global positions, vectorised over all of them."""
         positions = np.asarray(positions, dtype=np.int64)
-        if checked and positions.size and (positions.min() < 0 or positions.max() >= self.total):
+        if positions.size and (positions.min() < 0 or positions.max() >= self.total):
             bad = positions[(positions < 0) | (positions >= self.total)].flat[0]
             raise IndexError(f"global position {int(bad)} is outside [0, {self.total})")
         source_ids = find_sources(self.offsets, self._lookup, positions)
