@@ -5,8 +5,8 @@ source writes its samples into its rows of one set of arrays — the batch's own
 (`Mixture.getitems_into`) — and the batch's tensors view them: no per-source batch, no second copy. A random
 shift is drawn once per batch from its (seed, epoch, position), as every source would draw it; a fixed shift is
 each source's own.
-Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"), same run: 203 µs assembled,
-102 µs gathered by rows, 78 µs for one source alone.
+Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"), same run: 178 µs assembled,
+85 µs gathered by rows, 60 µs for one source alone.
 
 Assembled (any other source: ZarrSamples, ArrowRows, a nested Mixture, renamed fields): each source's own
 `__getitems__` batch, its rows copied into place field by field (`assemble_batch`). Both routes give the same batch.
