@@ -27,9 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.mixture_gather import (
-    RowGather,
-)
+from sdl.loader.data.mixture_gather import RowGather
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
