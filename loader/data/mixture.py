@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.batch import GatheredBatch
+from sdl.loader.data.mixture_gather import RowGather
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sources
 from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
+from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.order import Order
-from sdl.loader.sampling.sampler import SampleBatch
 from sdl.loader.sampling.state import LoaderState
 
 CHUNK = 1024  # positions mapped per lookup: ~0.3 ms per source (Feistel), spread over 64 batches of 16; a resume pays one
@@ -148,7 +148,8 @@ class Mixture:
         if not 0 <= position < self.num_samples:
             raise IndexError(f"mixture position {position} is outside [0, {self.num_samples})")
         batch = self.__getitems__([int(position)])
-        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()}
+        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()
+                if key not in BATCH_ONLY_KEYS}  # cu_seqlens, max_seqlen describe a whole batch
 
     def locate(self, positions: Any, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(source index, sample id within it) of mixture positions, vectorised."""
@@ -217,24 +218,32 @@ class Mixture:
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        positions = np.asarray(list(indices), dtype=np.int64).reshape(-1)
-        context = getattr(indices, "context", None)
-        seed, epoch = (int(getattr(indices, "seed", 0)), int(getattr(indices, "epoch", 0))) if is_phase(context) else (0, 0)
-        first = int(positions.min()) if positions.size else 0
-        position = int(getattr(indices, "position", first))
-        source, ids = self.locate(positions, seed=seed, epoch=epoch, context=context)
-        parts = []
-        for s in range(len(self.sources)):
-            where = np.flatnonzero(source == s)
-            if not where.size:
-                continue
-            sub = SampleBatch(ids[where].tolist(), seed=seed, epoch=epoch, position=position)
-            parts.append((where, self._renamed(s, self.sources[s].__getitems__(sub))))
-        batch = GatheredBatch(sample_ids=torch.from_numpy(positions), source=torch.from_numpy(source),
-                              source_ids=torch.from_numpy(ids))
-        for name in self.fields:
-            batch[name] = _assemble(name, len(positions), [(where, part[name]) for where, part in parts])
-        return batch
+        return self._row_gather().batch(self, indices)
+
+    def _row_gather(self) -> RowGather:
+        """This mixture's RowGather (mixture_gather): made on first use, and again for a copy with other sources."""
+        rows = self.__dict__.get("_rows")
+        if rows is None or rows.sources is not self.sources:  # with_host_dtype's copy has other sources
+            rows = self._rows = RowGather(self.sources, self.rename, CHUNK)
+        return rows
+
+    @property
+    def slot_layout(self) -> Any:
+        """`slot_layout(batch_size)`: the arrays a batch is gathered into by `getitems_into` (a worker's ring slot); only
+        when every source gathers rows (TokenWindows of one layout), else AttributeError: the ring then copies a batch in."""
+        rows = self._row_gather()
+        if rows.layout is None:
+            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        return rows.slot_layout
+
+    @property
+    def getitems_into(self) -> Any:
+        """`getitems_into(indices, into)`: `__getitems__`, the sources writing their rows into the `slot_layout` arrays
+        `into`, which the batch's tensors view (see `slot_layout` for when)."""
+        rows = self._row_gather()
+        if rows.layout is None:
+            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        return lambda indices, into: rows.batch(self, indices, into)
 
     # Step: copies and pickling.
     @property
@@ -258,29 +267,6 @@ class Mixture:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._chunks, self._orders, self._last = OrderedDict(), OrderedDict(), None
-
-
-def _assemble(name: str, size: int, parts: list[tuple[np.ndarray, Any]]) -> Any:
-    """One field of the batch from the sources' sub-batches, each at its rows `where`."""
-    first = parts[0][1]
-    if len(parts) == 1:
-        return first  # the whole batch came from one source, in order
-    if isinstance(first, (torch.Tensor, np.ndarray)):  # numpy row assignment: torch's index_put took ~10 ms a 16x512 batch
-        arrays = [(where, value.numpy() if isinstance(value, torch.Tensor) else value) for where, value in parts]
-        out = np.empty((size, *arrays[0][1].shape[1:]), dtype=arrays[0][1].dtype)
-        for where, value in arrays:
-            out[where] = value
-        return torch.from_numpy(out) if isinstance(first, torch.Tensor) else out
-    if isinstance(first, list):
-        rows: list[Any] = [None] * size
-        for where, value in parts:
-            for row, item in zip(where.tolist(), value):
-                rows[row] = item
-        return rows
-    if any(value != first for _, value in parts):
-        raise ConfigError(f"mixture sources gave different values of the batch-wide field {name!r} "
-                          f"({[value for _, value in parts]}) for one batch; make their sample definitions agree")
-    return first
 
 
 def _show(schema: dict[str, tuple]) -> str:

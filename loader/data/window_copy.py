@@ -52,6 +52,13 @@ def plan_of(dataset: Any, chunk: Any) -> ChunkPlan:
     return plan
 
 
+def locate_windows(dataset: Any, starts: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(shard, offset, whether the window lies whole in it) of each window start, and the single shard or -1."""
+    first, offsets = dataset.index.locate(starts)
+    inside = offsets + (dataset.seq_len + shift) <= dataset._lengths[first]
+    return first, offsets, inside, single_shard(first, inside)
+
+
 def single_shard(first: np.ndarray, inside: np.ndarray) -> int:
     """The shard holding every window whole (all `inside`, all in `first[0]`), or -1."""
     return int(first[0]) if len(first) and inside.all() and (first == first[0]).all() else -1

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_windows, plan_of, single_shard
+from sdl.loader.data.window_copy import copy_windows, locate_windows, plan_of
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -116,6 +117,7 @@ class TokenWindows(ShardAccess):
         self._shard_dtype = np.dtype(self.index.meta.get("dtype", "uint32"))
         self._views: tuple | None = None  # (shard, span, window view) of the last single-shard batch (see window_copy)
         self._lengths = np.diff(self.index.offsets)
+        self._shard_starts, self._shard_lengths = self.index.offsets.tolist(), self._lengths.tolist()  # gather's, per row
         self._windows = self._split_windows()
         self._open = self.open_sources()
         self._doc_starts = DocStarts(self.index, self.max_open_shards, self.remote) if doc_starts else None
@@ -195,34 +197,42 @@ class TokenWindows(ShardAccess):
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
     def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None,
-               step: tuple | None = None) -> dict[str, Any]:
-        """The batch of `sample_ids` (checked); `step`: their (starts, first, offsets, inside, single, ids tensor) from a
-        ChunkPlan, already located (see `sdl.loader.data.window_copy`)."""
+               step: tuple | None = None) -> GatheredBatch:
+        """The batch of `sample_ids` (checked); `step`: their located windows and ids tensor from a ChunkPlan (window_copy)."""
         b = len(sample_ids)
         if step is None:
             starts = (sample_ids + self._windows.start) * self.stride
-            step = (starts, *self._locate(starts, shift), None)
+            step = (starts, *locate_windows(self, starts, shift), None)
         starts, ids_tensor = step[0], step[5]
         out = np.empty((2, b, self.seq_len), dtype=self._host_dtype) if into is None else into["tokens"][:, :b]
-        inputs, labels = copy_windows(self, *step[:5], shift, out)
-        input_ids, labels = torch.from_numpy(inputs), torch.from_numpy(labels)
-        if self.layout == "grouped":
-            input_ids = input_ids.view(b, self.seq_len // shift, shift)
-            labels = labels.view(b, self.seq_len // shift, shift)
-        batch = GatheredBatch(input_ids=input_ids, labels=labels)
+        tokens, positions = copy_windows(self, *step[:5], shift, out), None
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             if into is not None:
                 into["position_ids"][:b] = positions
                 positions = into["position_ids"][:b]
+        if into is not None:
+            into["sample_ids"][:b] = sample_ids
+            ids_tensor = into["sample_ids"][:b]
+        return self.batch_fields(tokens, positions, sample_ids.copy() if ids_tensor is None else ids_tensor, shift)
+
+    def batch_fields(self, tokens: np.ndarray, positions: np.ndarray | None, sample_ids: Any, shift: int,
+                     batch: GatheredBatch | None = None) -> GatheredBatch:
+        """The batch (module docstring) over gathered arrays, which its tensors view: tokens [2, B, seq_len] (inputs,
+        labels), positions [B, seq_len] (doc_starts=True, else None), sample_ids [B] (array or tensor); its fields added
+        to `batch` when given. A Mixture of TokenWindows makes its batch here too, from rows its sources gathered."""
+        b = tokens.shape[1]
+        input_ids, labels = torch.from_numpy(tokens).unbind(0)  # one storage, as the docstring of gather says
+        if self.layout == "grouped":
+            input_ids = input_ids.view(b, self.seq_len // shift, shift)
+            labels = labels.view(b, self.seq_len // shift, shift)
+        batch = GatheredBatch() if batch is None else batch
+        batch["input_ids"], batch["labels"] = input_ids, labels
+        if positions is not None:
             batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
             bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(b, -1))
             batch["cu_seqlens"] = torch.from_numpy(bounds)
-        if into is not None:
-            into["sample_ids"][:b] = sample_ids
-            batch["sample_ids"] = torch.from_numpy(into["sample_ids"][:b])
-        else:
-            batch["sample_ids"] = torch.from_numpy(sample_ids.copy()) if ids_tensor is None else ids_tensor
+        batch["sample_ids"] = sample_ids if isinstance(sample_ids, torch.Tensor) else torch.from_numpy(sample_ids)
         if self.shift == "random":
             batch["shift"] = shift
         return batch
@@ -240,20 +250,44 @@ class TokenWindows(ShardAccess):
         sample_ids = self._check_ids(indices)
         return self._batch(sample_ids, self.batch_shift(indices), into)
 
+    def gather_rows(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Samples `sample_ids` (int64, known to be in range: not checked) with labels `shift` ahead, written into rows
+        `rows` of the `slot_layout` arrays `into` (tokens, position_ids; not sample_ids): the lean gather through which
+        a Mixture's sources fill one batch together, with no batch of their own and no copy after."""
+        starts = (sample_ids + self._windows.start) * self.stride
+        self.gather(starts, shift, into["tokens"], rows)
+        if self._doc_starts is not None:
+            into["position_ids"][rows] = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
+
     # Gathering
 
-    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None) -> np.ndarray:
-        """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves
-        (into `out` when given, e.g. a ring slot). How the windows are copied: `sdl.loader.data.window_copy`."""
+    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """[2, B, seq_len] host tokens of the windows of valid samples at global tokens `starts`: inputs there, labels
+        `shift` later; one storage, two contiguous halves (into `out` when given, e.g. a ring slot; at its rows `rows`
+        when given, else its first B). A batch is copied as `sdl.loader.data.window_copy` says; a mixture source's few
+        rows one by one, each row's shard found by bisection (saves the vectorised lookup's ~5 µs a call)."""
+        seq_len, span = self.seq_len, self.seq_len + shift
         if out is None:
-            out = np.empty((2, len(starts), self.seq_len), dtype=self._host_dtype)
-        return copy_windows(self, starts, *self._locate(starts, shift), shift, out)
-
-    def _locate(self, starts: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(shard, offset, whether the window lies whole in it) of each window start, and the single shard or -1."""
-        first, offsets = self.index.locate(starts)
-        inside = offsets + (self.seq_len + shift) <= self._lengths[first]
-        return first, offsets, inside, single_shard(first, inside)
+            out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
+        if rows is None:
+            return copy_windows(self, starts, *locate_windows(self, starts, shift), shift, out)
+        bounds, lengths, many = self._shard_starts, self._shard_lengths, len(self._shard_lengths) > 1
+        inputs, labels = out[0], out[1]
+        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
+        for row, start in zip(range(len(starts)) if rows is None else rows.tolist(), starts.tolist()):
+            source_id = bisect_right(bounds, start) - 1 if many else 0
+            offset = start - bounds[source_id]
+            if offset + span <= lengths[source_id]:
+                shard = shards.get(source_id)
+                if shard is None:
+                    shard = shards[source_id] = self._shard(source_id)
+                inputs[row] = shard[offset:offset + seq_len]
+                labels[row] = shard[offset + shift:offset + span]
+            else:
+                window = self._read_span(start, span)
+                inputs[row] = window[:seq_len]
+                labels[row] = window[shift:]
+        return out
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the
