@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class TokenWindows(ShardAccess):
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
+        self._heads: OrderedDict[int, np.ndarray] = OrderedDict()  # remote: heads of shards that windows spill into (ShardAccess._head)
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)

@@ -113,8 +113,9 @@ class SdlLoader:
             return None
         ahead = copy.copy(self.sampler)
         ahead.load_state_dict(self._start)
-        steps = (self.dataset.entries_for(batch) for batch in ahead)
-        return Prefetcher(remote.cache, steps, remote.prefetch_steps).start()
+        needs = map(self.dataset.needs_of, ahead.id_chunks())
+        heads = self.dataset.fetch_head if self.dataloader.num_workers == 0 else None  # read where the loop reads
+        return Prefetcher(remote.cache, needs, self.dataset.cache_entry, remote.prefetch_steps, fetch_head=heads).start()
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

@@ -183,15 +183,10 @@ class ElasticSampler:
 
     def _steps(self, first: int, count: int, rank: int, order: Order) -> list[SampleBatch]:
         """The batches of `rank` for steps [first, first + count): one vectorised order lookup for all of them."""
-        base, G, B = self._base, self.micro_batch_size, self.batch_size
+        base, G = self._base, self.micro_batch_size
         steps = np.arange(first, first + count, dtype=np.int64)
-        j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
-        padded = j >= base.remaining
-        positions = np.empty_like(j)
-        positions[~padded] = base.position_of(j[~padded])
-        positions[padded] = (j[padded] - base.remaining) % max(base.num_samples, 1)  # wrap to the start of the order
-        ids = order[positions].reshape(count, B).tolist()
-        num_padded = padded.reshape(count, B).sum(axis=1).tolist()
+        ids_array, padded = self._step_ids(steps, rank, order)
+        ids, num_padded = ids_array.tolist(), padded.sum(axis=1).tolist()
         if self.accumulate is None:  # a step's identity (for per-batch randomness): where it starts in the order
             live = steps * G < base.remaining
             starts = np.full(count, base.num_samples, dtype=np.int64)
@@ -202,6 +197,24 @@ class ElasticSampler:
         context = base.dataset.get("context")
         return [SampleBatch(ids[k], seed=base.seed, epoch=base.epoch, position=int(starts[k]), num_padded=num_padded[k],
                             context=context) for k in range(count)]
+
+    def _step_ids(self, steps: np.ndarray, rank: int, order: Order) -> tuple[np.ndarray, np.ndarray]:
+        """[len(steps), B] sample ids of `rank` at `steps`, and which of them pad the epoch's tail."""
+        base, B = self._base, self.batch_size
+        j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
+        padded = j >= base.remaining
+        positions = np.empty_like(j)
+        positions[~padded] = base.position_of(j[~padded])
+        positions[padded] = (j[padded] - base.remaining) % max(base.num_samples, 1)  # wrap to the start of the order
+        return order[positions].reshape(len(steps), B), padded.reshape(len(steps), B)
+
+    def id_chunks(self) -> Iterator[np.ndarray]:
+        """The sample ids `__iter__` would yield from the state this sampler starts from, as [steps, B] arrays of
+        consecutive steps (no batch object per step: the storage prefetcher reads hundreds of steps at once)."""
+        order, steps = self.order(), self.plan().steps
+        chunk = max(1, STEPS_PER_LOOKUP_SAMPLES // self.batch_size)
+        for first in range(0, steps, chunk):
+            yield self._step_ids(np.arange(first, min(first + chunk, steps), dtype=np.int64), self.rank, order)[0]
 
     def __iter__(self) -> Iterator[SampleBatch]:
         """The rest of the current epoch; after a finished iteration, the next epoch."""
