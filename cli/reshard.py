@@ -14,8 +14,8 @@ FORCED = ("--force: the state is rebound to this dataset; its sample order chang
           "may repeat or skip samples already seen; the stream is exactly-once again from epoch {next}")
 
 
-def check_targets(world_size: Optional[int], batch_size: Optional[int]) -> None:
-    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size)):
+def check_targets(world_size: Optional[int], batch_size: Optional[int], global_batch_size: Optional[int] = None) -> None:
+    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} is {value}, expected a positive integer")
 
@@ -44,19 +44,19 @@ def checked_states(merged: dict, dataset: Optional[str], settings: dict, force: 
     return rebound, checks
 
 
-def rank_plan(state: Any, world_size: int, batch_size: int) -> dict[str, Any]:
-    """What each new rank gets from the rest of the epoch: steps, real samples, padded samples."""
+def rank_plan(state: Any, world_size: int, batch_size: int, global_batch_size: Optional[int] = None) -> dict[str, Any]:
+    """What each new rank gets from the rest of the epoch: micro-steps, real samples, padded samples."""
     from sdl.loader.sampling.merge import plan_for
     from sdl.loader.sampling.slicing import rank_real_samples
 
-    plan = plan_for(state, world_size, batch_size)
-    global_batch = world_size * batch_size
+    plan = plan_for(state, world_size, batch_size, global_batch_size=global_batch_size)
+    accumulate = 1 if global_batch_size is None else global_batch_size // (world_size * batch_size)
     ranks = []
     for rank in range(world_size):
-        real = rank_real_samples(state.remaining, plan.steps, rank, world_size, batch_size)
+        real = rank_real_samples(plan.samples, plan.steps, rank, world_size, batch_size)
         ranks.append({"rank": rank, "steps": plan.steps, "samples": real, "padded": plan.steps * batch_size - real})
-    return {"world_size": world_size, "batch_size": batch_size, "global_batch_size": global_batch,
-            **plan.to_dict(), "ranks": ranks}
+    return {"world_size": world_size, "batch_size": batch_size, "global_batch_size": world_size * batch_size * accumulate,
+            "accumulation_steps": accumulate, "optimizer_steps": plan.steps // accumulate, **plan.to_dict(), "ranks": ranks}
 
 
 def stop_kind(even: bool, states: list) -> str:
@@ -71,6 +71,7 @@ def stop_kind(even: bool, states: list) -> str:
 
 
 def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, checks: dict, force: bool) -> dict[str, Any]:
+    """What the state holds, who saved it, the plan for the target topology (world size, batch size, global batch)."""
     from sdl.loader.checkpoint import format_key
 
     saved = [(c.path, c.states[key]) for c in checkpoints if key in c.states]
@@ -87,9 +88,9 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
         "ranks": [{"file": str(p), "rank": s.rank, "epoch": s.epoch, "cursor": s.cursor, "samples_consumed": s.num_consumed}
                   for p, s in saved],
     }
-    world_size, batch_size = target
-    if world_size is not None or batch_size is not None:
-        summary["plan"] = rank_plan(state, world_size or state.world_size, batch_size or state.batch_size)
+    world_size, batch_size, global_batch_size = target
+    if world_size is not None or batch_size is not None or global_batch_size is not None:
+        summary["plan"] = rank_plan(state, world_size or state.world_size, batch_size or state.batch_size, global_batch_size)
     if key in checks:
         summary["check"] = checks[key].to_dict()
         if force and not checks[key].matches:
@@ -115,7 +116,9 @@ def render_stream(console: Any, summary: dict[str, Any]) -> None:
     render_rows(console, "saved by", summary["ranks"])
     if "plan" in summary:
         plan = summary["plan"]
-        render_rows(console, f"new world: {plan['world_size']} ranks × batch {plan['batch_size']} — "
+        accumulated = f", {plan['accumulation_steps']} micro-steps per global batch of {plan['global_batch_size']:,}" \
+            if plan["accumulation_steps"] > 1 else ""
+        render_rows(console, f"new world: {plan['world_size']} ranks × batch {plan['batch_size']}{accumulated} — "
                              f"dropped tail {plan['dropped']:,}, padded {plan['padded']:,}", plan["ranks"])
     if "check" in summary:
         check = summary["check"]
@@ -140,6 +143,9 @@ def command(
     ckpt: list[str] = typer.Argument(..., help="Checkpoint files (.pt, .pth, .json), a folder, or a glob such as 'rank_*.pt'."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Target number of ranks."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Target per-rank batch size (default: as saved)."),
+    global_batch_size: Optional[int] = typer.Option(
+        None, "--global-batch-size", help="The run's global batch with gradient accumulation (make_loader's global_batch_size): "
+                                          "the plan counts micro-steps in whole global steps."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the rewritten checkpoint here (a folder with --per-rank)."),
     per_rank: bool = typer.Option(False, "--per-rank", help="Write one file per new rank: OUT/rank_<r>.pt."),
     in_place: bool = typer.Option(False, "--in-place", help="Rewrite the (single) input file itself."),
@@ -161,7 +167,7 @@ def command(
         rewrite_checkpoint,
     )
 
-    check_targets(world_size, batch_size)
+    check_targets(world_size, batch_size, global_batch_size)
     checkpoints = read_checkpoints(ckpt)
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
     merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)
@@ -170,7 +176,7 @@ def command(
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
                                     in_place=in_place, overwrite=overwrite, states=merged)
         written = [str(path) for path in result.written]
-    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size), checks, force) for key, state in merged.items()]
+    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     if json_out:
         typer.echo(json.dumps({"files": [str(c.path) for c in checkpoints], "streams": streams, "written": written}, indent=2))
         return

@@ -10,7 +10,10 @@
   shuffle=True)` in a `StreamingDataLoader`: LitData's pretraining recipe. Its windows are `seq_len + 1`
   tokens at a stride of `seq_len + 1` (sdl's default: `seq_len` + the shifted label, stride `seq_len`), and
   it returns the shard dtype (int32 here) where sdl returns int64: the same tokens per sample, less output work.
-- **mosaic**: not run by this version (its writer needs its own MDS format); reported as skipped.
+- **mosaic**: the same windows (seq_len + 1 tokens, stride seq_len + 1, as LitData's) written once (before
+  timing) by MosaicML Streaming's `MDSWriter` as a fixed-shape `ndarray:int32` column, read back by its
+  `StreamingDataset(local=..., shuffle=True)` in its `StreamingDataLoader`: an MDS token dataset as LLM Foundry
+  users feed it (theirs stores bytes and decodes with `np.frombuffer`, one more step). It returns int32 rows.
 
 Peers are optional: never dependencies. A peer that is not installed is reported as skipped, with the
 command that installs it.
@@ -18,6 +21,7 @@ command that installs it.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -122,7 +126,50 @@ def litdata_loader(dataset: TokenWindows, batch_size: int, seed: int, num_worker
     return StreamingDataLoader(windows, batch_size=batch_size, num_workers=num_workers, drop_last=True)
 
 
-BUILDERS: dict[str, Callable[..., Any]] = {"torchdata": torchdata_loader, "hf": hf_loader, "litdata": litdata_loader}
+def mosaic_loader(dataset: TokenWindows, batch_size: int, seed: int, num_workers: int, folder: str) -> Any:
+    import os
+
+    from streaming import MDSWriter, StreamingDataLoader, StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    out, width = f"{folder}/mosaic", dataset.seq_len + 1
+    if not os.path.exists(f"{out}/index.json"):
+        with MDSWriter(out=out, columns={"tokens": f"ndarray:int32:{width}"}, size_limit=1 << 26) as writer:
+            for tokens in _stream_blocks(dataset, width):
+                for row in tokens:
+                    writer.write({"tokens": row})
+    clean_stale_shared_memory()  # the in-process reader measured before this one is gone: free its shared state
+    windows = StreamingDataset(local=out, shuffle=True, shuffle_seed=seed, batch_size=batch_size)
+    return StreamingDataLoader(windows, batch_size=batch_size, num_workers=num_workers, drop_last=True,
+                               persistent_workers=num_workers > 0)
+
+
+def _stream_blocks(dataset: TokenWindows, width: int, chunk: int = 1 << 20) -> Any:
+    """The dataset's token stream cut into rows of `width` int32 tokens, a chunk at a time (the tail dropped)."""
+    import numpy as np
+
+    rest = np.zeros(0, dtype=np.int32)
+    for i in range(len(dataset.index.sources)):
+        shard = np.load(dataset.index.path_of(i), mmap_mode="r")
+        for first in range(0, len(shard), chunk):
+            tokens = np.concatenate([rest, shard[first:first + chunk].astype(np.int32)])
+            rows = len(tokens) // width
+            yield tokens[:rows * width].reshape(rows, width)
+            rest = tokens[rows * width:]
+
+
+def close_mosaic(loader: Any) -> None:
+    """Stop the shard-preparing threads Mosaic's in-process iteration leaves running (they would read the removed folder)."""
+    dataset = loader.dataset
+    if getattr(dataset, "_iterator", None) is not None:
+        dataset._iterator.exit()
+    if getattr(dataset, "_executor", None) is not None:
+        dataset._executor.shutdown(wait=True)
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {"torchdata": torchdata_loader, "hf": hf_loader, "litdata": litdata_loader,
+                                           "mosaic": mosaic_loader}
+CLOSERS: dict[str, Callable[[Any], None]] = {"mosaic": close_mosaic}
 
 
 def run_peer(name: str, dataset: TokenWindows, config: Any, time_reader: Callable[[Any], Any]) -> dict[str, Any]:
@@ -138,5 +185,9 @@ def run_peer(name: str, dataset: TokenWindows, config: Any, time_reader: Callabl
             if label == "workers" and num_workers == 0:
                 result[label] = None
                 continue
-            result[label] = time_reader(BUILDERS[name](dataset, config.batch_size, config.seed, num_workers, folder))
+            loader = BUILDERS[name](dataset, config.batch_size, config.seed, num_workers, folder)
+            result[label] = time_reader(loader)
+            CLOSERS.get(name, lambda _: None)(loader)
+            del loader  # its persistent workers exit now, before the folder they read is removed
+            gc.collect()
     return result

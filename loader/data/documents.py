@@ -11,37 +11,39 @@ row boundaries (a new segment at every `position_ids == 0` and at every row star
 (`max_seqlen`). Labels get no positions of
 their own; their document is that of the input token they follow. Only the per-shard document counts
 are read up front (from the manifest); each `.docs.npy` is memory-mapped on first use (an LRU like
-the shards'), and the start of the document running into a shard is found once per shard and
+the shards'; from an object store it is read whole by one GET into memory: a few bytes per document), and the start of the document running into a shard is found once per shard and
 process, from the last entry of the nearest earlier shard in which a document starts.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sdl.loader.errors import ConfigError, FormatError, IndexStaleError
-from sdl.loader.format.tokens import read_manifest, read_npy_header
+from sdl.loader.format.tokens import MANIFEST_NAME, parse_manifest, read_manifest, read_npy_header
 from sdl.loader.index import GlobalIndex, OpenSources
+from sdl.loader.storage import RemoteFiles
 
 
 class DocStarts:
     """Where the documents of a token dataset start, for `position_ids`: O(shards) arrays up front, each
     shard's `.docs.npy` memory-mapped on first use and kept in an LRU of `max_open`."""
 
-    def __init__(self, index: GlobalIndex, max_open: int) -> None:
-        root = Path(index.root)
-        shards = read_manifest(root).shards
+    def __init__(self, index: GlobalIndex, max_open: int, remote: RemoteFiles | None = None) -> None:
+        root: Any = Path(index.root) if remote is None else remote.url
+        shards = (read_manifest(root) if remote is None else parse_manifest(remote.read(MANIFEST_NAME), remote.location.url(MANIFEST_NAME))).shards
         if tuple(shard.file for shard in shards) != index.sources.paths:
             raise IndexStaleError(f"{root}: the manifest lists other shards than the index; run `sdl index {root}` to rebuild it")
-        self.root, self.index, self.offsets, self.max_open = root, index, index.offsets, max_open
+        self.root, self.index, self.offsets, self.max_open, self.remote = root, index, index.offsets, max_open, remote
         self.files = tuple(shard.docs_file or shard.file.removesuffix(".npy") + ".docs.npy" for shard in shards)
         self.counts = np.array([shard.num_docs for shard in shards], dtype=np.int64)
         self.lengths = np.diff(index.offsets).tolist()
-        _check_docs_files(root, self.files, [shard.docs_file for shard in shards])
+        _check_docs_files(root, self.files, [shard.docs_file for shard in shards], listing=remote is None)
         with_docs = np.where(self.counts > 0, np.arange(len(shards)), -1)
         self.previous = np.concatenate(([-1], np.maximum.accumulate(with_docs)[:-1]))  # last earlier shard where a document starts
         self._run_ins: dict[int, int] = {}
@@ -104,8 +106,12 @@ class DocStarts:
         return self._open.get(source_id)
 
     def _map(self, source_id: int) -> np.ndarray:
-        """Shard `source_id`'s document offsets, memory-mapped after checking them against the manifest."""
-        count, path = int(self.counts[source_id]), self.root / self.files[source_id]
+        """Shard `source_id`'s document offsets, memory-mapped (read whole from an object store) after checking them
+        against the manifest."""
+        count = int(self.counts[source_id])
+        if self.remote is not None:
+            return self._fetch(source_id, count)
+        path = self.root / self.files[source_id]
         shape, dtype, header = read_npy_header(path)
         if shape != (count,) or dtype != np.int64 or path.stat().st_size < header + 8 * count:
             raise FormatError(f"{self.files[source_id]} holds {shape} {dtype} document offsets, the manifest says {count:,} "
@@ -113,6 +119,17 @@ class DocStarts:
         if count == 0:
             return np.zeros(0, dtype=np.int64)
         return np.memmap(path, dtype=np.int64, mode="r", offset=header, shape=shape).view(np.ndarray)
+
+    def _fetch(self, source_id: int, count: int) -> np.ndarray:
+        url = self.remote.location.url(self.files[source_id])
+        try:
+            docs = np.load(io.BytesIO(self.remote.read(self.files[source_id])), allow_pickle=False)
+        except ValueError as exc:
+            raise FormatError(f"{url}: not a .npy array of document offsets ({exc}); re-upload it from the dataset sdl prepare wrote") from None
+        if docs.shape != (count,) or docs.dtype != np.int64:
+            raise FormatError(f"{url} holds {docs.shape} {docs.dtype} document offsets, the manifest says {count:,} int64 "
+                              "offsets: the object was replaced or truncated; re-upload it from the dataset sdl prepare wrote")
+        return docs
 
     def detached(self) -> DocStarts:
         """A copy with its own (empty) LRU of open files."""
@@ -128,11 +145,17 @@ class DocStarts:
         self._open = OpenSources(self.max_open, self._map)
 
 
-def _check_docs_files(root: Path, files: tuple[str, ...], listed: list[str | None]) -> None:
-    """Every shard's `.docs.npy` is named in the manifest and present: one listing per folder, not a stat per
-    file, and string paths (Path objects cost ~60 ms over 10,000 shards)."""
+def _check_docs_files(root: Any, files: tuple[str, ...], listed: list[str | None], listing: bool = True) -> None:
+    """Every shard's `.docs.npy` is named in the manifest and (`listing`: a local folder) present: one listing per
+    folder, not a stat per file, and string paths (Path objects cost ~60 ms over 10,000 shards). In an object store
+    a missing one is named when first read: no listing of the bucket."""
     present: dict[str, set[str]] = {}
     for name, entry in zip(files, listed):
+        if not listing:
+            if entry is None:
+                raise ConfigError(f"doc_starts=True needs the document starts beside every shard, and {root}/{name} is not named "
+                                  "in the manifest; re-run sdl prepare (it writes a .docs.npy beside each shard), or use doc_starts=False")
+            continue
         folder, _, base = name.rpartition("/")
         if folder not in present:
             where = os.path.join(root, folder)

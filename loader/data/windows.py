@@ -108,7 +108,7 @@ class TokenWindows(ShardAccess):
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
         self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
-        self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s, doc_starts)
+        self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
         self._heads: OrderedDict[int, np.ndarray] = OrderedDict()  # remote: heads of shards that windows spill into (ShardAccess._head)
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
@@ -117,7 +117,7 @@ class TokenWindows(ShardAccess):
         self._lengths = np.diff(self.index.offsets)
         self._windows = self._split_windows()
         self._open = self.open_sources()
-        self._doc_starts = DocStarts(self.index, self.max_open_shards) if doc_starts else None
+        self._doc_starts = DocStarts(self.index, self.max_open_shards, self.remote) if doc_starts else None
 
     def _split_windows(self) -> range:
         max_shift = max(self.shift_choices)

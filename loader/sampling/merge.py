@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 from sdl.loader.errors import CheckpointError, ConfigError
-from sdl.loader.sampling.sampler import EpochPlan, plan_epoch
+from sdl.loader.sampling.sampler import EpochPlan, plan_epoch, plan_rest
 from sdl.loader.sampling.slicing import rank_offsets
 from sdl.loader.sampling.state import LoaderState
 
@@ -111,7 +111,15 @@ def reshard_state(state: LoaderState | dict, world_size: int, batch_size: int | 
     return replace(state, world_size=world_size, batch_size=batch_size, rank=None)
 
 
-def plan_for(state: LoaderState | dict, world_size: int, batch_size: int, drop_last: bool | None = None) -> EpochPlan:
-    """What the rest of the state's epoch holds for `world_size` ranks of `batch_size` (per rank: steps × batch_size)."""
+def plan_for(state: LoaderState | dict, world_size: int, batch_size: int, drop_last: bool | None = None,
+             global_batch_size: int | None = None) -> EpochPlan:
+    """What the rest of the state's epoch holds for `world_size` ranks of `batch_size` (per rank: steps × batch_size).
+
+    With `global_batch_size` (gradient accumulation, as the sampler's) the epoch is whole global steps from its start,
+    so the plan counts the micro-steps left in them (the state does not record G: the caller says it)."""
     state = LoaderState.from_dict(state)
-    return plan_epoch(state.remaining, world_size * batch_size, state.drop_last if drop_last is None else drop_last)
+    drop_last = state.drop_last if drop_last is None else drop_last
+    if global_batch_size is not None and (global_batch_size <= 0 or global_batch_size % (world_size * batch_size)):
+        raise ConfigError(f"global_batch_size is {global_batch_size}, expected a positive multiple of world_size × batch_size "
+                          f"= {world_size * batch_size}; choose a batch size and world size that divide it")
+    return plan_rest(state, world_size * batch_size, global_batch_size, drop_last)

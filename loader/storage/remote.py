@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sdl.loader.errors import ConfigError, FormatError
+from sdl.loader.errors import FormatError
 from sdl.loader.storage.cache import CacheEntry, ShardCache
 from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
 from sdl.loader.storage.location import S3Location, is_remote
@@ -70,10 +70,8 @@ def shard_bound(num_tokens: int, itemsize: int) -> int:
 
 
 def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: int | None, prefetch_steps: int,
-                 timeout_s: float, doc_starts: bool) -> RemoteFiles | None:
+                 timeout_s: float) -> RemoteFiles | None:
     """The object-store side of a TokenWindows dataset at `s3://…` (None for a local path)."""
     if not is_remote(path):
         return None
-    if doc_starts:
-        raise ConfigError(f"{path}: doc_starts=True is not supported for a dataset in an object store yet; copy it to a local folder")
     return RemoteFiles(str(path), cache_dir=cache_dir, cache_limit=cache_limit, timeout_s=timeout_s, prefetch_steps=prefetch_steps)

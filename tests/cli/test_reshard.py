@@ -60,6 +60,19 @@ def test_inspect_renders_a_summary_and_the_new_ranks(capsys, tmp_path, windows):
     assert not list(tmp_path.glob("*.tmp*")) and sorted(p.name for p in tmp_path.iterdir())[0] == "rank_0.pt"
 
 
+def test_the_plan_with_a_global_batch_size_counts_micro_steps_in_whole_global_steps(capsys, tmp_path, windows):
+    train(windows, 4, 4, [5, 5, 5, 5], folder=tmp_path)  # 80 of 312 consumed
+    rc, stdout, err = run(capsys, tmp_path, "--world-size", 2, "--global-batch-size", 16, "--json")
+    assert rc == 0, err
+    plan = json.loads(stdout)["streams"][0]["plan"]
+    # 312 // 16 = 19 global steps per epoch, 5 done: 14 left, each 2 micro-steps of 2 ranks x 4
+    assert (plan["accumulation_steps"], plan["optimizer_steps"], plan["steps"]) == (2, 14, 28)
+    assert (plan["samples"], plan["dropped"]) == (224, 8)
+    rc, stdout, err = run(capsys, tmp_path, "--world-size", 3, "--global-batch-size", 16)
+    assert rc == 1 and not stdout
+    assert err.strip().splitlines() == [err.strip()] and "global_batch_size is 16, expected a positive multiple of world_size × batch_size = 12" in err
+
+
 def test_dataset_check_refuses_a_mismatch_and_force_rebinds_it(capsys, tmp_path, windows, token_dataset):
     train(windows, 2, 4, [3, 3], folder=tmp_path)
     rc, stdout, _ = run(capsys, tmp_path, "--dataset", windows.path, "--json")

@@ -1,6 +1,7 @@
 """run_bench on a tiny config: every field present and sane (no timing assertions), the readers agree on content."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -108,7 +109,8 @@ def test_bad_config_is_refused(bad):
         BenchConfig(**bad)
 
 
-def test_peers_run_on_the_same_windows_or_say_why_not(dataset):
+def test_peers_run_on_the_same_windows_or_say_why_not(dataset, monkeypatch):
+    monkeypatch.setitem(sys.modules, "streaming", None)  # MosaicML Streaming as where it is not installed: `import` fails
     report = run_bench(BenchConfig(num_workers=0, peers=("torchdata", "hf", "mosaic"), **TINY), dataset)
     for name in ("torchdata", "hf"):
         assert report.peers[name]["version"] and report.peers[name]["in_process"].batches == TINY["steps"]
@@ -143,6 +145,21 @@ def test_litdata_peer_reads_blocks_of_the_dataset_tokens(dataset, tmp_path):
     blocks = stream[: len(stream) // (ds.seq_len + 1) * (ds.seq_len + 1)].reshape(-1, ds.seq_len + 1)
     seen = [tuple(row) for batch in batches for row in batch.tolist()]
     assert len(seen) == len(set(seen)) >= len(blocks) - 4  # drop_last may leave out the last partial batch
+    assert set(seen) <= {tuple(row) for row in blocks.tolist()}
+
+
+def test_mosaic_peer_reads_every_block_of_the_dataset_tokens_once(dataset, tmp_path):
+    """MosaicML Streaming (optional: skipped where it is not installed) reads the dataset's token stream, seq_len + 1 per row."""
+    pytest.importorskip("streaming")
+    from sdl.loader.bench.peers import close_mosaic, mosaic_loader
+
+    ds = TokenWindows(dataset, seq_len=TINY["seq_len"])
+    batches = mosaic_loader(ds, 4, 0, 0, str(tmp_path))
+    stream = np.concatenate([np.load(ds.index.path_of(i)) for i in range(len(ds.index.sources))]).astype(np.int64)
+    blocks = stream[: len(stream) // (ds.seq_len + 1) * (ds.seq_len + 1)].reshape(-1, ds.seq_len + 1)
+    seen = [tuple(row) for batch in batches for row in batch["tokens"].tolist()]
+    close_mosaic(batches)
+    assert len(seen) == len(set(seen)) >= len(blocks) - 3  # drop_last may leave out the last partial batch
     assert set(seen) <= {tuple(row) for row in blocks.tolist()}
 
 

@@ -196,3 +196,27 @@ def test_joined_job_outputs(tmp_path):
     expected = expected_positions(np.diff([*doc_starts, total]).tolist(), total)
     batch = ds.__getitems__(list(range(len(ds))))
     np.testing.assert_array_equal(batch["position_ids"].numpy(), np.stack([expected[i * 7:i * 7 + 50] for i in range(len(ds))]))
+
+
+def test_position_ids_from_an_object_store_equal_the_local_ones(dataset, s3_bucket, s3_upload, tmp_path):
+    """doc_starts=True on s3:// (a real moto server): the .docs.npy objects are read by GET, the batches (every
+    field) equal the local dataset's, in this process and in a pickled copy (what a DataLoader worker gets)."""
+    import boto3
+    from sdl.loader.errors import StorageError
+
+    path = dataset[0]
+    url = s3_upload(path, s3_bucket, "docs")
+    remote = TokenWindows(url, seq_len=16, stride=5, doc_starts=True, cache_dir=tmp_path / "cache")
+    here = TokenWindows(path, seq_len=16, stride=5, doc_starts=True)
+    order = list(range(len(here)))
+    random.Random(3).shuffle(order)
+    for ds in (remote, pickle.loads(pickle.dumps(remote))):
+        for chunk in range(0, len(order), 29):
+            got, want = ds.__getitems__(order[chunk:chunk + 29]), here.__getitems__(order[chunk:chunk + 29])
+            assert list(got) == list(want)
+            for key in want:
+                assert torch.equal(got[key], want[key]) if isinstance(want[key], torch.Tensor) else got[key] == want[key]
+    boto3.client("s3").delete_object(Bucket=s3_bucket, Key="docs/shard-000003.docs.npy")
+    fresh = TokenWindows(url, seq_len=16, stride=5, doc_starts=True, cache_dir=tmp_path / "cache")
+    with pytest.raises(StorageError, match=f"{s3_bucket}/docs/shard-000003.docs.npy"):
+        fresh.__getitems__([3 * TOKENS_PER_SHARD // 5 + 1])

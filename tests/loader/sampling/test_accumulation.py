@@ -117,3 +117,35 @@ def test_micro_steps_of_a_global_step_share_its_identity_on_any_topology():
     (first,) = _ranks(1, 4, global_batch_size=G)
     assert positions([first], 3) == [[0], [0], [8]]
     assert positions(_ranks(1, 4, first.state_dict(), global_batch_size=G), 3) == [[8], [16], [16]]
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("resume_on", [(1, 4), (1, 2), (2, 1), (4, 2)])
+def test_the_reshard_plan_with_global_batch_size_is_what_the_ranks_then_deliver(resume_on, drop_last):
+    """`plan_for(..., global_batch_size=G)` (what `sdl reshard-ckpt --global-batch-size` shows) counts the micro-steps,
+    real and padded samples each new rank really gets; without G it would plan steps of W·B from the cursor."""
+    from sdl.loader.sampling.merge import plan_for
+    from sdl.loader.sampling.slicing import rank_real_samples
+
+    (first,) = _ranks(1, 4, drop_last=drop_last, global_batch_size=G)
+    it = iter(first)
+    for _ in range(2):
+        next(it)
+    state = first.state_dict()
+    world_size, batch_size = resume_on
+    plan = plan_for(state, world_size, batch_size, global_batch_size=G)
+    resumed = _ranks(world_size, batch_size, state, drop_last=drop_last, global_batch_size=G)
+    for rank, sampler in enumerate(resumed):
+        batches = list(sampler)
+        real = sum(len(b) - b.num_padded for b in batches)
+        assert len(batches) == plan.steps
+        assert real == rank_real_samples(plan.samples, plan.steps, rank, world_size, batch_size)
+    assert plan.samples + plan.dropped == first.state().remaining
+
+
+def test_a_global_batch_size_the_topology_cannot_make_is_refused_by_the_plan():
+    from sdl.loader.sampling.merge import plan_for
+
+    (first,) = _ranks(1, 4, global_batch_size=G)
+    with pytest.raises(ConfigError, match="global_batch_size is 8, expected a positive multiple of world_size × batch_size = 12"):
+        plan_for(first.state_dict(), 3, 4, global_batch_size=G)
