@@ -32,7 +32,7 @@ def resolve_root(path: Optional[str], hf: Optional[str], hf_cache: Optional[Path
 def disk_bytes(index: Any) -> int | None:
     """Bytes on disk of the indexed data (for zarr, every file of every store)."""
     if index.root.startswith("s3://"):
-        return None  # not listed: the manifest is all that is read to index a remote dataset
+        return None  # not summed: a remote token dataset is indexed from its manifest alone
     if index.kind != "zarr":
         return int(index.sources.sizes.sum())
     total = 0
@@ -74,7 +74,7 @@ def render(summary: dict[str, Any], title: str) -> None:
 
 
 def command(
-    path: Optional[str] = typer.Argument(None, help="Token dataset (folder or s3://bucket/prefix), folder of zarr stores, Arrow folder, or the parent of job folders."),
+    path: Optional[str] = typer.Argument(None, help="Token dataset, folder of zarr stores, Arrow folder (each a folder or s3://bucket/prefix), or the parent of job folders."),
     kind: Optional[str] = typer.Option(None, "--kind", help="tokens | zarr | arrow (default: detected)."),
     hf: Optional[str] = typer.Option(None, "--hf", help="A dataset in the local HF datasets cache (never downloads)."),
     hf_cache: Optional[Path] = typer.Option(None, "--hf-cache", help="HF datasets cache folder (default: $HF_DATASETS_CACHE)."),

@@ -115,6 +115,46 @@ def s3_dataset(token_dataset, s3_bucket):
     return make
 
 
+def save_arrow(folder, num_rows=60, num_shards=3):
+    """A save_to_disk folder of `num_rows` self-describing rows (n = i, text = f"row {i}", score = i / 2) in `num_shards` files."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(num_rows)], "n": list(range(num_rows)),
+                                     "score": [i / 2 for i in range(num_rows)]})
+    ds.save_to_disk(str(folder), num_shards=num_shards)
+    return folder
+
+
+def write_zarr(root, lengths=(5, 3, 7)):
+    """Zarr groups run0.zarr, run1.zarr, … of `lengths` items: labels[i] = i (global), images[i] = i + arange(6) as [2, 3]."""
+    import numpy as np
+    import zarr
+
+    start = 0
+    for i, n in enumerate(lengths):
+        group = zarr.open_group(str(root / f"run{i}.zarr"), mode="w")
+        images = group.create_array("images", shape=(n, 2, 3), chunks=(2, 2, 3), dtype="float32")
+        images[:] = np.arange(start, start + n, dtype="float32")[:, None, None] + np.arange(6, dtype="float32").reshape(2, 3)
+        labels = group.create_array("labels", shape=(n,), chunks=(4,), dtype="int64")
+        labels[:] = np.arange(start, start + n)
+        start += n
+    return root
+
+
+@pytest.fixture
+def s3_arrow(tmp_path, s3_bucket):
+    """An Arrow save_to_disk folder (60 rows, 3 files) written locally and uploaded: (local path, s3 URL)."""
+    local = save_arrow(tmp_path / "saved")
+    return local, upload_folder(local, s3_bucket, "rows")
+
+
+@pytest.fixture
+def s3_zarr(tmp_path, s3_bucket):
+    """Three zarr groups (15 items) written locally and uploaded: (local path, s3 URL)."""
+    local = write_zarr(tmp_path / "z")
+    return local, upload_folder(local, s3_bucket, "z")
+
+
 @pytest.fixture
 def s3_upload():
     """The function that copies a local folder into s3://bucket/prefix."""

@@ -23,28 +23,41 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
 from sdl.loader.errors import InputError
 from sdl.loader.index import open_index
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, is_remote
 
 MAX_OPEN = 1024  # memory maps cost a file descriptor each, not memory: keep every file of a large dataset open
 
 
-class ArrowRows(IndexedSamples):
+class ArrowRows(RemoteSamples, IndexedSamples):
+    """`path` may be `s3://bucket/prefix` (a save_to_disk folder or Arrow files uploaded as they are): each file is
+    then fetched whole into the node cache `cache_dir` (at most `cache_limit` bytes; see TokenWindows) and
+    memory-mapped from there, and `make_loader` prefetches the files of the next `prefetch_steps` steps."""
+
     kind = "arrow"
     sized_sources = True
 
     def __init__(self, path: str | Path | None = None, *, hf: str | None = None, split: str | None = None,
                  columns: Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None,
-                 max_open: int = MAX_OPEN, hf_cache: str | Path | None = None, hf_config: str | None = None) -> None:
+                 max_open: int = MAX_OPEN, hf_cache: str | Path | None = None, hf_config: str | None = None,
+                 cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         if (path is None) == (hf is None):
             raise InputError("ArrowRows needs exactly one of path= (a folder of Arrow files) or hf= (a dataset in the local HF cache)")
         if hf is not None:
             from sdl.loader.index.hf_cache import find_hf_dataset
 
             path = find_hf_dataset(hf, cache_dir=hf_cache, config=hf_config)
-        self.path, self.hf, self.split = Path(path), hf, split
-        self.index = open_index(self.path, kind="arrow", split=split)
+        self.hf, self.split = hf, split
+        if is_remote(path):
+            self.path = str(path)
+            self.index = self.open_remote(self.path, split, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
+        else:
+            self.path = Path(path)
+            self.index = open_index(self.path, kind="arrow", split=split)
         self.columns = self.select(columns, list(self.index.meta["schema"]), "column", self.path)
         self.transform, self.max_open = transform, max_open
 
@@ -60,9 +73,7 @@ class ArrowRows(IndexedSamples):
 
     def open_source(self, source_id: int) -> tuple[list[Any], list[int]]:
         """The file's record batches (zero-copy, memory-mapped) and the first row of each."""
-        from sdl.loader.index.arrow import open_arrow_table
-
-        batches = [b for b in open_arrow_table(self.index.path_of(source_id)).select(list(self.columns)).to_batches() if len(b)]
+        batches = [b for b in self._table(source_id).select(list(self.columns)).to_batches() if len(b)]
         starts = np.cumsum([0] + [len(b) for b in batches[:-1]]).tolist()
         return batches, starts
 
@@ -81,9 +92,15 @@ class ArrowRows(IndexedSamples):
         return self.finish(batch)
 
     def _schema(self) -> Any:
+        return self._table(0).select(list(self.columns)).schema
+
+    def _table(self, source_id: int) -> Any:
+        """File `source_id` as a memory-mapped Table: the local file, or its copy in the node cache."""
         from sdl.loader.index.arrow import open_arrow_table
 
-        return open_arrow_table(self.index.path_of(0)).select(list(self.columns)).schema
+        if self.remote is None:
+            return open_arrow_table(self.index.path_of(source_id))
+        return self.remote.cache.open(self.object_entry(self.index.sources.paths[source_id]), open_arrow_table)
 
 
 def _column(column: Any) -> Any:

@@ -43,7 +43,8 @@ class IndexedSamples:
     def source(self, source_id: int) -> Any:
         """Source `source_id`, opened in this process on first use (LRU of `max_open`)."""
         if self._open is None:
-            self._open = OpenSources(self.max_open, self.open_source, self.index if self.sized_sources else None)
+            sized = self.sized_sources and getattr(self, "remote", None) is None  # cached objects: checked when fetched
+            self._open = OpenSources(self.max_open, self.open_source, self.index if sized else None)
         return self._open.get(source_id)
 
     def finish(self, batch: dict[str, Any]) -> dict[str, Any]:

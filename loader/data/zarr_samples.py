@@ -17,18 +17,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
-from sdl.loader.errors import FormatError
+from sdl.loader.errors import FormatError, SdlError
 from sdl.loader.index import group_by_source, open_index
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, is_remote
 
 
-class ZarrSamples(IndexedSamples):
+class ZarrSamples(RemoteSamples, IndexedSamples):
+    """`path` may be `s3://bucket/prefix` (zarr stores uploaded as they are): every metadata and chunk object is then
+    read through the node cache `cache_dir` (at most `cache_limit` bytes; see TokenWindows), by a zarr store over
+    sdl's client (`sdl.loader.storage.zarr_store`), and `make_loader` prefetches the chunks of the next steps."""
+
     kind = "zarr"
 
     def __init__(self, path: str | Path, *, transform: Callable[[dict], dict] | None = None, max_open: int = 64,
-                 fields: Sequence[str] | None = None) -> None:
-        self.path = Path(path)
-        self.index = open_index(self.path, kind="zarr")
+                 fields: Sequence[str] | None = None, cache_dir: str | Path | None = None, cache_limit: int | None = None,
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if is_remote(path):
+            self.path = str(path)
+            self.index = self.open_remote(self.path, None, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
+        else:
+            self.path = Path(path)
+            self.index = open_index(self.path, kind="zarr")
         self.fields = self.select(fields, list(self.index.meta["fields"]), "field", self.path)
         self.transform, self.max_open = transform, max_open
 
@@ -46,7 +57,12 @@ class ZarrSamples(IndexedSamples):
 
         with warnings.catch_warnings():  # our `.sdl/` cache inside a store is "not a zarr component"
             warnings.simplefilter("ignore")
-            node = zarr.open(str(self.index.path_of(source_id)), mode="r")
+            if self.remote is None:
+                node = zarr.open(str(self.index.path_of(source_id)), mode="r")
+            else:
+                from sdl.loader.storage.zarr_store import CachedObjectStore
+
+                node = zarr.open(store=CachedObjectStore(self.remote, self.dataset.objects, self.index.sources.paths[source_id]), mode="r")
         return {"data": node} if isinstance(node, zarr.Array) else {name: node[name] for name in self.fields}
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
@@ -67,8 +83,10 @@ class ZarrSamples(IndexedSamples):
         """`_read_rows`, a decode failure (a corrupt chunk) turned into a FormatError naming the store, field and items."""
         try:
             return _read_rows(array, rows)
+        except SdlError:  # the object store's one-line errors (server down, object gone) pass as they are
+            raise
         except Exception as exc:  # zarr/numcodecs raise codec-specific types (zstd, blosc, …)
-            store = self.index.path_of(source_id)
+            store = self.where(source_id)
             items = f"items {int(rows[0])}…{int(rows[-1])}" if len(rows) > 1 else f"item {int(rows[0])}"
             raise FormatError(f"{store}: field {name!r}, {items}: a chunk does not decode ({type(exc).__name__}: {exc}); "
                               f"run `sdl index {self.path} --validate` to list every bad chunk, and restore them") from None

@@ -28,7 +28,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise FormatError(f"{path}: unreadable dataset metadata ({exc}); re-save the dataset (save_to_disk)") from None
 
 
-def _split_of(file_name: str) -> str | None:
+def split_of(file_name: str) -> str | None:
     """The split of a HF cache file `<builder>-<split>[-00000-of-00003].arrow`."""
     stem = HF_SHARD.sub("", file_name[: -len(".arrow")])
     return stem.rsplit("-", 1)[1] if "-" in stem else None
@@ -38,7 +38,7 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
     """(relative file paths in order, descriptor file or None, split) of an Arrow dataset folder."""
     if (root / "dataset_dict.json").is_file():
         splits = _read_json(root / "dataset_dict.json").get("splits", [])
-        split = _pick_split(root, split, splits)
+        split = pick_split(root, split, splits)
         files, descriptor, _ = find_arrow_files(root / split)
         return [f"{split}/{f}" for f in files], f"{split}/{descriptor}" if descriptor else None, split
     if (root / "state.json").is_file():
@@ -46,15 +46,15 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
         return [entry["filename"] for entry in state.get("_data_files", [])], "state.json", split
     files = sorted(p.name for p in root.glob("*.arrow") if p.is_file())
     if (root / "dataset_info.json").is_file():  # a HF cache folder: files carry their split in the name
-        splits = sorted({s for s in map(_split_of, files) if s})
+        splits = sorted({s for s in map(split_of, files) if s})
         if splits:
-            split = _pick_split(root, split, splits)
-            files = [f for f in files if _split_of(f) == split]
+            split = pick_split(root, split, splits)
+            files = [f for f in files if split_of(f) == split]
         return files, "dataset_info.json", split
     return files, None, split
 
 
-def _pick_split(root: Path, split: str | None, splits: list[str]) -> str:
+def pick_split(root: Any, split: str | None, splits: list[str]) -> str:
     if split is None and len(splits) == 1:
         return splits[0]
     if split is None:

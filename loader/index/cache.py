@@ -129,8 +129,8 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
 def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
     """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
 
-    A stale cache is never used: IndexStaleError tells the user to run `sdl index`. An `s3://` dataset
-    (token datasets only) is indexed from its manifest, in one request.
+    A stale cache is never used: IndexStaleError tells the user to run `sdl index`. An `s3://` dataset is indexed
+    from its manifest (tokens, one request) or one listing (zarr, Arrow).
     """
     if is_remote(root):
         return _open_remote(str(root), kind, split)
@@ -144,8 +144,9 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
 
 
 def _open_remote(url: str, kind: str | None, split: str | None) -> GlobalIndex:
-    from sdl.loader.index.remote import open_remote_index
+    """A dataset in an object store: a token dataset from its manifest, zarr or Arrow from one listing (nothing is
+    written to the store; see `sdl.loader.index.remote`)."""
+    from sdl.loader.index.remote import open_remote_dataset
+    from sdl.loader.storage.remote import RemoteFiles
 
-    if kind not in (None, "tokens") or split is not None:
-        raise InputError(f"{url}: only token datasets are read from an object store; copy zarr or Arrow data to a local folder")
-    return open_remote_index(url)
+    return open_remote_dataset(RemoteFiles(url), kind, split).index

@@ -89,14 +89,27 @@ def describe_zarr_store(root: Path, rel: str) -> tuple[int, dict[str, dict[str, 
         meta_files += [f for child, _ in members.values() for f in _meta_files(child)]
         if not members:
             raise FormatError(f"{directory}: a zarr group with no arrays directly inside it; expected arrays of samples")
+    return *member_fields(directory, members), meta_files
+
+
+def member_fields(where: Any, members: dict[str, tuple[Any, dict[str, Any]]]) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(first-axis length, {field: {"shape": trailing, "dtype": ...}}) of a store's arrays {field: (where, metadata)}."""
     lengths, fields = {}, {}
     for name, (path, array_meta) in members.items():
         shape, dtype = _array_fields(path, array_meta)
         lengths[name] = shape[0]
         fields[name] = {"shape": list(shape[1:]), "dtype": dtype}
     if len(set(lengths.values())) > 1:
-        raise FormatError(f"{directory}: arrays of different first-axis lengths {lengths}; expected one length per group")
-    return next(iter(lengths.values())), fields, meta_files
+        raise FormatError(f"{where}: arrays of different first-axis lengths {lengths}; expected one length per group")
+    return next(iter(lengths.values())), fields
+
+
+def check_same_fields(first: str, first_fields: dict[str, Any], rel: str, fields: dict[str, Any]) -> None:
+    if fields != first_fields:
+        raise FormatError(
+            f"zarr stores disagree: {first} has {_fields_text(first_fields)}, {rel} has {_fields_text(fields)}; "
+            "every store must have the same arrays with the same trailing shape and dtype"
+        )
 
 
 def list_zarr_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any]]:
@@ -109,11 +122,7 @@ def list_zarr_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, Any
         length, fields, meta_files = describe_zarr_store(root, rel)
         if first_fields is None:
             first_fields, first = fields, rel
-        elif fields != first_fields:
-            raise FormatError(
-                f"zarr stores disagree: {first} has {_fields_text(first_fields)}, {rel} has {_fields_text(fields)}; "
-                "every store must have the same arrays with the same trailing shape and dtype"
-            )
+        check_same_fields(first, first_fields, rel, fields)
         size, mtime_ns = _stat_files(meta_files)
         sources.append(SourceInfo(path=rel, length=length, size=size, mtime_ns=mtime_ns))
     absent = {name: keys for rel in stores for name, directory, meta in store_arrays(root, rel)
@@ -191,4 +200,23 @@ def missing_chunks(directory: Path, meta: dict[str, Any]) -> list[str]:
     for dirpath, _, names in os.walk(directory):
         rel = os.path.relpath(dirpath, directory).replace(os.sep, "/")
         stored.update(name if rel == "." else f"{rel}/{name}" for name in names)
+    return absent_chunk_keys(meta, stored)
+
+
+def absent_chunk_keys(meta: dict[str, Any], stored: set[str]) -> list[str]:
+    """Keys of the chunks the grid calls for that are not among `stored` (keys relative to the array)."""
     return [key for key, _ in expected_chunks(meta) if key not in stored]
+
+
+def band_chunk_keys(meta: dict[str, Any], band: int) -> list[str]:
+    """Keys of the chunks holding first-axis chunk row `band` (items band·chunk0 … (band+1)·chunk0 - 1)."""
+    shape = tuple(meta.get("shape", ()))
+    chunks, key = _chunk_key(meta)
+    rest = itertools.product(*(range(-(-size // max(chunk, 1))) for size, chunk in zip(shape[1:], chunks[1:])))
+    return [key((band, *idx)) for idx in rest]
+
+
+def first_chunk_rows(meta: dict[str, Any]) -> int:
+    """Items per chunk along the first axis."""
+    chunks, _ = _chunk_key(meta)
+    return max(1, int(chunks[0])) if chunks else 1

@@ -8,6 +8,7 @@ from sdl.loader.storage.prefetch import Prefetcher
 from sdl.loader.storage.remote import (
     DEFAULT_PREFETCH_STEPS,
     RemoteFiles,
+    StoredObject,
     default_cache_dir,
     remote_files,
     shard_bound,
@@ -15,6 +16,6 @@ from sdl.loader.storage.remote import (
 
 __all__ = [
     "DEFAULT_PREFETCH_STEPS", "DEFAULT_TIMEOUT_S", "CacheEntry", "CacheStats", "Prefetcher", "RemoteFiles", "S3Client",
-    "S3Location", "ShardCache", "default_cache_dir", "is_remote", "local_or_remote", "remote_files", "shard_bound",
+    "S3Location", "ShardCache", "StoredObject", "default_cache_dir", "is_remote", "local_or_remote", "remote_files", "shard_bound",
     "tree_bytes",
 ]

@@ -146,6 +146,14 @@ class S3Client:
 
         return self.call(bucket, prefix, request)
 
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int, str]]:
+        """(key, size, ETag) of every object whose key starts with `prefix`, in key order (1,000 per request)."""
+        def request() -> list[tuple[str, int, str]]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return [(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"')) for page in pages for o in page.get("Contents", [])]
+
+        return self.call(bucket, prefix, request)
+
     def delete(self, bucket: str, key: str) -> None:
         self.call(bucket, key, lambda: self.client.delete_object(Bucket=bucket, Key=key))
 
