@@ -57,9 +57,10 @@ class Lookahead:
                 self.exhausted = True
                 break
             objects, heads = (np.asarray(a, dtype=np.int64) for a in chunk)
-            steps = np.repeat(np.arange(self.produced, self.produced + len(objects), dtype=np.int64), objects.shape[1])
-            spill = heads.reshape(-1) >= 0
-            parts.append((steps, objects.reshape(-1), steps[spill], heads.reshape(-1)[spill]))
+            steps = np.arange(self.produced, self.produced + len(objects), dtype=np.int64)
+            object_steps, head_steps = (np.repeat(steps, a.shape[1]) for a in (objects, heads))
+            read, spill = objects.reshape(-1) >= 0, heads.reshape(-1) >= 0
+            parts.append((object_steps[read], objects.reshape(-1)[read], head_steps[spill], heads.reshape(-1)[spill]))
             self.produced += len(objects)
         keep, keep_heads = (int(np.searchsorted(s, drop_before)) for s in (parts[0][0], parts[0][2]))
         if len(parts) == 1 and keep == keep_heads == 0:
@@ -72,6 +73,31 @@ class Lookahead:
         lo, hi = np.searchsorted(self.steps, (first, stop))
         head_lo, head_hi = np.searchsorted(self.head_steps, (first, stop))
         return slice(int(lo), int(hi)), slice(int(head_lo), int(head_hi))
+
+
+class NamedObjects:
+    """Ids for a dataset that names the objects a batch reads as cache entries (`entries_for(sample_ids)`, as
+    ArrowRows and ZarrSamples in a store do), so that the prefetcher's arrays can hold them (a Python call per step)."""
+
+    def __init__(self, entries_for: Callable[[list[int]], list[CacheEntry]]) -> None:
+        self.entries_for, self.ids, self.entries = entries_for, {}, []
+
+    def needs_of(self, sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = [[self._id(entry) for entry in self.entries_for(row)] for row in np.asarray(sample_ids).tolist()]
+        objects = np.full((len(rows), max(map(len, rows), default=0)), -1, dtype=np.int64)
+        for k, row in enumerate(rows):
+            objects[k, :len(row)] = row
+        return objects, np.empty((len(rows), 0), dtype=np.int64)
+
+    def entry_of(self, object_id: int) -> CacheEntry:
+        return self.entries[object_id]
+
+    def _id(self, entry: CacheEntry) -> int:
+        found = self.ids.get(entry)
+        if found is None:
+            found = self.ids[entry] = len(self.entries)
+            self.entries.append(entry)
+        return found
 
 
 class Prefetcher:

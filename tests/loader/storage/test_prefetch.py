@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from sdl.loader import TokenWindows
 from sdl.loader.sampling.sampler import ElasticSampler
-from sdl.loader.storage import Prefetcher, tree_bytes
+from sdl.loader.storage import CacheEntry, Prefetcher, tree_bytes
 from sdl.loader.storage import prefetch as prefetch_module
+from sdl.loader.storage.prefetch import NamedObjects
 
 
 def requests_by_thread(ds: TokenWindows) -> list[tuple[str, str]]:
@@ -47,6 +48,15 @@ def test_needs_of_names_the_start_shard_and_the_shard_a_window_spills_into(token
         shard = int(np.searchsorted(offsets, start, side="right")) - 1
         crosses = start + 64 + max(ds.shift_choices) > offsets[shard + 1] and shard + 1 < len(offsets) - 1
         assert (obj, head) == (shard, shard + 1 if crosses else -1)
+
+
+def test_named_objects_give_each_entry_one_id_for_the_prefetchers_arrays():
+    """ArrowRows and ZarrSamples name a batch's objects as cache entries: each entry gets one id, -1 pads a step."""
+    entries = [CacheEntry(bucket="b", key=f"k{i}", name=f"n{i}", checksum=None, max_bytes=1) for i in range(4)]
+    named = NamedObjects(lambda ids: [entries[i % 4] for i in dict.fromkeys(ids)])
+    objects, heads = named.needs_of(np.array([[0, 1], [1, 1], [6, 3]]))
+    assert objects.tolist() == [[0, 1], [1, -1], [2, 3]] and heads.shape == (3, 0)
+    assert [named.entry_of(i) for i in range(4)] == entries
 
 
 def test_the_lookahead_and_its_heads_are_fetched_so_the_loop_reads_without_a_request(s3_dataset, tmp_path):
