@@ -160,8 +160,10 @@ def command(
 
 
 def inspect_mixture(path: Path, json_out: bool) -> None:
-    """A mixture config: one row per source (kind, samples, weight, draws and passes in one epoch)."""
+    """A mixture config: one row per source (kind, samples, weight, draws and passes in epoch 0), and with a weight
+    schedule one row per piece (its stream positions, and per source its weight, draws, passes, pass at its end)."""
     from sdl.loader.data.mixture_config import read_mixture_config
+    from sdl.loader.data.mixture_schedule import schedule_plan
     from sdl.loader.sampling.sampler import ElasticSampler
 
     config = read_mixture_config(path)
@@ -174,7 +176,11 @@ def inspect_mixture(path: Path, json_out: bool) -> None:
                              "passes_per_epoch": plan[source.name]["passes_to_epoch_end"],
                              "identity": described[source.name]["identity"]} for source in config.sources}
     info = {"path": str(path), "kind": "mixture", "num_samples": len(mixture), "seq_len": config.seq_len,
-            "window_bound": round(mixture.interleave.bound, 4), "sources": sources}
+            "window_bound": round(mixture.stream.bound, 4), "sources": sources}
+    if mixture.schedule:
+        weights = [mixture.weights, *(w for _, w in mixture.schedule)]
+        info["schedule"] = schedule_plan(mixture.stream, weights, {n: len(s) for n, s in zip(mixture.names, mixture.sources)},
+                                         len(mixture))
     if json_out:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -182,10 +188,27 @@ def inspect_mixture(path: Path, json_out: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"sdl inspect {path}: {len(mixture):,} positions per epoch (draws, passes: per epoch), seq_len "
-                        f"{config.seq_len}, every window within ±{mixture.interleave.bound:.2f} of weight × length")
+                        f"{config.seq_len}, every window within ±{mixture.stream.bound:.2f} of weight × length")
     for column in ("source", "kind", "samples", "weight", "draws", "passes", "path"):
         table.add_column(column, justify="left" if column in ("source", "kind", "path") else "right")
     for name, row in sources.items():
         table.add_row(name, row["kind"], f"{row['samples']:,}", f"{row['weight']:.4g}", f"{row['draws_per_epoch']:,}",
                       f"{row['passes_per_epoch']:.3f}", row["path"])
+    Console().print(table)
+    if "schedule" in info:
+        _print_schedule(info["schedule"])
+
+
+def _print_schedule(pieces: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="weight schedule: per piece of the stream (positions; the last to the end of its epoch), per source "
+                        "weight, draws, passes, and the pass it is in at the piece's end")
+    for column in ("from", "to", *pieces[0]["sources"]):
+        table.add_column(column, justify="right")
+    for piece in pieces:
+        cells = [f"{piece['weights'][n]:.3g} · {row['draws']:,} · {row['passes']:.3f} · pass {row['pass_at_end']}"
+                 for n, row in piece["sources"].items()]
+        table.add_row(f"{piece['from']:,}", f"{piece['to']:,}", *cells)
     Console().print(table)

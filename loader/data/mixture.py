@@ -1,7 +1,8 @@
 """`Mixture`: sdl datasets blended at weights, the blend computed per position, each source in its own shuffled passes.
 
 Position k of the mixture (in epoch e, see `sdl.loader.data.mixture_phase`) is draw t of the stream; the
-interleave (`sdl.loader.sampling.interleave`) maps t to a source s and that source's draw index d; d
+interleave (`sdl.loader.sampling.interleave`) of the weights in force there (a `schedule` changes them at given
+stream positions: `sdl.loader.data.mixture_schedule`) maps t to a source s and that source's draw index d; d
 falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s), seed, epoch=pass,
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
 permutation every pass. Nothing O(samples) is stored: a chunk of 1,024 positions is mapped at a time
@@ -27,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.batch import GatheredBatch
-from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase
+from sdl.loader.data.mixture_gather import RowGather
+from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sources
+from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
+from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
-from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.order import Order
-from sdl.loader.sampling.sampler import SampleBatch
 from sdl.loader.sampling.state import LoaderState
 
 CHUNK = 1024  # positions mapped per lookup: ~0.3 ms per source (Feistel), spread over 64 batches of 16; a resume pays one
@@ -40,24 +41,27 @@ OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
 class Mixture:
-    """Datasets `{name: dataset}` blended at `weights` (default: their sizes); `num_samples` positions per epoch
-    (default: one pass of the source that runs out first)."""
+    """Datasets `{name: dataset}` blended at `weights` (default: their sizes), changed at the stream positions of
+    `schedule` ([(position, {name: weight}), ...], see `mixture_schedule`); `num_samples` positions per epoch
+    (default: one pass of the source that runs out first, following the schedule from position 0)."""
 
     def __init__(self, sources: Mapping[str, Any], weights: Mapping[str, float] | None = None, *,
-                 num_samples: int | None = None, rename: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 num_samples: int | None = None, rename: Mapping[str, Mapping[str, str]] | None = None,
+                 schedule: Sequence[tuple[int, Mapping[str, float]]] | Mapping[int, Mapping[str, float]] | None = None) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ConfigError("Mixture needs a dict {name: dataset} of at least one source")
         self.names = tuple(str(name) for name in sources)
         self.sources = tuple(sources.values())
         self.rename = {str(k): dict(v) for k, v in (rename or {}).items()}
         self.weights = self._weights(weights)
-        self.interleave = Interleave(weights=tuple(self.weights.values()))
+        self.schedule = check_schedule(schedule, self.names)
+        self.stream = Stream.build(self.weights, self.schedule, 0, {})  # from position 0, nothing drawn
         self.num_samples = self._num_samples(num_samples)
         self.fields = self._common_fields()
         self._keys = tuple(f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources))
         self._chunks: OrderedDict = OrderedDict()
         self._orders: OrderedDict = OrderedDict()
-        self._interleaves: dict[str, Interleave] = {json.dumps(self.phase.to_dict(), sort_keys=True): self.interleave}
+        self._streams: dict[str, Stream] = {}
         self._last: tuple | None = None
 
     # Step: validation at construction.
@@ -68,16 +72,11 @@ class Mixture:
                                   "sdl dataset (TokenWindows, ZarrSamples, ArrowRows, Mixture) holding samples")
         if weights is None:
             weights = {name: float(len(source)) for name, source in zip(self.names, self.sources)}
-        missing, unknown = set(self.names) - set(weights), set(weights) - set(self.names)
-        if missing or unknown:
-            raise ConfigError(f"mixture weights name {sorted(weights)}, the sources are {list(self.names)}; "
-                              f"give one weight per source (missing {sorted(missing)}, unknown {sorted(unknown)})")
-        normalised = Interleave(weights=tuple(float(weights[name]) for name in self.names)).weights
-        return dict(zip(self.names, normalised))
+        return check_weights(weights, self.names)
 
     def _num_samples(self, num_samples: int | None) -> int:
         if num_samples is None:
-            return self.interleave.positions_for([len(source) for source in self.sources])
+            return self.stream.first_exhausted([len(source) for source in self.sources])
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
             raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (one pass of the "
                               "source that runs out first)")
@@ -106,42 +105,40 @@ class Mixture:
     def identity(self) -> str:
         parts = ["mixture", [[n, getattr(s, "identity", "")] for n, s in zip(self.names, self.sources)],
                  list(self.weights.values()), self.num_samples, sorted((k, sorted(v.items())) for k, v in self.rename.items())]
+        if self.schedule:  # only then: the identity (and checkpoints) of a mixture without one are as before schedules
+            parts.append([[at, list(w.values())] for at, w in self.schedule])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     @property
     def phase(self) -> Phase:
-        """The initial phase: epoch 0, position 0, nothing drawn yet."""
+        """The initial phase: epoch 0, position 0, nothing drawn yet, the whole schedule ahead."""
         return Phase(epoch=0, position=0, num_samples=self.num_samples, weights=dict(self.weights),
                      sources={n: getattr(s, "identity", "") for n, s in zip(self.names, self.sources)},
-                     drawn={name: 0 for name in self.names})
+                     drawn={name: 0 for name in self.names}, start=0, schedule=self.schedule)
 
     def describe(self) -> dict[str, Any]:
         sources = {name: {"weight": self.weights[name], "num_samples": len(src), "kind": src.describe().get("kind", "")
                           if hasattr(src, "describe") else type(src).__name__, "identity": getattr(src, "identity", "")}
                    for name, src in zip(self.names, self.sources)}
-        return {"kind": "mixture", "num_samples": self.num_samples, "sources": sources, "window_bound": self.interleave.bound,
-                "context": self.phase.to_dict()}
+        schedule = {"schedule": [[at, dict(w)] for at, w in self.schedule]} if self.schedule else {}
+        return {"kind": "mixture", "num_samples": self.num_samples, "sources": sources, "window_bound": self.stream.bound,
+                **schedule, "context": self.phase.to_dict()}
 
     def adapt_state(self, state: LoaderState) -> LoaderState:
         """A saved state made loadable here: weights or sources changed -> a new phase, every source where it stopped."""
         return adapt_state(state, self.phase, self.identity, self.describe())
 
     def source_plan(self, state: LoaderState) -> dict[str, dict[str, Any]]:
-        """Per source: its weight, size, draws and pass at the state's cursor, and the passes left in the epoch."""
+        """Per source: its weight, size, draws and pass at the state's cursor, the draws and passes left in the epoch,
+        and those per piece of the schedule (`mixture_phase.plan_sources`)."""
         context = state.dataset.get("context")
         phase = Phase.from_dict(context) if is_phase(context) else self.phase
-        now, end = phase.progress(state.epoch, state.cursor), phase.progress(state.epoch, state.num_samples)
-        out = {}
-        for name, source in zip(self.names, self.sources):
-            size, drawn = len(source), now.get(name, 0)
-            out[name] = {"weight": self.weights[name], "num_samples": size, "pass": drawn // size, "offset_in_pass": drawn % size,
-                         "draws_to_epoch_end": end.get(name, 0) - drawn,
-                         "passes_to_epoch_end": round((end.get(name, 0) - drawn) / size, 4)}
-        return out
+        return plan_sources(phase, state.epoch, state.cursor, state.num_samples, dict(zip(self.names, map(len, self.sources))))
 
     def __repr__(self) -> str:
         mix = ", ".join(f"{n}={w:.3g}" for n, w in self.weights.items())
-        return f"Mixture({mix}, num_samples={self.num_samples})"
+        changes = f", schedule: {len(self.schedule)} change(s)" if self.schedule else ""
+        return f"Mixture({mix}, num_samples={self.num_samples}{changes})"
 
     # Step: access.
     def __len__(self) -> int:
@@ -151,7 +148,8 @@ class Mixture:
         if not 0 <= position < self.num_samples:
             raise IndexError(f"mixture position {position} is outside [0, {self.num_samples})")
         batch = self.__getitems__([int(position)])
-        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()}
+        return {key: value[0] if isinstance(value, (torch.Tensor, list)) else value for key, value in batch.items()
+                if key not in BATCH_ONLY_KEYS}  # cu_seqlens, max_seqlen describe a whole batch
 
     def locate(self, positions: Any, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(source index, sample id within it) of mixture positions, vectorised."""
@@ -189,12 +187,12 @@ class Mixture:
         k = np.arange(chunk * CHUNK, min(self.num_samples, (chunk + 1) * CHUNK), dtype=np.int64)
         t = (epoch - phase.epoch) * phase.num_samples + k - phase.position
         t = np.where(t < 0, t + phase.num_samples, t)  # padding wraps to the epoch's start, before the phase: repeat its end
-        interleave = self._interleaves.get(key[0])
-        if interleave is None:
-            interleave = self._interleaves[key[0]] = phase.interleave()
-        phase_source, index = interleave.locate(t)
+        stream = self._streams.get(key[0])
+        if stream is None:
+            stream = self._streams[key[0]] = phase.stream()
+        phase_source, draws = stream.locate(t)  # draw indices counted from the start of every source
         to_here = np.array([self.names.index(name) if name in self.names else -1 for name in phase.weights], dtype=np.int64)
-        source, draws = to_here[phase_source], index + np.array([phase.drawn.get(n, 0) for n in phase.weights])[phase_source]
+        source = to_here[phase_source]
         ids = np.empty_like(draws)
         for s in np.unique(source).tolist():
             mine = source == s
@@ -220,24 +218,32 @@ class Mixture:
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        positions = np.asarray(list(indices), dtype=np.int64).reshape(-1)
-        context = getattr(indices, "context", None)
-        seed, epoch = (int(getattr(indices, "seed", 0)), int(getattr(indices, "epoch", 0))) if is_phase(context) else (0, 0)
-        first = int(positions.min()) if positions.size else 0
-        position = int(getattr(indices, "position", first))
-        source, ids = self.locate(positions, seed=seed, epoch=epoch, context=context)
-        parts = []
-        for s in range(len(self.sources)):
-            where = np.flatnonzero(source == s)
-            if not where.size:
-                continue
-            sub = SampleBatch(ids[where].tolist(), seed=seed, epoch=epoch, position=position)
-            parts.append((where, self._renamed(s, self.sources[s].__getitems__(sub))))
-        batch = GatheredBatch(sample_ids=torch.from_numpy(positions), source=torch.from_numpy(source),
-                              source_ids=torch.from_numpy(ids))
-        for name in self.fields:
-            batch[name] = _assemble(name, len(positions), [(where, part[name]) for where, part in parts])
-        return batch
+        return self._row_gather().batch(self, indices)
+
+    def _row_gather(self) -> RowGather:
+        """This mixture's RowGather (mixture_gather): made on first use, and again for a copy with other sources."""
+        rows = self.__dict__.get("_rows")
+        if rows is None or rows.sources is not self.sources:  # with_host_dtype's copy has other sources
+            rows = self._rows = RowGather(self.sources, self.rename, CHUNK)
+        return rows
+
+    @property
+    def slot_layout(self) -> Any:
+        """`slot_layout(batch_size)`: the arrays a batch is gathered into by `getitems_into` (a worker's ring slot); only
+        when every source gathers rows (TokenWindows of one layout), else AttributeError: the ring then copies a batch in."""
+        rows = self._row_gather()
+        if rows.layout is None:
+            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        return rows.slot_layout
+
+    @property
+    def getitems_into(self) -> Any:
+        """`getitems_into(indices, into)`: `__getitems__`, the sources writing their rows into the `slot_layout` arrays
+        `into`, which the batch's tensors view (see `slot_layout` for when)."""
+        rows = self._row_gather()
+        if rows.layout is None:
+            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        return lambda indices, into: rows.batch(self, indices, into)
 
     # Step: copies and pickling.
     @property
@@ -252,7 +258,7 @@ class Mixture:
         """A copy whose token sources gather as `dtype` (see TokenWindows.with_host_dtype)."""
         other = copy.copy(self)
         other.sources = tuple(s.with_host_dtype(dtype) if hasattr(s, "with_host_dtype") else s for s in self.sources)
-        other._chunks, other._orders, other._interleaves, other._last = OrderedDict(), OrderedDict(), dict(self._interleaves), None
+        other._chunks, other._orders, other._streams, other._last = OrderedDict(), OrderedDict(), dict(self._streams), None
         return other
 
     def __getstate__(self) -> dict[str, Any]:
@@ -261,29 +267,6 @@ class Mixture:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._chunks, self._orders, self._last = OrderedDict(), OrderedDict(), None
-
-
-def _assemble(name: str, size: int, parts: list[tuple[np.ndarray, Any]]) -> Any:
-    """One field of the batch from the sources' sub-batches, each at its rows `where`."""
-    first = parts[0][1]
-    if len(parts) == 1:
-        return first  # the whole batch came from one source, in order
-    if isinstance(first, (torch.Tensor, np.ndarray)):  # numpy row assignment: torch's index_put took ~10 ms a 16x512 batch
-        arrays = [(where, value.numpy() if isinstance(value, torch.Tensor) else value) for where, value in parts]
-        out = np.empty((size, *arrays[0][1].shape[1:]), dtype=arrays[0][1].dtype)
-        for where, value in arrays:
-            out[where] = value
-        return torch.from_numpy(out) if isinstance(first, torch.Tensor) else out
-    if isinstance(first, list):
-        rows: list[Any] = [None] * size
-        for where, value in parts:
-            for row, item in zip(where.tolist(), value):
-                rows[row] = item
-        return rows
-    if any(value != first for _, value in parts):
-        raise ConfigError(f"mixture sources gave different values of the batch-wide field {name!r} "
-                          f"({[value for _, value in parts]}) for one batch; make their sample definitions agree")
-    return first
 
 
 def _show(schema: dict[str, tuple]) -> str:

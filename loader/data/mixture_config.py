@@ -9,8 +9,12 @@
     path = "/data/tokens/stack"
     weight = 0.25
     kind = "tokens"                # tokens (default) | zarr | arrow
+    [[schedule]]                   # optional, any number: weights from this stream position (samples) on
+    position = 5_000_000           # > 0, increasing; for step S at a constant global batch G: S·G
+    weights = { web = 0.5, code = 0.5 }
 
-Sources keep the file's order (their `source` index in batches).
+Sources keep the file's order (their `source` index in batches). The sources' weights hold from position 0 to
+the first schedule entry (see `sdl.loader.data.mixture_schedule` for the unit and what it means across epochs).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdl.loader.data.mixture_schedule import check_schedule
 from sdl.loader.errors import ConfigError
 
 KINDS = ("tokens", "zarr", "arrow")
@@ -43,13 +48,17 @@ class MixtureConfig:
     seq_len: int = 2048
     stride: int | None = None
     num_samples: int | None = None
+    schedule: tuple[tuple[int, dict[str, float]], ...] = ()  # as written (build() normalises)
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule, [source.name for source in self.sources])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Path | None = None) -> MixtureConfig:
         """From a parsed TOML file; relative source paths are resolved against `base` (the file's folder)."""
-        unknown = sorted(set(data) - {"sources", "seq_len", "stride", "num_samples"})
+        unknown = sorted(set(data) - {"sources", "seq_len", "stride", "num_samples", "schedule"})
         if unknown:
-            raise ConfigError(f"mixture config has unknown keys {unknown}; expected sources, seq_len, stride, num_samples")
+            raise ConfigError(f"mixture config has unknown keys {unknown}; expected sources, seq_len, stride, num_samples, schedule")
         table = data.get("sources")
         if not isinstance(table, dict) or not table:
             raise ConfigError("mixture config needs a [sources.NAME] table per source, each with path and weight")
@@ -66,14 +75,24 @@ class MixtureConfig:
                                          kind=str(entry.get("kind", "tokens")), split=entry.get("split")))
         return cls(sources=tuple(sources), seq_len=int(data.get("seq_len", 2048)),
                    stride=None if data.get("stride") is None else int(data["stride"]),
-                   num_samples=None if data.get("num_samples") is None else int(data["num_samples"]))
+                   num_samples=None if data.get("num_samples") is None else int(data["num_samples"]),
+                   schedule=_schedule(data.get("schedule", [])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML file's content (from_dict(to_dict()) gives this config back)."""
+        sources = {s.name: {"path": s.path, "weight": s.weight, "kind": s.kind} | ({"split": s.split} if s.split else {})
+                   for s in self.sources}
+        optional = {key: value for key, value in (("stride", self.stride), ("num_samples", self.num_samples)) if value is not None}
+        schedule = {"schedule": [{"position": at, "weights": dict(w)} for at, w in self.schedule]} if self.schedule else {}
+        return {"seq_len": self.seq_len, **optional, "sources": sources, **schedule}
 
     def build(self) -> Any:
         """The Mixture this config describes."""
         from sdl.loader.data.mixture import Mixture
 
         datasets = {source.name: self.open_source(source) for source in self.sources}
-        return Mixture(datasets, weights={s.name: s.weight for s in self.sources}, num_samples=self.num_samples)
+        return Mixture(datasets, weights={s.name: s.weight for s in self.sources}, num_samples=self.num_samples,
+                       schedule=self.schedule)
 
     def open_source(self, source: MixtureSource) -> Any:
         if source.kind == "tokens":
@@ -87,6 +106,14 @@ class MixtureConfig:
         from sdl.loader.data.arrow_rows import ArrowRows
 
         return ArrowRows(source.path, split=source.split)
+
+
+def _schedule(entries: Any) -> tuple[tuple[int, dict[str, float]], ...]:
+    """`[[schedule]]` tables ({position = N, weights = {name = w}}) as (position, weights) pairs."""
+    if not isinstance(entries, list) or any(not isinstance(e, dict) or set(e) != {"position", "weights"} for e in entries):
+        raise ConfigError(f"mixture schedule is {entries!r}; expected [[schedule]] tables, each with position = <samples> "
+                          "and weights = {name = weight, ...}")
+    return tuple((entry["position"], entry["weights"]) for entry in entries)
 
 
 def read_mixture_config(path: str | Path) -> MixtureConfig:

@@ -1,31 +1,37 @@
-"""Where every source of a mixture stands: the current phase (weights, start, per-source draws), and weight changes.
+"""Where every source of a mixture stands: the current phase (weights, schedule, start, per-source draws), and changes.
 
 A mixture is one endless stream; epoch e of the sampler covers its positions [e·N, (e+1)·N). A
-*phase* is a stretch of that stream drawn at one set of weights. It is stored in the loader state's
-`dataset["context"]` (so it travels with every checkpoint and every batch), O(number of sources):
+*phase* is a stretch of that stream drawn at one set of weights, or one weight schedule
+(`sdl.loader.data.mixture_schedule`). It is stored in the loader state's `dataset["context"]` (so it travels
+with every checkpoint and every batch), O(number of sources × schedule changes):
 
-    {"mixture": 1, "epoch": 3, "position": 5120, "num_samples": 40000,
+    {"mixture": 1, "epoch": 3, "position": 5120, "start": 125120, "num_samples": 40000,
      "weights": {"web": 0.75, "code": 0.25}, "sources": {"web": "<identity>", "code": "<identity>"},
      "drawn": {"web": 91234, "code": 30411}}
 
-Position k of epoch e is draw t = (e - epoch)·N + (k - position) of the phase; the interleave of the
-phase's weights gives (source s, c) and the draw index of s is `drawn[s] + c`: pass (draw // len(s)),
-offset in the pass (draw % len(s)). Loading a state into a mixture with other weights (or sources)
-starts a new phase at the state's cursor whose `drawn` is every source's progress there, so each
-source continues its pass exactly where it stopped. `drawn` keeps sources that were removed, so a
-source added back continues too.
+Position k of epoch e is draw t = (e - epoch)·N + (k - position) of the phase, at stream position start + t
+(`start`: the stream position where the phase began, the samples of the mixture before it; absent in states
+of sdl before schedules: epoch·N + position). The phase's stream (its weights, then the changes of
+`"schedule": [[stream position, {weights}], ...]` after its start) gives (source s, draw index of s), the
+index counted from `drawn[s]`: pass (draw // len(s)), offset in the pass (draw % len(s)). A phase with a
+schedule is version 2 (an sdl that ignores schedules refuses it rather than mis-reading it). Loading a state
+into a mixture with other weights, schedule or sources starts a new phase at the state's cursor: its
+`drawn` is every source's progress there, its weights and changes those of the new mixture's schedule from that
+stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps sources that
+were removed, so a source added back continues too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
+from sdl.loader.data.mixture_schedule import Schedule, Stream, pieces_from
 from sdl.loader.errors import CheckpointError
-from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.state import LoaderState
 
-PHASE_VERSION = 1
+PHASE_VERSIONS = (1, 2)  # 2: with a schedule
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -36,38 +42,54 @@ class Phase:
     weights: dict[str, float]
     sources: dict[str, str]
     drawn: dict[str, int] = field(default_factory=dict)
+    start: int = 0  # the stream position of (epoch, position)
+    schedule: Schedule = ()  # weight changes after `start`: ((stream position, weights), ...)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mixture": PHASE_VERSION, "epoch": self.epoch, "position": self.position, "num_samples": self.num_samples,
-                "weights": dict(self.weights), "sources": dict(self.sources), "drawn": dict(self.drawn)}
+        out = {"mixture": 2 if self.schedule else 1, "epoch": self.epoch, "position": self.position, "start": self.start,
+               "num_samples": self.num_samples, "weights": dict(self.weights), "sources": dict(self.sources),
+               "drawn": dict(self.drawn)}
+        return out | {"schedule": [[at, dict(w)] for at, w in self.schedule]} if self.schedule else out
 
     @classmethod
     def from_dict(cls, data: Any) -> Phase:
-        if not is_phase(data) or data["mixture"] != PHASE_VERSION:
+        if not is_phase(data) or data["mixture"] not in PHASE_VERSIONS:
             raise CheckpointError(f"mixture phase version {data.get('mixture')!r} is not supported (this sdl reads "
-                                  f"{PHASE_VERSION}); upgrade sdl")
+                                  f"{', '.join(map(str, PHASE_VERSIONS))}); upgrade sdl")
         try:
-            return cls(epoch=int(data["epoch"]), position=int(data["position"]), num_samples=int(data["num_samples"]),
-                       weights={str(k): float(v) for k, v in data["weights"].items()},
-                       sources={str(k): str(v) for k, v in data["sources"].items()},
-                       drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()})
+            epoch, position, num_samples = int(data["epoch"]), int(data["position"]), int(data["num_samples"])
+            phase = cls(epoch=epoch, position=position, num_samples=num_samples,
+                        weights={str(k): float(v) for k, v in data["weights"].items()},
+                        sources={str(k): str(v) for k, v in data["sources"].items()},
+                        drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()},
+                        start=int(data.get("start", epoch * num_samples + position)),
+                        schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
+            changes = [phase.start] + [at for at, _ in phase.schedule]
+            if any(a >= b for a, b in pairwise(changes)) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
+                raise ValueError(f"schedule changes {changes[1:]} not increasing after the start {phase.start}, or naming other sources")
+            return phase
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"malformed mixture phase in the loader state ({exc}); the checkpoint is corrupt") from None
 
-    def interleave(self) -> Interleave:
-        return Interleave(weights=tuple(self.weights.values()))
-
-    def progress(self, epoch: int, position: int) -> dict[str, int]:
-        """Draws of every source (also those no longer mixed) before position `position` of epoch `epoch`."""
+    def draw(self, epoch: int, position: int) -> int:
+        """t: how many positions of the phase come before position `position` of epoch `epoch`."""
         t = (epoch - self.epoch) * self.num_samples + position - self.position
         if t < 0:
             raise CheckpointError(f"the loader state (epoch {epoch}, position {position}) lies before its mixture phase "
                                   f"(epoch {self.epoch}, position {self.position}): the state is corrupt")
-        counts = self.interleave().counts(t)
-        out = dict(self.drawn)
-        for name, count in zip(self.weights, counts.tolist()):
-            out[name] = out.get(name, 0) + int(count)
-        return out
+        return t
+
+    def stream(self) -> Stream:
+        return Stream.build(self.weights, self.schedule, self.start, self.drawn)
+
+    def pieces_from(self, position: int) -> tuple[dict[str, float], Schedule]:
+        """The weights in force at stream `position` and the changes after it."""
+        return pieces_from(self.weights, self.schedule, position)
+
+    def progress(self, epoch: int, position: int) -> dict[str, int]:
+        """Draws of every source (also those no longer mixed) before position `position` of epoch `epoch`."""
+        counts = self.stream().counts(self.draw(epoch, position))
+        return dict(self.drawn) | {name: int(count) for name, count in zip(self.weights, counts.tolist())}
 
 
 def is_phase(data: Any) -> bool:
@@ -76,12 +98,13 @@ def is_phase(data: Any) -> bool:
 
 def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[str, Any]) -> LoaderState:
     """`state` made loadable by the mixture whose initial phase is `here`: unchanged when it was saved with the same
-    weights and sources; else a new phase at its cursor, every source continuing where it stopped."""
+    weights, schedule and sources; else a new phase at its cursor, every source continuing where it stopped."""
     context = state.dataset.get("context")
     if not is_phase(context):
         return state  # not a mixture's state: the sampler's own check refuses it
     saved = Phase.from_dict(context)
-    if saved.weights == here.weights and saved.sources == here.sources and state.fingerprint == identity:
+    if saved.sources == here.sources and state.fingerprint == identity and \
+            saved.pieces_from(saved.start) == here.pieces_from(saved.start):
         return state
     changed = [name for name in saved.sources.keys() & here.sources.keys() if saved.sources[name] != here.sources[name]]
     if changed:
@@ -96,7 +119,31 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
             f"the loader state was saved mid-epoch with shuffle={state.shuffle!r} (positions consumed out of order), so the "
             "mixture's weights cannot change from it; change weights at an epoch start, or use shuffle=False")
     drawn = saved.progress(state.epoch, state.cursor)
+    start = saved.start + saved.draw(state.epoch, state.cursor)  # the stream position of the cursor
+    weights, schedule = here.pieces_from(start)
     cursor = min(state.cursor, here.num_samples)
-    phase = replace(here, epoch=state.epoch, position=cursor, drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}})
+    phase = replace(here, epoch=state.epoch, position=cursor, start=start, weights=weights, schedule=schedule,
+                    drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}})
     return replace(state, fingerprint=identity, num_samples=here.num_samples, cursor=cursor,
                    dataset={**describe, "context": phase.to_dict()})
+
+
+def plan_sources(phase: Phase, epoch: int, cursor: int, end: int, sizes: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per source of `sizes`: its weight, pass and offset at (epoch, cursor); its draws and passes to position `end`
+    of the epoch; and per piece of the schedule in between (`from`, `to`: stream positions) its weight and draws."""
+    stream, t_now, t_end = phase.stream(), phase.draw(epoch, cursor), phase.draw(epoch, end)
+    weights = [phase.weights, *(w for _, w in phase.schedule)]
+    spans = stream.pieces(t_now, t_end) or [(stream.pieces(t_now, t_now + 1)[0][0], t_now, t_now)]
+    pieces = [(phase.start + first, phase.start + last, weights[p], stream.counts(last) - stream.counts(first))
+              for p, first, last in spans]
+    now, at_end = stream.counts(t_now), stream.counts(t_end)
+    out = {}
+    for name, size in sizes.items():
+        s = stream.names.index(name) if name in stream.names else None
+        drawn = int(now[s]) if s is not None else phase.drawn.get(name, 0)
+        left = int(at_end[s] - now[s]) if s is not None else 0
+        out[name] = {"weight": pieces[0][2].get(name, 0.0), "num_samples": size, "pass": drawn // size,
+                     "offset_in_pass": drawn % size, "draws_to_epoch_end": left, "passes_to_epoch_end": round(left / size, 4),
+                     "pieces": [{"from": a, "to": b, "weight": w.get(name, 0.0), "draws": int(d[s]) if s is not None else 0,
+                                 "passes": round(int(d[s]) / size, 4) if s is not None else 0.0} for a, b, w, d in pieces]}
+    return out

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from bisect import bisect_right
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ class TokenWindows(ShardAccess):
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
         self._lengths = np.diff(self.index.offsets)
+        self._shard_starts, self._shard_lengths = self.index.offsets.tolist(), self._lengths.tolist()  # gather's, per row
         self._windows = self._split_windows()
         self._open = self.open_sources()
         self._doc_starts = DocStarts(self.index, self.max_open_shards, self.remote) if doc_starts else None
@@ -187,28 +189,39 @@ class TokenWindows(ShardAccess):
         rng = np.random.default_rng((int(seed), int(epoch), int(position)))
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
-    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None) -> GatheredBatch:
         starts = (sample_ids + self._windows.start) * self.stride
         b = len(sample_ids)
-        tokens = torch.from_numpy(self.gather(starts, shift, None if into is None else into["tokens"][:, :b]))
-        input_ids, labels = tokens[0], tokens[1]
-        if self.layout == "grouped":
-            input_ids = input_ids.view(b, self.seq_len // shift, shift)
-            labels = labels.view(b, self.seq_len // shift, shift)
-        batch = GatheredBatch(input_ids=input_ids, labels=labels)
+        tokens = self.gather(starts, shift, None if into is None else into["tokens"][:, :b])
+        positions = None
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             if into is not None:
                 into["position_ids"][:b] = positions
                 positions = into["position_ids"][:b]
-            batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
-            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(len(sample_ids), -1))
-            batch["cu_seqlens"] = torch.from_numpy(bounds)
         if into is not None:
             into["sample_ids"][:b] = sample_ids
-            batch["sample_ids"] = torch.from_numpy(into["sample_ids"][:b])
-        else:
-            batch["sample_ids"] = torch.from_numpy(sample_ids.copy())
+            sample_ids = into["sample_ids"][:b]
+        return self.batch_fields(tokens, positions, sample_ids.copy() if into is None else sample_ids, shift)
+
+    def batch_fields(self, tokens: np.ndarray, positions: np.ndarray | None, sample_ids: np.ndarray, shift: int,
+                     batch: GatheredBatch | None = None) -> GatheredBatch:
+        """The batch (module docstring) over gathered arrays, which its tensors view: tokens [2, B, seq_len] (inputs,
+        labels), positions [B, seq_len] (doc_starts=True, else None), sample_ids [B]; its fields added to `batch` when
+        given. A Mixture of TokenWindows makes its batch here too, from rows its sources gathered (`gather_rows`)."""
+        b = tokens.shape[1]
+        both = torch.from_numpy(tokens)
+        input_ids, labels = both[0], both[1]
+        if self.layout == "grouped":
+            input_ids = input_ids.view(b, self.seq_len // shift, shift)
+            labels = labels.view(b, self.seq_len // shift, shift)
+        batch = GatheredBatch() if batch is None else batch
+        batch["input_ids"], batch["labels"] = input_ids, labels
+        if positions is not None:
+            batch["position_ids"] = torch.from_numpy(positions).view(input_ids.shape)
+            bounds, batch["max_seqlen"] = cu_seqlens(positions.reshape(b, -1))
+            batch["cu_seqlens"] = torch.from_numpy(bounds)
+        batch["sample_ids"] = torch.from_numpy(sample_ids)
         if self.shift == "random":
             batch["shift"] = shift
         return batch
@@ -226,33 +239,46 @@ class TokenWindows(ShardAccess):
         sample_ids = self._check_ids(indices)
         return self._batch(sample_ids, self.batch_shift(indices), into)
 
+    def gather_rows(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Samples `sample_ids` (int64, known to be in range: not checked) with labels `shift` ahead, written into rows
+        `rows` of the `slot_layout` arrays `into` (tokens, position_ids; not sample_ids): the lean gather through which
+        a Mixture's sources fill one batch together, with no batch of their own and no copy after."""
+        starts = (sample_ids + self._windows.start) * self.stride
+        self.gather(starts, shift, into["tokens"], rows)
+        if self._doc_starts is not None:
+            into["position_ids"][rows] = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
+
     # Gathering
 
-    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None) -> np.ndarray:
-        """[2, B, seq_len] host tokens: inputs at `starts`, labels at `starts + shift`; one storage, two contiguous halves
-        (into `out` when given, e.g. a ring slot).
+    def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """[2, B, seq_len] host tokens of the windows of valid samples at global tokens `starts`: inputs there, labels
+        `shift` later; one storage, two contiguous halves (into `out` when given, e.g. a ring slot; at its rows `rows`
+        when given, else its first B).
 
         A window inside one shard (nearly all of them) is copied as two slices of it: no index array
         to build or follow. Per-shard fancy indexing was tried and lost: a batch touches ~B shards
-        of a real dataset, so it pays the same Python step per window plus the index. The few windows
-        that cross a shard boundary are read piecewise.
+        of a real dataset, so it pays the same Python step per window plus the index. Each row's shard is
+        found by bisecting the shard offsets: as fast as numpy's vectorised lookup for a batch of 16, and
+        for the few rows one source of a mixture gathers it saves that lookup's fixed cost (~5 µs a call).
+        The few windows that cross a shard boundary are read piecewise.
         """
         seq_len, span = self.seq_len, self.seq_len + shift
         if out is None:
             out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
-        first, offsets = self.index.locate(starts)
-        inside = offsets + span <= self._lengths[first]
+        bounds, lengths, many = self._shard_starts, self._shard_lengths, len(self._shard_lengths) > 1
         inputs, labels = out[0], out[1]
         shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-        for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
-            if fits:
+        for row, start in zip(range(len(starts)) if rows is None else rows.tolist(), starts.tolist()):
+            source_id = bisect_right(bounds, start) - 1 if many else 0
+            offset = start - bounds[source_id]
+            if offset + span <= lengths[source_id]:
                 shard = shards.get(source_id)
                 if shard is None:
                     shard = shards[source_id] = self._shard(source_id)
                 inputs[row] = shard[offset:offset + seq_len]
                 labels[row] = shard[offset + shift:offset + span]
             else:
-                window = self._read_span(int(starts[row]), span)
+                window = self._read_span(start, span)
                 inputs[row] = window[:seq_len]
                 labels[row] = window[shift:]
         return out

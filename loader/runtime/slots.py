@@ -1,8 +1,8 @@
 """The layout of one ring slot: named arrays at aligned offsets; found from the dataset, or probed from one sample.
 
-A dataset that gathers straight into a slot says its layout (`slot_layout(batch_size)`, e.g. TokenWindows).
-For any other dataset (Mixture, ZarrSamples, ArrowRows) the layout is probed from one sample: every tensor
-field with a leading batch dimension gets a `[batch_size, *rest]` array, and the worker copies its batch
+A dataset that gathers straight into a slot says its layout (`slot_layout(batch_size)`: TokenWindows, a Mixture
+of them). For any other dataset (ZarrSamples, ArrowRows, other mixtures) the layout is probed from one sample: every
+tensor field with a leading batch dimension gets a `[batch_size, *rest]` array, and the worker copies its batch
 into the slot (`copy_into`) — one copy in the worker, none in the training process. A field whose shape or
 dtype does not fit (variable-length, non-tensor) travels by value beside the slot.
 """

@@ -63,3 +63,21 @@ def test_the_shipped_mixture_config_reads():
     config = read_mixture_config(CONFIGS / "mix-web-code.toml")
     assert [(s.name, s.weight, s.kind) for s in config.sources] == [("web", 0.75, "tokens"), ("code", 0.25, "tokens")]
     assert config.seq_len == 2048 and config.num_samples is None and Path(config.sources[0].path).is_absolute()
+
+
+def test_inspect_reports_the_schedule_per_piece_and_refuses_a_bad_one_in_one_line(tmp_path, token_dataset, capsys):
+    schedule = '[[schedule]]\nposition = 100\nweights = { web = 1, code = 3 }\n'
+    body = 'seq_len = 16\n[sources.web]\npath = "tokens/web"\nweight = 3\n[sources.code]\npath = "tokens/code"\nweight = 1\n'
+    config = write_config(tmp_path, token_dataset, body + schedule)
+    code, out, _ = run(capsys, "inspect", config, "--json")
+    info = json.loads(out)
+    first, last = info["schedule"]
+    assert code == 0 and (first["from"], first["to"], last["from"]) == (0, 100, 100) and last["weights"] == {"web": 0.25, "code": 0.75}
+    assert sum(row["draws"] for row in first["sources"].values()) == 100 and first["sources"]["code"]["draws"] == 25
+    assert last["to"] == info["num_samples"] and info["sources"]["code"]["passes_per_epoch"] == 1.0  # code runs out first
+    code, out, _ = run(capsys, "inspect", config)
+    assert code == 0 and "weight schedule" in out
+    config.write_text(body + schedule.replace("code = 3", "cod = 3"))
+    code, _, err = run(capsys, "inspect", config)
+    assert code == 1 and err.startswith("error: mixture schedule weights at position 100 name ['cod', 'web']")
+    assert len(err.strip().splitlines()) == 1
