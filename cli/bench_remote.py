@@ -52,7 +52,7 @@ def render_remote(report: Any) -> None:
     console.print(f"[bold]sdl bench[/] {report.url} at {report.endpoint} · {report.num_samples:,} windows · "
                   f"{report.num_shards} shards, {report.dataset_bytes / 1e6:,.1f} MB · shuffle {report.config['shuffle']} "
                   f"(block {report.config['block_size']}, window {report.config['window_blocks']})")
-    table = Table(title="One epoch each")
+    table = Table(title=f"One epoch each (local, warm: the median of {report.config['repeats']})")
     for column in ("epoch", "samples/s", "fetched / dataset", "hit rate", f"stall ({report.config['step_ms']:g} ms step)", "first batch ms"):
         table.add_column(column, justify="left" if column == "epoch" else "right")
     for name, run in report.runs.items():

@@ -15,6 +15,8 @@ from sdl.loader.index import OpenSources
 from sdl.loader.index.remote import open_remote_shard, shard_entry
 from sdl.loader.storage import CacheEntry
 
+MAX_HEADS = 256  # shard heads kept per process (each seq_len + shift tokens)
+
 
 class ShardAccess:
     def open_sources(self) -> OpenSources:
@@ -31,7 +33,7 @@ class ShardAccess:
             offset = start + filled - int(self.index.offsets[source_id])
             take = min(length - filled, int(self._lengths[source_id]) - offset)
             if filled and self.remote is not None and not self._held(source_id):
-                out[filled:filled + take] = self.remote.read_head(self.index.sources.paths[source_id], take)
+                out[filled:filled + take] = self._head(source_id, take)[:take]
             else:
                 out[filled:filled + take] = self._shard(source_id)[offset:offset + take]
             filled += take
@@ -59,25 +61,46 @@ class ShardAccess:
         shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
 
-    # Object storage: which cached objects a batch reads (for the loader's prefetcher)
+    # Object storage: what the steps ahead read, for the loader's prefetcher (sdl.loader.storage.prefetch)
 
-    def entries_for(self, sample_ids: list[int]) -> list[CacheEntry]:
-        """The objects the samples start in, in order of first use. A window's spill into the next shard is read
-        from the cache when that shard is there, else by a ranged GET of the shard's head (see `_read_span`):
-        fetching a whole shard for a few tokens would double the bytes of a locality-shuffled epoch."""
-        starts = (np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride
-        first, _ = self.index.locate(starts)
-        return [self._entry(i) for i in dict.fromkeys(first.tolist())]
+    def needs_of(self, sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For an array of sample ids: the shard each sample starts in, and the shard whose head it spills into
+        (-1: none), same shape. A spill of a few tokens is read by a ranged GET of the next shard's head, not by
+        caching that shard (`_read_span`): fetching a whole shard for it would double the bytes of a
+        locality-shuffled epoch."""
+        first, offsets = self.index.locate((np.asarray(sample_ids, dtype=np.int64) + self._windows.start) * self.stride)
+        spills = (offsets + self._head_tokens() > self._lengths[first]) & (first + 1 < len(self._lengths))
+        return first, np.where(spills, first + 1, -1)
 
-    def _entry(self, source_id: int) -> CacheEntry:
+    def cache_entry(self, source_id: int) -> CacheEntry:
+        """The node-cache entry of shard `source_id`, made once."""
         entry = self._entries.get(source_id)
         if entry is None:
             entry = self._entries[source_id] = shard_entry(self.index, self.remote, source_id)
         return entry
 
+    def fetch_head(self, source_id: int) -> None:
+        """Read the head of shard `source_id` that windows spilling into it use, ahead of them (the prefetcher
+        calls this when the loop reads in this process, num_workers=0)."""
+        self._head(source_id, 0)
+
+    def _head_tokens(self) -> int:
+        return self.seq_len + max(self.shift_choices)  # the longest span a window reads
+
+    def _head(self, source_id: int, take: int) -> np.ndarray:
+        """The first tokens of remote shard `source_id` (at least `take`), one ranged GET, kept in a small FIFO."""
+        head = self._heads.get(source_id)
+        if head is None or len(head) < take:
+            count = max(take, min(self._head_tokens(), int(self._lengths[source_id])))
+            head = self.remote.read_head(self.index.sources.paths[source_id], count)
+            self._heads[source_id] = head  # an OrderedDict: the prefetcher's thread adds to it too
+            while len(self._heads) > MAX_HEADS:
+                self._heads.popitem(last=False)
+        return head
+
     def _held(self, source_id: int) -> bool:
         """Whether shard `source_id` is open in this process or in the node cache (a remote dataset)."""
-        return source_id in self._open.items or self.remote.cache.contains(self._entry(source_id))
+        return source_id in self._open.items or self.remote.cache.contains(self.cache_entry(source_id))
 
     @property
     def num_open_shards(self) -> int:

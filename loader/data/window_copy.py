@@ -39,6 +39,10 @@ class ChunkPlan:
         self.single = np.where(whole, self.first[:, 0], -1).tolist()
         self.sample_ids = torch.from_numpy(ids).unbind(0)  # one view per step; handed out as the batch's sample_ids
 
+    def step(self, k: int) -> tuple:
+        """Step k's (starts, first, offsets, inside, single, sample_ids tensor), what TokenWindows._batch takes."""
+        return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.sample_ids[k]
+
 
 def plan_of(dataset: Any, chunk: Any) -> ChunkPlan:
     """The dataset's plan of `chunk` (a StepChunk), made on its first step and kept on the chunk for the others. A

@@ -35,6 +35,7 @@ import copy
 import hashlib
 import json
 from bisect import bisect_right
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,11 @@ class TokenWindows(ShardAccess):
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
+        self._heads: OrderedDict[int, np.ndarray] = OrderedDict()  # remote: heads of shards that windows spill into (ShardAccess._head)
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
-        self._shard_dtype = np.dtype(self.index.meta.get("dtype", "uint32"))
-        self._views: tuple | None = None  # (shard, span, window view) of the last single-shard batch (see window_copy)
+        self._shard_dtype, self._views = np.dtype(self.index.meta.get("dtype", "uint32")), None  # _views: ShardAccess._window_view
         self._lengths = np.diff(self.index.offsets)
         self._shard_starts, self._shard_lengths = self.index.offsets.tolist(), self._lengths.tolist()  # gather's, per row
         self._windows = self._split_windows()
@@ -175,8 +176,7 @@ class TokenWindows(ShardAccess):
         if chunk is not None:
             plan, k = plan_of(self, chunk), indices.step
             if plan.id_lists[k] == indices:  # unless the list was changed since the sampler made it
-                step = (plan.starts[k], plan.first[k], plan.offsets[k], plan.inside[k], plan.single[k], plan.sample_ids[k])
-                return self._batch(chunk.ids[k], self.batch_shift(indices), step=step)
+                return self._batch(chunk.ids[k], self.batch_shift(indices), step=plan.step(k))
         return self._batch(self._check_ids(indices), self.batch_shift(indices))
 
     def _check_ids(self, indices: list[int]) -> np.ndarray:

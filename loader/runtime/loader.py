@@ -28,7 +28,7 @@ from sdl.loader.runtime.transport import (
 from sdl.loader.runtime.workers import WorkerInit, check_workers
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState
-from sdl.loader.storage.prefetch import Prefetcher
+from sdl.loader.storage.prefetch import NamedObjects, Prefetcher
 from torch.utils.data import DataLoader
 
 
@@ -113,8 +113,14 @@ class SdlLoader:
             return None
         ahead = copy.copy(self.sampler)
         ahead.load_state_dict(self._start)
-        steps = (self.dataset.entries_for(batch) for batch in ahead)
-        return Prefetcher(remote.cache, steps, remote.prefetch_steps).start()
+        if hasattr(self.dataset, "needs_of"):  # TokenWindows: the shards of many steps in one vectorised call
+            needs_of, entry_of = self.dataset.needs_of, self.dataset.cache_entry
+            heads = self.dataset.fetch_head if self.dataloader.num_workers == 0 else None  # read where the loop reads
+        else:  # ArrowRows, ZarrSamples: the cache entries of each step
+            named = NamedObjects(self.dataset.entries_for)
+            needs_of, entry_of, heads = named.needs_of, named.entry_of, None
+        needs = map(needs_of, ahead.id_chunks())
+        return Prefetcher(remote.cache, needs, entry_of, remote.prefetch_steps, fetch_head=heads).start()
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

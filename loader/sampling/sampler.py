@@ -166,20 +166,12 @@ class ElasticSampler:
 
     def _steps(self, first: int, count: int, rank: int, order: Order) -> list[SampleBatch]:
         """The batches of `rank` for steps [first, first + count): one vectorised order lookup for all of them."""
-        base, G, B = self._base, self.micro_batch_size, self.batch_size
+        base, G = self._base, self.micro_batch_size
         steps = np.arange(first, first + count, dtype=np.int64)
-        j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
-        remaining = base.remaining
-        if j[-1] < remaining:  # j ascends: nothing padded (every chunk but an epoch's last); no masks to build
-            positions, num_padded = base.position_of(j), [0] * count
-        else:
-            padded = j >= remaining
-            positions = np.empty_like(j)
-            positions[~padded] = base.position_of(j[~padded])
-            positions[padded] = (j[padded] - remaining) % max(base.num_samples, 1)  # wrap to the start of the order
-            num_padded = padded.reshape(count, B).sum(axis=1).tolist()
-        chunk = StepChunk(np.ascontiguousarray(order[positions].reshape(count, B), dtype=np.int64))
-        ids = chunk.ids.tolist()
+        ids_array, padded = self._step_ids(steps, rank, order)
+        chunk = StepChunk(np.ascontiguousarray(ids_array, dtype=np.int64))
+        ids, remaining = chunk.ids.tolist(), base.remaining
+        num_padded = [0] * count if padded is None else padded.sum(axis=1).tolist()
         if self.accumulate is None:  # a step's identity (for per-batch randomness): where it starts in the order
             live = steps * G < remaining
             starts = np.full(count, base.num_samples, dtype=np.int64)
@@ -190,6 +182,27 @@ class ElasticSampler:
         seed, epoch, context, starts = base.seed, base.epoch, base.dataset.get("context"), starts.tolist()
         return [SampleBatch(ids[k], seed=seed, epoch=epoch, position=starts[k], num_padded=num_padded[k], context=context,
                             chunk=chunk, step=k) for k in range(count)]
+
+    def _step_ids(self, steps: np.ndarray, rank: int, order: Order) -> tuple[np.ndarray, np.ndarray]:
+        """[len(steps), B] sample ids of `rank` at `steps`, and which of them pad the epoch's tail (None: none does)."""
+        base, B = self._base, self.batch_size
+        j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
+        remaining = base.remaining
+        if not len(j) or j[-1] < remaining:  # j ascends: nothing padded (every chunk but an epoch's last); no masks
+            return order[base.position_of(j)].reshape(len(steps), B), None
+        padded = j >= remaining
+        positions = np.empty_like(j)
+        positions[~padded] = base.position_of(j[~padded])
+        positions[padded] = (j[padded] - remaining) % max(base.num_samples, 1)  # wrap to the start of the order
+        return order[positions].reshape(len(steps), B), padded.reshape(len(steps), B)
+
+    def id_chunks(self) -> Iterator[np.ndarray]:
+        """The sample ids `__iter__` would yield from the state this sampler starts from, as [steps, B] arrays of
+        consecutive steps (no batch object per step: the storage prefetcher reads hundreds of steps at once)."""
+        order, steps = self.order(), self.plan().steps
+        chunk = max(1, STEPS_PER_LOOKUP_SAMPLES // self.batch_size)
+        for first in range(0, steps, chunk):
+            yield self._step_ids(np.arange(first, min(first + chunk, steps), dtype=np.int64), self.rank, order)[0]
 
     def __iter__(self) -> Iterator[SampleBatch]:
         """The rest of the current epoch; after a finished iteration, the next epoch."""

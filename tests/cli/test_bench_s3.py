@@ -18,3 +18,5 @@ def test_bench_s3_reports_bytes_fetched_and_hits(s3_dataset, capsys):
     assert runs["warm"]["bytes_fetched"] == 0 and runs["warm"]["hit_rate"] == 1.0
     assert runs["cold_limited"]["bytes_fetched"] >= size and report["fetched_vs_dataset"] == runs["cold_limited"]["bytes_fetched"] / size
     assert len({run["steps"] for run in runs.values()}) == 1  # the same epoch, four times
+    assert {name: len(seconds) for name, seconds in report["epoch_seconds"].items()} == {"local": 3, "warm": 3}
+    assert runs["warm"]["seconds"] == sorted(report["epoch_seconds"]["warm"])[1]  # the median of three

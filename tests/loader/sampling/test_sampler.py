@@ -130,3 +130,24 @@ def test_a_global_batch_larger_than_the_dataset_is_refused_under_drop_last(n, ba
         ElasticSampler(n, batch_size, rank=0, world_size=world_size)
     padded = _ranks(n, batch_size, world_size, drop_last=False)  # allowed: one padded step
     assert len(padded[0]) == 1 and sorted(x for s in padded for b in s for x in b[:len(b) - b.num_padded]) == list(range(n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(45, 3000), seed=st.integers(0, 1000), shuffle=st.sampled_from([True, False, "locality"]),
+       world_size=st.integers(1, 4), batch_size=st.integers(1, 9), drop_last=st.booleans(), done=st.integers(0, 20),
+       accumulate=st.sampled_from([None, 2]))
+def test_id_chunks_are_the_batches_iter_yields(n, seed, shuffle, world_size, batch_size, drop_last, done, accumulate):
+    """The storage prefetcher reads the order as arrays (id_chunks): the same ids, steps and padding as the batches."""
+    import numpy as np
+
+    G = None if accumulate is None else accumulate * world_size * batch_size
+    if G is not None and drop_last and G > n:
+        return
+    kw = {"seed": seed, "shuffle": shuffle, "block_size": 8, "window_blocks": 3, "drop_last": drop_last, "global_batch_size": G}
+    first = _ranks(n, batch_size, world_size, **kw)
+    _, state = _run(first, done)  # resumed part-way, as the loader's copy of the sampler is
+    for sampler in _ranks(n, batch_size, world_size, state, **kw):
+        chunks = list(sampler.id_chunks())
+        batches = [list(batch) for batch in sampler]
+        ids = np.concatenate(chunks) if chunks else np.empty((0, batch_size), dtype=np.int64)
+        assert ids.dtype == np.int64 and ids.tolist() == batches
