@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import ConfigError, FormatError, IndexStaleError
-from sdl.loader.format.tokens import MANIFEST_NAME, parse_manifest, read_manifest, read_npy_header
+from sdl.loader.format.tokens import (
+    MANIFEST_NAME,
+    parse_manifest,
+    read_manifest,
+    read_npy_header,
+)
 from sdl.loader.index import GlobalIndex, OpenSources
 from sdl.loader.storage import RemoteFiles
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from bisect import bisect_right
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_windows, locate_windows, plan_of
+from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, plan_of
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -264,30 +263,13 @@ class TokenWindows(ShardAccess):
     def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """[2, B, seq_len] host tokens of the windows of valid samples at global tokens `starts`: inputs there, labels
         `shift` later; one storage, two contiguous halves (into `out` when given, e.g. a ring slot; at its rows `rows`
-        when given, else its first B). A batch is copied as `sdl.loader.data.window_copy` says; a mixture source's few
-        rows one by one, each row's shard found by bisection (saves the vectorised lookup's ~5 µs a call)."""
-        seq_len, span = self.seq_len, self.seq_len + shift
+        when given, else its first B), copied as `sdl.loader.data.window_copy` says (`copy_windows`, or `copy_rows`
+        for a mixture source's rows)."""
         if out is None:
-            out = np.empty((2, len(starts), seq_len), dtype=self._host_dtype)
+            out = np.empty((2, len(starts), self.seq_len), dtype=self._host_dtype)
         if rows is None:
             return copy_windows(self, starts, *locate_windows(self, starts, shift), shift, out)
-        bounds, lengths, many = self._shard_starts, self._shard_lengths, len(self._shard_lengths) > 1
-        inputs, labels = out[0], out[1]
-        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-        for row, start in zip(range(len(starts)) if rows is None else rows.tolist(), starts.tolist()):
-            source_id = bisect_right(bounds, start) - 1 if many else 0
-            offset = start - bounds[source_id]
-            if offset + span <= lengths[source_id]:
-                shard = shards.get(source_id)
-                if shard is None:
-                    shard = shards[source_id] = self._shard(source_id)
-                inputs[row] = shard[offset:offset + seq_len]
-                labels[row] = shard[offset + shift:offset + span]
-            else:
-                window = self._read_span(start, span)
-                inputs[row] = window[:seq_len]
-                labels[row] = window[shift:]
-        return out
+        return copy_rows(self, starts, shift, out, rows)
 
     def with_host_dtype(self, dtype: Any) -> TokenWindows:
         """A copy that gathers tokens as `dtype`: make_loader asks for `wire_dtype` when batches go to a GPU (half the
