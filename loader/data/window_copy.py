@@ -73,48 +73,42 @@ def copy_windows(dataset: Any, starts: np.ndarray, first: np.ndarray, offsets: n
                  single: int, shift: int, out: np.ndarray) -> np.ndarray:
     """Fill `out` ([2, B, seq_len]) with the inputs and labels of the windows at global `starts` (located: `first`,
     `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`)."""
-    seq_len, span = dataset.seq_len, dataset.seq_len + shift
-    if single >= 0:
-        windows = dataset._window_view(single, span)[offsets]
-    else:
-        windows = np.empty((len(starts), span), dtype=dataset._shard_dtype)
-        shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-        for row, (source_id, offset, fits) in enumerate(zip(first.tolist(), offsets.tolist(), inside.tolist())):
-            if fits:
-                shard = shards.get(source_id)
-                if shard is None:
-                    shard = shards[source_id] = dataset._shard(source_id)
-                windows[row] = shard[offset:offset + span]
-            else:
-                windows[row] = dataset._read_span(int(starts[row]), span)
-    out[0] = windows[:, :seq_len]
+    windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
+    out[0] = windows[:, :dataset.seq_len]
     out[1] = windows[:, shift:]
     return out
 
 
-def copy_rows(dataset: Any, starts: np.ndarray, shift: int, out: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`copy_windows` into rows `rows` of `out`, for a mixture source's few rows: each row's shard found by bisection
-    (saves the vectorised lookup's ~5 µs a call); rows all in one shard are one window-view gather, else row by row."""
-    seq_len, span = dataset.seq_len, dataset.seq_len + shift
-    bounds, lengths, many = dataset._shard_starts, dataset._shard_lengths, len(dataset._shard_lengths) > 1
-    located = [(bisect_right(bounds, start) - 1 if many else 0, start) for start in starts.tolist()]
-    located = [(source_id, start - bounds[source_id]) for source_id, start in located]
-    single = located[0][0] if located else -1
-    if located and all(s == single and o + span <= lengths[s] for s, o in located):
-        windows = dataset._window_view(single, span)[np.array([o for _, o in located], dtype=np.int64)]
-        out[0][rows], out[1][rows] = windows[:, :seq_len], windows[:, shift:]
-        return out
-    inputs, labels = out[0], out[1]
+def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, inside: Any, single: int,
+                   shift: int) -> np.ndarray:
+    """[B, seq_len + shift] windows in the shards' dtype: one window-view gather when `single` >= 0 holds them all,
+    else one slice copy each (a piecewise read for a window across shards)."""
+    span = dataset.seq_len + shift
+    if single >= 0:
+        return dataset._window_view(single, span)[np.asarray(offsets, dtype=np.int64)]
+    windows = np.empty((len(starts), span), dtype=dataset._shard_dtype)
     shards: dict[int, np.ndarray] = {}  # this batch's shards: one LRU visit per shard, not per row
-    for row, start, (source_id, offset) in zip(rows.tolist(), starts.tolist(), located):
-        if offset + span <= lengths[source_id]:
+    first, offsets, inside = (x.tolist() if isinstance(x, np.ndarray) else x for x in (first, offsets, inside))
+    for row, (source_id, offset, fits) in enumerate(zip(first, offsets, inside)):
+        if fits:
             shard = shards.get(source_id)
             if shard is None:
                 shard = shards[source_id] = dataset._shard(source_id)
-            inputs[row] = shard[offset:offset + seq_len]
-            labels[row] = shard[offset + shift:offset + span]
+            windows[row] = shard[offset:offset + span]
         else:
-            window = dataset._read_span(start, span)
-            inputs[row] = window[:seq_len]
-            labels[row] = window[shift:]
+            windows[row] = dataset._read_span(int(starts[row]), span)
+    return windows
+
+
+def copy_rows(dataset: Any, starts: np.ndarray, shift: int, out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`copy_windows` into rows `rows` of `out`, for a mixture source's few rows: each row's shard found by bisection
+    (saves the vectorised lookup's ~5 µs a call)."""
+    span = dataset.seq_len + shift
+    bounds, lengths, many = dataset._shard_starts, dataset._shard_lengths, len(dataset._shard_lengths) > 1
+    first = [bisect_right(bounds, start) - 1 if many else 0 for start in starts.tolist()]
+    offsets = [start - bounds[source_id] for source_id, start in zip(first, starts.tolist())]
+    inside = [offset + span <= lengths[source_id] for source_id, offset in zip(first, offsets)]
+    single = first[0] if first and all(inside) and first.count(first[0]) == len(first) else -1
+    windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
+    out[0][rows], out[1][rows] = windows[:, :dataset.seq_len], windows[:, shift:]
     return out
