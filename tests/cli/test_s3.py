@@ -2,22 +2,14 @@
 the same answers as for the local copy, one-line errors naming the object."""
 
 import json
+import sys
+from pathlib import Path
 
 import boto3
-import pytest
-from sdl.cli.main import main
 from sdl.loader import TokenWindows, make_loader
 
-
-def run(capsys, *args):
-    code = main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))  # the default node cache of the commands
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from s3_cli import run, user_cache  # noqa: E402,F401  (user_cache: an autouse fixture)
 
 
 def test_index_and_validate_on_s3_equal_local(s3_dataset, capsys):

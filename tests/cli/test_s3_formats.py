@@ -2,21 +2,14 @@
 as for the local copy, and a bad object named in one `error:` line."""
 
 import json
+import sys
+from pathlib import Path
 
 import boto3
 import pytest
-from sdl.cli.main import main
 
-
-def run(capsys, *args):
-    code = main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))  # the default node cache of the commands
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from s3_cli import run, user_cache  # noqa: E402,F401  (user_cache: an autouse fixture)
 
 
 @pytest.mark.parametrize("kind", ["arrow", "zarr"])
