@@ -57,7 +57,7 @@ class ShardAccess:
 
     def _open_shard(self, source_id: int) -> np.ndarray:
         if self.remote is not None:
-            return open_remote_shard(self.index, self.remote, source_id)
+            return open_remote_shard(self.index, self.remote, source_id, self.cache_entry(source_id))
         shard = open_shard(self.index.path_of(source_id), expected_tokens=int(self._lengths[source_id]))
         return shard.view(np.ndarray)  # a plain view of the map: slicing np.memmap runs Python hooks per slice
 

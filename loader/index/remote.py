@@ -57,10 +57,12 @@ def shard_entry(index: GlobalIndex, files: RemoteFiles, source_id: int) -> Cache
                        shard_bound(int(index.sources.lengths[source_id]), itemsize))
 
 
-def open_remote_shard(index: GlobalIndex, files: RemoteFiles, source_id: int) -> np.ndarray:
-    """Shard `source_id` memory-mapped from the node cache (downloaded first when not cached), header checked."""
+def open_remote_shard(index: GlobalIndex, files: RemoteFiles, source_id: int, entry: CacheEntry | None = None) -> np.ndarray:
+    """Shard `source_id` memory-mapped from the node cache (downloaded first when not cached), header checked;
+    `entry`: its `shard_entry` when the caller keeps them."""
     expected = int(index.sources.lengths[source_id])
-    return files.cache.open(shard_entry(index, files, source_id), lambda path: open_shard(path, expected).view(np.ndarray))
+    entry = entry or shard_entry(index, files, source_id)
+    return files.cache.open(entry, lambda path: open_shard(path, expected).view(np.ndarray))
 
 
 def download_for_validation(files: RemoteFiles, relative: str, folder: Path) -> Path | None:

@@ -116,11 +116,12 @@ class SdlLoader:
         if hasattr(self.dataset, "needs_of"):  # TokenWindows: the shards of many steps in one vectorised call
             needs_of, entry_of = self.dataset.needs_of, self.dataset.cache_entry
             heads = self.dataset.fetch_head if self.dataloader.num_workers == 0 else None  # read where the loop reads
+            num_objects = len(self.dataset.index.sources)  # its shards: a warm, unlimited cache leaves nothing to fetch
         else:  # ArrowRows, ZarrSamples: the cache entries of each step
             named = NamedObjects(self.dataset.entries_for)
-            needs_of, entry_of, heads = named.needs_of, named.entry_of, None
+            needs_of, entry_of, heads, num_objects = named.needs_of, named.entry_of, None, None
         needs = map(needs_of, ahead.id_chunks())
-        return Prefetcher(remote.cache, needs, entry_of, remote.prefetch_steps, fetch_head=heads).start()
+        return Prefetcher(remote.cache, needs, entry_of, remote.prefetch_steps, fetch_head=heads, num_objects=num_objects).start()
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

@@ -3,8 +3,8 @@
 Layout of a cache folder (shared by all ranks and workers of a node; any number of datasets):
 
     .lock                   flock: held while deciding what to admit and evict (short; never during a transfer)
-    .locks/<hash>           one flock per object: shared while a process opens it, exclusive while one downloads
-                            or evicts it, so a node downloads an object once and never deletes one being opened
+    .locks/<hash>           one flock per object, exclusive while a process downloads or evicts it (or opens it
+                            after a miss), so a node downloads an object once; a hit takes no lock (`open`)
     .wants/<pid>-<id>.json  the objects a prefetcher's next steps need, in order of need (Belady's next use)
     <host>/<bucket>/<key minus .npy>.<sha256[:12]>.npy      a cached object, named by its checksum: a dataset
                             rewritten in the store misses instead of reading stale bytes
@@ -12,7 +12,7 @@ Layout of a cache folder (shared by all ranks and workers of a node; any number 
                             space is reserved; renamed into place after its checksum is verified and it is fsynced
 
 Bound: the sum of the sizes of the files under the folder never exceeds `limit`: a download first reserves
-its bound, evicting complete objects that nobody is opening, furthest next use first (objects in no
+its bound, evicting complete objects that no process is downloading, furthest next use first (objects in no
 prefetcher's lookahead before those in one; among equals, least recently used). A prefetch is admitted only if
 it evicts nothing needed sooner than itself. An evicted object that a process still has memory-mapped stays
 readable (POSIX unlink semantics); its blocks are freed when that process lets it go.
@@ -26,13 +26,20 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sdl.loader.errors import ConfigError, StorageError
+from sdl.loader.errors import ConfigError, SdlError, StorageError
+from sdl.loader.storage.cache_folder import (
+    file_mtime,
+    file_size,
+    pid_alive,
+    touch,
+    tree_bytes,
+)
 from sdl.loader.storage.client import S3Client
 from sdl.loader.storage.verify import checked_download
 
@@ -64,32 +71,6 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     bytes_fetched: int = 0
-
-
-def tree_bytes(root: Path) -> int:
-    """The sizes of every regular file under `root` added up (what the bound covers)."""
-    total, stack = 0, [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    pass  # removed by another process while we looked
-    return total
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ShardCache:
@@ -130,13 +111,20 @@ class ShardCache:
     # Opening
 
     def open(self, entry: CacheEntry, opener: Callable[[Path], T]) -> T:
-        """`opener(path)` on the cached copy of `entry`, downloading it first when it is not cached."""
+        """`opener(path)` on the cached copy of `entry`, downloading it first when it is not cached.
+
+        A hit takes no lock (its lock file and stat were ~80 of a ~250 µs open, measured): a cached object is whole
+        and never rewritten, and an eviction cannot take it from an opener that has it open (POSIX unlink). An opener
+        that fails (not cached, or evicted between two of its reads) is tried again under the entry's lock."""
         path = self.root / entry.name
-        with self._entry_lock(entry.name, fcntl.LOCK_SH):
-            if path.exists():
-                self.stats.hits += 1
-                os.utime(path)  # recency, for the tie-break among objects no prefetcher needs
-                return opener(path)
+        try:
+            opened = opener(path)
+        except (SdlError, OSError):
+            pass
+        else:
+            self.stats.hits += 1
+            touch(path)  # recency, for the tie-break among objects no prefetcher needs
+            return opened
         with self._entry_lock(entry.name, fcntl.LOCK_EX):
             if not path.exists():  # another process may have fetched it while we waited for the lock
                 self._download(entry, path, next_use=0.0)
@@ -154,6 +142,20 @@ class ShardCache:
 
     def contains(self, entry: CacheEntry) -> bool:
         return (self.root / entry.name).exists()
+
+    def holds_all(self, entries: Iterable[CacheEntry]) -> bool:
+        """Whether every entry is cached, from one listing per folder (a stat each would hand the GIL over each time)."""
+        listed: dict[str, set[str]] = {}
+        for entry in entries:
+            folder, _, name = entry.name.rpartition("/")
+            if folder not in listed:
+                try:
+                    listed[folder] = set(os.listdir(self.root / folder))
+                except FileNotFoundError:
+                    return False
+            if name not in listed[folder]:
+                return False
+        return True
 
     # Downloading (the caller holds the entry's exclusive lock)
 
@@ -211,7 +213,7 @@ class ShardCache:
                 return False  # a prefetch never evicts what is needed sooner than itself
             with self._entry_lock(victim, fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
                 if locked:  # nobody is opening or downloading it
-                    size = _size(self.root / victim)
+                    size = file_size(self.root / victim)
                     (self.root / victim).unlink(missing_ok=True)
                     used -= size
         return used + needed <= limit
@@ -222,7 +224,7 @@ class ShardCache:
         found = []
         for name in self.cached_names():
             path = self.root / name
-            found.append((name, wants.get(name, NEVER), _mtime(path)))
+            found.append((name, wants.get(name, NEVER), file_mtime(path)))
         found.sort(key=lambda item: (-item[1], item[2]))
         return [(name, next_use) for name, next_use, _ in found]
 
@@ -270,17 +272,3 @@ class ShardCache:
                 if position < out.get(name, NEVER):
                     out[name] = float(position)
         return out
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0

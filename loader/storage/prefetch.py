@@ -16,6 +16,8 @@ step's entries in Python, and ~130 ms for the loop itself, which waits for the G
 also wakes every depth/8 steps, so that its published lookahead stays fresh for the other processes' evictions,
 and every RECHECK_S (other processes evict too). Objects known to be cached are not looked at again while they stay in
 the lookahead (with a limit; for the epoch without): one evicted meanwhile is fetched by the reader on demand.
+Told how many objects the dataset has (ids 0 .. n - 1; TokenWindows' shards), the thread first looks whether an
+unlimited cache holds them all (a listing per folder) and then ends: a warm epoch reads no order and fetches nothing.
 Errors are left to the reader, who meets the same object on demand and reports it (a prefetch failure is never
 fatal by itself).
 """
@@ -109,8 +111,8 @@ class Prefetcher:
 
     def __init__(self, cache: ShardCache, needs: Iterator[tuple[np.ndarray, np.ndarray]],
                  entry_of: Callable[[int], CacheEntry], depth: int,
-                 fetch_head: Callable[[int], None] | None = None) -> None:
-        self.cache, self.entry_of, self.fetch_head = cache, entry_of, fetch_head
+                 fetch_head: Callable[[int], None] | None = None, num_objects: int | None = None) -> None:
+        self.cache, self.entry_of, self.fetch_head, self.num_objects = cache, entry_of, fetch_head, num_objects
         self.depth = max(1, int(depth))
         self.consumed = 0  # written by the loop's thread only
         self.error: SdlError | None = None
@@ -150,6 +152,9 @@ class Prefetcher:
 
     def _run(self) -> None:
         try:
+            if self._all_cached():
+                self.ready_through = NEVER
+                return
             while not self._stop:
                 consumed = self.consumed
                 self._ahead.pull(consumed + self.depth, drop_before=consumed)
@@ -159,6 +164,14 @@ class Prefetcher:
                     self._cond.wait_for(lambda at=wake_at: self._stop or self.consumed >= at, timeout=RECHECK_S)
         except SdlError as exc:
             self.error = exc
+
+    def _all_cached(self) -> bool:
+        """Whether an unlimited cache holds every object the dataset has (ids 0 .. num_objects - 1, when known): a warm
+        epoch. Such a cache never evicts, so there is nothing to fetch, and the thread ends before reading the order
+        (measured: 5 passes of 8-9 ms of CPU over a warm 1,023-step epoch, taken from the loop through the GIL)."""
+        if self.cache.limit is not None or self.num_objects is None:
+            return False
+        return self.cache.holds_all(self.entry_of(object_id) for object_id in range(self.num_objects))
 
     def _pass(self, consumed: int) -> int:
         """Publish and fetch the lookahead in order of need; the step at which to look again."""
