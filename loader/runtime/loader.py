@@ -121,7 +121,8 @@ class SdlLoader:
             named = NamedObjects(self.dataset.entries_for)
             needs_of, entry_of, heads, num_objects = named.needs_of, named.entry_of, None, None
         needs = map(needs_of, ahead.id_chunks())
-        return Prefetcher(remote.cache, needs, entry_of, remote.prefetch_steps, fetch_head=heads, num_objects=num_objects).start()
+        prefetcher = Prefetcher(remote.cache, needs, entry_of, remote.prefetch_steps, fetch_head=heads, num_objects=num_objects)
+        return None if prefetcher.start().idle else prefetcher  # idle: a warm cache, nothing to fetch
 
     def _host_batches(self) -> Any:
         """The DataLoader when it has workers; without, the dataset called directly: the single-process DataLoader

@@ -117,6 +117,7 @@ class Prefetcher:
         self.consumed = 0  # written by the loop's thread only
         self.error: SdlError | None = None
         self.passes = 0  # passes over the lookahead so far
+        self.idle = False  # set by start() when there is nothing to fetch
         self.ready_through = 0  # steps [consumed, ready_through) were fetched (objects and heads) by the last pass
         self._ahead = Lookahead(needs)
         self._name = f"prefetch{next(_ids)}"
@@ -132,6 +133,7 @@ class Prefetcher:
     def start(self) -> Prefetcher:
         if self._all_cached():  # a warm epoch: no thread (starting one waits until it is scheduled: ~1 ms, loaded)
             self.ready_through = self._wake_at = NEVER  # so advance() never tries to wake it
+            self.idle = True  # nothing started or published: the loop need not call advance() or close()
             return self
         self._thread.start()
         return self
