@@ -22,6 +22,7 @@ import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import cu_seqlens
 from sdl.loader.data.mixture_phase import is_phase
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan, StepPlan
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.sampler import SampleBatch
@@ -53,8 +54,10 @@ class RowGather:
     def __init__(self, sources: tuple, rename: dict[str, Any], chunk: int) -> None:
         self.sources, self.rename, self.chunk = sources, rename, chunk
         self.layout = row_layout(sources, rename)
+        self.planned = self.layout is not None and len({(tuple(s.shift_choices), s.layout, s._shard_dtype) for s in sources}) == 1
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
+        self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
 
     def __reduce__(self) -> tuple:  # a worker starts with empty caches
         return (RowGather, (self.sources, self.rename, self.chunk))
@@ -68,6 +71,10 @@ class RowGather:
         """Mixture positions `indices` as one batch: gathered by rows (into `into`, else new arrays) when the sources
         can, else assembled."""
         context = getattr(indices, "context", None)
+        if self.planned and isinstance(indices, list) and indices:
+            batch = self.planned_batch(mixture, indices, context, into)
+            if batch is not None:
+                return batch
         positions, key, lo, hi = batch_key(indices, is_phase(context))
         source, ids = self.locate(mixture, positions, lo, hi, key, context)
         if self.layout is not None and positions.size:
@@ -80,6 +87,66 @@ class RowGather:
             if batch is not None:
                 return batch
         return assemble_batch(mixture, positions, source, ids, key)
+
+    def planned_batch(self, mixture: Any, indices: list[int], context: Any, into: dict[str, np.ndarray] | None) -> GatheredBatch | None:
+        """The batch `indices` from a plan of its rows (mixture_plan), gathered in batch order as one source's batch is:
+        the sampler's StepChunk's plan (in process), else the plan of the consecutive positions from here on (made when
+        the last one does not hold them); None when neither applies (positions not consecutive, or out of range)."""
+        seed, epoch = (int(indices.seed), int(indices.epoch)) if is_phase(context) else (0, 0)
+        chunk, tensors = getattr(indices, "chunk", None), None
+        plan = None if chunk is None or into is not None else self._step_plan(mixture, chunk, seed, epoch, context)
+        i = -1 if plan is None else plan.find(indices, seed, epoch, context)
+        if i >= 0:
+            rows, tensors = plan.rows, [column[indices.step] for column in plan.tensors]
+        else:
+            rows, i = self._range_plan(mixture, indices, seed, epoch, context)
+            if rows is None:
+                return None
+        # Step: the rows, gathered; then the batch over the arrays.
+        first, b = self.sources[0], len(indices)
+        shift = first.shift_choices[0] if len(first.shift_choices) == 1 else first.batch_shift(batch_key(indices, is_phase(context))[1])
+        if into is None:
+            tokens = np.empty((2, b, first.seq_len), dtype=first._host_dtype)
+            positions = None if first._doc_starts is None else np.empty((b, first.seq_len), dtype=first._host_dtype)
+        else:
+            tokens, positions = into["tokens"][:, :b], into["position_ids"][:b] if "position_ids" in into else None
+        rows.gather(i, b, shift, tokens, positions)
+        if tensors is None:
+            columns = rows.columns[:, i:i + b].copy()  # sample_ids, source, source_ids: the batch's own (never the plan's)
+            if into is not None and "source" in into:  # a ring slot
+                into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b] = columns
+                columns = into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b]
+            tensors = [columns[0], torch.from_numpy(columns[1]), torch.from_numpy(columns[2])]
+        batch = GatheredBatch(sample_ids=None, source=tensors[1], source_ids=tensors[2])
+        return first.batch_fields(tokens, positions, tensors[0], shift, batch)
+
+    def _step_plan(self, mixture: Any, chunk: Any, seed: int, epoch: int, context: Any) -> StepPlan | None:
+        """The StepPlan of a sampler's `chunk` of steps, made on its first step and kept on it; None off the epoch."""
+        plan = chunk.prepared
+        if plan is None or plan.owner is not self:
+            positions = chunk.ids.reshape(-1)
+            if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
+                return None
+            source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
+            plan = chunk.prepared = StepPlan(self, RowPlan(self.sources, positions, source, ids), chunk.ids, seed, epoch, context)
+        return plan
+
+    def _range_plan(self, mixture: Any, indices: list[int], seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:
+        """The RowPlan holding the consecutive positions `indices` (that of the last batch, or one of the PLAN_POSITIONS
+        positions from here) and where they start in it; (None, -1) when they are not consecutive positions."""
+        lo, b = indices[0], len(indices)
+        if self._range is not None:
+            rows, start, stamp = self._range
+            i = lo - start
+            if 0 <= i <= rows.size - b and stamp[:2] == (seed, epoch) and (stamp[2] is context or stamp[2] == context) \
+                    and indices == rows.position_list[i:i + b]:
+                return rows, i
+        if not 0 <= lo <= mixture.num_samples - b or indices != list(range(lo, lo + b)):
+            return None, -1
+        positions = np.arange(lo, min(lo + max(PLAN_POSITIONS, b), mixture.num_samples), dtype=np.int64)
+        rows = RowPlan(self.sources, positions, *mixture.locate_all(positions, seed=seed, epoch=epoch, context=context))
+        self._range = (rows, lo, (seed, epoch, context))
+        return rows, 0
 
     def locate(self, mixture: Any, positions: np.ndarray, lo: int, hi: int, key: SampleBatch,
                context: Any) -> tuple[np.ndarray, np.ndarray]:
