@@ -171,12 +171,18 @@ class TokenWindows(ShardAccess):
                 if key not in BATCH_ONLY_KEYS}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
-        chunk = getattr(indices, "chunk", None)  # a SampleBatch of the sampler: its chunk of steps is located at once
+        sample_ids, shift, step = self._located(indices)
+        return self._batch(sample_ids, shift, step=step)
+
+    def _located(self, indices: list[int]) -> tuple[np.ndarray, int, tuple | None]:
+        """(checked sample ids, shift, the step's located windows or None): a SampleBatch with a StepChunk (from the
+        sampler, or a worker's task) takes its step of the chunk's plan, located once for all its steps."""
+        chunk = getattr(indices, "chunk", None)
         if chunk is not None:
             plan, k = plan_of(self, chunk), indices.step
-            if plan.id_lists[k] == indices:  # unless the list was changed since the sampler made it
-                return self._batch(chunk.ids[k], self.batch_shift(indices), step=plan.step(k))
-        return self._batch(self._check_ids(indices), self.batch_shift(indices))
+            if plan.id_lists[k] == indices:  # unless the list was changed since the chunk was made
+                return chunk.ids[k], self.batch_shift(indices), plan.step(k)
+        return self._check_ids(indices), self.batch_shift(indices), None
 
     def _check_ids(self, indices: list[int]) -> np.ndarray:
         sample_ids = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -246,8 +252,8 @@ class TokenWindows(ShardAccess):
     def getitems_into(self, indices: list[int], into: dict[str, np.ndarray]) -> dict[str, Any]:
         """`__getitems__`, gathered into the arrays of `slot_layout` (a worker's shared-memory ring slot): the batch's
         tensors view them."""
-        sample_ids = self._check_ids(indices)
-        return self._batch(sample_ids, self.batch_shift(indices), into)
+        sample_ids, shift, step = self._located(indices)
+        return self._batch(sample_ids, shift, into, step)
 
     def gather_rows(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray], rows: np.ndarray) -> None:
         """Samples `sample_ids` (int64, known to be in range: not checked) with labels `shift` ahead, written into rows

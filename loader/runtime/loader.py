@@ -18,11 +18,11 @@ from sdl.loader.runtime.feed import DeviceFeed, resolve_device
 from sdl.loader.runtime.slots import layout_bytes, probe_layout
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.runtime.transport import (
-    TASK_STEPS,
     Ring,
     RingDataset,
     TaskSampler,
     from_wire,
+    task_steps,
     to_wire,
 )
 from sdl.loader.runtime.workers import WorkerInit, check_workers
@@ -143,7 +143,7 @@ class SdlLoader:
                 if self.ring is None:
                     yield from_wire(received)
                     continue
-                for batch in received:  # a task: TASK_STEPS batches
+                for batch in received:  # a task: task_steps(...) batches
                     yield from_wire(batch, self.ring)
         except RuntimeError:  # PyTorch's "worker killed by signal": say which worker, and name a truncated file
             self._check_workers()
@@ -205,14 +205,16 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     if num_workers > 0:
         layout = dataset.slot_layout(batch_size) if hasattr(dataset, "slot_layout") else probe_layout(dataset, batch_size)
     if layout:
-        # A worker's task is TASK_STEPS batches; it prefetches about `prefetch_factor` batches, as whole tasks. Its
+        # A worker's task is `steps` batches; it prefetches about `prefetch_factor` batches, as whole tasks. Its
         # slots in use at once: its prefetched tasks, the task being received, the caller's current and previous
         # batch; on CUDA also a task in the pin-memory thread and the copy in flight.
-        tasks = max(2, -(-workers["prefetch_factor"] // TASK_STEPS))
+        slot_bytes = layout_bytes(layout)
+        steps = task_steps(slot_bytes)
+        tasks = max(2, -(-workers["prefetch_factor"] // steps))
         workers["prefetch_factor"] = tasks
-        depth = (tasks + 1) * TASK_STEPS + 2 + ((TASK_STEPS + 2) if on_cuda else 0)
-        ring = Ring(layout_bytes(layout), num_workers, depth, pin=on_cuda)
-        served, batches = RingDataset(dataset, ring, layout), TaskSampler(sampler, ring, TASK_STEPS)
+        depth = (tasks + 1) * steps + 2 + ((steps + 2) if on_cuda else 0)
+        ring = Ring(slot_bytes, num_workers, depth, pin=on_cuda)
+        served, batches = RingDataset(dataset, ring, layout), TaskSampler(sampler, ring, steps)
     dataloader = DataLoader(served, batch_sampler=batches, num_workers=num_workers,
                             collate_fn=keep_batch if ring is not None or num_workers == 0 else to_wire,
                             pin_memory=on_cuda if pin_memory is None else pin_memory, **workers)

@@ -13,10 +13,11 @@ hundred bytes, written to the pipe in one atomic write. When all its slots are t
 keeps batches), the batch travels by value instead (`WireBatch`: arrays pickled through the pipe),
 so keeping batches costs a copy, never a wait, never a corrupted batch.
 
-The training process (`Ring.receive`) hands out fresh tensors viewing the slot. **Lifetime rule**:
-a slot is given back to its worker when nothing references its memory any more — no tensor of the
-batch, no view of one, no numpy array made from one (the storage's use count is back to the ring's
-own). So a batch, or any tensor taken from it, stays valid for as long as the caller holds it;
+The training process (`Ring.receive`) hands out fresh tensors viewing the slot (numpy arrays over the
+slot's memory, wrapped by `torch.from_numpy`). **Lifetime rule**: a slot is given back to its worker
+when nothing references its memory any more — no tensor of the batch, no view of one, no storage or
+numpy array taken from one (each of them keeps its array alive, and each array one reference to the
+slot's memory: the count is back to the ring's own). So a batch, or any tensor taken from it, stays valid for as long as the caller holds it;
 holding many only makes the next ones travel by value. The check runs once per received batch.
 
 Measured on 2 cores (16×2048, int64): the pickled transport cost 0.61–0.69 ms a batch in the main
@@ -26,57 +27,31 @@ process; PyTorch's own (a fresh shared-memory segment and fd per tensor per batc
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
 import torch
 from sdl.loader.runtime.slots import copy_into, slot_arrays
+from sdl.loader.runtime.wire import (  # noqa: F401 (re-export)
+    NUMPY_DTYPES,
+    SlotRef,
+    WireBatch,
+    encode,
+    from_wire,
+    to_wire,
+)
+from sdl.loader.sampling.batches import share_chunk
 
-TASK_STEPS = 8  # batches per worker task (see RingDataset); 4 measured ~15% more training-process CPU a batch
-
-
-class WireBatch:
-    """A batch in transit by value: its tensors as numpy arrays. Not a Mapping, so DataLoader pinning calls `pin_memory()`."""
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def to_tensors(self) -> dict[str, Any]:
-        return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in self.fields.items()}
-
-    def pin_memory(self, device: Any = None) -> dict[str, Any]:
-        return {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in self.to_tensors().items()}
+MAX_TASK_STEPS = 16  # batches per worker task (see RingDataset), at most: 8 measured ~20% more CPU a batch than 16
+RING_BYTES_PER_WORKER = 32 << 20  # what a worker's ring may hold, roughly: fewer steps per task for large batches
 
 
-class SlotRef:
-    """A batch in transit by reference: worker, slot, generation, and per field a tensor descriptor or a plain value."""
-
-    __slots__ = ("worker", "slot", "generation", "fields")
-
-    def __init__(self, worker: int, slot: int, generation: int, fields: dict[str, Any]) -> None:
-        self.worker, self.slot, self.generation, self.fields = worker, slot, generation, fields
-
-    def __reduce__(self):
-        return SlotRef, (self.worker, self.slot, self.generation, self.fields)
-
-    def pin_memory(self, device: Any = None) -> SlotRef:
-        return self  # the ring is registered with CUDA once, when it is allocated
-
-
-class _View(tuple):
-    """(dtype name, storage offset in elements, shape, stride) of a tensor inside a slot."""
-
-    __slots__ = ()
-
-
-def to_wire(batch: Any) -> Any:
-    """collate_fn for workers: a batch dict of tensors -> WireBatch of arrays (other batches pass unchanged)."""
-    if not isinstance(batch, dict):
-        return batch
-    return WireBatch({key: value.numpy() if isinstance(value, torch.Tensor) and value.device.type == "cpu" else value
-                      for key, value in batch.items()})
+def task_steps(slot_bytes: int) -> int:
+    """Batches per worker task for slots of `slot_bytes`: many, as each task costs the training process ~0.3 ms of
+    DataLoader machinery however many batches it holds, but few enough that the ring (about three tasks per worker,
+    see make_loader) stays within RING_BYTES_PER_WORKER: 16 for the bench's 0.5 MB batches, 2 for 5 MB ones."""
+    return max(2, min(MAX_TASK_STEPS, RING_BYTES_PER_WORKER // (3 * max(1, slot_bytes))))
 
 
 def use_count(tensor: torch.Tensor) -> int:
@@ -105,8 +80,10 @@ class Ring:
     def _main_state(self, pin: bool) -> None:
         self.generation, self._next, self._owner = 1, 0, os.getpid()
         self._stamps = self.stamps.numpy()
+        self._memory = [[slot.numpy() for slot in row] for row in self.slots]  # what handed-out batches view
+        self._free_refs = [[self._refs(worker, slot) for slot in range(self.depth)] for worker in range(self.num_workers)]
         self._free_count = [[use_count(slot) for slot in row] for row in self.slots]  # + one per cached flat view
-        self._flat: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._flat: dict[tuple[int, int, str], torch.Tensor] = {}  # dtypes numpy has no name for (bfloat16)
         self._handed: set[tuple[int, int]] = set()
         self.pinned = pin and torch.cuda.is_available()
         if self.pinned:
@@ -157,19 +134,34 @@ class Ring:
     def receive(self, ref: SlotRef) -> dict[str, Any]:
         """The batch of `ref` as fresh tensors viewing its slot; slots no longer referenced are given back first."""
         self.release_unused()
-        batch = {key: self._tensor(ref.worker, ref.slot, value) if isinstance(value, _View)
+        views = ref.views
+        batch = {key: self._tensor(ref.worker, ref.slot, value) if key in views
                  else torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in ref.fields.items()}
         self._handed.add((ref.worker, ref.slot))
         return batch
 
     def release_unused(self) -> None:
         for worker, slot in list(self._handed):
-            if use_count(self.slots[worker][slot]) <= self._free_count[worker][slot]:
+            if self._refs(worker, slot) <= self._free_refs[worker][slot] and (
+                    not self._flat or use_count(self.slots[worker][slot]) <= self._free_count[worker][slot]):
                 self._handed.discard((worker, slot))
                 self._stamps[worker, slot] = 0
 
-    def _tensor(self, worker: int, slot: int, view: _View) -> torch.Tensor:
+    def _refs(self, worker: int, slot: int) -> int:
+        """References to the slot's numpy memory: one per array made from it, which every tensor handed out keeps alive
+        (through its storage), with any view or numpy array taken from that tensor."""
+        return sys.getrefcount(self._memory[worker][slot])
+
+    def _tensor(self, worker: int, slot: int, view: tuple) -> torch.Tensor:
+        """A tensor over the slot's memory: a numpy array on it wrapped by `torch.from_numpy` (no torch op, so the GIL
+        stays with the caller: `as_strided` measured ~1.6 µs alone but ~7 µs inside the loop), or, for a dtype numpy
+        cannot name, a strided view of the slot tensor."""
         dtype_name, offset, shape, stride = view
+        dtype = NUMPY_DTYPES.get(dtype_name)
+        if dtype is not None:
+            size = dtype.itemsize
+            return torch.from_numpy(np.ndarray(shape, dtype, buffer=self._memory[worker][slot], offset=offset * size,
+                                               strides=tuple(step * size for step in stride)))
         key = (worker, slot, dtype_name)
         flat = self._flat.get(key)
         if flat is None:
@@ -189,27 +181,11 @@ class Ring:
             self.pinned = False
 
 
-def encode(batch: dict[str, Any], ring: Ring, worker: int, slot: int, generation: int) -> SlotRef:
-    """The SlotRef of a batch: tensors inside the slot as descriptors, any other tensor (a field outside the slot's
-    layout, e.g. `cu_seqlens`) by value as a numpy array, other values as they are."""
-    base = ring.slot(worker, slot).data_ptr()
-    fields: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            start, itemsize = value.data_ptr() - base, value.element_size()
-            if 0 <= start < ring.slot_bytes and not start % itemsize:
-                value = _View((str(value.dtype).removeprefix("torch."), start // itemsize, tuple(value.shape), value.stride()))
-            elif value.device.type == "cpu":
-                value = value.numpy()
-        fields[key] = value
-    return SlotRef(worker, slot, generation, fields)
-
-
 class RingDataset:
     """The dataset a DataLoader's workers see: batches gathered into the worker's ring slots (`dataset.getitems_into`;
     for a dataset without it, its `__getitems__` batch copied into the slot by the worker, see `sdl.loader.runtime.slots`).
 
-    Each task is (generation, [the sampler's batches]) from `TaskSampler`: `TASK_STEPS` consecutive steps, so the
+    Each task is (generation, [the sampler's batches]) from `TaskSampler`: `task_steps` consecutive steps, so the
     DataLoader's own per-message work (index queue, result queue, profiler hooks: ~80 µs in the training process)
     is paid once per task, not per batch. The result is a list, one SlotRef (or WireBatch) per batch."""
 
@@ -229,6 +205,7 @@ class RingDataset:
 
     def __getitems__(self, task: tuple[int, list[Any]]) -> list[Any]:
         generation, batches = task
+        share_chunk(batches)  # the task's steps located at once, as in the training process
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         return [self._one(worker, generation, indices) for indices in batches]
@@ -264,10 +241,3 @@ class TaskSampler:
                 task = []
         if task:
             yield self.ring.generation, task
-
-
-def from_wire(batch: Any, ring: Ring | None = None) -> Any:
-    """A received batch as a dict of tensors: views of a ring slot, or zero-copy views of the received arrays."""
-    if isinstance(batch, SlotRef):
-        return ring.receive(batch)
-    return batch.to_tensors() if isinstance(batch, WireBatch) else batch

@@ -42,3 +42,16 @@ class SampleBatch(list):
 
 def _rebuild_batch(ids: list, seed: int, epoch: int, position: int, num_padded: int, context: Any = None) -> SampleBatch:
     return SampleBatch(ids, seed=seed, epoch=epoch, position=position, num_padded=num_padded, context=context)
+
+
+def share_chunk(batches: list[Any]) -> None:
+    """Give SampleBatches of one length, without a chunk (e.g. a DataLoader worker's task, received pickled), one
+    StepChunk of their ids, so that a dataset locates them at once as it does the sampler's own chunks."""
+    if len(batches) < 2 or not all(type(batch) is SampleBatch and batch.chunk is None for batch in batches):
+        return
+    size = len(batches[0])
+    if size == 0 or any(len(batch) != size for batch in batches):
+        return
+    chunk = StepChunk(np.array(batches, dtype=np.int64))
+    for step, batch in enumerate(batches):
+        batch.chunk, batch.step = chunk, step

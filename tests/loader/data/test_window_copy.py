@@ -12,6 +12,7 @@ import torch
 from sdl.loader.data.window_copy import plan_of
 from sdl.loader.data.windows import TokenWindows
 from sdl.loader.runtime.loader import make_loader
+from sdl.loader.sampling.batches import share_chunk
 from sdl.loader.sampling.sampler import ElasticSampler, SampleBatch, StepChunk
 from sdl.prepare.synthetic import write_synthetic_dataset
 
@@ -107,3 +108,29 @@ def test_batches_kept_by_the_caller_stay_intact(paths, name):
         check_exact(ds, batch["sample_ids"].tolist(), batch, 1)
     seen = torch.cat([batch["sample_ids"] for batch in kept])
     assert len(set(seen.tolist())) == len(seen)  # exactly once
+
+
+@pytest.mark.parametrize("name", ["one_shard", "shards_of_40", "shards_of_300"])
+@pytest.mark.parametrize("options", [dict(seq_len=16), dict(seq_len=12, stride=7, shift="random")])
+def test_a_worker_task_located_at_once_equals_its_batches_gathered_alone(paths, name, options):
+    """A DataLoader worker receives a task's SampleBatches pickled, without their chunk: `share_chunk` gives the task one
+    chunk of their ids, and each batch, also gathered into a ring slot's arrays, is its ids' own batch."""
+    ds = TokenWindows(paths[name], **options)
+    sampler = ElasticSampler(len(ds), 5, seed=4, fingerprint=ds.identity, drop_last=False)
+    task = pickle.loads(pickle.dumps([batch for _, batch in zip(range(8), sampler)]))
+    assert all(batch.chunk is None for batch in task)
+    share_chunk(task)
+    assert all(batch.chunk is task[0].chunk and batch.chunk.ids[batch.step].tolist() == list(batch) for batch in task)
+    arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in ds.slot_layout(5).items()}
+    for batch in task:
+        shift = ds.batch_shift(batch)
+        check_exact(ds, list(batch), ds.__getitems__(batch), shift)
+        check_exact(ds, list(batch), ds.getitems_into(batch, arrays), shift)
+
+
+def test_share_chunk_leaves_batches_of_other_lengths_and_plain_lists_alone():
+    ragged = [SampleBatch([0, 1], seed=0, epoch=0, position=0), SampleBatch([2], seed=0, epoch=0, position=2)]
+    lists = [[0, 1], [2, 3]]
+    share_chunk(ragged)
+    share_chunk(lists)
+    assert all(batch.chunk is None for batch in ragged)

@@ -70,8 +70,8 @@ def test_a_dataset_without_a_slot_layout_crosses_in_ring_slots_too(token_dataset
     layout (the mixture's fields all fit; `shift` is a plain value) travels beside the slot."""
     from sdl.loader import Mixture, TokenWindows, make_loader
 
-    web = TokenWindows(token_dataset(num_tokens=12_000, vocab_size=1000, name="web"), seq_len=16, shift="random")
-    code = TokenWindows(token_dataset(num_tokens=6_000, vocab_size=1000, name="code"), seq_len=16, shift="random")
+    web = TokenWindows(token_dataset(num_tokens=24_000, vocab_size=1000, name="web"), seq_len=16, shift="random")
+    code = TokenWindows(token_dataset(num_tokens=12_000, vocab_size=1000, name="code"), seq_len=16, shift="random")
     mixture = Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1})
     inline = make_loader(mixture, batch_size=4, seed=3, num_workers=0, device="cpu", shuffle=False)
     loader = make_loader(mixture, batch_size=4, seed=3, num_workers=2, device="cpu", shuffle=False)
@@ -96,7 +96,7 @@ def test_a_batch_the_caller_keeps_stays_intact(token_dataset):
 
     ds = TokenWindows(token_dataset(num_tokens=20_000, vocab_size=1000), seq_len=16)
     loader = make_loader(ds, batch_size=4, seed=5, num_workers=2, device="cpu")
-    kept, views, snapshots = [], [], []
+    kept, views, snapshots, storages = [], [], [], []
     for k, batch in enumerate(loader):
         if k % 3 == 0:
             kept.append(batch)  # a whole batch
@@ -104,11 +104,16 @@ def test_a_batch_the_caller_keeps_stays_intact(token_dataset):
         if k % 5 == 0:
             views.append((batch["labels"][1:, 2:], batch["labels"][1:, 2:].clone()))  # a view only: the batch is dropped
             views.append((batch["input_ids"].numpy()[0], batch["input_ids"][0].clone()))  # a numpy view
+        if k % 7 == 0:  # only the storage of a tensor
+            labels = batch["labels"]
+            storages.append((labels.untyped_storage(), labels.storage_offset(), labels.shape, labels.stride(), labels.clone()))
     assert len(kept) > sum(len(row) for row in loader.ring.slots)  # more kept than the ring holds: the rest came by value
     for batch, (input_ids, labels) in zip(kept, snapshots):
         assert torch.equal(batch["input_ids"], input_ids) and torch.equal(batch["labels"], labels)
     for view, snapshot in views:
         assert torch.equal(torch.as_tensor(view), snapshot)
+    for storage, offset, shape, stride, snapshot in storages:
+        assert torch.equal(torch.empty(0, dtype=torch.int64).set_(storage, offset, shape, stride), snapshot)
 
 
 @pytest.mark.gpu
