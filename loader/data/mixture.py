@@ -221,12 +221,14 @@ class Mixture:
         ID_BLOCK offsets at a time (kept: the next chunks read on in the same blocks)."""
         blocks_per_pass = -(-len(self.sources[s]) // ID_BLOCK)
         blocks = passes * blocks_per_pass + offsets // ID_BLOCK
-        if blocks.min() == blocks.max():  # nearly every chunk: one block
-            return self._id_block(s, seed, *divmod(int(blocks[0]), blocks_per_pass))[offsets % ID_BLOCK]
+        low, high = int(blocks.min()), int(blocks.max())
+        if low == high:  # nearly every chunk: one block
+            return self._id_block(s, seed, *divmod(low, blocks_per_pass))[offsets % ID_BLOCK]
         out = np.empty_like(offsets)
-        for block in np.unique(blocks).tolist():
+        for block in range(low, high + 1) if high - low < 8 else np.unique(blocks).tolist():  # a chunk spans a few blocks
             mine = blocks == block
-            out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass))[offsets[mine] % ID_BLOCK]
+            if mine.any():
+                out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass))[offsets[mine] % ID_BLOCK]
         return out
 
     def _id_block(self, s: int, seed: int, p: int, block: int) -> np.ndarray:

@@ -93,11 +93,13 @@ class RowGather:
         the sampler's StepChunk's plan (in process), else the plan of the consecutive positions from here on (made when
         the last one does not hold them); None when neither applies (positions not consecutive, or out of range)."""
         seed, epoch = (int(indices.seed), int(indices.epoch)) if is_phase(context) else (0, 0)
-        chunk, tensors = getattr(indices, "chunk", None), None
-        plan = None if chunk is None or into is not None else self._step_plan(mixture, chunk, seed, epoch, context)
+        chunk = getattr(indices, "chunk", None)
+        plan = None if chunk is None or into is not None else chunk.prepared
+        if chunk is not None and into is None and (plan is None or plan.owner is not self):
+            plan = self._step_plan(mixture, chunk, seed, epoch, context)
         i = -1 if plan is None else plan.find(indices, seed, epoch, context)
         if i >= 0:
-            rows, tensors = plan.rows, [column[indices.step] for column in plan.tensors]
+            rows = plan.rows
         else:
             rows, i = self._range_plan(mixture, indices, seed, epoch, context)
             if rows is None:
@@ -111,25 +113,21 @@ class RowGather:
         else:
             tokens, positions = into["tokens"][:, :b], into["position_ids"][:b] if "position_ids" in into else None
         rows.gather(i, b, shift, tokens, positions)
-        if tensors is None:
-            columns = rows.columns[:, i:i + b].copy()  # sample_ids, source, source_ids: the batch's own (never the plan's)
-            if into is not None and "source" in into:  # a ring slot
-                into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b] = columns
-                columns = into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b]
-            tensors = [columns[0], torch.from_numpy(columns[1]), torch.from_numpy(columns[2])]
-        batch = GatheredBatch(sample_ids=None, source=tensors[1], source_ids=tensors[2])
-        return first.batch_fields(tokens, positions, tensors[0], shift, batch)
+        columns = rows.columns[:, i:i + b].copy()  # sample_ids, source, source_ids: the batch's own (never the plan's)
+        if into is not None and "source" in into:  # a ring slot
+            into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b] = columns
+            columns = into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b]
+        batch = GatheredBatch(sample_ids=None, source=torch.from_numpy(columns[1]), source_ids=torch.from_numpy(columns[2]))
+        return first.batch_fields(tokens, positions, columns[0], shift, batch)
 
     def _step_plan(self, mixture: Any, chunk: Any, seed: int, epoch: int, context: Any) -> StepPlan | None:
-        """The StepPlan of a sampler's `chunk` of steps, made on its first step and kept on it; None off the epoch."""
-        plan = chunk.prepared
-        if plan is None or plan.owner is not self:
-            positions = chunk.ids.reshape(-1)
-            if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
-                return None
-            source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
-            plan = chunk.prepared = StepPlan(self, RowPlan(self.sources, positions, source, ids), chunk.ids, seed, epoch, context)
-        return plan
+        """The StepPlan of a sampler's `chunk` of steps (made on its first step, then kept on it); None off the epoch."""
+        positions = chunk.ids.reshape(-1)
+        if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
+            return None
+        source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
+        chunk.prepared = StepPlan(self, RowPlan(self.sources, positions, source, ids), chunk.ids, seed, epoch, context)
+        return chunk.prepared
 
     def _range_plan(self, mixture: Any, indices: list[int], seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:
         """The RowPlan holding the consecutive positions `indices` (that of the last batch, or one of the PLAN_POSITIONS

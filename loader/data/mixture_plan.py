@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 PLAN_POSITIONS = 4096  # positions planned at once: ~0.3 ms of numpy calls, spread over the 256 batches of 16 inside it
 ROW_COPY_BYTES = 4096
@@ -50,7 +49,7 @@ class RowPlan:
             shards = [int(first[0])] if first.min() == first.max() else np.unique(first).tolist()
             distinct += [shard * count + s for shard in shards]
         self.keys, self.offsets = keys, offsets
-        self.key_list = keys.tolist()
+        self.key_list, self.across = keys.tolist(), bool((keys < 0).any())  # across: some window crosses shards
         self.byte_list = (offsets * sources[0]._shard_dtype.itemsize).tolist()
         # The bytes of each (shard, source) key, for the row copies: local shards opened now (mapping a file ahead costs
         # nothing but the map), an object store's when a batch needs them, so that none is fetched before the loader's
@@ -85,7 +84,7 @@ class RowPlan:
         elif keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
             self.views[keys[0]] = self._bytes(keys[0])  # shards now and then
         views = self.views
-        if min(keys) >= 0:
+        if not self.across or min(keys) >= 0:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
         else:  # a window across shards: read piecewise
             rows = [views[key][offset:offset + row_bytes] if key >= 0 else self._across(i + row, span, dtype)
@@ -125,14 +124,12 @@ class RowPlan:
 
 
 class StepPlan:
-    """A RowPlan of the positions of a sampler's StepChunk (`sdl.loader.sampling.batches`, kept in its `prepared`): step
-    k's batch is rows [k·B, (k + 1)·B), and its sample_ids, source and source_ids tensors are made for all steps at once
-    (`torch.from_numpy` costs ~0.9 µs a call, three a batch otherwise)."""
+    """A RowPlan of the positions of a sampler's StepChunk (`sdl.loader.sampling.batches`, kept in its `prepared`): the
+    batch of step k is rows [k·B, (k + 1)·B) — a rank's own positions, in any order (shuffle=True too)."""
 
     def __init__(self, owner: Any, rows: RowPlan, steps: np.ndarray, seed: int, epoch: int, context: Any) -> None:
         self.owner, self.rows, self.seed, self.epoch, self.context = owner, rows, seed, epoch, context
         self.id_lists = steps.tolist()
-        self.tensors = tuple(torch.from_numpy(column.reshape(steps.shape)).unbind(0) for column in rows.columns)
 
     def find(self, indices: Any, seed: int, epoch: int, context: Any) -> int:
         """Row of the plan where step `indices.step` starts, or -1 when `indices` is not that step's batch as planned."""
