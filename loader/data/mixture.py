@@ -5,8 +5,9 @@ interleave (`sdl.loader.sampling.interleave`) of the weights in force there (a `
 stream positions: `sdl.loader.data.mixture_schedule`) maps t to a source s and that source's draw index d; d
 falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s), seed, epoch=pass,
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
-permutation every pass. Nothing O(samples) is stored: a chunk of 1,024 positions is mapped at a time
-(one vectorised lookup, reused by the batches inside it).
+permutation every pass. Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for
+`locate`, a plan of a rank's next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are
+looked up a block of ID_BLOCK offsets at a time (its Feistel cycle-walk costs its numpy calls, not its count).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
 source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a

@@ -1,15 +1,19 @@
-"""How a Mixture fills a batch from its sources: straight into the batch's rows when every source can, else assembled.
+"""How a Mixture fills a batch from its sources: from a plan of its positions, straight into its rows, or assembled.
 
-Row gather (`gather_rows`): when every source is a TokenWindows of one row layout (same `slot_layout`), each
-source writes its samples into its rows of one set of arrays — the batch's own, or a worker's ring slot
-(`Mixture.getitems_into`) — and the batch's tensors view them: no per-source batch, no second copy. A random
-shift is drawn once per batch from its (seed, epoch, position), as every source would draw it; a fixed shift is
+Planned (`RowGather.planned_batch`): when every source is a TokenWindows of one row layout (same `slot_layout`),
+shift choices, layout and shard dtype, a batch whose positions a plan holds (`sdl.loader.data.mixture_plan`: the
+sampler's chunk of steps in process, else a run of consecutive positions) is gathered in batch order into one buffer
+and cast into the batch's arrays — its own, or a worker's ring slot (`Mixture.getitems_into`). A random shift is drawn
+once per batch from its (seed, epoch, position), as every source would draw it.
+Measured on one 16 × 2,048 batch of a 2-source mixture against one source alone (BENCHMARKS.md, "Mixtures from a
+plan"): 0.40× on main's row route below, 0.83–0.85× planned, in the same process, plans and id blocks included.
+
+Row gather (`gather_batch`, the planned route's fallback: positions that are neither a planned step nor consecutive,
+or sources whose shifts differ): each source writes its samples into its rows of one set of arrays; a fixed shift is
 each source's own.
-Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"), same run: 178 µs assembled,
-85 µs gathered by rows, 60 µs for one source alone.
 
 Assembled (any other source: ZarrSamples, ArrowRows, a nested Mixture, renamed fields): each source's own
-`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). Both routes give the same batch.
+`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). All routes give the same batch.
 """
 
 from __future__ import annotations

@@ -1,19 +1,26 @@
-"""A run of mixture positions planned at once for a row gather: each position's source, sample id and window, located.
+"""Mixture positions planned at once for a row gather: each position's source, sample id and window, located.
 
-A Mixture's batch of consecutive positions (what `make_loader(mixture, shuffle=False)` gives every rank, in process
-and in its workers) then needs no mapping and no per-source lookup: the plan (`RowPlan`, made for the next
-`PLAN_POSITIONS` positions when a batch falls outside the last one) holds, per position, its source, its sample id,
-its window's global start, and the shard and offset of that window (or -1 for a window that crosses into the next
-shard). A batch takes slices of those, gathers its windows in the shards' dtype into one `[B, seq_len + shift]`
-buffer in batch order, and casts it into the batch's two contiguous halves, as a single source does
-(`sdl.loader.data.window_copy`). The buffer is filled
+A Mixture's batch then needs no mapping and no per-source lookup. A plan (`RowPlan`) holds, for many positions at
+once, each one's source, sample id, window start, and the shard and byte offset of its window (key -1: a window that
+crosses into the next shard). Plans are made
 
-- row by row (one memoryview slice copy each, ~0.3 µs of Python a row) when a window is at least `ROW_COPY_BYTES`;
-- else by one fancy index of a strided window view per (source, shard) of the batch (~3 µs a call, whatever its rows).
+- in process, for a sampler's StepChunk (`StepPlan`, kept on the chunk): exactly the rank's positions of its next
+  ~256 steps, in any order (shuffle=True too);
+- else (a worker's ring slot, a plain list of positions) for the `PLAN_POSITIONS` consecutive positions from a batch
+  of consecutive positions that the last plan does not hold (`make_loader(mixture, shuffle=False)` gives every rank
+  runs of consecutive positions; with W ranks a rank uses 1/W of such a plan).
 
-Measured on 2 sources of uint32 windows, one batch (2-core VM, min of 7 rounds): the row copies beat the fancy
-indices at 8 × 4096 (32 against 41 µs) and 16 × 2048 (32 against 37 µs), tie at 32 × 1024, and lose at 64 × 512
-(70 against 57 µs).
+A batch gathers its windows in the shards' dtype into one `[B, seq_len + shift]` buffer in batch order and casts it
+into the batch's two contiguous halves, as a single source does (`sdl.loader.data.window_copy`). The buffer is
+
+- the rows' bytes joined (`bytes.join` of memoryview slices: one copy each, ~0.2 µs of Python a row) when a window is
+  at least `ROW_COPY_BYTES`;
+- else filled by one fancy index of a strided window view per (source, shard) present (~3 µs a call, whatever its rows).
+
+Measured on 2 uint32 sources, one batch, 2-core VM (min of 7 rounds; memoryview slices assigned row by row, which the
+join beats by ~3 µs at 16 rows): the row copies beat the fancy indices at 8 × 4,096 (32 against 41 µs) and 16 × 2,048
+(32 against 37 µs), tie at 32 × 1,024, and lose at 64 × 512 (70 against 57 µs). Planning costs ~0.6 ms per 4,096
+positions (mapping ~0.3, locating ~0.3) plus the sources' id blocks (`sdl.loader.data.mixture`).
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-PLAN_POSITIONS = 4096  # positions planned at once: ~0.3 ms of numpy calls, spread over the 256 batches of 16 inside it
-ROW_COPY_BYTES = 4096
+PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
+ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
 
 
 class RowPlan:
