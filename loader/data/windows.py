@@ -121,6 +121,7 @@ class TokenWindows(ShardAccess):
         self._windows = self._split_windows()
         self._open = self.open_sources()
         self._doc_starts = DocStarts(self.index, self.max_open_shards, self.remote) if doc_starts else None
+        self._lean = len(self.shift_choices) == 1 and layout == "flat" and not doc_starts  # see __getitems__
 
     def _split_windows(self) -> range:
         max_shift = max(self.shift_choices)
@@ -171,8 +172,25 @@ class TokenWindows(ShardAccess):
                 if key not in BATCH_ONLY_KEYS}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        chunk = getattr(indices, "chunk", None)
+        if chunk is not None and self._lean:  # the common case first, with nothing it does not need (~4 µs a batch)
+            plan, k = plan_of(self, chunk), indices.step
+            single = plan.single[k]
+            if single >= 0 and plan.id_lists[k] == indices:
+                return self._one_shard_batch(single, plan.offsets[k], plan.sample_ids[k])
         sample_ids, shift, step = self._located(indices)
         return self._batch(sample_ids, shift, step=step)
+
+    def _one_shard_batch(self, shard: int, offsets: np.ndarray, sample_ids: torch.Tensor) -> GatheredBatch:
+        """`_batch` for a lean dataset (fixed shift, flat layout, no document positions) whose windows all lie in one
+        shard: one window-view gather, two casting copies, three tensors."""
+        seq_len, shift = self.seq_len, self.shift_choices[0]
+        windows = self._window_view(shard, seq_len + shift)[offsets]
+        tokens = np.empty((2, len(offsets), seq_len), dtype=self._host_dtype)
+        tokens[0] = windows[:, :seq_len]
+        tokens[1] = windows[:, shift:]
+        input_ids, labels = torch.from_numpy(tokens).unbind(0)
+        return GatheredBatch(input_ids=input_ids, labels=labels, sample_ids=sample_ids)
 
     def _located(self, indices: list[int]) -> tuple[np.ndarray, int, tuple | None]:
         """(checked sample ids, shift, the step's located windows or None): a SampleBatch with a StepChunk (from the

@@ -119,6 +119,7 @@ class DeviceFeed:
         self.health = health  # raises if the source died (e.g. a DataLoader worker killed): checked while waiting
         self.background = background
         self.device = resolve_device(device)
+        self.on_cpu = self.device.type == "cpu"  # `device.type` costs ~0.4 µs a call
         self.on_yield = on_yield
         self.widen_keys = widen_keys
         self.stream: torch.cuda.Stream | None = None  # the side stream, created on the first CUDA iteration
@@ -140,7 +141,7 @@ class DeviceFeed:
 
     def _on_device(self, batch: Any) -> Any:
         """`batch` on the (CPU or meta) device, widened; a CPU batch that needs nothing is handed over as it is."""
-        if self.device.type == "cpu" and ready_on_cpu(batch, self.widen_keys):
+        if self.on_cpu and ready_on_cpu(batch, self.widen_keys):
             return batch
         return to_device(batch, self.device, widen_keys=self.widen_keys)
 
