@@ -59,6 +59,8 @@ class RowGather:
         self.sources, self.rename, self.chunk = sources, rename, chunk
         self.layout = row_layout(sources, rename)
         self.planned = self.layout is not None and len({(tuple(s.shift_choices), s.layout, s._shard_dtype) for s in sources}) == 1
+        first = sources[0]  # lean: a batch of a StepPlan needs no shift drawn, no grouped view, no document positions
+        self.lean = self.planned and len(first.shift_choices) == 1 and first.layout == "flat" and first._doc_starts is None
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
         self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
@@ -74,6 +76,12 @@ class RowGather:
     def batch(self, mixture: Any, indices: Sequence[int], into: dict[str, np.ndarray] | None = None) -> GatheredBatch:
         """Mixture positions `indices` as one batch: gathered by rows (into `into`, else new arrays) when the sources
         can, else assembled."""
+        chunk = getattr(indices, "chunk", None)
+        if chunk is not None and into is None and self.lean:  # the common case first, with nothing it does not need
+            plan = chunk.prepared
+            batch = plan.lean_batch(indices) if plan is not None and plan.owner is self else None
+            if batch is not None:
+                return batch
         context = getattr(indices, "context", None)
         if self.planned and isinstance(indices, list) and indices:
             batch = self.planned_batch(mixture, indices, context, into)
@@ -100,7 +108,7 @@ class RowGather:
         chunk = getattr(indices, "chunk", None)
         plan = None if chunk is None or into is not None else chunk.prepared
         if chunk is not None and into is None and (plan is None or plan.owner is not self):
-            plan = self._step_plan(mixture, chunk, seed, epoch, context)
+            plan = self._step_plan(mixture, chunk, seed, epoch, context, (indices.seed, indices.epoch))
         i = -1 if plan is None else plan.find(indices, seed, epoch, context)
         if i >= 0:
             rows = plan.rows
@@ -124,13 +132,14 @@ class RowGather:
         batch = GatheredBatch(sample_ids=None, source=torch.from_numpy(columns[1]), source_ids=torch.from_numpy(columns[2]))
         return first.batch_fields(tokens, positions, columns[0], shift, batch)
 
-    def _step_plan(self, mixture: Any, chunk: Any, seed: int, epoch: int, context: Any) -> StepPlan | None:
+    def _step_plan(self, mixture: Any, chunk: Any, seed: int, epoch: int, context: Any, carried: tuple) -> StepPlan | None:
         """The StepPlan of a sampler's `chunk` of steps (made on its first step, then kept on it); None off the epoch."""
         positions = chunk.ids.reshape(-1)
         if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
             return None
         source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
-        chunk.prepared = StepPlan(self, RowPlan(self.sources, positions, source, ids), chunk.ids, seed, epoch, context)
+        rows = RowPlan(self.sources, positions, source, ids)
+        chunk.prepared = StepPlan(self, rows, chunk.ids, seed, epoch, context, carried)
         return chunk.prepared
 
     def _range_plan(self, mixture: Any, indices: list[int], seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:

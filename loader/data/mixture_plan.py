@@ -28,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from sdl.loader.data.batch import GatheredBatch
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
@@ -134,9 +136,11 @@ class StepPlan:
     """A RowPlan of the positions of a sampler's StepChunk (`sdl.loader.sampling.batches`, kept in its `prepared`): the
     batch of step k is rows [k·B, (k + 1)·B) — a rank's own positions, in any order (shuffle=True too)."""
 
-    def __init__(self, owner: Any, rows: RowPlan, steps: np.ndarray, seed: int, epoch: int, context: Any) -> None:
+    def __init__(self, owner: Any, rows: RowPlan, steps: np.ndarray, seed: int, epoch: int, context: Any,
+                 carried: tuple) -> None:
         self.owner, self.rows, self.seed, self.epoch, self.context = owner, rows, seed, epoch, context
         self.id_lists = steps.tolist()
+        self.carried = carried  # (seed, epoch) as the chunk's batches carry them (seed, epoch: as the mixture reads them)
 
     def find(self, indices: Any, seed: int, epoch: int, context: Any) -> int:
         """Row of the plan where step `indices.step` starts, or -1 when `indices` is not that step's batch as planned."""
@@ -144,3 +148,19 @@ class StepPlan:
         if self.id_lists[k] != indices or seed != self.seed or epoch != self.epoch or context is not self.context:
             return -1
         return k * len(indices)
+
+    def lean_batch(self, indices: Any) -> GatheredBatch | None:
+        """Step `indices.step`'s batch for sources of one fixed shift, flat layout and no document positions (the owner
+        checks that); None when `indices` is not that step as planned. What `RowGather.planned_batch` does, less ~3 µs."""
+        k, b = indices.step, len(indices)
+        if self.id_lists[k] != indices or indices.context is not self.context \
+                or (indices.seed, indices.epoch) != self.carried:
+            return None
+        first, i = self.rows.sources[0], k * b
+        seq_len, shift = first.seq_len, first.shift_choices[0]
+        tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
+        self.rows.gather(i, b, shift, tokens, None)
+        columns = self.rows.columns[:, i:i + b].copy()
+        input_ids, labels = torch.from_numpy(tokens).unbind(0)
+        return GatheredBatch(sample_ids=torch.from_numpy(columns[0]), source=torch.from_numpy(columns[1]),
+                             source_ids=torch.from_numpy(columns[2]), input_ids=input_ids, labels=labels)
