@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.batch import GatheredBatch
 
 
 class ChunkPlan:
@@ -112,3 +113,15 @@ def copy_rows(dataset: Any, starts: np.ndarray, shift: int, out: np.ndarray, row
     windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
     out[0][rows], out[1][rows] = windows[:, :dataset.seq_len], windows[:, shift:]
     return out
+
+
+def one_shard_batch(dataset: Any, shard: int, offsets: np.ndarray, sample_ids: torch.Tensor) -> GatheredBatch:
+    """TokenWindows' batch for a lean dataset (fixed shift, flat layout, no document positions) whose windows all lie
+    in shard `shard` at `offsets`: one window-view gather, two casting copies, three tensors, nothing else."""
+    seq_len, shift = dataset.seq_len, dataset.shift_choices[0]
+    windows = dataset._window_view(shard, seq_len + shift)[offsets]
+    tokens = np.empty((2, len(offsets), seq_len), dtype=dataset._host_dtype)
+    tokens[0] = windows[:, :seq_len]
+    tokens[1] = windows[:, shift:]
+    input_ids, labels = torch.from_numpy(tokens).unbind(0)
+    return GatheredBatch(input_ids=input_ids, labels=labels, sample_ids=sample_ids)

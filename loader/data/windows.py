@@ -44,7 +44,7 @@ from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, plan_of
+from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -177,20 +177,9 @@ class TokenWindows(ShardAccess):
             plan, k = plan_of(self, chunk), indices.step
             single = plan.single[k]
             if single >= 0 and plan.id_lists[k] == indices:
-                return self._one_shard_batch(single, plan.offsets[k], plan.sample_ids[k])
+                return one_shard_batch(self, single, plan.offsets[k], plan.sample_ids[k])
         sample_ids, shift, step = self._located(indices)
         return self._batch(sample_ids, shift, step=step)
-
-    def _one_shard_batch(self, shard: int, offsets: np.ndarray, sample_ids: torch.Tensor) -> GatheredBatch:
-        """`_batch` for a lean dataset (fixed shift, flat layout, no document positions) whose windows all lie in one
-        shard: one window-view gather, two casting copies, three tensors."""
-        seq_len, shift = self.seq_len, self.shift_choices[0]
-        windows = self._window_view(shard, seq_len + shift)[offsets]
-        tokens = np.empty((2, len(offsets), seq_len), dtype=self._host_dtype)
-        tokens[0] = windows[:, :seq_len]
-        tokens[1] = windows[:, shift:]
-        input_ids, labels = torch.from_numpy(tokens).unbind(0)
-        return GatheredBatch(input_ids=input_ids, labels=labels, sample_ids=sample_ids)
 
     def _located(self, indices: list[int]) -> tuple[np.ndarray, int, tuple | None]:
         """(checked sample ids, shift, the step's located windows or None): a SampleBatch with a StepChunk (from the
