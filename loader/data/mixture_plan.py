@@ -33,6 +33,7 @@ from sdl.loader.data.batch import GatheredBatch
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
+EAGER_SHARDS = 64  # a plan whose windows lie in at most this many (source, shard) pairs maps them when it is made
 
 
 class RowPlan:
@@ -60,11 +61,12 @@ class RowPlan:
         self.keys, self.offsets = keys, offsets
         self.key_list, self.across = keys.tolist(), bool((keys < 0).any())  # across: some window crosses shards
         self.byte_list = (offsets * sources[0]._shard_dtype.itemsize).tolist()
-        # The bytes of each (shard, source) key, for the row copies: local shards opened now (mapping a file ahead costs
-        # nothing but the map), an object store's when a batch needs them, so that none is fetched before the loader's
-        # prefetcher gets to it.
+        # The bytes of each (shard, source) key, for the row copies: opened now when they are few local shards (a
+        # file mapped ahead costs nothing but the map); else when a batch needs them (lazy): an object store's, so that
+        # none is fetched before the loader's prefetcher gets to it, and many shards, so that a plan neither opens
+        # thousands at once nor keeps them mapped past the sources' own LRU of open shards.
         self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
-        self.lazy = any(dataset.remote is not None for dataset in sources)
+        self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources)
         self.views: dict[int, memoryview] = {} if self.lazy else {key: self._bytes(key) for key in distinct}
 
     # Step: the batch's windows, in the shards' dtype, in batch order.
@@ -88,11 +90,13 @@ class RowPlan:
         """The windows of positions [i, i + b): their bytes joined (bytes.join copies each slice once, in C: ~3 µs less
         a 16-row batch than assigning each row into an array), viewed as [b, span]."""
         keys, row_bytes = self.key_list[i:i + b], span * dtype.itemsize
-        if self.lazy:
-            self.views.update((key, self._bytes(key)) for key in set(keys) if key >= 0)
-        elif keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
-            self.views[keys[0]] = self._bytes(keys[0])  # shards now and then
-        views = self.views
+        if self.lazy:  # this batch's shards through the LRU, held no longer than the batch
+            count = len(self.sources)
+            views = {key: memoryview(self.sources[key % count]._shard(key // count)).cast("B") for key in set(keys) if key >= 0}
+        else:
+            views = self.views
+            if keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
+                views[keys[0]] = self._bytes(keys[0])  # shards now and then
         if not self.across or min(keys) >= 0:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
         else:  # a window across shards: read piecewise

@@ -134,6 +134,23 @@ def test_every_route_is_taken(folders):
         assert rows._range is not None and rows._range[1] == 5
 
 
+def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path):
+    """Windows in more (source, shard) pairs than EAGER_SHARDS: a plan does not map them all when it is made (nor
+    keep them mapped); each batch maps its own, through the source's LRU of open shards (here smaller than a plan)."""
+    for name, tokens in (("web", 150_000), ("code", 60_000)):
+        write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=1_500, vocab_size=100_000)
+    sources = {name: TokenWindows(tmp_path / name, seq_len=ROWS["uint32"], stride=700, max_open_shards=8)
+               for name in ("web", "code")}
+    mixture = Mixture(sources, weights={"web": 3, "code": 1})
+    batches = list(ElasticSampler.for_dataset(mixture, 6, seed=1, shuffle=True))[:30]
+    for batch in batches:
+        assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
+        assert_holds_samples(mixture, mixture.__getitems__(batch), True)
+    plan = batches[0].chunk.prepared.rows
+    assert plan.lazy and not plan.views and len({k for k in plan.key_list if k >= 0}) > mixture_plan.EAGER_SHARDS
+    assert all(source.num_open_shards <= 8 for source in sources.values())
+
+
 def test_sources_that_differ_in_shift_dtype_or_layout_are_not_planned(folders, tmp_path):
     web = TokenWindows(folders[False][0], seq_len=SHORT)
     assert not Mixture({"a": web, "b": TokenWindows(folders[False][1], seq_len=SHORT, shift=2)})._row_gather().planned
