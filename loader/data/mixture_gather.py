@@ -6,7 +6,7 @@ sampler's chunk of steps in process, else a run of consecutive positions) is gat
 and cast into the batch's arrays — its own, or a worker's ring slot (`Mixture.getitems_into`). A random shift is drawn
 once per batch from its (seed, epoch, position), as every source would draw it.
 Measured on one 16 × 2,048 batch of a 2-source mixture against one source alone (BENCHMARKS.md, "Mixtures from a
-plan"): 0.40× on main's row route below, 0.83–0.85× planned, in the same process, plans and id blocks included.
+plan"): 0.40× on the row route below, 0.77–0.83× planned, in the same process, plans and id blocks included.
 
 Row gather (`gather_batch`, the planned route's fallback: positions that are neither a planned step nor consecutive,
 or sources whose shifts differ): each source writes its samples into its rows of one set of arrays; a fixed shift is
