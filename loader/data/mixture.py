@@ -5,8 +5,9 @@ interleave (`sdl.loader.sampling.interleave`) of the weights in force there (a `
 stream positions: `sdl.loader.data.mixture_schedule`) maps t to a source s and that source's draw index d; d
 falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s), seed, epoch=pass,
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
-permutation every pass. Nothing O(samples) is stored: a chunk of 1,024 positions is mapped at a time
-(one vectorised lookup, reused by the batches inside it).
+permutation every pass. Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for
+`locate`, a plan of a rank's next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are
+looked up a block of ID_BLOCK offsets at a time (its Feistel cycle-walk costs its numpy calls, not its count).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
 source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a
@@ -36,7 +37,8 @@ from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.state import LoaderState
 
-CHUNK = 1024  # positions mapped per lookup: ~0.3 ms per source (Feistel), spread over 64 batches of 16; a resume pays one
+CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
+ID_BLOCK = 4096  # a source's ids drawn per Feistel lookup: its cycle-walk costs ~15 rounds of numpy calls, whatever the count
 OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
@@ -60,7 +62,7 @@ class Mixture:
         self.fields = self._common_fields()
         self._keys = tuple(f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources))
         self._chunks: OrderedDict = OrderedDict()
-        self._orders: OrderedDict = OrderedDict()
+        self._id_blocks: OrderedDict = OrderedDict()
         self._streams: dict[str, Stream] = {}
         self._last: tuple | None = None
 
@@ -182,40 +184,64 @@ class Mixture:
 
     def _chunk(self, key: tuple, phase: Phase, seed: int, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         cached = self._chunks.get((key, chunk))
-        if cached is not None:
-            return cached
-        k = np.arange(chunk * CHUNK, min(self.num_samples, (chunk + 1) * CHUNK), dtype=np.int64)
+        if cached is None:
+            positions = np.arange(chunk * CHUNK, min(self.num_samples, (chunk + 1) * CHUNK), dtype=np.int64)
+            cached = self._chunks[(key, chunk)] = self._map(key[0], phase, seed, epoch, positions)
+            while len(self._chunks) > 8:
+                self._chunks.popitem(last=False)
+        return cached
+
+    def locate_all(self, positions: np.ndarray, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """`locate` of int64 `positions` known to be inside the epoch, computed for them alone (for a RowPlan of many
+        batches: no chunk cache in between)."""
+        phase, phase_key = self._parse(context)
+        return self._map(phase_key, phase, int(seed), int(epoch), positions)
+
+    def _map(self, phase_key: str, phase: Phase, seed: int, epoch: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source, id) of the positions `k` of `epoch` under `phase`."""
         t = (epoch - phase.epoch) * phase.num_samples + k - phase.position
         t = np.where(t < 0, t + phase.num_samples, t)  # padding wraps to the epoch's start, before the phase: repeat its end
-        stream = self._streams.get(key[0])
+        stream = self._streams.get(phase_key)
         if stream is None:
-            stream = self._streams[key[0]] = phase.stream()
+            stream = self._streams[phase_key] = phase.stream()
         phase_source, draws = stream.locate(t)  # draw indices counted from the start of every source
-        to_here = np.array([self.names.index(name) if name in self.names else -1 for name in phase.weights], dtype=np.int64)
-        source = to_here[phase_source]
+        if list(phase.weights) == list(self.names):
+            source = phase_source
+        else:  # the phase names its sources in another order, or sources this mixture no longer has (never drawn here)
+            source = np.array([self.names.index(n) if n in self.names else -1 for n in phase.weights], dtype=np.int64)[phase_source]
         ids = np.empty_like(draws)
-        for s in np.unique(source).tolist():
+        for s, dataset in enumerate(self.sources):
             mine = source == s
-            size = len(self.sources[s])
-            passes, offsets = np.divmod(draws[mine], size)
-            ids[mine] = self._in_passes(s, seed, passes, offsets)
-        self._chunks[(key, chunk)] = (source, ids)
-        while len(self._chunks) > 8:
-            self._chunks.popitem(last=False)
+            if mine.any():
+                passes, offsets = np.divmod(draws[mine], len(dataset))
+                ids[mine] = self._in_passes(s, seed, passes, offsets)
         return source, ids
 
     def _in_passes(self, s: int, seed: int, passes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Source s's ids at `offsets` of its passes `passes`: its Feistel order of each pass, looked up a block of
+        ID_BLOCK offsets at a time (kept: the next chunks read on in the same blocks)."""
+        blocks_per_pass = -(-len(self.sources[s]) // ID_BLOCK)
+        blocks = passes * blocks_per_pass + offsets // ID_BLOCK
+        low, high = int(blocks.min()), int(blocks.max())
+        if low == high:  # nearly every chunk: one block
+            return self._id_block(s, seed, *divmod(low, blocks_per_pass))[offsets % ID_BLOCK]
         out = np.empty_like(offsets)
-        for p in np.unique(passes).tolist():
-            mine = passes == p
-            order = self._orders.get((s, seed, p))
-            if order is None:
-                order = Order(num_samples=len(self.sources[s]), seed=seed, epoch=p, key=self._keys[s])
-                self._orders[(s, seed, p)] = order
-                while len(self._orders) > 4 * len(self.sources):
-                    self._orders.popitem(last=False)
-            out[mine] = order[offsets[mine]]
+        for block in range(low, high + 1) if high - low < 8 else np.unique(blocks).tolist():  # a chunk spans a few blocks
+            mine = blocks == block
+            if mine.any():
+                out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass))[offsets[mine] % ID_BLOCK]
         return out
+
+    def _id_block(self, s: int, seed: int, p: int, block: int) -> np.ndarray:
+        """Source s's ids at offsets [block·ID_BLOCK, (block + 1)·ID_BLOCK) of its pass p (fewer in the pass's last)."""
+        ids = self._id_blocks.get((s, seed, p, block))
+        if ids is None:
+            order = Order(num_samples=len(self.sources[s]), seed=seed, epoch=p, key=self._keys[s])
+            first = block * ID_BLOCK
+            ids = self._id_blocks[(s, seed, p, block)] = order[np.arange(first, min(first + ID_BLOCK, len(order)), dtype=np.int64)]
+            while len(self._id_blocks) > 4 * len(self.sources):
+                self._id_blocks.popitem(last=False)
+        return ids
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         return self._row_gather().batch(self, indices)
@@ -258,15 +284,15 @@ class Mixture:
         """A copy whose token sources gather as `dtype` (see TokenWindows.with_host_dtype)."""
         other = copy.copy(self)
         other.sources = tuple(s.with_host_dtype(dtype) if hasattr(s, "with_host_dtype") else s for s in self.sources)
-        other._chunks, other._orders, other._streams, other._last = OrderedDict(), OrderedDict(), dict(self._streams), None
+        other._chunks, other._id_blocks, other._streams, other._last = OrderedDict(), OrderedDict(), dict(self._streams), None
         return other
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_chunks", "_orders", "_last")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_chunks", "_id_blocks", "_last")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._chunks, self._orders, self._last = OrderedDict(), OrderedDict(), None
+        self._chunks, self._id_blocks, self._last = OrderedDict(), OrderedDict(), None
 
 
 def _show(schema: dict[str, tuple]) -> str:

@@ -1,15 +1,19 @@
-"""How a Mixture fills a batch from its sources: straight into the batch's rows when every source can, else assembled.
+"""How a Mixture fills a batch from its sources: from a plan of its positions, straight into its rows, or assembled.
 
-Row gather (`gather_rows`): when every source is a TokenWindows of one row layout (same `slot_layout`), each
-source writes its samples into its rows of one set of arrays — the batch's own, or a worker's ring slot
-(`Mixture.getitems_into`) — and the batch's tensors view them: no per-source batch, no second copy. A random
-shift is drawn once per batch from its (seed, epoch, position), as every source would draw it; a fixed shift is
+Planned (`RowGather.planned_batch`): when every source is a TokenWindows of one row layout (same `slot_layout`),
+shift choices, layout and shard dtype, a batch whose positions a plan holds (`sdl.loader.data.mixture_plan`: the
+sampler's chunk of steps in process, else a run of consecutive positions) is gathered in batch order into one buffer
+and cast into the batch's arrays — its own, or a worker's ring slot (`Mixture.getitems_into`). A random shift is drawn
+once per batch from its (seed, epoch, position), as every source would draw it.
+Measured on one 16 × 2,048 batch of a 2-source mixture against one source alone (BENCHMARKS.md, "Mixtures from a
+plan"): 0.40× on the row route below, 0.77–0.83× planned, in the same process, plans and id blocks included.
+
+Row gather (`gather_batch`, the planned route's fallback: positions that are neither a planned step nor consecutive,
+or sources whose shifts differ): each source writes its samples into its rows of one set of arrays; a fixed shift is
 each source's own.
-Measured on one 16 × 2,048 batch of a 2-source mixture (BENCHMARKS.md, "Mixtures"), same run: 178 µs assembled,
-85 µs gathered by rows, 60 µs for one source alone.
 
 Assembled (any other source: ZarrSamples, ArrowRows, a nested Mixture, renamed fields): each source's own
-`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). Both routes give the same batch.
+`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). All routes give the same batch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import cu_seqlens
 from sdl.loader.data.mixture_phase import is_phase
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan, StepPlan
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.sampler import SampleBatch
@@ -53,8 +58,12 @@ class RowGather:
     def __init__(self, sources: tuple, rename: dict[str, Any], chunk: int) -> None:
         self.sources, self.rename, self.chunk = sources, rename, chunk
         self.layout = row_layout(sources, rename)
+        self.planned = self.layout is not None and len({(tuple(s.shift_choices), s.layout, s._shard_dtype) for s in sources}) == 1
+        first = sources[0]  # lean: a batch of a StepPlan needs no shift drawn, no grouped view, no document positions
+        self.lean = self.planned and len(first.shift_choices) == 1 and first.layout == "flat" and first._doc_starts is None
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
+        self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
 
     def __reduce__(self) -> tuple:  # a worker starts with empty caches
         return (RowGather, (self.sources, self.rename, self.chunk))
@@ -67,7 +76,17 @@ class RowGather:
     def batch(self, mixture: Any, indices: Sequence[int], into: dict[str, np.ndarray] | None = None) -> GatheredBatch:
         """Mixture positions `indices` as one batch: gathered by rows (into `into`, else new arrays) when the sources
         can, else assembled."""
+        chunk = getattr(indices, "chunk", None)
+        if chunk is not None and into is None and self.lean:  # the common case first, with nothing it does not need
+            plan = chunk.prepared
+            batch = plan.lean_batch(indices) if plan is not None and plan.owner is self else None
+            if batch is not None:
+                return batch
         context = getattr(indices, "context", None)
+        if self.planned and isinstance(indices, list) and indices:
+            batch = self.planned_batch(mixture, indices, context, into)
+            if batch is not None:
+                return batch
         positions, key, lo, hi = batch_key(indices, is_phase(context))
         source, ids = self.locate(mixture, positions, lo, hi, key, context)
         if self.layout is not None and positions.size:
@@ -80,6 +99,65 @@ class RowGather:
             if batch is not None:
                 return batch
         return assemble_batch(mixture, positions, source, ids, key)
+
+    def planned_batch(self, mixture: Any, indices: list[int], context: Any, into: dict[str, np.ndarray] | None) -> GatheredBatch | None:
+        """The batch `indices` from a plan of its rows (mixture_plan), gathered in batch order as one source's batch is:
+        the sampler's StepChunk's plan (in process), else the plan of the consecutive positions from here on (made when
+        the last one does not hold them); None when neither applies (positions not consecutive, or out of range)."""
+        seed, epoch = (int(indices.seed), int(indices.epoch)) if is_phase(context) else (0, 0)
+        chunk = getattr(indices, "chunk", None)
+        plan = None if chunk is None or into is not None else chunk.prepared
+        if chunk is not None and into is None and (plan is None or plan.owner is not self):
+            plan = self._step_plan(mixture, chunk, seed, epoch, context, (indices.seed, indices.epoch))
+        i = -1 if plan is None else plan.find(indices, seed, epoch, context)
+        if i >= 0:
+            rows = plan.rows
+        else:
+            rows, i = self._range_plan(mixture, indices, seed, epoch, context)
+            if rows is None:
+                return None
+        # Step: the rows, gathered; then the batch over the arrays.
+        first, b = self.sources[0], len(indices)
+        shift = first.shift_choices[0] if len(first.shift_choices) == 1 else first.batch_shift(batch_key(indices, is_phase(context))[1])
+        if into is None:
+            tokens = np.empty((2, b, first.seq_len), dtype=first._host_dtype)
+            positions = None if first._doc_starts is None else np.empty((b, first.seq_len), dtype=first._host_dtype)
+        else:
+            tokens, positions = into["tokens"][:, :b], into["position_ids"][:b] if "position_ids" in into else None
+        rows.gather(i, b, shift, tokens, positions)
+        columns = rows.columns[:, i:i + b].copy()  # sample_ids, source, source_ids: the batch's own (never the plan's)
+        if into is not None and "source" in into:  # a ring slot
+            into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b] = columns
+            columns = into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b]
+        batch = GatheredBatch(sample_ids=None, source=torch.from_numpy(columns[1]), source_ids=torch.from_numpy(columns[2]))
+        return first.batch_fields(tokens, positions, columns[0], shift, batch)
+
+    def _step_plan(self, mixture: Any, chunk: Any, seed: int, epoch: int, context: Any, carried: tuple) -> StepPlan | None:
+        """The StepPlan of a sampler's `chunk` of steps (made on its first step, then kept on it); None off the epoch."""
+        positions = chunk.ids.reshape(-1)
+        if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
+            return None
+        source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
+        rows = RowPlan(self.sources, positions, source, ids)
+        chunk.prepared = StepPlan(self, rows, chunk.ids, seed, epoch, context, carried)
+        return chunk.prepared
+
+    def _range_plan(self, mixture: Any, indices: list[int], seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:
+        """The RowPlan holding the consecutive positions `indices` (that of the last batch, or one of the PLAN_POSITIONS
+        positions from here) and where they start in it; (None, -1) when they are not consecutive positions."""
+        lo, b = indices[0], len(indices)
+        if self._range is not None:
+            rows, start, stamp = self._range
+            i = lo - start
+            if 0 <= i <= rows.size - b and stamp[:2] == (seed, epoch) and (stamp[2] is context or stamp[2] == context) \
+                    and indices == rows.position_list[i:i + b]:
+                return rows, i
+        if not 0 <= lo <= mixture.num_samples - b or indices != list(range(lo, lo + b)):
+            return None, -1
+        positions = np.arange(lo, min(lo + max(PLAN_POSITIONS, b), mixture.num_samples), dtype=np.int64)
+        rows = RowPlan(self.sources, positions, *mixture.locate_all(positions, seed=seed, epoch=epoch, context=context))
+        self._range = (rows, lo, (seed, epoch, context))
+        return rows, 0
 
     def locate(self, mixture: Any, positions: np.ndarray, lo: int, hi: int, key: SampleBatch,
                context: Any) -> tuple[np.ndarray, np.ndarray]:

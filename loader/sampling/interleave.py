@@ -169,7 +169,12 @@ class Interleave:
         t = np.asarray(positions, dtype=np.int64)
         node = np.zeros(t.shape, dtype=np.int64)
         index = t.copy()
-        for _ in range(self._depth):
+        for level in range(self._depth):
+            if level == 0:  # every position starts at the root, an inner node (depth > 0): no masks
+                before, i = self._split(self._share[0], index), index
+                go_left = self._split(self._share[0], i + 1) > before
+                index, node = np.where(go_left, before, i - before), np.where(go_left, self._left[0], self._right[0])
+                continue
             inner = self._source[node] < 0
             if not inner.any():
                 break

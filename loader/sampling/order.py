@@ -27,6 +27,7 @@ from sdl.loader.errors import ConfigError
 
 MODES = ("global", "none", "locality")
 ROUNDS = 6
+TABLE_VALUES = 1024  # round functions are tabulated when a half-word has at most max(this, values looked up) values
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
@@ -51,11 +52,17 @@ def _half_bits(domain: int) -> int:
     return max(1, (bits + 1) // 2)
 
 
-def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray | int = 0) -> np.ndarray:
-    """One pass of the Feistel permutation of [0, 4^half_bits); `tweak` (per element) varies the key."""
+def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray | int = 0,
+             tables: list[np.ndarray] | None = None) -> np.ndarray:
+    """One pass of the Feistel permutation of [0, 4^half_bits); `tweak` (per element) varies the key; `tables`: the
+    round functions tabulated (`_round_tables`), the same permutation in 2 numpy calls a round instead of ~12."""
     mask = np.uint64((1 << half_bits) - 1)
     shift = np.uint64(half_bits)
     left, right = x >> shift, x & mask
+    if tables is not None:
+        for table in tables:
+            left, right = right, left ^ table[right]
+        return (left << shift) | right
     tweak = np.asarray(tweak, dtype=np.uint64) * _M1
     with np.errstate(over="ignore"):
         for key in keys:
@@ -63,15 +70,31 @@ def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray 
     return (left << shift) | right
 
 
+def _round_tables(keys: np.ndarray, half_bits: int, tweak: int) -> list[np.ndarray]:
+    """Each round function of `_feistel` (one scalar tweak) at every half-word value: [2^half_bits] uint64 per key."""
+    halves = np.arange(1 << half_bits, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        tweak_bits = np.asarray(tweak, dtype=np.uint64) * _M1
+        return [_mix(halves ^ key ^ tweak_bits) & np.uint64((1 << half_bits) - 1) for key in keys]
+
+
 def feistel_permute(x: np.ndarray, domain: int, keys: np.ndarray, tweak: np.ndarray | int = 0) -> np.ndarray:
-    """A bijection of [0, domain) applied to `x` (uint64), by cycle-walking a Feistel permutation."""
+    """A bijection of [0, domain) applied to `x` (uint64), by cycle-walking a Feistel permutation.
+
+    A cycle-walk reapplies the permutation to the ever fewer values still outside the domain (~15 passes for 4,096
+    values when the domain is 3x their range), so its cost is numpy's per-call overhead; with one tweak and half-words
+    of few values the round functions are tabulated first, and each pass walks only the values still outside (measured,
+    a 4,096-id lookup of 5,461 samples, min of 20 on the 2-core VM: 2.1 ms before, 0.7 ms)."""
     half_bits = _half_bits(domain)
-    out = _feistel(x, keys, half_bits, tweak)
-    outside = out >= np.uint64(domain)
-    while outside.any():
-        sub_tweak = tweak if np.ndim(tweak) == 0 else np.asarray(tweak)[outside]
-        out[outside] = _feistel(out[outside], keys, half_bits, sub_tweak)
-        outside = out >= np.uint64(domain)
+    tables = None
+    if np.ndim(tweak) == 0 and 1 << half_bits <= max(TABLE_VALUES, x.size):
+        tables = _round_tables(keys, half_bits, int(tweak))
+    out = _feistel(x, keys, half_bits, tweak, tables)
+    walking = np.flatnonzero(out >= np.uint64(domain))  # indices, so that each pass costs what it walks, not len(x)
+    while walking.size:
+        sub_tweak = tweak if np.ndim(tweak) == 0 else np.asarray(tweak)[walking]
+        values = out[walking] = _feistel(out[walking], keys, half_bits, sub_tweak, tables)
+        walking = walking[values >= np.uint64(domain)]
     return out
 
 

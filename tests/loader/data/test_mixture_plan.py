@@ -1,0 +1,197 @@
+"""A Mixture of TokenWindows gathers a batch from a plan of its positions (mixture_plan): the sampler's chunk of steps
+in process, the run of consecutive positions in a worker or from a plain list. Every planned batch is the general
+route's batch (each source's own batch, assembled) and holds source[id] — on both copy routes (row copies of long
+windows, fancy indices of short ones), across shard boundaries, with document positions, random shifts, several shards
+per source, any topology and a resume; and the ids a source draws a block at a time are its own order's."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sdl.loader import Mixture, TokenWindows, make_loader
+from sdl.loader.data import mixture_plan
+from sdl.loader.data.mixture import ID_BLOCK
+from sdl.loader.data.mixture_gather import assemble_batch, batch_key
+from sdl.loader.data.mixture_phase import is_phase
+from sdl.loader.data.mixture_plan import StepPlan
+from sdl.loader.sampling.order import Order
+from sdl.loader.sampling.sampler import ElasticSampler
+from sdl.prepare import PrepareConfig, prepare
+from sdl.prepare.synthetic import write_synthetic_dataset
+
+ROWS = {"uint32": 1024, "uint16": 2048}  # windows of at least ROW_COPY_BYTES: copied row by row
+SHORT = 16  # copied by fancy indices
+assert all(seq_len * int(dtype[4:]) // 8 >= mixture_plan.ROW_COPY_BYTES for dtype, seq_len in ROWS.items())
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two pairs of datasets, shards of 2,500 tokens (long windows span up to two boundaries): synthetic uint32 ones
+    (token at p is p % 100,000), and `sdl prepare`d uint16 ones with document starts (documents of 3 to 2,000 words)."""
+    root, rng = tmp_path_factory.mktemp("plan"), random.Random(5)
+    for name, tokens in (("web", 24_000), ("code", 9_000)):
+        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=2_500, vocab_size=100_000)
+    for name, docs in (("web-docs", 24), ("code-docs", 9)):
+        texts = root / f"{name}-texts"
+        texts.mkdir()
+        for i in range(docs):
+            words = rng.choice([3, 40, 300, 900, 2_000])
+            (texts / f"d{i:02d}.txt").write_text(" ".join(rng.choice(["the", "data", "x=1;", "shard", "数据"]) for _ in range(words)))
+        prepare(PrepareConfig(sources=(str(texts),), out=str(root / name), tokens_per_shard=2_500))
+    return {False: (root / "web", root / "code"), True: (root / "web-docs", root / "code-docs")}
+
+
+def mixture_of(folders, long, doc_starts=False, shift=1, layout="flat", **extra):
+    """web and code at 3:1, their windows long (row copies) or short, with document positions or not."""
+    sources = {}
+    for i, folder in enumerate(folders[doc_starts]):
+        dtype = json.loads((folder / "manifest.json").read_text())["dtype"]
+        seq_len = ROWS[dtype] if long else SHORT
+        sources[folder.name.removesuffix("-docs")] = TokenWindows(folder, seq_len=seq_len, stride=seq_len // 2 + i, shift=shift,
+                                                                  layout=layout, doc_starts=doc_starts)
+    return Mixture(sources, weights={"web": 3, "code": 1}, **extra)
+
+
+def assembled(mixture, indices):
+    """The general route's batch of `indices`: each source's own batch, its rows copied into place."""
+    context = getattr(indices, "context", None)
+    positions, key, _, _ = batch_key(indices, is_phase(context))
+    source, ids = mixture.locate(positions, seed=key.seed, epoch=key.epoch, context=context)
+    return assemble_batch(mixture, positions, source, ids, key)
+
+
+def assert_same(batch, expected):
+    assert list(batch) == list(expected)
+    for name, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert batch[name].dtype == value.dtype and torch.equal(batch[name], value), name
+        else:
+            assert batch[name] == value, name
+
+
+def assert_holds_samples(mixture, batch, synthetic):
+    """Each row is its source's sample; in a synthetic dataset (token at p is p % 100,000) also by the window's start."""
+    for row, (s, i) in enumerate(zip(batch["source"].tolist(), batch["source_ids"].tolist())):
+        source = mixture.sources[s]
+        if synthetic:
+            start, shift = (source._windows.start + i) * source.stride, batch.get("shift", source.shift_choices[0])
+            expected = (np.arange(start, start + source.seq_len + shift) % 100_000).tolist()
+            assert batch["input_ids"][row].reshape(-1).tolist() == expected[:source.seq_len]
+            assert batch["labels"][row].reshape(-1).tolist() == expected[shift:]
+        if "shift" not in batch:  # a single sample has shift 1 under shift="random"
+            sample = source[i]
+            assert all(torch.equal(batch[k][row], sample[k]) for k in ("input_ids", "labels", "position_ids") if k in sample)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.booleans(), st.booleans(), st.sampled_from([(1, "flat"), ("random", "flat"), (2, "grouped")]),
+       st.integers(0, 2**31), st.integers(1, 9), st.sampled_from([1, 2, 3]), st.booleans())
+def test_planned_batches_equal_the_assembled_batch_and_hold_the_samples(folders, long, doc_starts, shift_layout, seed,
+                                                                      batch_size, world_size, shuffle):
+    shift, layout = shift_layout
+    mixture = mixture_of(folders, long, doc_starts, shift, layout)
+    rng = np.random.default_rng(seed)
+    batches = []
+    for rank in range(world_size):  # the sampler's chunks of steps: the first ones, and the epoch's padded end
+        sampler = ElasticSampler.for_dataset(mixture, batch_size, seed=seed, shuffle=shuffle, rank=rank,
+                                             world_size=world_size, drop_last=False)
+        steps = list(sampler)
+        batches += steps[:12] + steps[-2:]
+    for _ in range(3):  # plain lists of consecutive positions (a plain DataLoader's, shuffle=False), and one that is not
+        lo = int(rng.integers(0, len(mixture) - batch_size + 1))
+        batches.append(list(range(lo, lo + batch_size)))
+    batches.append(list(range(len(mixture) - batch_size, len(mixture))))  # the epoch's last positions
+    batches.append(rng.integers(0, len(mixture), size=batch_size).tolist())
+    for indices in batches:
+        batch = mixture.__getitems__(indices)
+        expected = assembled(mixture, indices)
+        assert_same(batch, expected)
+        assert_holds_samples(mixture, batch, not doc_starts)
+    slot = {name: np.full(shape, -1, dtype=dtype) for name, (shape, dtype) in mixture.slot_layout(batch_size).items()}
+    for indices in batches[:4] + batches[-5:]:  # into a worker's ring slot (the sampler's chunk is not sent there)
+        assert_same(mixture.getitems_into(indices, slot), assembled(mixture, indices))
+
+
+def test_every_route_is_taken(folders):
+    """The batches above come from plans: a sampler's steps from its chunk's StepPlan, consecutive lists from a range
+    plan; long windows by row copies and across shard boundaries, short ones by fancy indices."""
+    for long in (True, False):
+        mixture = mixture_of(folders, long)
+        rows = mixture._row_gather()
+        assert rows.planned
+        batches = list(ElasticSampler.for_dataset(mixture, 4, shuffle=False))[:60]
+        for batch in batches:
+            assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
+        plan = batches[0].chunk.prepared
+        assert isinstance(plan, StepPlan) and plan.owner is rows
+        assert min(plan.rows.key_list) == -1 < max(plan.rows.key_list)  # some windows cross into the next shard
+        assert len({key for key in plan.rows.key_list if key >= 0}) > 2  # several shards of several sources
+        mixture.__getitems__([5, 6, 7])
+        assert rows._range is not None and rows._range[1] == 5
+
+
+def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path):
+    """Windows in more (source, shard) pairs than EAGER_SHARDS: a plan does not map them all when it is made (nor
+    keep them mapped); each batch maps its own, through the source's LRU of open shards (here smaller than a plan)."""
+    for name, tokens in (("web", 150_000), ("code", 60_000)):
+        write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=1_500, vocab_size=100_000)
+    sources = {name: TokenWindows(tmp_path / name, seq_len=ROWS["uint32"], stride=700, max_open_shards=8)
+               for name in ("web", "code")}
+    mixture = Mixture(sources, weights={"web": 3, "code": 1})
+    batches = list(ElasticSampler.for_dataset(mixture, 6, seed=1, shuffle=True))[:30]
+    for batch in batches:
+        assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
+        assert_holds_samples(mixture, mixture.__getitems__(batch), True)
+    plan = batches[0].chunk.prepared.rows
+    assert plan.lazy and not plan.views and len({k for k in plan.key_list if k >= 0}) > mixture_plan.EAGER_SHARDS
+    assert all(source.num_open_shards <= 8 for source in sources.values())
+
+
+def test_sources_that_differ_in_shift_dtype_or_layout_are_not_planned(folders, tmp_path):
+    web = TokenWindows(folders[False][0], seq_len=SHORT)
+    assert not Mixture({"a": web, "b": TokenWindows(folders[False][1], seq_len=SHORT, shift=2)})._row_gather().planned
+    write_synthetic_dataset(tmp_path / "narrow", num_tokens=3_000, tokens_per_shard=2_500, vocab_size=1_000)  # uint16
+    narrow = TokenWindows(tmp_path / "narrow", seq_len=SHORT)
+    mixture = Mixture({"a": web, "b": narrow})
+    assert not mixture._row_gather().planned
+    indices = list(range(10))
+    assert_same(mixture.__getitems__(indices), assembled(mixture, indices))
+
+
+def test_a_resumed_loader_continues_the_planned_stream(folders):
+    mixture = mixture_of(folders, True, doc_starts=True, num_samples=100)
+    keys = ("input_ids", "labels", "position_ids", "sample_ids", "source", "source_ids")
+    whole = [{k: b[k].clone() for k in keys} for b in make_loader(mixture, 3, seed=4, shuffle=False, num_workers=0, device="cpu")]
+    loader = make_loader(mixture, 3, seed=4, shuffle=False, num_workers=0, device="cpu")
+    iterator = iter(loader)
+    for _ in range(7):
+        next(iterator)
+    state = loader.state_dict()
+    for batch_size in (3, 4):  # the same topology, and another one (same positions, other batches)
+        other = make_loader(mixture_of(folders, True, doc_starts=True, num_samples=100), batch_size, seed=4, shuffle=False,
+                            num_workers=0, device="cpu")
+        other.load_state_dict(state)
+        batches = list(other)  # the rest of the epoch
+        rest = {k: torch.cat([b[k] for b in batches]) for k in keys}
+        assert all(torch.equal(rest[k], torch.cat([b[k] for b in whole[7:]])[:len(rest[k])]) for k in keys)
+        assert len(rest["sample_ids"]) == 3 * (len(whole) - 7) - (3 * (len(whole) - 7)) % batch_size
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31), st.lists(st.integers(0, 3 * 10_000 - 1), min_size=1, max_size=40))
+def test_ids_drawn_a_block_at_a_time_are_the_sources_own_order(folders, seed, positions):
+    """A source larger than ID_BLOCK, drawn over three passes: each position's id is its Feistel order's, whatever the
+    order of the positions asked for (many blocks and passes in one lookup)."""
+    single = TokenWindows(folders[False][0], seq_len=1, stride=2)  # ~12,000 samples: three blocks of ids a pass
+    assert len(single) > 2 * ID_BLOCK
+    mixture = Mixture({"web": single}, num_samples=3 * len(single))
+    positions = [p % len(mixture) for p in positions]
+    _, ids = mixture.locate(positions, seed=seed)
+    key = f"mixture-source:web:{single.identity}"
+    expected = [int(Order(num_samples=len(single), seed=seed, epoch=p // len(single), key=key)[p % len(single)])
+                for p in positions]
+    assert ids.tolist() == expected
