@@ -28,7 +28,8 @@ def _arrow_rows(tmp_path, num_rows=20_000):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tokens", "arrow"])
 def test_a_sigkilled_worker_raises_instead_of_hanging(token_dataset, tmp_path, kind):
-    path = token_dataset(num_tokens=2_000_000, tokens_per_shard=1_000_000) if kind == "tokens" else _arrow_rows(tmp_path)
+    # Far more batches than the workers hold in flight (2 tasks of up to 16 each), so the killed worker still has some to make.
+    path = token_dataset(num_tokens=8_000_000, tokens_per_shard=2_000_000) if kind == "tokens" else _arrow_rows(tmp_path)
     for _ in range(3):  # the old hang came in 4 runs of 6
         out = _run("kill-worker", path, kind)
         # Nearly always sdl's WorkerError; PyTorch's own SIGCHLD error if the signal lands in the caller's frame.
