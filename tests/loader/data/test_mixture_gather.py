@@ -2,6 +2,8 @@
 sources' own batches, on every field, layout and shift; and it is the route taken (in process and into ring slots)."""
 
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.data.documents import cu_seqlens
-from sdl.loader.data.mixture_gather import assemble_batch, batch_key
-from sdl.loader.data.mixture_phase import is_phase
 from sdl.loader.sampling.sampler import ElasticSampler, SampleBatch
 from sdl.prepare import PrepareConfig, prepare
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mixture_checks import assembled, assert_same
 
 SEQ_LEN = 8
 OPTIONS = {  # name -> TokenWindows options of every source (the mixture's sources must agree on their fields)
@@ -49,23 +52,6 @@ def mixture_of(folders, option, doc_starts=True, weights=(5, 2, 1), **extra):
             kwargs["shift"] = 2
         sources[folder.name] = TokenWindows(folder, seq_len=SEQ_LEN, doc_starts=doc_starts, **kwargs)
     return Mixture(sources, weights=dict(zip(sources, weights)), **extra)
-
-
-def assembled(mixture, indices):
-    """The general route's batch of `indices`: each source's own batch, its rows copied into place."""
-    context = getattr(indices, "context", None)
-    positions, key, _, _ = batch_key(indices, is_phase(context))
-    source, ids = mixture.locate(positions, seed=key.seed, epoch=key.epoch, context=context)
-    return assemble_batch(mixture, positions, source, ids, key)
-
-
-def assert_same(batch, expected):
-    assert list(batch) == list(expected)
-    for name, value in expected.items():
-        if isinstance(value, torch.Tensor):
-            assert batch[name].dtype == value.dtype and torch.equal(batch[name], value), name
-        else:
-            assert batch[name] == value, name
 
 
 def sampler_batches(mixture, batch_size, seed, steps):

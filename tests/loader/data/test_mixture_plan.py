@@ -6,6 +6,8 @@ per source, any topology and a resume; and the ids a source draws a block at a t
 
 import json
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +17,14 @@ from hypothesis import strategies as st
 from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.data import mixture_plan
 from sdl.loader.data.mixture import ID_BLOCK
-from sdl.loader.data.mixture_gather import assemble_batch, batch_key
-from sdl.loader.data.mixture_phase import is_phase
 from sdl.loader.data.mixture_plan import StepPlan
 from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.sampler import ElasticSampler
 from sdl.prepare import PrepareConfig, prepare
 from sdl.prepare.synthetic import write_synthetic_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mixture_checks import assembled, assert_same
 
 ROWS = {"uint32": 1024, "uint16": 2048}  # windows of at least ROW_COPY_BYTES: copied row by row
 SHORT = 16  # copied by fancy indices
@@ -54,23 +57,6 @@ def mixture_of(folders, long, doc_starts=False, shift=1, layout="flat", **extra)
         sources[folder.name.removesuffix("-docs")] = TokenWindows(folder, seq_len=seq_len, stride=seq_len // 2 + i, shift=shift,
                                                                   layout=layout, doc_starts=doc_starts)
     return Mixture(sources, weights={"web": 3, "code": 1}, **extra)
-
-
-def assembled(mixture, indices):
-    """The general route's batch of `indices`: each source's own batch, its rows copied into place."""
-    context = getattr(indices, "context", None)
-    positions, key, _, _ = batch_key(indices, is_phase(context))
-    source, ids = mixture.locate(positions, seed=key.seed, epoch=key.epoch, context=context)
-    return assemble_batch(mixture, positions, source, ids, key)
-
-
-def assert_same(batch, expected):
-    assert list(batch) == list(expected)
-    for name, value in expected.items():
-        if isinstance(value, torch.Tensor):
-            assert batch[name].dtype == value.dtype and torch.equal(batch[name], value), name
-        else:
-            assert batch[name] == value, name
 
 
 def assert_holds_samples(mixture, batch, synthetic):
