@@ -78,7 +78,7 @@ class Ring:
         self._main_state(pin)
 
     def _main_state(self, pin: bool) -> None:
-        self.generation, self._next, self._owner = 1, 0, os.getpid()
+        self.generation, self._owner = 1, os.getpid()
         self._stamps = self.stamps.numpy()
         self._memory = [[slot.numpy() for slot in row] for row in self.slots]  # what handed-out batches view
         self._free_refs = [[self._refs(worker, slot) for slot in range(self.depth)] for worker in range(self.num_workers)]
@@ -102,18 +102,19 @@ class Ring:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._stamps, self._next = self.stamps.numpy(), 0
+        self._stamps = self.stamps.numpy()
 
     def acquire(self, worker: int, generation: int) -> int | None:
-        """A free slot of `worker`, now stamped with `generation`; None when every slot is still held."""
+        """The lowest free slot of `worker`, now stamped with `generation`; None when every slot is still held. Lowest
+        first, not round robin: a worker then writes only as many distinct slots as it has batches in flight, more of
+        them still in the CPU's caches (16 × 2048 int64 batches, 2 workers, 3 alternated runs each: 257–338 against
+        234–311 M tokens/s, workers' CPU a batch 65–85 against 75–95 µs; `sdl bench` could not tell them apart)."""
         row = self._stamps[worker]
-        for step in range(self.depth):
-            slot = (self._next + step) % self.depth
-            if row[slot] == 0:
-                row[slot] = generation
-                self._next = slot + 1
-                return slot
-        return None
+        slot = int(row.argmin())  # stamps are >= 0: the first 0, if any
+        if row[slot] != 0:
+            return None
+        row[slot] = generation
+        return slot
 
     def slot(self, worker: int, slot: int) -> torch.Tensor:
         return self.slots[worker][slot]
