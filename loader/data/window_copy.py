@@ -30,10 +30,10 @@ class ChunkPlan:
     """Where the windows of a chunk of steps lie ([steps, B] arrays), located once; `single[k]` is the shard holding
     every window of step k whole, or -1."""
 
-    __slots__ = ("owner", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids")
+    __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids")
 
     def __init__(self, owner: Any, ids: np.ndarray, max_span: int) -> None:
-        self.owner, self.id_lists = owner, ids.tolist()  # each step's ids, to compare with its SampleBatch (~0.2 µs)
+        self.owner, self.ids, self.id_lists = owner, ids, ids.tolist()  # id_lists: to compare with a SampleBatch (~0.2 µs)
         self.starts = (ids + owner._windows.start) * owner.stride
         self.first, self.offsets = owner.index.locate(self.starts)
         self.inside = self.offsets + max_span <= owner._lengths[self.first]
