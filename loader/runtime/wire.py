@@ -72,8 +72,6 @@ def encode(batch: dict[str, Any], ring: Any, worker: int, slot: int, generation:
 
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
-NUMPY_DTYPES = {name: np.dtype(name) for name in ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
-                                                    "float64", "float32", "float16", "bool", "complex64", "complex128")}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

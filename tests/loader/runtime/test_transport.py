@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 import torch
-from sdl.loader.runtime.transport import WireBatch, from_wire, to_wire
+from sdl.loader.runtime.transport import Ring, WireBatch, encode, from_wire, to_wire
 
 
 def test_wire_round_trip_keeps_values_dtypes_and_non_tensors():
@@ -16,6 +16,35 @@ def test_wire_round_trip_keeps_values_dtypes_and_non_tensors():
     for key in ("input_ids", "sample_ids"):
         assert back[key].dtype == batch[key].dtype and torch.equal(back[key], batch[key])
     assert from_wire(batch) is batch  # not from a worker: untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32, torch.bfloat16])
+def test_a_slot_round_trip_keeps_values_dtypes_and_strides_and_frees_the_slot_when_dropped(dtype):
+    """A batch viewing a ring slot (any dtype, numpy-named or not, strided or not) arrives equal, views the slot, and
+    gives the slot back only once nothing of it is held."""
+    ring = Ring(slot_bytes=4096, num_workers=1, depth=2)
+    slot = ring.acquire(0, ring.generation)
+    memory = ring.slot(0, slot)
+    tokens = memory[:2 * 3 * 8 * 8].view(torch.int64).view(2, 3, 8)
+    tokens.copy_(torch.arange(48).view(2, 3, 8))
+    values = memory[512:512 + 24 * dtype.itemsize].view(dtype).view(4, 6)
+    values.copy_(torch.arange(24).view(4, 6).to(dtype))
+    sent = {"input_ids": tokens[0], "labels": tokens[1][:, 1:], "values": values.t(), "shift": 1}
+    wire = pickle.loads(pickle.dumps(encode(sent, ring, 0, slot, ring.generation)))
+    assert set(wire.views) == {"input_ids", "labels", "values"}
+    batch = from_wire(wire, ring)
+    for key in ("input_ids", "labels", "values"):
+        got = batch[key]
+        assert got.dtype == sent[key].dtype and got.stride() == sent[key].stride() and torch.equal(got, sent[key]), key
+        assert got.data_ptr() == sent[key].data_ptr(), key
+    assert batch["shift"] == 1
+    kept = batch["values"][1:]
+    del batch, got
+    ring.release_unused()
+    assert ring._stamps[0, slot] != 0  # a view is still held
+    del kept
+    ring.release_unused()
+    assert ring._stamps[0, slot] == 0
 
 
 def test_dataloader_workers_deliver_identical_batches(token_dataset):
