@@ -212,7 +212,7 @@ class ShardCache:
             if victim_next_use <= next_use and next_use > 0:
                 return False  # a prefetch never evicts what is needed sooner than itself
             with self._entry_lock(victim, fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
-                if locked:  # nobody is opening or downloading it
+                if locked:  # nobody is downloading it (an opener that has it open keeps reading it: POSIX unlink)
                     size = file_size(self.root / victim)
                     (self.root / victim).unlink(missing_ok=True)
                     used -= size
