@@ -165,6 +165,6 @@ class StepPlan:
         tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
         self.rows.gather(i, b, shift, tokens, None)
         columns = self.rows.columns[:, i:i + b].copy()
-        input_ids, labels = torch.from_numpy(tokens).unbind(0)
+        input_ids, labels = torch.from_numpy(tokens[0]), torch.from_numpy(tokens[1])
         return GatheredBatch(sample_ids=torch.from_numpy(columns[0]), source=torch.from_numpy(columns[1]),
                              source_ids=torch.from_numpy(columns[2]), input_ids=input_ids, labels=labels)
