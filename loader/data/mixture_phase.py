@@ -12,12 +12,15 @@ with every checkpoint and every batch), O(number of sources × schedule changes)
 Position k of epoch e is draw t = (e - epoch)·N + (k - position) of the phase, at stream position start + t
 (`start`: the stream position where the phase began, the samples of the mixture before it; absent in states
 of sdl before schedules: epoch·N + position). The phase's stream (its weights, then the changes of
-`"schedule": [[stream position, {weights}], ...]` after its start) gives (source s, draw index of s), the
-index counted from `drawn[s]`: pass (draw // len(s)), offset in the pass (draw % len(s)). A phase with a
-schedule is version 2 (an sdl that ignores schedules refuses it rather than mis-reading it). Loading a state
-into a mixture with other weights, schedule or sources starts a new phase at the state's cursor: its
-`drawn` is every source's progress there, its weights and changes those of the new mixture's schedule from that
-stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps sources that
+`"schedule": [[stream position, {weights}], ...]` after its start), interleaved under the phase's rule, gives
+(source s, draw index of s), the index counted from `drawn[s]`: pass (draw // len(s)), offset in the pass
+(draw % len(s)). A phase with a schedule is version 2 (an sdl that ignores schedules refuses it rather than
+mis-reading it). A phase made by this sdl interleaves under `TABLE_BEYOND_TWO` (`mixture_schedule.interleave_of`);
+where that reads any of its weights differently from the tree, the rule of earlier sdl, it says so
+(`"interleave": 2`, version 3, which an older sdl refuses); a phase without the key is read with the tree, as it
+was written. Loading a state into a mixture with other weights, schedule or sources starts a new phase at the
+state's cursor: its `drawn` is every source's progress there, its weights and changes those of the new mixture's
+schedule from that stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps sources that
 were removed, so a source added back continues too.
 """
 
@@ -27,11 +30,11 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
-from sdl.loader.data.mixture_schedule import Schedule, Stream, pieces_from
+from sdl.loader.data.mixture_schedule import TABLE_BEYOND_TWO, TREE, Schedule, Stream, pieces_from, uses_table
 from sdl.loader.errors import CheckpointError
 from sdl.loader.sampling.state import LoaderState
 
-PHASE_VERSIONS = (1, 2)  # 2: with a schedule
+PHASE_VERSIONS = (1, 2, 3)  # 2: with a schedule; 3: interleaved under a rule other than the tree (and any schedule)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,12 +47,15 @@ class Phase:
     drawn: dict[str, int] = field(default_factory=dict)
     start: int = 0  # the stream position of (epoch, position)
     schedule: Schedule = ()  # weight changes after `start`: ((stream position, weights), ...)
+    interleave: int = TABLE_BEYOND_TWO  # the rule of `mixture_schedule.interleave_of`; TREE for phases that do not say
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"mixture": 2 if self.schedule else 1, "epoch": self.epoch, "position": self.position, "start": self.start,
-               "num_samples": self.num_samples, "weights": dict(self.weights), "sources": dict(self.sources),
-               "drawn": dict(self.drawn)}
-        return out | {"schedule": [[at, dict(w)] for at, w in self.schedule]} if self.schedule else out
+        table = self.interleave != TREE and uses_table([self.weights, *(w for _, w in self.schedule)])
+        out = {"mixture": 3 if table else 2 if self.schedule else 1, "epoch": self.epoch, "position": self.position,
+               "start": self.start, "num_samples": self.num_samples, "weights": dict(self.weights),
+               "sources": dict(self.sources), "drawn": dict(self.drawn)}
+        out |= {"schedule": [[at, dict(w)] for at, w in self.schedule]} if self.schedule else {}
+        return out | {"interleave": self.interleave} if table else out
 
     @classmethod
     def from_dict(cls, data: Any) -> Phase:
@@ -64,6 +70,9 @@ class Phase:
                         drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()},
                         start=int(data.get("start", epoch * num_samples + position)),
                         schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
+            if data["mixture"] == 3 and data.get("interleave") != TABLE_BEYOND_TWO:
+                raise ValueError(f"interleave rule {data.get('interleave')!r}, expected {TABLE_BEYOND_TWO}")
+            phase = replace(phase, interleave=TABLE_BEYOND_TWO if data["mixture"] == 3 else TREE)
             changes = [phase.start] + [at for at, _ in phase.schedule]
             if any(a >= b for a, b in pairwise(changes)) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
                 raise ValueError(f"schedule changes {changes[1:]} not increasing after the start {phase.start}, or naming other sources")
@@ -80,7 +89,7 @@ class Phase:
         return t
 
     def stream(self) -> Stream:
-        return Stream.build(self.weights, self.schedule, self.start, self.drawn)
+        return Stream.build(self.weights, self.schedule, self.start, self.drawn, self.interleave)
 
     def pieces_from(self, position: int) -> tuple[dict[str, float], Schedule]:
         """The weights in force at stream `position` and the changes after it."""

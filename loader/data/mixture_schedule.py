@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
+from sdl.loader.sampling.pfair import PfairTable, exact_shares
 
 Schedule = tuple[tuple[int, dict[str, float]], ...]
 
@@ -74,10 +75,26 @@ def pieces_from(weights: dict[str, float], schedule: Schedule, position: int) ->
     return weights, tuple((start, later) for start, later in schedule if start > position)
 
 
+TREE, TABLE_BEYOND_TWO = 1, 2  # interleave rules: the tree always (phases of sdl before 2026-11-29); the Pfair table
+# for weights whose tree bound exceeds 2 and that are multiples of 1/D (D <= 65,536), else the tree
+
+
 @lru_cache(maxsize=256)
-def interleave_of(weights: tuple[float, ...]) -> Interleave:
-    """The interleave of (stored, normalised) weights: every count and lookup of a phase goes through here."""
-    return Interleave(weights=weights)
+def interleave_of(weights: tuple[float, ...], rule: int = TABLE_BEYOND_TWO) -> Interleave | PfairTable:
+    """The interleave of (stored, normalised) weights under `rule`: every count and lookup of a phase goes through here.
+    The tree (`sdl.loader.sampling.interleave`) needs nothing stored and keeps ±2 for up to 4 sources, equal weights and
+    most others; where its bound exceeds 2, a periodic Pfair table (`sdl.loader.sampling.pfair`) keeps ±2 for any number
+    of sources when the weights are multiples of 1/D."""
+    tree = Interleave(weights=weights)
+    if rule == TREE or tree.bound <= 2:
+        return tree
+    shares = exact_shares(tree.weights)
+    return tree if shares is None else PfairTable(tree.weights, *shares)
+
+
+def uses_table(weight_sets: Sequence[Mapping[str, float]]) -> bool:
+    """Whether any of these weights reads differently under TABLE_BEYOND_TWO than under TREE."""
+    return any(isinstance(interleave_of(tuple(w.values())), PfairTable) for w in weight_sets)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,16 +103,18 @@ class Stream:
 
     names: tuple[str, ...]
     starts: np.ndarray  # int64 [pieces]: first position of each piece, counted from the point (starts[0] == 0)
-    interleaves: tuple[Interleave, ...]
+    interleaves: tuple[Interleave | PfairTable, ...]
     bases: np.ndarray  # int64 [pieces, sources]: each source's draws before each piece (its `drawn` included)
 
     @classmethod
-    def build(cls, weights: dict[str, float], schedule: Schedule, start: int, drawn: Mapping[str, int]) -> Stream:
-        """The stream from stream position `start`, where `weights` hold and `schedule` lists the changes after it."""
+    def build(cls, weights: dict[str, float], schedule: Schedule, start: int, drawn: Mapping[str, int],
+              rule: int = TABLE_BEYOND_TWO) -> Stream:
+        """The stream from stream position `start`, where `weights` hold and `schedule` lists the changes after it;
+        each piece interleaved under `rule` (`interleave_of`)."""
         names = tuple(weights)
         starts = np.array([0] + [position - start for position, _ in schedule], dtype=np.int64)
         assert (np.diff(starts) > 0).all() and (starts[1:] > 0).all(), "schedule changes must follow the stream's start"
-        interleaves = tuple(interleave_of(tuple(float(w[n]) for n in names)) for w in [weights, *(w for _, w in schedule)])
+        interleaves = tuple(interleave_of(tuple(float(w[n]) for n in names), rule) for w in [weights, *(w for _, w in schedule)])
         bases = np.zeros((len(starts), len(names)), dtype=np.int64)
         bases[0] = [int(drawn.get(name, 0)) for name in names]
         for p in range(1, len(starts)):

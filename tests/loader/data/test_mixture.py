@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.errors import CheckpointError, ConfigError
+from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.merge import merge_states
 from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.sampler import ElasticSampler
@@ -88,6 +89,29 @@ def test_weights_and_sources_changed_at_random_steps_continue_every_pass(sources
         more, state = run(mixture, state, world_size, batch_size, steps)
         delivered += more
     check_passes(Mixture(sources, num_samples=N), delivered)
+
+
+def test_many_sources_keep_two_over_every_window_and_every_pass_across_weight_changes(sources):
+    five = {"a": sources["web"], "b": sources["code"], "c": sources["math"], "d": sources["code"], "e": sources["math"]}
+    skewed = Mixture(five, weights=dict(zip(five, (0.857, 0.001, 0.094, 0.001, 0.049))), num_samples=N)  # tree bound 2.3
+    context = skewed.describe()["context"]
+    assert context["mixture"] == 3 and context["interleave"] == 2 and skewed.describe()["window_bound"] == 2
+    stream, _ = skewed.stream.locate(np.arange(2000))  # the first 2,000 positions of the stream (8 epochs)
+    counts = np.cumsum(np.eye(5, dtype=np.int64)[stream], axis=0)
+    error = np.vstack([np.zeros(5), counts]) - np.arange(2001)[:, None] * np.asarray(list(skewed.weights.values()))
+    assert (error.max(axis=0) - error.min(axis=0)).max() < 2  # every window within 2 (the tree: 2.05)
+    source, _ = skewed.locate(np.arange(N))
+    # a table phase, a tree phase (equal weights), the table again: every source exactly once per pass
+    delivered, state = run(skewed, None, 2, 3, 17)
+    more, state = run(Mixture(five, weights=dict.fromkeys(five, 1), num_samples=N), state, 3, 2, 20)
+    rest, _ = run(skewed, state, 1, 5, 10**6)
+    check_passes(skewed, delivered + more + rest)
+    # a phase written before the table (no "interleave": version 1) is read with the tree, as it was written
+    old = {k: v for k, v in context.items() if k != "interleave"} | {"mixture": 1}
+    tree, _ = Interleave(weights=tuple(skewed.weights.values())).locate(np.arange(N))
+    assert skewed.locate(np.arange(N), context=old)[0].tolist() == tree.tolist() != source.tolist()
+    with pytest.raises(CheckpointError, match="malformed mixture phase"):
+        skewed.locate([0], context=context | {"interleave": 7})
 
 
 def test_same_seed_same_stream_on_any_topology(sources):

@@ -1,5 +1,8 @@
 """The mixture interleave: a bijection onto per-source draw sequences, within its bound over every window."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,18 +10,11 @@ from hypothesis import strategies as st
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from interleave_checks import window_deviation  # noqa: E402
+
 weights_up_to_4 = st.lists(st.floats(0.001, 1000.0), min_size=1, max_size=4)
 weights_up_to_8 = st.lists(st.floats(0.001, 1000.0), min_size=1, max_size=8)
-
-
-def window_deviation(interleave: Interleave, length: int) -> float:
-    """The largest |count of a source in a window - weight × window length| over every window of [0, length)."""
-    source, _ = interleave.locate(np.arange(length))
-    prefix = np.zeros((length + 1, len(interleave.weights)))
-    for s in range(len(interleave.weights)):
-        prefix[1:, s] = np.cumsum(source == s)
-    error = prefix - np.arange(length + 1)[:, None] * np.asarray(interleave.weights)
-    return float((error.max(axis=0) - error.min(axis=0)).max())
 
 
 @settings(max_examples=60, deadline=None)
