@@ -12,7 +12,9 @@ draws within e of w·t, |e| < (1 + Σ_a w / W_a) / 2; over any K consecutive pos
 within `bound` = max over leaves of (1 + Σ_a w / W_a) of w·K. The tree is chosen to minimise that
 bound among a few shapes: with up to 4 sources some shape has every leaf under at most one non-root
 ancestor, so the bound is <= 2 for any weights; with more sources it is reported (`bound`), and is
-< 2 for typical weights (equal weights of any number of sources: runs of 2^m, 1 + 1/2 + 1/4 + … < 2).
+< 2 for equal weights of any number of sources (runs of 2^m, 1 + 1/2 + 1/4 + … < 2) and many others. Where it
+exceeds 2, a mixture uses the periodic Pfair table instead when the weights allow one (`sdl.loader.sampling.pfair`,
+chosen by `sdl.loader.data.mixture_schedule.interleave_of`).
 """
 
 from __future__ import annotations
