@@ -91,6 +91,22 @@ def test_weights_and_sources_changed_at_random_steps_continue_every_pass(sources
     check_passes(Mixture(sources, num_samples=N), delivered)
 
 
+SIX = ("a", "b", "c", "d", "e", "f")  # six names over the three datasets: the Pfair table wherever the tree's bound passes 2
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(TOPOLOGIES, st.lists(st.integers(0, 40), min_size=6, max_size=6).filter(any)),
+                min_size=1, max_size=4))
+def test_six_sources_at_changing_integer_weights_continue_every_pass(sources, segments):
+    six = {name: sources[("web", "code", "math")[i % 3]] for i, name in enumerate(SIX)}
+    delivered, state = [], None
+    for (world_size, batch_size, steps), shares in segments + [((1, 8, 10**6), [1] * 6)]:
+        mixture = Mixture(six, weights=dict(zip(SIX, shares)), num_samples=N)
+        more, state = run(mixture, state, world_size, batch_size, steps)
+        delivered += more
+    check_passes(mixture, delivered)
+
+
 def test_many_sources_keep_two_over_every_window_and_every_pass_across_weight_changes(sources):
     five = {"a": sources["web"], "b": sources["code"], "c": sources["math"], "d": sources["code"], "e": sources["math"]}
     skewed = Mixture(five, weights=dict(zip(five, (0.857, 0.001, 0.094, 0.001, 0.049))), num_samples=N)  # tree bound 2.3
