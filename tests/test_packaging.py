@@ -15,7 +15,8 @@ def test_every_code_folder_is_a_listed_package():
     mapping = config["tool"]["setuptools"]["package-dir"]
     on_disk = {p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("**/__init__.py")
                if not {"tests", "build"} & set(p.relative_to(ROOT).parts)
-               and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)}  # .venv, .git, ...
+               and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)  # .venv, .git, ...
+               and not (ROOT / p.relative_to(ROOT).parts[0] / "pyvenv.cfg").exists()}  # a virtualenv of any name
     top = {name: folder for name, folder in mapping.items()}
 
     def folder_of(package: str) -> str:  # sdl.loader.index -> loader/index, through the package-dir mapping
