@@ -70,9 +70,9 @@ def sample_batches(dataset: Any, config: BenchConfig) -> list[np.ndarray]:
     return [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
 
 
-def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any) -> Iterator[np.ndarray]:
-    """The same windows copied into a preallocated array of sdl's output layout and dtype (`SliceCeiling`)."""
-    ceiling = SliceCeiling(dataset, config.batch_size, dtype)
+def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any, buffers: int = 1) -> Iterator[np.ndarray]:
+    """The same windows copied into `buffers` preallocated arrays (in turn) of sdl's output layout and dtype (`SliceCeiling`)."""
+    ceiling = SliceCeiling(dataset, config.batch_size, dtype, buffers)
     planned = [ceiling.plan(batch) for batch in sample_batches(dataset, config)]
     return (ceiling.gather(batch) for batch in _cycle(planned))
 
@@ -95,6 +95,7 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
         "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0, device=device),
         "baseline_in_process": lambda: baseline_loader(dataset, config.batch_size, config.seed, 0),
         "ceiling": None,
+        "ceiling_held": None,
         "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers,
                                            device=device),
         "baseline_workers": lambda: baseline_loader(dataset, config.batch_size, config.seed, config.num_workers),
@@ -104,7 +105,8 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
         if name.endswith("_workers") and config.num_workers == 0:
             results[name] = None
             continue
-        batches = ceiling_batches(dataset, config, output_dtype(device)) if build is None else endless(build())
+        batches = endless(build()) if build is not None else \
+            ceiling_batches(dataset, config, output_dtype(device), buffers=2 if name == "ceiling_held" else 1)
         seconds, cpu_s = time_batches(batches, config, tick)
         results[name] = throughput(seconds, config, itemsize, cpu_s)
         del batches  # shuts the workers down before the next reader starts
@@ -120,6 +122,7 @@ def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
     cpu = None if in_process is None or workers is None else workers.main_cpu_ms_per_batch / in_process.main_cpu_ms_per_batch
     return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
             "sdl_vs_ceiling": ratio("sdl_in_process", "ceiling"),
+            "sdl_vs_held_ceiling": ratio("sdl_in_process", "ceiling_held"),
             "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers"),
             "sdl_workers_vs_in_process": ratio("sdl_workers", "sdl_in_process"),
             "main_cpu_workers_vs_in_process": cpu}

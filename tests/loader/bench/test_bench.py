@@ -32,7 +32,8 @@ def report(dataset):
 
 
 def test_throughput_and_ratios_are_positive(report):
-    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "sdl_workers", "baseline_workers"}
+    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "ceiling_held", "sdl_workers",
+                                      "baseline_workers"}
     for result in report.throughput.values():
         assert result.batches == TINY["steps"]
         for value in (result.samples_per_s, result.tokens_per_s, result.mb_per_s, result.latency_p50_ms, result.latency_p99_ms):
@@ -40,7 +41,7 @@ def test_throughput_and_ratios_are_positive(report):
         assert result.main_cpu_ms_per_batch >= 0
         assert result.latency_p99_ms >= result.latency_p50_ms
         assert result.tokens_per_s == pytest.approx(result.samples_per_s * TINY["seq_len"])
-    assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_baseline_workers",
+    assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_baseline_workers",
                                   "sdl_workers_vs_in_process", "main_cpu_workers_vs_in_process"}
     assert all(positive(value) for key, value in report.ratios.items() if key != "main_cpu_workers_vs_in_process")
     assert positive(report.physical["memcpy_gb_per_s"])
@@ -107,6 +108,22 @@ def test_the_ceiling_copies_the_same_windows_across_shards(token_dataset):
         batch = ds.__getitems__(ids)
         gathered = ceiling.gather(planned)
         assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+
+
+def test_the_held_ceiling_keeps_the_previous_batch_intact_while_making_the_next(token_dataset):
+    ds = TokenWindows(token_dataset(num_tokens=5_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=32, stride=33)
+    batches = ([0, 1, 2, 3], [40, 41, 42, 43], [149, 3, 31, 62], [5, 6, 7, 8])
+    for buffers, intact in ((1, False), (2, True)):
+        ceiling = SliceCeiling(ds, 4, np.int64, buffers=buffers)
+        previous = None
+        for ids in batches:
+            gathered = ceiling.gather(ceiling.plan(np.array(ids)))
+            expected = ds.__getitems__(ids)["input_ids"].numpy()
+            assert np.array_equal(gathered[0], expected)
+            if previous is not None:  # what a caller still holds of the batch before
+                held, wanted = previous
+                assert np.array_equal(held[0], wanted) == intact
+            previous = (gathered, expected)
 
 
 def test_naive_windows_cross_shard_boundaries(token_dataset):
