@@ -79,17 +79,31 @@ TREE, TABLE_BEYOND_TWO = 1, 2  # interleave rules: the tree always (phases of sd
 # for weights whose tree bound exceeds 2 and that are multiples of 1/D (D <= 65,536), else the tree
 
 
-@lru_cache(maxsize=256)
 def interleave_of(weights: tuple[float, ...], rule: int = TABLE_BEYOND_TWO) -> Interleave | PfairTable:
     """The interleave of (stored, normalised) weights under `rule`: every count and lookup of a phase goes through here.
     The tree (`sdl.loader.sampling.interleave`) needs nothing stored and keeps ±2 for up to 4 sources, equal weights and
     most others; where its bound exceeds 2, a periodic Pfair table (`sdl.loader.sampling.pfair`) keeps ±2 for any number
     of sources when the weights are multiples of 1/D."""
-    tree = Interleave(weights=weights)
+    tree = _tree(weights)
     if rule == TREE or tree.bound <= 2:
         return tree
-    shares = exact_shares(tree.weights)
-    return tree if shares is None else PfairTable(tree.weights, *shares)
+    shares = _shares(tree.weights)
+    return tree if shares is None else _table(tree.weights, *shares)
+
+
+@lru_cache(maxsize=256)
+def _tree(weights: tuple[float, ...]) -> Interleave:
+    return Interleave(weights=weights)
+
+
+@lru_cache(maxsize=256)
+def _shares(weights: tuple[float, ...]) -> tuple[int, tuple[int, ...]] | None:
+    return exact_shares(weights)
+
+
+@lru_cache(maxsize=16)  # a table holds up to 1.6 MB (24 bytes a position of its period); a Stream keeps its own
+def _table(weights: tuple[float, ...], period: int, shares: tuple[int, ...]) -> PfairTable:
+    return PfairTable(weights, period, shares)
 
 
 def uses_table(weight_sets: Sequence[Mapping[str, float]]) -> bool:
