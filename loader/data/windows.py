@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.batch import GatheredBatch
+from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
@@ -232,8 +232,7 @@ class TokenWindows(ShardAccess):
         labels), positions [B, seq_len] (doc_starts=True, else None), sample_ids [B] (array or tensor); its fields added
         to `batch` when given. A Mixture of TokenWindows makes its batch here too, from rows its sources gathered."""
         b = tokens.shape[1]
-        # the two halves of one array, as the docstring of gather says (two from_numpy: ~1.4 µs less than unbind)
-        input_ids, labels = torch.from_numpy(tokens[0]), torch.from_numpy(tokens[1])
+        input_ids, labels = token_halves(tokens)  # the two halves of one array, as the docstring of gather says
         if self.layout == "grouped":
             input_ids = input_ids.view(b, self.seq_len // shift, shift)
             labels = labels.view(b, self.seq_len // shift, shift)
