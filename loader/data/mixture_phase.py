@@ -20,8 +20,8 @@ where that reads any of its weights differently from the tree, the rule of earli
 (`"interleave": 2`, version 3, which an older sdl refuses); a phase without the key is read with the tree, as it
 was written. Loading a state into a mixture with other weights, schedule or sources starts a new phase at the
 state's cursor: its `drawn` is every source's progress there, its weights and changes those of the new mixture's
-schedule from that stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps sources that
-were removed, so a source added back continues too.
+schedule from that stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps
+sources that were removed, so a source added back continues too.
 """
 
 from __future__ import annotations
@@ -64,15 +64,15 @@ class Phase:
                                   f"{', '.join(map(str, PHASE_VERSIONS))}); upgrade sdl")
         try:
             epoch, position, num_samples = int(data["epoch"]), int(data["position"]), int(data["num_samples"])
+            if data["mixture"] == 3 and data.get("interleave") != TABLE_BEYOND_TWO:
+                raise ValueError(f"interleave rule {data.get('interleave')!r}, expected {TABLE_BEYOND_TWO}")
             phase = cls(epoch=epoch, position=position, num_samples=num_samples,
+                        interleave=TABLE_BEYOND_TWO if data["mixture"] == 3 else TREE,
                         weights={str(k): float(v) for k, v in data["weights"].items()},
                         sources={str(k): str(v) for k, v in data["sources"].items()},
                         drawn={str(k): int(v) for k, v in data.get("drawn", {}).items()},
                         start=int(data.get("start", epoch * num_samples + position)),
                         schedule=tuple((int(at), {str(k): float(v) for k, v in w.items()}) for at, w in data.get("schedule", ())))
-            if data["mixture"] == 3 and data.get("interleave") != TABLE_BEYOND_TWO:
-                raise ValueError(f"interleave rule {data.get('interleave')!r}, expected {TABLE_BEYOND_TWO}")
-            phase = replace(phase, interleave=TABLE_BEYOND_TWO if data["mixture"] == 3 else TREE)
             changes = [phase.start] + [at for at, _ in phase.schedule]
             if any(a >= b for a, b in pairwise(changes)) or any(list(w) != list(phase.weights) for _, w in phase.schedule):
                 raise ValueError(f"schedule changes {changes[1:]} not increasing after the start {phase.start}, or naming other sources")

@@ -84,11 +84,8 @@ def interleave_of(weights: tuple[float, ...], rule: int = TABLE_BEYOND_TWO) -> I
     The tree (`sdl.loader.sampling.interleave`) needs nothing stored and keeps ±2 for up to 4 sources, equal weights and
     most others; where its bound exceeds 2, a periodic Pfair table (`sdl.loader.sampling.pfair`) keeps ±2 for any number
     of sources when the weights are multiples of 1/D."""
-    tree = _tree(weights)
-    if rule == TREE or tree.bound <= 2:
-        return tree
-    shares = _shares(tree.weights)
-    return tree if shares is None else _table(tree.weights, *shares)
+    shares = None if rule == TREE else _table_shares(weights)
+    return _tree(weights) if shares is None else _table(_tree(weights).weights, *shares)
 
 
 @lru_cache(maxsize=256)
@@ -97,8 +94,10 @@ def _tree(weights: tuple[float, ...]) -> Interleave:
 
 
 @lru_cache(maxsize=256)
-def _shares(weights: tuple[float, ...]) -> tuple[int, tuple[int, ...]] | None:
-    return exact_shares(weights)
+def _table_shares(weights: tuple[float, ...]) -> tuple[int, tuple[int, ...]] | None:
+    """(D, shares) of the Pfair table when the tree's bound exceeds 2 and the weights are multiples of 1/D; else None."""
+    tree = _tree(weights)
+    return None if tree.bound <= 2 else exact_shares(tree.weights)
 
 
 @lru_cache(maxsize=16)  # a table holds up to 1.6 MB (24 bytes a position of its period); a Stream keeps its own
@@ -108,7 +107,7 @@ def _table(weights: tuple[float, ...], period: int, shares: tuple[int, ...]) -> 
 
 def uses_table(weight_sets: Sequence[Mapping[str, float]]) -> bool:
     """Whether any of these weights reads differently under TABLE_BEYOND_TWO than under TREE."""
-    return any(isinstance(interleave_of(tuple(w.values())), PfairTable) for w in weight_sets)
+    return any(_table_shares(tuple(w.values())) is not None for w in weight_sets)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
