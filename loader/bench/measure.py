@@ -91,22 +91,21 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
                        device: torch.device | None = None) -> dict[str, Throughput | None]:
     itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
     device = device or torch.device("cpu")
-    readers: dict[str, Callable[[], Any] | None] = {
-        "sdl_in_process": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0, device=device),
-        "baseline_in_process": lambda: baseline_loader(dataset, config.batch_size, config.seed, 0),
-        "ceiling": None,
-        "ceiling_held": None,
-        "sdl_workers": lambda: make_loader(dataset, config.batch_size, seed=config.seed, num_workers=config.num_workers,
-                                           device=device),
-        "baseline_workers": lambda: baseline_loader(dataset, config.batch_size, config.seed, config.num_workers),
+    readers: dict[str, Callable[[], Iterator[Any]]] = {  # each: the batches of one reader, endlessly
+        "sdl_in_process": lambda: endless(make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0, device=device)),
+        "baseline_in_process": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, 0)),
+        "ceiling": lambda: ceiling_batches(dataset, config, output_dtype(device)),
+        "ceiling_held": lambda: ceiling_batches(dataset, config, output_dtype(device), buffers=2),
+        "sdl_workers": lambda: endless(make_loader(dataset, config.batch_size, seed=config.seed,
+                                                   num_workers=config.num_workers, device=device)),
+        "baseline_workers": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)),
     }
     results: dict[str, Throughput | None] = {}
-    for name, build in readers.items():
+    for name, batches_of in readers.items():
         if name.endswith("_workers") and config.num_workers == 0:
             results[name] = None
             continue
-        batches = endless(build()) if build is not None else \
-            ceiling_batches(dataset, config, output_dtype(device), buffers=2 if name == "ceiling_held" else 1)
+        batches = batches_of()
         seconds, cpu_s = time_batches(batches, config, tick)
         results[name] = throughput(seconds, config, itemsize, cpu_s)
         del batches  # shuts the workers down before the next reader starts
