@@ -16,6 +16,7 @@ from sdl.loader.errors import ConfigError
 RATIO_TARGETS = (("sdl_vs_baseline_in_process", "sdl / baseline, in process", 2.0, True),
                  ("sdl_vs_ceiling", "sdl / copy ceiling, in process", 0.9, True),
                  ("sdl_vs_held_ceiling", "sdl / copy ceiling holding the previous batch, in process", None, True),
+                 ("sdl_vs_per_row_ceiling", "sdl / per-row slice copies (issue 14's ceiling), in process", None, True),
                  ("sdl_vs_baseline_workers", "sdl / baseline, with workers", 3.0, True),
                  ("sdl_workers_vs_in_process", "sdl with workers / in process", 0.5, True),
                  ("main_cpu_workers_vs_in_process", "training-process CPU per batch, workers / in process", 1.0, False))

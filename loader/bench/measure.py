@@ -70,9 +70,11 @@ def sample_batches(dataset: Any, config: BenchConfig) -> list[np.ndarray]:
     return [np.asarray(batch, dtype=np.int64) for _, batch in zip(range(config.steps + config.warmup_steps), endless(sampler))]
 
 
-def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any, buffers: int = 1) -> Iterator[np.ndarray]:
-    """The same windows copied into `buffers` preallocated arrays (in turn) of sdl's output layout and dtype (`SliceCeiling`)."""
-    ceiling = SliceCeiling(dataset, config.batch_size, dtype, buffers)
+def ceiling_batches(dataset: TokenWindows, config: BenchConfig, dtype: Any, buffers: int = 1,
+                    per_row: bool = False) -> Iterator[np.ndarray]:
+    """The same windows copied into `buffers` preallocated arrays (in turn) of sdl's output layout and dtype (`SliceCeiling`;
+    `per_row`: issue 14's per-row definition, a reference)."""
+    ceiling = SliceCeiling(dataset, config.batch_size, dtype, buffers, per_row)
     planned = [ceiling.plan(batch) for batch in sample_batches(dataset, config)]
     return (ceiling.gather(batch) for batch in _cycle(planned))
 
@@ -96,6 +98,7 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
         "baseline_in_process": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, 0)),
         "ceiling": lambda: ceiling_batches(dataset, config, output_dtype(device)),
         "ceiling_held": lambda: ceiling_batches(dataset, config, output_dtype(device), buffers=2),
+        "ceiling_per_row": lambda: ceiling_batches(dataset, config, output_dtype(device), per_row=True),
         "sdl_workers": lambda: endless(make_loader(dataset, config.batch_size, seed=config.seed,
                                                    num_workers=config.num_workers, device=device)),
         "baseline_workers": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)),
@@ -122,6 +125,7 @@ def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
     return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
             "sdl_vs_ceiling": ratio("sdl_in_process", "ceiling"),
             "sdl_vs_held_ceiling": ratio("sdl_in_process", "ceiling_held"),
+            "sdl_vs_per_row_ceiling": ratio("sdl_in_process", "ceiling_per_row"),
             "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers"),
             "sdl_workers_vs_in_process": ratio("sdl_workers", "sdl_in_process"),
             "main_cpu_workers_vs_in_process": cpu}

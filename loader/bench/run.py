@@ -8,7 +8,8 @@ Readers of the same windows (`seq_len` tokens every `stride`, labels shifted by 
 - **ceiling**: the same windows copied into one preallocated array of sdl's output layout and dtype the
   fastest way measured (one window-view gather per batch inside one shard, else per-row slice copies; then
   two casting copies), nothing else (`sdl.loader.bench.baseline.SliceCeiling`); the same into two arrays in
-  turn (`ceiling_held`: the previous batch stays intact, as a loader's caller needs); and the memcpy bandwidth
+  turn (`ceiling_held`: the previous batch stays intact, as a loader's caller needs); row by row (`ceiling_per_row`:
+  two casting slice copies a window, issue 14's definition, slower than the gather: a reference); and the memcpy bandwidth
   (`physical`), the limit of any reader: `memcpy_tokens_per_s` = bandwidth / output bytes per token;
 - **peers** (`--peer`): other loaders on the same tokens (`sdl.loader.bench.peers`).
 MB/s counts token bytes read from the shards (samples × seq_len × shard itemsize), the same for all.

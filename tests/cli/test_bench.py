@@ -22,7 +22,7 @@ def test_json_has_every_field_with_sane_values(capsys):
     assert report["version"] == 1 and report["config"]["seq_len"] == 64 and report["dataset"]["synthetic"]
     for name, result in report["throughput"].items():
         assert all(result[key] > 0 for key in ("samples_per_s", "tokens_per_s", "mb_per_s", "latency_p50_ms", "latency_p99_ms")), name
-    assert set(report["ratios"]) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_baseline_workers",
+    assert set(report["ratios"]) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_per_row_ceiling", "sdl_vs_baseline_workers",
                                      "sdl_workers_vs_in_process", "main_cpu_workers_vs_in_process"}
     assert all(report["ratios"][key] > 0 for key in ("sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_workers_vs_in_process"))
     assert report["physical"]["memcpy_gb_per_s"] > 0 and report["peers"] == {}

@@ -32,7 +32,7 @@ def report(dataset):
 
 
 def test_throughput_and_ratios_are_positive(report):
-    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "ceiling_held", "sdl_workers",
+    assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "ceiling_held", "ceiling_per_row", "sdl_workers",
                                       "baseline_workers"}
     for result in report.throughput.values():
         assert result.batches == TINY["steps"]
@@ -41,7 +41,7 @@ def test_throughput_and_ratios_are_positive(report):
         assert result.main_cpu_ms_per_batch >= 0
         assert result.latency_p99_ms >= result.latency_p50_ms
         assert result.tokens_per_s == pytest.approx(result.samples_per_s * TINY["seq_len"])
-    assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_baseline_workers",
+    assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_per_row_ceiling", "sdl_vs_baseline_workers",
                                   "sdl_workers_vs_in_process", "main_cpu_workers_vs_in_process"}
     assert all(positive(value) for key, value in report.ratios.items() if key != "main_cpu_workers_vs_in_process")
     assert positive(report.physical["memcpy_gb_per_s"])
@@ -98,16 +98,17 @@ def test_baseline_and_ceiling_read_the_same_windows_as_sdl(token_dataset):
 
 
 def test_the_ceiling_copies_the_same_windows_across_shards(token_dataset):
-    """Windows of one shard (one window-view gather) or of several (per-row copies); none crosses a boundary here,
-    where the ceiling reads from the end of the first shard instead."""
+    """Windows of one shard (one window-view gather) or of several (per-row copies), and the per-row reference; none
+    crosses a boundary here, where the ceilings read from the end of the first shard instead."""
     ds = TokenWindows(token_dataset(num_tokens=5_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=32, stride=33)
-    ceiling = SliceCeiling(ds, 4, np.int64)
-    for ids in ([0, 1, 2, 3], [0, 40, 80, 120], [149, 3, 31, 62]):
-        planned = ceiling.plan(np.array(ids))
-        assert (planned[0] is not None) == (ids == [0, 1, 2, 3])  # only the first batch lies in one shard
-        batch = ds.__getitems__(ids)
-        gathered = ceiling.gather(planned)
-        assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+    for per_row in (False, True):
+        ceiling = SliceCeiling(ds, 4, np.int64, per_row=per_row)
+        for ids in ([0, 1, 2, 3], [0, 40, 80, 120], [149, 3, 31, 62]):
+            planned = ceiling.plan(np.array(ids))
+            assert (planned[0] is not None) == (ids == [0, 1, 2, 3] and not per_row)  # one gather: one shard, not per row
+            batch = ds.__getitems__(ids)
+            gathered = ceiling.gather(planned)
+            assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
 
 
 def test_the_held_ceiling_keeps_the_previous_batch_intact_while_making_the_next(token_dataset):
