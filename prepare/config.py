@@ -40,6 +40,7 @@ class PrepareConfig:
     batch_bytes: int = 1 << 20              # text per batch sent to a worker; does not change the output
 
     def __post_init__(self) -> None:
+        check_types({f.name: getattr(self, f.name) for f in fields(self)}, "PrepareConfig")
         object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
         object.__setattr__(self, "text_suffixes", tuple(s if s.startswith(".") else f".{s}" for s in self.text_suffixes))
         if not self.sources:
@@ -84,6 +85,26 @@ def _absolute(spec: str) -> str:
     return os.path.abspath(path) if path.exists() or set("*?[") & set(spec) else spec
 
 
+def check_types(values: dict[str, Any], where: str) -> None:
+    """Refuse a value of the wrong type for its PrepareConfig field (a TOML `overwrite = "no"` must not read as true):
+    booleans must be true/false, integers whole numbers (not booleans), texts strings, lists lists of strings."""
+    kinds = {f.name: str(f.type) for f in fields(PrepareConfig)}
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if kind is None or (value is None and "None" in kind):
+            continue
+        if kind.startswith("tuple"):
+            fits, expected = isinstance(value, (list, tuple)) and all(isinstance(v, (str, Path)) for v in value), "a list of strings"
+        elif kind.startswith("bool"):
+            fits, expected = isinstance(value, bool), "true or false"
+        elif kind.startswith("int"):
+            fits, expected = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        else:
+            fits, expected = isinstance(value, (str, Path)), "a string"
+        if not fits:
+            raise ConfigError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected {expected}; fix its value")
+
+
 def _positive(name: str, value: Any, flag: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{flag} is {value!r}, expected a positive integer")
@@ -100,6 +121,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file; pass an existing .toml file, e.g. configs/demo.toml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, expected a .toml config file; pass the file, e.g. configs/demo.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); pass a readable .toml file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from None
     if set(data) == {"prepare"} and isinstance(data["prepare"], dict):
@@ -115,6 +140,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     for key in ("sources", "text_suffixes"):
         if key in data and isinstance(data[key], str):
             data[key] = [data[key]]
+    check_types(data, str(path))
+    for key in ("sources", "text_suffixes"):
         if key in data:
             data[key] = tuple(data[key])
     return data

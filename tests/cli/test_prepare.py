@@ -82,6 +82,15 @@ BAD_INPUTS = {
     "deeply nested JSON": (lambda d: [d / "deep.jsonl"], [], "deep.jsonl:2: JSON nested too deeply"),
     "uint16 too small": (lambda d: [d / "good.jsonl"], ["--dtype", "uint16", "--tokenizer", "{d}/big.json"], "--dtype uint16 holds ids below 65,536"),
     "config unknown key": (lambda d: [d / "good.jsonl"], ["--config", "{d}/bad.toml"], "bad.toml: unknown key tokens_per_shrd"),
+    "config string for a boolean": (lambda d: [d / "good.jsonl"], ["--config", "{d}/eos.toml"],
+                                    "eos.toml: append_eos is 'yes' (str), expected true or false"),
+    "config number for a string": (lambda d: [d / "good.jsonl"], ["--config", "{d}/field.toml"],
+                                   "field.toml: tokenizer is 5 (int), expected a string"),
+    "config list for a string": (lambda d: [d / "good.jsonl"], ["--config", "{d}/list.toml"],
+                                 "list.toml: text_field is ['a'] (list), expected a string"),
+    "config float for an integer": (lambda d: [d / "good.jsonl"], ["--config", "{d}/float.toml"],
+                                    "float.toml: tokens_per_shard is 100.5 (float), expected a whole number"),
+    "config is a folder": (lambda d: [d / "good.jsonl"], ["--config", "{d}"], "is a folder, expected a .toml config file"),
 }
 
 
@@ -97,6 +106,10 @@ def bad_inputs(tmp_path):
     (tmp_path / "surrogate.jsonl").write_text('{"text": "fine"}\n{"text": "smile \\ud83d"}\n')
     (tmp_path / "deep.jsonl").write_text('{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
     (tmp_path / "bad.toml").write_text("tokens_per_shrd = 10\n")
+    (tmp_path / "eos.toml").write_text('append_eos = "yes"\n')
+    (tmp_path / "field.toml").write_text("tokenizer = 5\n")
+    (tmp_path / "list.toml").write_text('text_field = ["a"]\n')
+    (tmp_path / "float.toml").write_text("tokens_per_shard = 100.5\n")
     _big_vocab_tokenizer(tmp_path / "big.json")
     return tmp_path
 
@@ -110,6 +123,19 @@ def test_bad_input_is_one_line_error(bad_inputs, capsys, case):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert wording in err
     assert not out.exists()
+
+
+def test_a_config_string_never_reads_as_overwrite_true(tmp_path, capsys):
+    """`overwrite = "no"` in a config file is refused: a truthy string must not replace a dataset that differs."""
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(20))
+    out = tmp_path / "out"
+    assert sdl(capsys, data, out, "--tokens-per-shard", 100)[0] == 0
+    before = dataset_bytes(out)
+    config = tmp_path / "c.toml"
+    config.write_text('overwrite = "no"\ntokens_per_shard = 50\n')
+    code, _, err = sdl(capsys, data, out, "--config", config)
+    assert code == 1 and err.count("\n") == 1 and "overwrite is 'no' (str), expected true or false" in err
+    assert dataset_bytes(out) == before
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
