@@ -57,6 +57,13 @@ def _register() -> None:
 _register()
 
 
+def usage_line(exc: Exception) -> str:
+    """A usage error (bad option value, unknown option or command) as one line, naming the command's --help."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message}; see `{ctx.command_path} --help`" if ctx is not None else message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; SdlError -> one line on stderr and exit 1 (SDL_DEBUG=1 re-raises for the traceback)."""
     try:
@@ -72,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except (click.ClickException, typer.TyperException) as exc:  # usage errors; typer >= 0.20 vendors its own click
-        if not hasattr(exc, "show"):
+        if not hasattr(exc, "format_message"):
             raise
-        exc.show()
+        print(f"error: {usage_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)

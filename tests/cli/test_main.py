@@ -25,6 +25,16 @@ def test_exit_codes_reach_the_shell(capsys):
     assert "Traceback" not in err
 
 
+def test_usage_errors_are_one_line_naming_the_help(capsys):
+    """Bad option values, unknown options and commands: exit 2 and one line on stderr, as every other error."""
+    for argv, wording in ((["_exit-probe", "--code", "abc"], "Invalid value for '--code'"),
+                          (["_exit-probe", "--no-such-flag"], "No such option: --no-such-flag"),
+                          (["no-such-command"], "No such command 'no-such-command'")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and wording in err and "--help`" in err, err
+
+
 def test_sdl_debug_shows_the_traceback():
     code = "import sys; from sdl.loader.errors import InputError; import sdl.cli.main as m\n" \
            "@m.app.command('boom')\ndef boom():\n    raise InputError('bad')\nsys.exit(m.main(['boom']))"
