@@ -35,11 +35,22 @@ def command(
     """Tokenize a corpus into fixed-size token shards; re-run the same command to resume after an interruption."""
     from sdl.prepare import load_config_file, make_config, prepare
 
+    options = {"--config": config, "--demo": demo, "--tokenizer": tokenizer, "--text-field": text_field, "--text-suffix": text_suffix,
+               "--split": split, "--tokens-per-shard": tokens_per_shard, "--dtype": dtype, "--eos/--no-eos": eos,
+               "--bos/--no-bos": bos, "--max-docs": max_docs, "--num-proc": num_proc, "--num-jobs": num_jobs,
+               "--job-index": job_index, "--on-error": on_error, "--overwrite": overwrite}
     if repair:
+        given = [flag for flag, value in options.items() if value not in (None, False)]
+        if given:
+            raise ConfigError(f"--repair reruns OUT with the options its journal recorded and takes no others (got {', '.join(given)}); "
+                              "drop them, or prepare afresh with --overwrite instead of --repair")
         return _repair(paths or [], as_json)
 
     base: dict[str, Any] = {}
     if demo:
+        if len(paths or []) > 1:
+            raise ConfigError(f"--demo prepares the embedded default (this Python's stdlib sources) into OUT; got {len(paths)} paths "
+                              f"({' '.join(paths)}): give only OUT, or drop --demo to prepare your own sources")
         base.update(_demo_options())
     if config is not None:
         base.update(load_config_file(config))

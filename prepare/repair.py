@@ -60,11 +60,9 @@ def repair(out: str | Path) -> RepairReport:
     out = Path(out)
     if not out.is_dir():
         raise InputError(f"{out}: no such folder; expected the output folder of a finished sdl prepare")
+    _recorded_run(out)  # before the lock too: taking it would leave OUT/.sdl behind in a folder that is no dataset
     with output_lock(out):
-        journal = read_journal(out)
-        if journal is None or not journal.options:
-            raise InputError(f"{out}: no journal of the run that wrote it (.sdl/prepare-journal.json, from this sdl version); "
-                             "re-run the sdl prepare command that made it with --overwrite")
+        journal = _recorded_run(out)
         if not journal.complete:
             raise InputError(f"{out}: unfinished; re-run the same sdl prepare command to finish it (it resumes)")
         manifest = read_manifest(out)
@@ -72,6 +70,15 @@ def repair(out: str | Path) -> RepairReport:
         if bad:
             _rewrite(PrepareConfig(**journal.options, out=str(out)), manifest, bad)
     return RepairReport(out=str(out), num_shards=len(manifest.shards), rewritten=tuple(manifest.shards[i].file for i in bad))
+
+
+def _recorded_run(out: Path) -> Any:
+    """The journal of the run that wrote `out`, with its options; InputError when there is none."""
+    journal = read_journal(out)
+    if journal is None or not journal.options:
+        raise InputError(f"{out}: no journal of the run that wrote it (.sdl/prepare-journal.json, from this sdl version); "
+                         "re-run the sdl prepare command that made it with --overwrite")
+    return journal
 
 
 class _RepairWriter(ShardWriter):

@@ -138,6 +138,21 @@ def test_a_config_string_never_reads_as_overwrite_true(tmp_path, capsys):
     assert dataset_bytes(out) == before
 
 
+def test_options_that_would_be_ignored_are_refused(tmp_path, capsys):
+    """--repair reruns the journal's options and --demo prepares the embedded default: other options or sources are
+    refused with one line rather than silently dropped."""
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(5))
+    for args, wording in (([tmp_path / "out", "--repair", "--overwrite"], "--repair reruns OUT with the options its journal recorded"),
+                          ([tmp_path / "out", "--repair", "--tokens-per-shard", "50"], "(got --tokens-per-shard)"),
+                          ([data, tmp_path / "out", "--demo"], "--demo prepares the embedded default")):
+        code, _, err = sdl(capsys, *args)
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and wording in err, err
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "plain").mkdir()
+    code, _, err = sdl(capsys, tmp_path / "plain", "--repair")
+    assert code == 1 and "no journal of the run that wrote it" in err and not any((tmp_path / "plain").iterdir())
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     data = write_jsonl(tmp_path / "a.jsonl", make_texts(3))
     blocker = tmp_path / "file"
