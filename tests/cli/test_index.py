@@ -59,6 +59,12 @@ def test_bad_input_is_one_line_exit_1_nothing_written(token_dataset, tmp_path, c
     assert not cache_path(target).exists() if target.exists() else True
 
 
+def test_hf_options_without_hf_are_refused(tmp_path, capsys):
+    for command in ("index", "inspect"):
+        code, _, err = run(capsys, command, tmp_path, "--hf-cache", tmp_path)
+        assert code == 1 and err.count("\n") == 1 and "--hf-cache only applies to --hf NAME" in err, err
+
+
 def test_hf_not_in_cache_says_where_it_looked(tmp_path, capsys):
     code, _, err = run(capsys, "index", "--hf", "someone/thing", "--hf-cache", tmp_path)
     assert code == 1 and f"looked in {tmp_path}/someone___thing" in err
