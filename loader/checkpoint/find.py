@@ -111,7 +111,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: no sdl loader state found ({searched_keys(content)}); "
             "save `loader.state_dict()` in the checkpoint, under any key"
         )
-    return Checkpoint(path=Path(path), content=content, states={key: LoaderState.from_dict(v) for key, v in found})
+    states = {}
+    for key, value in found:
+        try:
+            states[key] = LoaderState.from_dict(value)
+        except CheckpointError as exc:  # name the file (and the key, when the state is not at the top)
+            where = f"{path}" + (f" [{format_key(key)}]" if key else "")
+            raise CheckpointError(f"{where}: {exc}") from None
+    return Checkpoint(path=Path(path), content=content, states=states)
 
 
 def read_checkpoints(inputs: Sequence[str | Path]) -> list[Checkpoint]:

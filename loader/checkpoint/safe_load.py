@@ -96,5 +96,10 @@ def _damaged(path: Path, exc: BaseException) -> CheckpointError:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:160] if lines else type(exc).__name__
+    """What torch found wrong, in one sentence: the weights-only unpickler's own reason when there is one (not its
+    advice about the `weights_only` default, which does not apply to a damaged file), else the first sentence."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].split(". ")[0].rstrip(".")[:160] if lines else "the file ends early"

@@ -46,6 +46,9 @@ def _shown(value: Any) -> str:
     return f"{text[:60]}…" if len(text) > 60 else text
 
 
+DESCRIBED_SIZES = ("seq_len", "stride", "tokens_per_sample")  # sizes a dataset's description may hold: positive integers
+
+
 def _bad(name: str, value: Any, expected: str) -> CheckpointError:
     return CheckpointError(f"loader state field {name!r} is {_shown(value)} ({type(value).__name__}), expected {expected}: {FIX}")
 
@@ -136,6 +139,9 @@ class LoaderState:
             object.__setattr__(self, "rank", _checked_int("rank", self.rank, 0))
         if not isinstance(self.dataset, dict):
             raise _bad("dataset", self.dataset, "a dict")
+        for name in DESCRIBED_SIZES:  # the dataset's description: what `sdl reshard-ckpt --dataset` reopens it with
+            if self.dataset.get(name) is not None:
+                _checked_int(f"dataset.{name}", self.dataset[name], 1)
 
     # Step: the consumed set and the remaining stream.
     @property

@@ -77,6 +77,20 @@ def test_missing_truncated_and_foreign_files_are_refused(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "bad.json")
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("random.pt", "empty.pt"):  # torch's reason, without its advice about the weights_only default
+        with pytest.raises(CheckpointError, match="not a torch checkpoint or truncated") as raised:
+            load_checkpoint(tmp_path / name)
+        assert "weights_only` argument" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_corrupt_state_inside_a_checkpoint_names_the_file_and_key(tmp_path):
+    from sdl.loader.checkpoint import read_checkpoint
+
+    torch.save({"loader": {**_state(), "cursor": "24"}}, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=r"edited\.pt \[loader\]: loader state field 'cursor' is '24'"):
+        read_checkpoint(tmp_path / "edited.pt")
 
 
 def test_states_are_found_under_any_key_and_inside_lists():

@@ -82,6 +82,8 @@ GOOD = LoaderState(fingerprint="abc", num_samples=10_000, seed=3, epoch=1, curso
     ({"fingerprint": 7}, "'fingerprint'"),
     ({"shuffle": "random"}, "'shuffle'"),
     ({"dataset": []}, "'dataset'"),
+    ({"dataset": {"kind": "tokens", "seq_len": "64"}}, "'dataset.seq_len' is '64'"),  # reshard-ckpt --dataset reopens with it
+    ({"dataset": {"kind": "tokens", "seq_len": 64, "stride": 0}}, "'dataset.stride' is 0 .* >= 1"),
 ])
 def test_corrupt_fields_are_refused_with_the_field_named(change, words):
     with pytest.raises(CheckpointError, match=words.replace("[", r"\[").replace("(", r"\(")):
