@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from sdl.loader.errors import ConfigError
 
 
 def _best_of(repeats: int, run) -> float:
@@ -22,15 +23,28 @@ def _best_of(repeats: int, run) -> float:
     return statistics.median(times)
 
 
+def check_options(counts: dict[str, int], work_dir: Optional[Path]) -> None:
+    """Every count > 0 and --dir an existing folder, refused before the synthetic dataset is written."""
+    for flag, value in counts.items():
+        if value <= 0:
+            raise ConfigError(f"{flag} is {value}, expected a positive integer")
+    if work_dir is not None and not work_dir.is_dir():
+        found = "is a file" if work_dir.exists() else "does not exist"
+        raise ConfigError(f"--dir {work_dir} {found}; expected an existing folder to hold the temporary dataset "
+                          "(create it, or leave --dir out for the system's temp folder)")
+
+
 def command(
-    num_shards: int = typer.Option(10_000, "--num-shards", min=1, help="Token shards in the synthetic dataset."),
-    tokens_per_shard: int = typer.Option(100, "--tokens-per-shard", min=1),
-    positions: int = typer.Option(1_000_000, "--positions", min=1, help="Positions per locate call."),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="Runs per figure; the median is reported."),
+    num_shards: int = typer.Option(10_000, "--num-shards", help="Token shards in the synthetic dataset."),
+    tokens_per_shard: int = typer.Option(100, "--tokens-per-shard", help="Tokens per shard."),
+    positions: int = typer.Option(1_000_000, "--positions", help="Positions per locate call."),
+    repeats: int = typer.Option(5, "--repeats", help="Runs per figure; the median is reported."),
     work_dir: Optional[Path] = typer.Option(None, "--dir", help="Where to write the dataset (default: a temp folder)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Build < 2 s, open from cache < 50 ms, locate 1 M positions < 50 ms (targets for 10,000 shards)."""
+    check_options({"--num-shards": num_shards, "--tokens-per-shard": tokens_per_shard, "--positions": positions,
+                   "--repeats": repeats}, work_dir)
     import numpy as np
     from sdl.loader.index import build_index, open_index
     from sdl.prepare.synthetic import write_synthetic_dataset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from sdl.loader.errors import ConfigError
 
 
 def command(
@@ -17,8 +18,11 @@ def command(
     """Measure sdl prepare against the tokenizer alone (and a peer), in the same run (figures for BENCHMARKS.md)."""
     from rich.console import Console
     from rich.table import Table
-    from sdl.prepare.bench import run_bench
+    from sdl.prepare.bench import check_sizes, run_bench
 
+    check_sizes({"--corpus-mb": corpus_mb, "--rss-mb": rss_mb}, {})
+    if max_proc < 1:
+        raise ConfigError(f"--max-proc is {max_proc}, expected a positive integer (the bench measures --num-proc 1 and this)")
     report = run_bench(corpus_mb=corpus_mb, rss_mb=rss_mb, num_procs=tuple(sorted({1, max_proc})), peer=peer)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

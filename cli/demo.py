@@ -19,11 +19,15 @@ def command(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the step-by-step story."),
 ) -> None:
     """Prepare → index + validate → train on 4 ranks → reshard to 3 → resume → verify exactly-once → bench."""
+    from dataclasses import replace
+
     from sdl.cli.walkthrough import DemoConfig, run_demo
 
+    # Step: the options are checked before anything is prepared (a bad one would otherwise fail minutes in).
+    config = DemoConfig(out=str(out), max_docs=max_docs, seq_len=seq_len, batch_size=batch_size, bench_steps=bench_steps)
+
     def run(folder: Path) -> Any:
-        config = DemoConfig(out=str(folder), max_docs=max_docs, seq_len=seq_len, batch_size=batch_size, bench_steps=bench_steps)
-        return run_demo(config, on_step=None if json_out else _print_step)
+        return run_demo(replace(config, out=str(folder)), on_step=None if json_out else _print_step)
 
     if out is not None:
         report = run(out)

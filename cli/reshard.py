@@ -12,6 +12,7 @@ from sdl.loader.errors import CheckpointError, ConfigError
 
 FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
           "may repeat or skip samples already seen; the stream is exactly-once again from epoch {next}")
+MAX_ROWS = 8  # per-rank rows shown in a table; a world of 1,000 ranks would otherwise print 1,000 lines
 
 
 def check_targets(world_size: Optional[int], batch_size: Optional[int], global_batch_size: Optional[int] = None) -> None:
@@ -98,6 +99,18 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
     return summary
 
 
+def drop_warning(summary: dict[str, Any]) -> Optional[str]:
+    """One line when the new topology gets no step at all, so every remaining sample of the epoch is dropped."""
+    plan = summary.get("plan")
+    if plan is None or plan["steps"] > 0 or plan["dropped"] == 0:
+        return None
+    micro = f" × {plan['accumulation_steps']} micro-steps" if plan["accumulation_steps"] > 1 else ""
+    return (f"warning: {summary['key']}: the {plan['dropped']:,} samples left in epoch {summary['epoch']} are fewer than one "
+            f"global batch of {plan['global_batch_size']:,} ({plan['world_size']:,} ranks × batch {plan['batch_size']:,}{micro}), "
+            f"so every rank gets 0 steps and all {plan['dropped']:,} are dropped (drop_last); expected at an epoch's end, "
+            "otherwise use a smaller --world-size or --batch-size")
+
+
 def render_stream(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -129,14 +142,17 @@ def render_stream(console: Any, summary: dict[str, Any]) -> None:
 
 
 def render_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
+    """A table of per-rank rows, the first MAX_ROWS of them (--json lists every rank)."""
     from rich.table import Table
 
     table = Table(title=title)
     for column in rows[0]:
         table.add_column(column.replace("_", " "))
-    for row in rows:
+    for row in rows[:MAX_ROWS]:
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     console.print(table)
+    if len(rows) > MAX_ROWS:
+        console.print(f"… {len(rows) - MAX_ROWS:,} more ranks (--json lists them all)")
 
 
 def command(
@@ -177,6 +193,8 @@ def command(
                                     in_place=in_place, overwrite=overwrite, states=merged)
         written = [str(path) for path in result.written]
     streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
+    for warning in filter(None, map(drop_warning, streams)):
+        typer.echo(warning, err=True)
     if json_out:
         typer.echo(json.dumps({"files": [str(c.path) for c in checkpoints], "streams": streams, "written": written}, indent=2))
         return

@@ -31,6 +31,16 @@ class DemoConfig:
     seed: int = 0
     bench_steps: int = 50             # 0 skips the bench
 
+    def __post_init__(self) -> None:
+        """Refused before any work (the demo prepares a corpus first), naming the `sdl demo` flag."""
+        counts = {"--seq-len": (self.seq_len, 1), "--batch-size": (self.batch_size, 1), "--bench-steps": (self.bench_steps, 0)}
+        if self.max_docs is not None:
+            counts["--max-docs"] = (self.max_docs, 1)
+        for flag, (value, least) in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                expected = "a positive integer" if least else "an integer >= 0 (0 skips the bench)"
+                raise ConfigError(f"{flag} is {value!r}, expected {expected}")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DemoStep:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import multiprocessing
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdl.loader.errors import ConfigError
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import SINGLE_THREAD_ENV
 from sdl.prepare.peer import NUM_FILES, litdata_rate, require_peer, split_corpus
@@ -107,8 +109,19 @@ def peak_rss(corpus: Path, out: Path, num_proc: int) -> int:
     return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]) * 1024
 
 
+def check_sizes(sizes_mb: dict[str, float], num_procs: dict[str, tuple[int, ...]]) -> None:
+    """Sizes in MB finite and > 0, process counts >= 1, keyed by the name the caller knows them by (a flag, a parameter)."""
+    for name, value in sizes_mb.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} is {value!r}, expected a positive number of MB (e.g. 0.1 for a quick run)")
+    for name, counts in num_procs.items():
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+            raise ConfigError(f"{name} is {counts!r}, expected process counts >= 1")
+
+
 def run_bench(corpus_mb: float = 24, rss_mb: float = 4, num_procs: tuple[int, ...] = (1, 2),
               peer: str | None = None) -> PrepareBenchReport:
+    check_sizes({"corpus_mb": corpus_mb, "rss_mb": rss_mb}, {"num_procs": num_procs})
     peer_version = require_peer(peer) if peer else None
     with tempfile.TemporaryDirectory(prefix="sdl-bench-prepare-") as tmp:
         tmp_path = Path(tmp)

@@ -19,14 +19,17 @@ the first schedule entry (see `sdl.loader.data.mixture_schedule` for the unit an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.data.mixture_schedule import check_schedule
+from sdl.loader.data.mixture_schedule import check_schedule, check_weights
 from sdl.loader.errors import ConfigError
 
 KINDS = ("tokens", "zarr", "arrow")
+EXAMPLE = "configs/mix-web-code.toml"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,8 +41,19 @@ class MixtureSource:
     split: str | None = None  # arrow: the split of a dataset holding several
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError(f"mixture source {self.name!r} has path = {self.path!r}; expected a string naming the "
+                              f"dataset, e.g. path = \"/data/tokens/fineweb\" (relative paths are relative to the TOML file)")
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"mixture source {self.name!r} has weight = {weight!r}; expected a finite number >= 0, e.g. "
+                              "weight = 0.25 (weights are relative: 3 and 1 give 75% and 25%)")
+        object.__setattr__(self, "weight", float(weight))  # a TOML integer weight reads as the same float
         if self.kind not in KINDS:
             raise ConfigError(f"mixture source {self.name!r} has kind {self.kind!r}, expected one of {', '.join(KINDS)}")
+        if self.split is not None and not isinstance(self.split, str):
+            raise ConfigError(f"mixture source {self.name!r} has split = {self.split!r}; expected a string naming a split "
+                              "of the Arrow dataset, e.g. split = \"train\"")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,7 +65,15 @@ class MixtureConfig:
     schedule: tuple[tuple[int, dict[str, float]], ...] = ()  # as written (build() normalises)
 
     def __post_init__(self) -> None:
-        check_schedule(self.schedule, [source.name for source in self.sources])
+        _positive("seq_len", self.seq_len, "tokens per window, e.g. seq_len = 2048")
+        if self.stride is not None:
+            _positive("stride", self.stride, "tokens between window starts, or no stride for seq_len")
+        if self.num_samples is not None:
+            _positive("num_samples", self.num_samples,
+                      "positions per epoch, or no num_samples for one pass of the source that runs out first")
+        names = [source.name for source in self.sources]
+        check_weights({source.name: source.weight for source in self.sources}, names)
+        check_schedule(self.schedule, names)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Path | None = None) -> MixtureConfig:
@@ -69,14 +91,12 @@ class MixtureConfig:
             extra = sorted(set(entry) - {"path", "weight", "kind", "split"})
             if extra:
                 raise ConfigError(f"mixture source {name!r} has unknown keys {extra}; expected path, weight, kind, split")
-            path = Path(str(entry["path"])).expanduser()
-            path = path if path.is_absolute() or base is None else base / path
-            sources.append(MixtureSource(name=str(name), path=str(path), weight=float(entry["weight"]),
-                                         kind=str(entry.get("kind", "tokens")), split=entry.get("split")))
-        return cls(sources=tuple(sources), seq_len=int(data.get("seq_len", 2048)),
-                   stride=None if data.get("stride") is None else int(data["stride"]),
-                   num_samples=None if data.get("num_samples") is None else int(data["num_samples"]),
-                   schedule=_schedule(data.get("schedule", [])))
+            source = MixtureSource(name=str(name), path=entry["path"], weight=entry["weight"],
+                                   kind=entry.get("kind", "tokens"), split=entry.get("split"))
+            path = Path(source.path).expanduser()
+            sources.append(replace(source, path=str(path if path.is_absolute() or base is None else base / path)))
+        return cls(sources=tuple(sources), seq_len=data.get("seq_len", 2048), stride=data.get("stride"),
+                   num_samples=data.get("num_samples"), schedule=_schedule(data.get("schedule", [])))
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML file's content (from_dict(to_dict()) gives this config back)."""
@@ -108,6 +128,12 @@ class MixtureConfig:
         return ArrowRows(source.path, split=source.split)
 
 
+def _positive(key: str, value: Any, meaning: str) -> None:
+    """A count the config gives: an integer > 0 (a TOML `true` or `"2048"` is refused, not converted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"mixture config has {key} = {value!r}; expected an integer > 0: {meaning}")
+
+
 def _schedule(entries: Any) -> tuple[tuple[int, dict[str, float]], ...]:
     """`[[schedule]]` tables ({position = N, weights = {name = w}}) as (position, weights) pairs."""
     if not isinstance(entries, list) or any(not isinstance(e, dict) or set(e) != {"position", "weights"} for e in entries):
@@ -121,8 +147,11 @@ def read_mixture_config(path: str | Path) -> MixtureConfig:
     import tomllib
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; expected a mixture config file (.toml) like {EXAMPLE}; give the .toml "
+                          "file itself (sdl bench reads a token dataset folder without --mixture)")
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the mixture config ({exc}); expected a TOML file like configs/mix-example.toml") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the mixture config ({exc}); expected a TOML file like {EXAMPLE}") from None
     return MixtureConfig.from_dict(data, base=path.parent)

@@ -1,0 +1,55 @@
+"""`sdl bench-index` and `sdl bench-prepare`: bad options are one line and exit 1 before any dataset or corpus is written."""
+
+import pytest
+from sdl.cli.main import main
+from sdl.loader.errors import ConfigError
+
+
+def run(capsys, *args):
+    rc = main(list(map(str, args)))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_bench_index_dir_must_be_an_existing_folder(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    rc, out, err = run(capsys, "bench-index", "--num-shards", 10, "--dir", tmp_path / "afile", "--repeats", 1, "--positions", 10)
+    assert rc == 1 and out == ""
+    assert err == f"error: --dir {tmp_path / 'afile'} is a file; expected an existing folder to hold the temporary dataset " \
+                  "(create it, or leave --dir out for the system's temp folder)\n"
+    rc, _, err = run(capsys, "bench-index", "--num-shards", 10, "--dir", tmp_path / "nope", "--repeats", 1, "--positions", 10)
+    assert rc == 1 and err.startswith(f"error: --dir {tmp_path / 'nope'} does not exist;") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("flag", ["--num-shards", "--tokens-per-shard", "--positions", "--repeats"])
+def test_bench_index_counts_must_be_positive(capsys, flag):
+    rc, out, err = run(capsys, "bench-index", flag, 0)
+    assert rc == 1 and out == "" and err == f"error: {flag} is 0, expected a positive integer\n"
+
+
+def test_bench_index_in_a_given_folder_leaves_it_as_it_was(capsys, tmp_path):
+    rc, out, err = run(capsys, "bench-index", "--num-shards", 3, "--dir", tmp_path, "--repeats", 1, "--positions", 10, "--json")
+    assert rc == 0, err
+    assert '"num_shards": 3' in out and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--max-proc", 0, "--max-proc is 0, expected a positive integer (the bench measures --num-proc 1 and this)"),
+    ("--corpus-mb", 0, "--corpus-mb is 0.0, expected a positive number of MB (e.g. 0.1 for a quick run)"),
+    ("--corpus-mb", -1, "--corpus-mb is -1.0, expected a positive number of MB (e.g. 0.1 for a quick run)"),
+    ("--rss-mb", 0, "--rss-mb is 0.0, expected a positive number of MB (e.g. 0.1 for a quick run)"),
+    ("--rss-mb", "nan", "--rss-mb is nan, expected a positive number of MB (e.g. 0.1 for a quick run)"),
+])
+def test_bench_prepare_options_are_checked_before_the_corpus_is_written(capsys, flag, value, expected):
+    rc, out, err = run(capsys, "bench-prepare", flag, value)
+    assert rc == 1 and out == "" and err == f"error: {expected}\n"
+
+
+def test_bench_prepare_library_refuses_the_same_values():
+    from sdl.prepare.bench import run_bench
+
+    with pytest.raises(ConfigError, match=r"^corpus_mb is 0, expected a positive number of MB"):
+        run_bench(corpus_mb=0)
+    with pytest.raises(ConfigError, match=r"^num_procs is \(0, 1\), expected process counts >= 1"):
+        run_bench(corpus_mb=0.1, num_procs=(0, 1))

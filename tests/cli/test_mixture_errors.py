@@ -1,0 +1,33 @@
+"""`sdl inspect` / `sdl bench` of a mixture config with wrong types, or a folder for --mixture: one line, exit 1."""
+
+import pytest
+from sdl.cli.main import main
+
+
+def run(capsys, *args):
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("body, expected", [
+    ('seq_len = "long"\n[sources.a]\npath = "ds"\nweight = 1\n',
+     "error: mixture config has seq_len = 'long'; expected an integer > 0: tokens per window, e.g. seq_len = 2048\n"),
+    ('seq_len = 16\n[sources.a]\npath = "ds"\nweight = "half"\n',
+     ("error: mixture source 'a' has weight = 'half'; expected a finite number >= 0, e.g. weight = 0.25 "
+      "(weights are relative: 3 and 1 give 75% and 25%)\n")),
+])
+@pytest.mark.parametrize("command", [["inspect"], ["bench", "--steps", "2"]])
+def test_a_wrong_type_is_one_line(tmp_path, token_dataset, capsys, body, expected, command):
+    token_dataset(num_tokens=2_000, vocab_size=1000, name="ds")
+    (tmp_path / "mix.toml").write_text(body)
+    code, out, err = run(capsys, command[0], tmp_path / "mix.toml", *command[1:])
+    assert code == 1 and out == "" and err == expected
+
+
+def test_bench_mixture_of_a_folder_says_a_toml_file_was_expected(tmp_path, token_dataset, capsys):
+    folder = token_dataset(num_tokens=2_000, vocab_size=1000, name="ds")
+    code, out, err = run(capsys, "bench", folder, "--mixture", "--steps", 2, "--seq-len", 16)
+    assert code == 1 and out == ""
+    assert err == (f"error: {folder} is a folder; expected a mixture config file (.toml) like configs/mix-web-code.toml; "
+                   "give the .toml file itself (sdl bench reads a token dataset folder without --mixture)\n")

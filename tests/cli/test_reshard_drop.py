@@ -1,0 +1,52 @@
+"""`sdl reshard-ckpt` for a world too large for the rest of the epoch: a one-line warning on stderr, a capped rank table."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from sdl.loader import TokenWindows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reshard_runs import run, train  # noqa: E402
+
+
+@pytest.fixture
+def saved(token_dataset, tmp_path):
+    windows = TokenWindows(token_dataset(num_tokens=5000, tokens_per_shard=1000), seq_len=16)  # 312 samples
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    train(windows, 4, 4, [5, 5, 5, 5], folder=folder)  # 80 consumed, 232 left
+    return folder
+
+
+def plan_rows(stdout):
+    """The rows of the new-world table (the lines of the table after its title)."""
+    table = stdout[stdout.index("new world"):]
+    return [line for line in table.splitlines() if line.startswith("│")]
+
+
+def test_a_world_with_no_step_left_warns_how_many_samples_are_dropped(capsys, saved):
+    rc, stdout, err = run(capsys, saved, "--world-size", 100, "--json")  # one global batch: 100 x 4 = 400 > 232
+    assert rc == 0
+    plan = json.loads(stdout)["streams"][0]["plan"]
+    assert (plan["steps"], plan["samples"], plan["dropped"]) == (0, 0, 232) and len(plan["ranks"]) == 100
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("warning: loader: the 232 samples left in epoch 0")
+    assert "fewer than one global batch of 400 (100 ranks × batch 4)" in err and "all 232 are dropped" in err
+    rc, stdout, err = run(capsys, saved, "--world-size", 100)
+    assert rc == 0 and err.startswith("warning: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_world_that_still_has_steps_does_not_warn(capsys, saved):
+    rc, stdout, err = run(capsys, saved, "--world-size", 3, "--json")
+    plan = json.loads(stdout)["streams"][0]["plan"]
+    assert rc == 0 and err == "" and plan["steps"] == 232 // 12 and plan["dropped"] == 232 % 12
+
+
+def test_the_rank_table_shows_the_first_ranks_and_counts_the_rest(capsys, saved):
+    rc, stdout, _ = run(capsys, saved, "--world-size", 100)
+    rows = plan_rows(stdout)
+    assert rc == 0 and [row.split("│")[1].strip() for row in rows] == [str(r) for r in range(8)]
+    assert "… 92 more ranks (--json lists them all)" in stdout
+    rc, stdout, _ = run(capsys, saved, "--world-size", 8)
+    assert rc == 0 and len(plan_rows(stdout)) == 8 and "more ranks" not in stdout
