@@ -13,12 +13,12 @@ from sdl.cli.index import render, resolve_root
 def document_stats(index: Any) -> dict[str, Any]:
     """Documents and their mean/max length: exact from the docs files when every shard has one, else the mean only."""
     import numpy as np
-    from sdl.loader.format.tokens import read_manifest
+    from sdl.loader.format.tokens import read_docs, read_manifest
 
     num_docs, num_tokens = index.meta.get("num_docs") or 0, index.total
     manifest = None if index.root.startswith("s3://") else read_manifest(index.root)  # remote: counts only, no docs files
     if manifest and manifest.shards and all(s.docs_file for s in manifest.shards):
-        starts = [np.load(Path(index.root) / s.docs_file) + index.offsets[i] for i, s in enumerate(manifest.shards)]
+        starts = [read_docs(Path(index.root) / s.docs_file, s.num_docs) + index.offsets[i] for i, s in enumerate(manifest.shards)]
         starts = np.concatenate(starts).astype(np.int64)
         lengths = np.diff(np.append(starts, num_tokens)) if len(starts) else np.zeros(0)
         return {"documents": len(starts), "mean_doc_len": round(float(lengths.mean()), 1) if len(lengths) else None,

@@ -42,7 +42,10 @@ after its first (or after exactly `piece_chars` characters when there is none); 
 concatenation of the pieces' tokens (for byte-level BPE the same as encoding it whole). Absent or null
 in datasets written before the rule: documents were encoded whole.
 
-Readers refuse an unknown format name or version, and unknown keys, with a message saying so.
+Readers refuse an unknown format name or version, unknown keys, a field of another JSON type than the one
+shown (`sdl.loader.format.fields`; true is not 1), a shard `file`, `docs_file` or part `path` that is not a relative
+path inside the dataset folder, and totals (`num_tokens`, `num_docs`, the parts') that are not the sums over
+`shards`, with a message naming the field.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.format.fields import REWRITE, check_manifest_fields
 
 FORMAT_NAME = "sdl-tokens"
 FORMAT_VERSION = 1
@@ -149,13 +153,27 @@ class Manifest:
         unknown = sorted(set(body) - known)
         if unknown:
             raise FormatError(f"{where}: unknown keys {unknown}; expected only {sorted(known)}")
+        check_manifest_fields(data, where)
         try:
             body["shards"] = tuple(ShardInfo(**shard) for shard in body.get("shards", ()))
             body["sources"] = tuple(body.get("sources", ()))
             body["parts"] = tuple(body.get("parts", ()))
-            return cls(**body)
+            manifest = cls(**body)
         except TypeError as exc:
             raise FormatError(f"{where}: malformed entry ({exc}); re-run sdl prepare to rewrite it") from None
+        check_totals(manifest, data, where)
+        return manifest
+
+
+def check_totals(manifest: Manifest, data: dict[str, Any], where: str) -> None:
+    """The totals a manifest records (top level, and per part of a joined dataset) are those of its shards."""
+    totals = [(name, data[name], getattr(manifest, name)) for name in ("num_tokens", "num_docs") if name in data]
+    if manifest.parts:
+        totals += [("the sum of parts[].num_shards", sum(p.get("num_shards", 0) for p in manifest.parts), len(manifest.shards)),
+                   ("the sum of parts[].num_tokens", sum(p.get("num_tokens", 0) for p in manifest.parts), manifest.num_tokens)]
+    for name, recorded, actual in totals:
+        if recorded != actual:
+            raise FormatError(f"{where}: {name} is {recorded:,}, expected {actual:,} from the {len(manifest.shards):,} shards listed; {REWRITE}")
 
 
 def read_manifest(directory: str | Path) -> Manifest:
@@ -219,6 +237,22 @@ def open_shard(path: str | Path, expected_tokens: int | None = None) -> np.ndarr
     if shape[0] == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def read_docs(path: str | Path, num_docs: int) -> np.ndarray:
+    """The document offsets in one `.docs.npy` (read whole), which the manifest says holds `num_docs` of them."""
+    path = Path(path)
+    try:
+        starts = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: expected {num_docs:,} document offsets (listed in the manifest), found no such file; "
+                          f"{repair_hint(path)}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise FormatError(f"{path}: expected {num_docs:,} document offsets, found an unreadable file ({exc}); {repair_hint(path)}") from None
+    if starts.shape != (num_docs,) or starts.dtype.kind not in "iu":
+        raise FormatError(f"{path}: expected {num_docs:,} integer document offsets (manifest), found an array of shape {starts.shape} "
+                          f"{starts.dtype}; {repair_hint(path)}")
+    return starts
 
 
 def file_checksum(path: str | Path, chunk_bytes: int = 1 << 22) -> str:

@@ -33,7 +33,7 @@ def is_job_parent(root: Path) -> bool:
             data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return isinstance(data, dict) and bool(data.get("parts"))
+        return isinstance(data, dict) and isinstance(data.get("parts"), list) and bool(data["parts"])
     return bool(find_job_folders(root))
 
 

@@ -129,6 +129,8 @@ def test_validate_fails_on_duplicate_and_unlisted_shards(token_dataset, capsys):
     path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["shards"].append(manifest["shards"][1])  # what two writers appending to one shard log left
+    manifest["num_tokens"] += manifest["shards"][1]["num_tokens"]  # each wrote totals over the shards it listed
+    manifest["num_docs"] += manifest["shards"][1]["num_docs"]
     (path / "manifest.json").write_text(json.dumps(manifest))
     (path / "shard-000007.npy").write_bytes((path / "shard-000000.npy").read_bytes())
     (path / "shard-backup.npy").write_bytes(b"the user's own file: not a shard name")
