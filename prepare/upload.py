@@ -7,7 +7,9 @@ the objects end byte-identical to an uninterrupted run's. Each object carries it
 (`x-amz-meta-sha256`), so a resumed upload skips what the store already holds. Keys mirror the local
 layout (`prefix/manifest.json`, `prefix/shard-000000.npy`, `prefix/.sdl/prepare-journal.json`, …). The
 staging folder is removed once the manifest is in the store; a re-run of a finished upload fetches the
-journal back and answers "already complete" (or refuses other arguments) as a local re-run does.
+journal back and answers "already complete" (or refuses other arguments) as a local re-run does. An upload
+that fails keeps the staging folder by design (a re-run resumes from it) and its error says where it is.
+The bucket is checked before any tokenizing: a missing bucket or denied access fails at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sdl.loader.errors import StorageError
 from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME
 from sdl.loader.storage.client import S3Client
 from sdl.loader.storage.location import S3Location
@@ -111,6 +114,7 @@ def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
     """Run `run_local(config with out=<staging>)` while uploading its shards to `config.out` (s3://…); the report."""
     location, client = S3Location.parse(config.out), S3Client()
     staging = staging_dir(config.out)
+    client.require_bucket(location.bucket)
     interrupted = staging.exists()  # a run was killed here: the store holds part of the dataset, never its manifest
     if not interrupted:
         fetch_finished_journal(client, location, staging)
@@ -120,7 +124,11 @@ def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
     except BaseException:
         uploader.stop()
         raise
-    uploader.finish()
+    try:
+        uploader.finish()
+    except StorageError as exc:
+        raise StorageError(f"{exc}; the prepared files stay in {staging}: run the same sdl prepare command again to "
+                           "resume the upload, or delete that folder to start over") from None
     shutil.rmtree(staging, ignore_errors=True)
     if interrupted:  # killed after tokenizing but before the manifest was uploaded: the store's copy was resumed
         report = replace(report, status="complete", resumed=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sdl.loader.errors import FormatError
 from sdl.loader.storage.cache import CacheEntry, ShardCache
-from sdl.loader.storage.client import DEFAULT_TIMEOUT_S, S3Client
+from sdl.loader.storage.client import S3Client
 from sdl.loader.storage.location import S3Location, is_remote
 
 NPY_HEADER_MAX = 4096  # a 1-D .npy header is 128 bytes in practice; the format caps what we accept here
@@ -25,10 +25,11 @@ def default_cache_dir() -> Path:
 
 
 class RemoteFiles:
-    """The files of the dataset at `url` (s3://bucket/prefix): `read` small ones, `entry` + the cache for shards."""
+    """The files of the dataset at `url` (s3://bucket/prefix): `read` small ones, `entry` + the cache for shards.
+    `timeout_s`: the storage timeout (None: `SDL_STORAGE_TIMEOUT_S`, else 60 s; see `sdl.loader.storage.client`)."""
 
     def __init__(self, url: str, *, cache_dir: str | Path | None = None, cache_limit: int | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, prefetch_steps: int = DEFAULT_PREFETCH_STEPS) -> None:
+                 timeout_s: float | None = None, prefetch_steps: int = DEFAULT_PREFETCH_STEPS) -> None:
         self.location = S3Location.parse(url)
         self.client = S3Client(timeout_s)
         self.cache = ShardCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), cache_limit, self.client)
@@ -97,7 +98,7 @@ def shard_bound(num_tokens: int, itemsize: int) -> int:
 
 
 def remote_files(path: str | Path, cache_dir: str | Path | None, cache_limit: int | None, prefetch_steps: int,
-                 timeout_s: float) -> RemoteFiles | None:
+                 timeout_s: float | None) -> RemoteFiles | None:
     """The object-store side of a TokenWindows dataset at `s3://…` (None for a local path)."""
     if not is_remote(path):
         return None

@@ -119,6 +119,6 @@ def test_zarr_from_a_server_gone_down_is_one_clear_error_in_bounded_time(own_s3_
     samples = ZarrSamples(s3_zarr[1], cache_dir=tmp_path / "cache", storage_timeout_s=1.0)
     stop()
     began = time.monotonic()
-    with pytest.raises(StorageError, match=r"^s3://[\w-]+/z/run0.zarr/.*: the store at " + endpoint + " did not answer for 1 s"):
+    with pytest.raises(StorageError, match=r"^s3://[\w-]+/z/run0.zarr/.*: no connection to the store at " + endpoint + " "):
         samples[0]
     assert time.monotonic() - began < 20

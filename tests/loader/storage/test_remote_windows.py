@@ -117,8 +117,8 @@ def test_server_down_mid_epoch_ends_in_one_clear_error(token_dataset, tmp_path, 
         for _ in batches:
             pass
     message = str(caught.value)
-    assert message.startswith("s3://down/ds/shard-") and f"the store at {endpoint} did not answer for 2 s" in message
-    assert time.monotonic() - began < 30  # bounded (2 s of retries, twice at most: prefetcher, then reader), no hang
+    assert message.startswith("s3://down/ds/shard-") and f"no connection to the store at {endpoint} (" in message
+    assert time.monotonic() - began < 30  # bounded (a few quick attempts, twice at most: prefetcher, then reader), no hang
 
 
 def test_the_part_file_of_a_killed_download_is_reclaimed(s3_dataset, tmp_path):
