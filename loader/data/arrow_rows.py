@@ -27,7 +27,7 @@ from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
 from sdl.loader.errors import InputError
 from sdl.loader.index import open_index
-from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, is_remote
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, is_remote
 
 MAX_OPEN = 1024  # memory maps cost a file descriptor each, not memory: keep every file of a large dataset open
 
@@ -44,7 +44,7 @@ class ArrowRows(RemoteSamples, IndexedSamples):
                  columns: Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None,
                  max_open: int = MAX_OPEN, hf_cache: str | Path | None = None, hf_config: str | None = None,
                  cache_dir: str | Path | None = None, cache_limit: int | None = None,
-                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float | None = None) -> None:
         if (path is None) == (hf is None):
             raise InputError("ArrowRows needs exactly one of path= (a folder of Arrow files) or hf= (a dataset in the local HF cache)")
         if hf is not None:

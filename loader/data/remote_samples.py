@@ -23,7 +23,7 @@ class RemoteSamples:
     dataset: RemoteDataset | None = None
 
     def open_remote(self, url: str, split: str | None, cache_dir: str | Path | None, cache_limit: int | None,
-                    prefetch_steps: int, timeout_s: float) -> GlobalIndex:
+                    prefetch_steps: int, timeout_s: float | None) -> GlobalIndex:
         """Open the dataset at `url` (one listing) and keep what reading it through the node cache needs."""
         self.remote = RemoteFiles(url, cache_dir=cache_dir, cache_limit=cache_limit, timeout_s=timeout_s,
                                   prefetch_steps=prefetch_steps)

@@ -50,7 +50,6 @@ from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
 from sdl.loader.storage import (
     DEFAULT_PREFETCH_STEPS,
-    DEFAULT_TIMEOUT_S,
     CacheEntry,
     remote_files,
 )
@@ -94,12 +93,13 @@ class TokenWindows(ShardAccess):
 
     `path` may be `s3://bucket/prefix`: shards are then read through the node cache `cache_dir` (default under
     the user cache dir) of at most `cache_limit` bytes (default: no limit), which `make_loader` fills
-    `prefetch_steps` steps ahead; a request to the store fails after `storage_timeout_s` (see `sdl.loader.storage`)."""
+    `prefetch_steps` steps ahead; a request to the store fails after `storage_timeout_s` (None: `SDL_STORAGE_TIMEOUT_S`, else 60 s; see
+    `sdl.loader.storage`)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
                  split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,
                  doc_starts: bool = False, cache_dir: str | Path | None = None, cache_limit: int | None = None,
-                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float | None = None) -> None:
         stride = seq_len if stride is None else stride
         for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

@@ -21,7 +21,7 @@ from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
 from sdl.loader.errors import FormatError, SdlError
 from sdl.loader.index import group_by_source, open_index
-from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, DEFAULT_TIMEOUT_S, is_remote
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, is_remote
 
 
 class ZarrSamples(RemoteSamples, IndexedSamples):
@@ -33,7 +33,7 @@ class ZarrSamples(RemoteSamples, IndexedSamples):
 
     def __init__(self, path: str | Path, *, transform: Callable[[dict], dict] | None = None, max_open: int = 64,
                  fields: Sequence[str] | None = None, cache_dir: str | Path | None = None, cache_limit: int | None = None,
-                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float | None = None) -> None:
         if is_remote(path):
             self.path = str(path)
             self.index = self.open_remote(self.path, None, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)

@@ -147,6 +147,15 @@ def test_the_storage_timeout_comes_from_the_argument_then_the_environment_then_t
     assert S3Client().timeout_s == DEFAULT_TIMEOUT_S
 
 
+def test_datasets_built_without_a_timeout_take_the_environment(s3_dataset, monkeypatch):
+    from sdl.loader import TokenWindows
+
+    _, url = s3_dataset(num_tokens=2_000, tokens_per_shard=1_000)
+    monkeypatch.setenv(TIMEOUT_ENV, "7")
+    assert TokenWindows(url, seq_len=16).remote.client.timeout_s == 7.0
+    assert TokenWindows(url, seq_len=16, storage_timeout_s=3).remote.client.timeout_s == 3.0
+
+
 @pytest.mark.parametrize("text", ["0", "-3", "abc", "inf", "nan", "60s"])
 def test_a_bad_storage_timeout_in_the_environment_is_a_config_error(text, monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, text)
