@@ -1,6 +1,7 @@
 """`sdl index` end to end: summary, --json, --validate, joining, and one-line errors that write nothing."""
 
 import json
+from pathlib import Path
 
 import pytest
 from sdl.cli.main import main
@@ -63,6 +64,15 @@ def test_hf_options_without_hf_are_refused(tmp_path, capsys):
     for command in ("index", "inspect"):
         code, _, err = run(capsys, command, tmp_path, "--hf-cache", tmp_path)
         assert code == 1 and err.count("\n") == 1 and "--hf-cache only applies to --hf NAME" in err, err
+
+
+def test_inspect_refuses_options_it_would_ignore(token_dataset, capsys):
+    config = Path(__file__).resolve().parents[2] / "configs" / "mix-web-code.toml"
+    for args, wording in (([config, "--seq-len", "64"], "--seq-len does not apply to a mixture config"),
+                          ([config, "--kind", "zarr", "--show", "2"], "--kind, --show do not apply to a mixture config"),
+                          ([token_dataset(num_tokens=1_000), "--stride", "8"], "--stride 8 needs --seq-len")):
+        code, _, err = run(capsys, "inspect", *args)
+        assert code == 1 and err.count("\n") == 1 and wording in err, err
 
 
 def test_hf_not_in_cache_says_where_it_looked(tmp_path, capsys):
