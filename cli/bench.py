@@ -52,7 +52,17 @@ def command(
     from sdl.loader.bench import BenchConfig, run_bench
 
     if arrow:
+        if dataset is not None or mixture:
+            raise ConfigError(f"--arrow measures Arrow folders it writes itself; it takes no {'DATASET' if dataset else '--mixture'} "
+                              f"({dataset or '--mixture'}): drop one of them")
         return _arrow_bench(json_out)
+    remote_only = {"--cache-fraction": (cache_fraction, 0.3), "--block-size": (block_size, 1024),
+                   "--window-blocks": (window_blocks, 2), "--prefetch-steps": (prefetch_steps, 64)}
+    if dataset is None or not dataset.startswith("s3://"):
+        given = [flag for flag, (value, default) in remote_only.items() if value != default]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only {'apply' if len(given) > 1 else 'applies'} to an s3:// DATASET "
+                              f"(the object-store bench); drop {'them' if len(given) > 1 else 'it'} or give s3://bucket/prefix")
     if dataset is not None and dataset.startswith("s3://"):
         from sdl.cli.bench_remote import bench_remote
 

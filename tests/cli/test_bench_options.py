@@ -1,4 +1,4 @@
-"""`sdl bench-index` and `sdl bench-prepare`: bad options are one line and exit 1 before any dataset or corpus is written."""
+"""`sdl bench`, `sdl bench-index` and `sdl bench-prepare`: bad or inapplicable options are one line and exit 1 before any work."""
 
 import pytest
 from sdl.cli.main import main
@@ -53,3 +53,14 @@ def test_bench_prepare_library_refuses_the_same_values():
         run_bench(corpus_mb=0)
     with pytest.raises(ConfigError, match=r"^num_procs is \(0, 1\), expected process counts >= 1"):
         run_bench(corpus_mb=0.1, num_procs=(0, 1))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--arrow", "{d}"], "--arrow measures Arrow folders it writes itself; it takes no DATASET"),
+    (["--cache-fraction", "2"], "--cache-fraction only applies to an s3:// DATASET"),
+    (["{d}", "--block-size", "0", "--prefetch-steps", "3"], "--block-size, --prefetch-steps only apply to an s3:// DATASET"),
+])
+def test_bench_refuses_options_it_would_ignore(capsys, tmp_path, args, expected):
+    code = main(["bench", *[arg.format(d=tmp_path) for arg in args]])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
