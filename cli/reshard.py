@@ -155,6 +155,16 @@ def render_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
         console.print(f"… {len(rows) - MAX_ROWS:,} more ranks (--json lists them all)")
 
 
+def check_applicable(dataset: Optional[str], dataset_options: dict[str, Any], writes: bool, overwrite: bool) -> None:
+    """Refuse options that would be ignored: the --dataset settings without --dataset, --overwrite without an output."""
+    given = [f"--{name.replace('_', '-')}" for name, value in dataset_options.items() if value is not None]
+    if dataset is None and given:
+        raise ConfigError(f"{', '.join(given)} only {'apply' if len(given) > 1 else 'applies'} with --dataset (the dataset the "
+                          "state is checked against); add --dataset PATH or drop them")
+    if overwrite and not writes:
+        raise ConfigError("--overwrite only applies when writing (--out, --in-place or --per-rank); add --out FILE or drop --overwrite")
+
+
 def command(
     ckpt: list[str] = typer.Argument(..., help="Checkpoint files (.pt, .pth, .json), a folder, or a glob such as 'rank_*.pt'."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Target number of ranks."),
@@ -184,6 +194,8 @@ def command(
     )
 
     check_targets(world_size, batch_size, global_batch_size)
+    check_applicable(dataset, dict(seq_len=seq_len, stride=stride, shift=shift, split=split, split_rate=split_rate, force=force or None),
+                     out is not None or in_place or per_rank, overwrite)
     checkpoints = read_checkpoints(ckpt)
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
     merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)

@@ -1,4 +1,4 @@
-"""`sdl reshard-ckpt` for a world too large for the rest of the epoch: a one-line warning on stderr, a capped rank table."""
+"""`sdl reshard-ckpt`: a world too large for the rest of the epoch (a one-line warning, a capped rank table); options it would ignore refused."""
 
 import json
 import sys
@@ -50,3 +50,13 @@ def test_the_rank_table_shows_the_first_ranks_and_counts_the_rest(capsys, saved)
     assert "… 92 more ranks (--json lists them all)" in stdout
     rc, stdout, _ = run(capsys, saved, "--world-size", 8)
     assert rc == 0 and len(plan_rows(stdout)) == 8 and "more ranks" not in stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--force"], "--force only applies with --dataset"),
+    (["--seq-len", "8", "--stride", "8"], "--seq-len, --stride only apply with --dataset"),
+    (["--overwrite"], "--overwrite only applies when writing"),
+])
+def test_options_that_would_be_ignored_are_refused(capsys, saved, args, expected):
+    rc, _, err = run(capsys, saved, *args)
+    assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
