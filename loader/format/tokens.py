@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import FormatError, InputError
-from sdl.loader.format.fields import REWRITE, check_manifest_fields
+from sdl.loader.format.fields import REWRITE, check_manifest_fields, check_value
 
 FORMAT_NAME = "sdl-tokens"
 FORMAT_VERSION = 1
@@ -143,6 +143,7 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any], where: str = "manifest.json") -> Manifest:
         if data.get("format") != FORMAT_NAME:
             raise FormatError(f"{where}: format is {data.get('format')!r}, expected {FORMAT_NAME!r}; this is not an sdl token dataset")
+        check_value(where, "version", data.get("version"), int)  # "1" or true is damage, not another version
         if data.get("version") != FORMAT_VERSION:
             raise FormatError(
                 f"{where}: format version {data.get('version')!r} is not supported (this sdl reads version {FORMAT_VERSION}); "

@@ -31,6 +31,8 @@ BAD = {
     "shards emptied": (lambda m: m.update(shards=[]), "num_tokens is 3,000, expected 0 from the 0 shards listed"),
     "a shard dropped": (lambda m: m["shards"].pop(), "num_tokens is 3,000, expected 2,000 from the 2 shards listed"),
     "num_docs off": (lambda m: m.update(num_docs=m["num_docs"] + 1), "num_docs is"),
+    "version a string": (lambda m: m.update(version="1"), 'version is "1" (a string), expected an integer'),
+    "version true": (lambda m: m.update(version=True), "version is true (a boolean), expected an integer"),
 }
 
 
