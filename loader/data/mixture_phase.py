@@ -119,6 +119,12 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     if changed:
         raise CheckpointError(f"mixture source(s) {sorted(changed)} hold other data than when the state was saved; "
                               "give each name the dataset it had, or a new name for new data")
+    removed = {saved.sources[name]: name for name in saved.sources.keys() - here.sources.keys()}
+    renamed = {name: removed[here.sources[name]] for name in here.sources.keys() - saved.sources.keys() if here.sources[name] in removed}
+    if renamed:  # a new name would start the same data on a new pass, with another order: samples repeated
+        new, old = sorted(renamed.items())[0]
+        raise CheckpointError(f"mixture source {new!r} holds the data the state saved as {old!r}; a source keeps its name across "
+                              f"a resume (its progress and shuffled order go by it): name it {old!r} again")
     if state.consumed:
         raise CheckpointError(
             "the loader state's ranks stopped at different steps (consumed ranges beyond the cursor), so the mixture's "

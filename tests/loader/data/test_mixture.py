@@ -188,6 +188,9 @@ def test_refusals_say_what_to_do(sources, tmp_path):
     renamed = Mixture({"web": sources["code"], "code": sources["web"]}, num_samples=N)
     with pytest.raises(CheckpointError, match="hold other data"):
         ElasticSampler.for_dataset(renamed, 2, shuffle=False).load_state_dict(ranks[0].state(3))
+    moved = Mixture({"web": sources["web"], "py": sources["code"]}, num_samples=N)  # the same data under a new name
+    with pytest.raises(CheckpointError, match="'py' holds the data the state saved as 'code'.*name it 'code' again"):
+        ElasticSampler.for_dataset(moved, 2, shuffle=False).load_state_dict(ranks[0].state(3))
 
 
 def test_zarr_arrow_and_nested_mixtures_as_sources(tmp_path, sources):
