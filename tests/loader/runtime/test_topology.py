@@ -30,6 +30,15 @@ def test_an_unknowable_rank_is_an_error_not_rank_zero(clean_env):
         find_topology(None, None)
 
 
+def test_a_world_size_without_a_rank_is_an_error_not_rank_zero(clean_env):
+    with pytest.raises(ConfigError, match="world_size=2 was given without rank=.*every process would read as rank 0"):
+        find_topology(None, 2)
+    assert find_topology(None, 1)[:2] == (0, 1)  # one rank: rank 0 is the only one
+    clean_env.setenv("RANK", "1")
+    clean_env.setenv("WORLD_SIZE", "2")
+    assert find_topology(None, 2)[:2] == (1, 2)  # the environment names the rank
+
+
 def test_topology_source_is_recorded(clean_env):
     assert find_topology(None, None) == (0, 1, "the default (no process group, no RANK/WORLD_SIZE)")
     clean_env.setenv("RANK", "1")
