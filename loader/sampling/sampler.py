@@ -258,6 +258,8 @@ def move_to_epoch(current: LoaderState, epoch: int, skip_rest: bool, steps_left:
     """The state `set_epoch(epoch)` leads to from `current` (the rule every set_epoch follows)."""
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
         raise ConfigError(f"set_epoch({epoch!r}): expected an epoch number >= 0")
+    if not isinstance(skip_rest, bool):  # "no" is truthy: it would drop the rest of the epoch
+        raise ConfigError(f"set_epoch(skip_rest={skip_rest!r}): expected True or False")
     if epoch == current.epoch:
         return current
     if current.num_consumed and steps_left and not skip_rest:

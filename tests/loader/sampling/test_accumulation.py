@@ -99,6 +99,9 @@ def test_set_epoch_refuses_to_drop_the_epoch_in_progress():
     assert resumed.plan().steps == len(resumed) - 1
     with pytest.raises(ConfigError, match=r"set_epoch\(2\) while epoch 0 is in progress .* skip_rest=True"):
         resumed.set_epoch(2)
+    with pytest.raises(ConfigError, match=r"skip_rest='no'\): expected True or False"):  # a truthy string drops nothing
+        resumed.set_epoch(2, skip_rest="no")
+    assert resumed.state().epoch == 0
     resumed.set_epoch(2, skip_rest=True)
     assert resumed.state().epoch == 2 and resumed.plan().steps == len(resumed)
     (fresh,) = _ranks(1, 4)
