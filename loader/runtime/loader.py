@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from sdl.loader.errors import ConfigError
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
 from sdl.loader.runtime.slots import layout_bytes, probe_layout
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
@@ -180,6 +181,20 @@ class SdlLoader:
         return self._state.epoch
 
 
+def check_loader_options(dataset: Any, num_workers: Any, prefetch_factor: Any, pin_memory: Any, persistent_workers: Any) -> None:
+    """Refuse what DataLoader would reject with its own error, or silently replace: naming the argument."""
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitems__"):
+        raise ConfigError(f"dataset is {type(dataset).__name__}, expected an sdl dataset (TokenWindows, ZarrSamples, ArrowRows, "
+                          "Mixture) or any dataset with __len__ and __getitems__ (a batch of ids -> a dict of tensors)")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers!r}: expected an integer >= 0 (0: batches made in this process)")
+    if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1):
+        raise ConfigError(f"prefetch_factor={prefetch_factor!r}: expected None (the default, 4) or an integer >= 1")
+    for name, value in (("pin_memory", pin_memory), ("persistent_workers", persistent_workers)):
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected None (the default) or True or False")
+
+
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
                 rank: int | None = None, world_size: int | None = None, device: Any = "auto", drop_last: bool = True,
                 prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
@@ -188,6 +203,7 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     """A resumable, elastic loader over `dataset` (TokenWindows, ZarrSamples, ArrowRows, or any dataset with
     `__len__`, `__getitems__` returning a batch dict, and an `identity` string). `global_batch_size=G` (a multiple of
     world_size × batch_size): each global step is G/(W·B) micro-batches, the same global batches on any topology."""
+    check_loader_options(dataset, num_workers, prefetch_factor, pin_memory, persistent_workers)
     rank, world_size, source = find_topology(rank, world_size)
     device = auto_device(device)
     sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,

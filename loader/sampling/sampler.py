@@ -99,6 +99,23 @@ def shuffle_mode(shuffle: bool | str) -> str:
     return mode
 
 
+ARGUMENT_LEAST = {"num_samples": 0, "batch_size": 1, "seed": None, "rank": 0, "world_size": 1, "block_size": 1, "window_blocks": 1}
+
+
+def check_arguments(**values: Any) -> None:
+    """Refuse a sampler (or make_loader) argument of the wrong type or range, naming it: integers must be ints (not
+    bools, floats or strings), `drop_last` a bool. (The saved state checks the same fields, with checkpoint advice.)"""
+    for name, value in values.items():
+        if name == "drop_last":
+            if not isinstance(value, bool):
+                raise ConfigError(f"drop_last={value!r}: expected True or False")
+            continue
+        least = ARGUMENT_LEAST[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (least is not None and value < least):
+            expected = "an integer" if least is None else f"an integer >= {least}"
+            raise ConfigError(f"{name}={value!r}: expected {expected}")
+
+
 class ElasticSampler:
     """Batch sampler over `num_samples` samples: an exactly-once, resumable, topology-free epoch order."""
 
@@ -106,6 +123,8 @@ class ElasticSampler:
                  rank: int = 0, world_size: int = 1, drop_last: bool = True, fingerprint: str = "",
                  block_size: int = 1024, window_blocks: int = 16, dataset_info: dict | None = None,
                  global_batch_size: int | None = None, adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
+        check_arguments(num_samples=num_samples, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+                        block_size=block_size, window_blocks=window_blocks, drop_last=drop_last)
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
             raise ConfigError(f"need batch_size > 0 and 0 <= rank < world_size; found batch_size={batch_size}, rank={rank}, world_size={world_size}")
         if global_batch_size is not None and (isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int)

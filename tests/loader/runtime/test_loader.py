@@ -108,3 +108,34 @@ def test_topology_comes_from_arguments_then_environment(monkeypatch):
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     assert resolve_topology(None, None) == (0, 1)
+
+
+@pytest.mark.parametrize("options, wording", [
+    ({"batch_size": 1.5}, "batch_size=1.5: expected an integer >= 1"),
+    ({"batch_size": "4"}, "batch_size='4': expected an integer >= 1"),
+    ({"seed": 1.5}, "seed=1.5: expected an integer"),
+    ({"drop_last": 1}, "drop_last=1: expected True or False"),
+    ({"block_size": 0}, "block_size=0: expected an integer >= 1"),
+    ({"rank": True, "world_size": 2}, "rank=True: expected an integer >= 0"),
+    ({"num_workers": -1}, "num_workers=-1: expected an integer >= 0"),
+    ({"num_workers": 1.5}, "num_workers=1.5: expected an integer >= 0"),
+    ({"prefetch_factor": 0}, "prefetch_factor=0: expected None"),
+    ({"pin_memory": "x"}, "pin_memory='x': expected None"),
+])
+def test_bad_arguments_are_config_errors_naming_them(token_dataset, options, wording):
+    """Arguments, not a checkpoint: a ConfigError naming the argument (not the state's checkpoint advice, not torch's
+    own TypeError, not a silent default)."""
+    from sdl.loader.errors import ConfigError
+
+    ds = TokenWindows(token_dataset(num_tokens=2_000), seq_len=16)
+    options = {"batch_size": 4, "rank": 0, "world_size": 1, **options}
+    with pytest.raises(ConfigError) as raised:
+        make_loader(ds, options.pop("batch_size"), device="cpu", **options)
+    assert wording in str(raised.value)
+
+
+def test_a_dataset_without_getitems_is_refused_at_construction():
+    from sdl.loader.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset is list, expected an sdl dataset"):
+        make_loader(list(range(10)), 2)
