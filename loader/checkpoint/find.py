@@ -34,6 +34,8 @@ def format_key(key: KeyPath) -> str:
 def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files, folders (their .pt/.pth/.json files) and globs (`rank_*.pt`) -> the checkpoint files, in order."""
     files: list[Path] = []
+    if isinstance(inputs, (str, Path)):  # one path, not a sequence of its characters
+        inputs = [inputs]
     for item in inputs:
         item = Path(item)
         if item.is_dir():

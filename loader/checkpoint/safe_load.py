@@ -48,6 +48,8 @@ def _refused_global(message: str) -> str | None:
 def load_checkpoint(path: str | Path) -> Any:
     """The object stored in `path`: `torch.load(weights_only=True)` with numpy data types allowed, or JSON."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; expected a checkpoint file (.pt, .pth) or a loader state (.json): pass the file")
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected a checkpoint (.pt, .pth) or a loader state (.json)")
     if path.suffix == ".json":

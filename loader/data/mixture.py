@@ -69,9 +69,14 @@ class Mixture:
     # Step: validation at construction.
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
         for name, source in zip(self.names, self.sources):
-            if not hasattr(source, "__getitems__") or len(source) == 0:
-                raise ConfigError(f"mixture source {name!r} is {type(source).__name__} with {len(source)} samples; expected an "
+            if not hasattr(source, "__getitems__") or not hasattr(source, "__len__") or len(source) == 0:
+                size = f" with {len(source)} samples" if hasattr(source, "__len__") else ""
+                raise ConfigError(f"mixture source {name!r} is {type(source).__name__}{size}; expected an "
                                   "sdl dataset (TokenWindows, ZarrSamples, ArrowRows, Mixture) holding samples")
+        unknown = sorted(set(self.rename) - set(self.names))
+        if unknown:
+            raise ConfigError(f"rename names source(s) {unknown} the mixture does not have (its sources: {list(self.names)}); "
+                              "key rename by source name")
         if weights is None:
             weights = {name: float(len(source)) for name, source in zip(self.names, self.sources)}
         return check_weights(weights, self.names)

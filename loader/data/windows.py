@@ -104,6 +104,10 @@ class TokenWindows(ShardAccess):
         for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ConfigError(f"{name} is {value!r}, expected a positive integer")
+        if not isinstance(path, (str, Path)):
+            raise ConfigError(f"path is {path!r} ({type(path).__name__}), expected a dataset folder or s3://bucket/prefix")
+        if isinstance(split_rate, bool) or not isinstance(split_rate, (int, float, np.floating, np.integer)):
+            raise ConfigError(f"split_rate is {split_rate!r} ({type(split_rate).__name__}), expected a fraction in [0, 1]")
         self.path = str(path)
         self.seq_len, self.stride, self.shift = int(seq_len), int(stride), shift
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
@@ -163,6 +167,8 @@ class TokenWindows(ShardAccess):
         return len(self._windows)
 
     def __getitem__(self, sample_id: int) -> dict[str, Any]:
+        if isinstance(sample_id, bool) or not isinstance(sample_id, (int, np.integer)):
+            raise TypeError(f"sample ids are integers, got {sample_id!r} ({type(sample_id).__name__})")
         if not -len(self) <= sample_id < len(self):
             raise IndexError(f"sample {sample_id} is outside [0, {len(self)})")
         sample_id = int(sample_id) % len(self)

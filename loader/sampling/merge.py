@@ -106,8 +106,9 @@ def reshard_state(state: LoaderState | dict, world_size: int, batch_size: int | 
     """The state for a new world size (and per-rank batch size): the same consumed set, new topology recorded."""
     state = LoaderState.from_dict(state)
     batch_size = state.batch_size if batch_size is None else batch_size
-    if world_size <= 0 or batch_size <= 0:
-        raise ConfigError(f"target world size {world_size} and batch size {batch_size} must both be > 0")
+    for name, value in (("world_size", world_size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"target {name} is {value!r}, expected a positive integer")
     return replace(state, world_size=world_size, batch_size=batch_size, rank=None)
 
 

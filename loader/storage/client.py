@@ -67,8 +67,8 @@ class S3Client:
 
     def __init__(self, timeout_s: float | None = None) -> None:
         timeout_s = default_timeout_s() if timeout_s is None else timeout_s
-        if not timeout_s > 0:
-            raise StorageError(f"storage timeout is {timeout_s!r} s, expected a positive number of seconds")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+            raise ConfigError(f"storage_timeout_s is {timeout_s!r}, expected a positive number of seconds")
         self.timeout_s = float(timeout_s)
         self._client: Any = None
         self._pid = -1

@@ -85,6 +85,15 @@ def test_missing_truncated_and_foreign_files_are_refused(tmp_path):
         assert "weights_only` argument" not in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_one_path_as_a_string_and_a_folder_given_as_a_file(tmp_path):
+    from sdl.loader.checkpoint import read_checkpoints
+
+    torch.save({"loader": _state()}, tmp_path / "one.pt")
+    assert [c.path for c in read_checkpoints(str(tmp_path / "one.pt"))] == [tmp_path / "one.pt"]  # not its characters
+    with pytest.raises(InputError, match="is a folder; expected a checkpoint file"):
+        load_checkpoint(tmp_path)
+
+
 def test_a_corrupt_state_inside_a_checkpoint_names_the_file_and_key(tmp_path):
     from sdl.loader.checkpoint import read_checkpoint
 
@@ -155,7 +164,7 @@ def test_rewrite_keeps_everything_else_bit_exact_and_refuses_unsafe_outputs(tmp_
         rewrite_checkpoint(checkpoints, world_size=3, out=tmp_path / "rank_0.pt", overwrite=True)
     with pytest.raises(ConfigError, match="--in-place rewrites one input"):
         rewrite_checkpoint(checkpoints, world_size=3, in_place=True)
-    with pytest.raises(ConfigError, match="must both be > 0"):
+    with pytest.raises(ConfigError, match="expected a positive integer"):
         rewrite_checkpoint(checkpoints, world_size=0, out=tmp_path / "zero.pt")
     assert not (tmp_path / "zero.pt").exists()
 

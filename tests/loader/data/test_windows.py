@@ -229,6 +229,7 @@ def test_identity_and_describe(datasets):
     (dict(seq_len=600), InputError, "one window needs seq_len + shift = 601"),
     (dict(seq_len=8, max_open_shards=0), ConfigError, "max_open_shards is 0"),
     (dict(seq_len=8, doc_starts=True), ConfigError, "doc_starts"),
+    (dict(seq_len=8, split="train", split_rate="0.9"), ConfigError, "split_rate is '0.9'"),
 ])
 def test_bad_arguments_are_refused_with_a_message(datasets, kwargs, error, words):
     path, _ = datasets["u16_mid"]
@@ -246,3 +247,8 @@ def test_out_of_range_samples_raise_index_error(datasets):
     check_batch(ds, vocab, [len(ds) - 1], {k: v[None] for k, v in ds[-1].items()}, 1)
     with pytest.raises(InputError):
         TokenWindows(path.parent / "missing", seq_len=8)
+    for bad in (2.5, True, "3"):  # not read as sample 2, 1 or a string index
+        with pytest.raises(TypeError, match="sample ids are integers"):
+            ds[bad]
+    with pytest.raises(ConfigError, match="path is None"):
+        TokenWindows(None, seq_len=8)

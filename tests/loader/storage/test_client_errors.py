@@ -156,6 +156,12 @@ def test_datasets_built_without_a_timeout_take_the_environment(s3_dataset, monke
     assert TokenWindows(url, seq_len=16, storage_timeout_s=3).remote.client.timeout_s == 3.0
 
 
+@pytest.mark.parametrize("value", ["x", True, 0, -1.5])
+def test_a_bad_storage_timeout_argument_is_a_config_error(value):
+    with pytest.raises(ConfigError, match=f"storage_timeout_s is {value!r}, expected a positive number of seconds"):
+        S3Client(value)
+
+
 @pytest.mark.parametrize("text", ["0", "-3", "abc", "inf", "nan", "60s"])
 def test_a_bad_storage_timeout_in_the_environment_is_a_config_error(text, monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, text)
