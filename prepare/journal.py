@@ -131,9 +131,11 @@ SHARD_FILE = re.compile(r"shard-(\d{6})(\.docs)?\.npy")
 
 
 def _ours(out: Path) -> list[Path]:
-    """The files a prepare run writes in `out` (never anything else: `shard-backup.npy` is the user's)."""
+    """The files a prepare run writes in `out` (never anything else: `shard-backup.npy` is the user's): the journal
+    (which alone says "complete") and the manifest first, so that a removal killed midway never leaves a dataset
+    that claims to be whole while its shards are gone."""
     shards = [p for p in out.glob("shard-*.npy") if SHARD_FILE.fullmatch(p.name)]
-    return [*shards, out / MANIFEST_NAME, journal_path(out), shard_log_path(out)]
+    return [journal_path(out), out / MANIFEST_NAME, shard_log_path(out), *shards]
 
 
 def remove_output(out: Path, keep_shards: int = 0) -> None:

@@ -15,6 +15,7 @@ The bucket is checked before any tokenizing: a missing bucket or denied access f
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -100,14 +101,22 @@ class Uploader:
 
 def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path) -> None:
     """Bring back the journal (and manifest) of a dataset already in the store, so the local run can say
-    "already complete" — or refuse different arguments — without tokenizing again."""
+    "already complete" — or refuse different arguments — without tokenizing again. They are fetched into a side
+    folder that becomes `staging` by one rename once every file is whole: a fetch killed midway leaves no staging
+    folder (which a later run would take for an interrupted one, and whose cut manifest it would upload)."""
     if client.head(location.bucket, location.key(MANIFEST_NAME)) is None:
         return
+    fetching = staging.with_name(staging.name + ".fetching")
+    shutil.rmtree(fetching, ignore_errors=True)  # what a killed fetch left: never read
     for relative in (*JOURNAL_FILES, MANIFEST_NAME):
         if client.head(location.bucket, location.key(relative)) is not None:
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            with open(staging / relative, "wb") as handle:
+            (fetching / relative).parent.mkdir(parents=True, exist_ok=True)
+            with open(fetching / relative, "wb") as handle:
                 client.download(location.bucket, location.key(relative), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+    if fetching.is_dir():
+        os.replace(fetching, staging)
 
 
 def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:

@@ -55,6 +55,32 @@ def test_prepare_to_s3_is_byte_identical_to_local_and_reads_back(s3_bucket, tmp_
     assert code == 1 and "pass --overwrite to replace it" in capsys.readouterr().err
 
 
+def test_a_rerun_killed_while_fetching_the_finished_journal_leaves_the_store_as_it_was(s3_bucket, tmp_path, capsys, monkeypatch):
+    """Re-running a finished upload fetches its journal and manifest first; killed halfway through the manifest, it
+    leaves no staging folder, so the next run fetches again and finds it complete: the cut manifest is never uploaded."""
+    from sdl.loader.storage.client import S3Client
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(100, seed=4))
+    url = f"s3://{s3_bucket}/ds/fetched"
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "500"]) == 0
+    stored = objects(s3_bucket, "ds/fetched")
+    download = S3Client.download
+
+    def killed_in_the_manifest(self, bucket, key, handle, on_chunk=None):
+        if key.endswith("manifest.json"):
+            handle.write(stored["manifest.json"][:100])
+            raise KeyboardInterrupt  # the process dies here
+        return download(self, bucket, key, handle, on_chunk)
+
+    monkeypatch.setattr(S3Client, "download", killed_in_the_manifest)
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "500"]) == 130  # (the CLI reports the interrupt)
+    monkeypatch.setattr(S3Client, "download", download)
+    capsys.readouterr()
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "already complete"
+    assert objects(s3_bucket, "ds/fetched") == stored
+
+
 @pytest.mark.slow
 def test_sigkill_during_prepare_to_s3_then_rerun_is_byte_identical(s3_bucket, tmp_path):
     data = write_jsonl(tmp_path / "a.jsonl", make_texts(400, seed=9, max_words=60))

@@ -166,6 +166,44 @@ def test_overwrite_rewrites_a_finished_output(tmp_path):
     assert report.status == "complete" and dataset_bytes(tmp_path / "out") == before
 
 
+def test_an_overwrite_killed_while_removing_never_leaves_a_complete_claim_without_its_shards(tmp_path, monkeypatch):
+    """The old output is removed journal first: stopped after any number of removals, either the journal still says
+    "complete" and every shard it lists is there, or nothing claims completeness and a re-run starts afresh."""
+    from pathlib import Path
+
+    from sdl.prepare.journal import remove_output
+
+    path = write_jsonl(tmp_path / "a.jsonl", make_texts(60, seed=16))
+    prepare(config(tmp_path, [path], **OPTIONS))
+    whole = tmp_path / "whole"
+    shutil.copytree(tmp_path / "out", whole)
+    unlink = Path.unlink
+    for allowed in range(12):
+        shutil.rmtree(tmp_path / "out")
+        shutil.copytree(whole, tmp_path / "out")
+        calls = []
+
+        def dying_unlink(self, missing_ok=False):
+            if len(calls) == allowed:
+                raise KeyboardInterrupt  # the process is killed here
+            calls.append(self)
+            unlink(self, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", dying_unlink)
+        with pytest.raises(KeyboardInterrupt):
+            remove_output(tmp_path / "out")
+        monkeypatch.setattr(Path, "unlink", unlink)
+        journal = read_journal(tmp_path / "out")
+        if journal is not None and journal.complete:
+            assert all((tmp_path / "out" / f"shard-{i:06d}.npy").exists() for i in range(journal.num_shards))
+            assert prepare(config(tmp_path, [path], **OPTIONS)).status == "already complete"
+        else:  # nothing claims completeness: a plain run refuses the leftovers, the overwrite run finishes the job
+            with pytest.raises(ConfigError, match="pass --overwrite"):
+                prepare(config(tmp_path, [path], **OPTIONS))
+        report = prepare(config(tmp_path, [path], **OPTIONS, overwrite=True))
+        assert report.status == "complete" and dataset_bytes(tmp_path / "out") == dataset_bytes(whole)
+
+
 def test_repair_rewrites_only_the_damaged_shards(tmp_path):
     from sdl.prepare import repair
 
