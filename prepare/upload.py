@@ -125,7 +125,9 @@ def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
     staging = staging_dir(config.out)
     client.require_bucket(location.bucket)
     interrupted = staging.exists()  # a run was killed here: the store holds part of the dataset, never its manifest
-    if not interrupted:
+    if getattr(config, "overwrite", False):  # the old dataset ends before any of its shards is replaced: a run killed
+        client.delete(location.bucket, location.key(MANIFEST_NAME))  # midway leaves no manifest over a mix of shards
+    elif not interrupted:
         fetch_finished_journal(client, location, staging)
     uploader = Uploader(client, location, staging).start()
     try:

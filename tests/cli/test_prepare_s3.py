@@ -81,6 +81,26 @@ def test_a_rerun_killed_while_fetching_the_finished_journal_leaves_the_store_as_
     assert objects(s3_bucket, "ds/fetched") == stored
 
 
+def test_an_overwrite_killed_midway_leaves_no_manifest_over_a_mix_of_shards(s3_bucket, tmp_path, capsys, monkeypatch):
+    """--overwrite removes the store's manifest before replacing any shard: killed before its own manifest is up, the
+    prefix holds no dataset (sdl index says so), never the old manifest over some new shards; a re-run finishes."""
+    from sdl.prepare import upload
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(100, seed=4))
+    url = f"s3://{s3_bucket}/ds/over"
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "500"]) == 0
+    monkeypatch.setattr(upload.Uploader, "finish", lambda self: (self.stop(), (_ for _ in ()).throw(KeyboardInterrupt()))[1])
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "300", "--overwrite"]) == 130
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    assert "manifest.json" not in objects(s3_bucket, "ds/over")
+    capsys.readouterr()
+    assert main(["index", url]) == 1 and "manifest" in capsys.readouterr().err
+    assert main(["prepare", str(data), url, "--tokens-per-shard", "300", "--overwrite"]) == 0
+    prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "local"), tokens_per_shard=300))
+    assert json.loads(objects(s3_bucket, "ds/over")["manifest.json"]) == json.loads((tmp_path / "local" / "manifest.json").read_text())
+
+
 @pytest.mark.slow
 def test_sigkill_during_prepare_to_s3_then_rerun_is_byte_identical(s3_bucket, tmp_path):
     data = write_jsonl(tmp_path / "a.jsonl", make_texts(400, seed=9, max_words=60))
