@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import IndexStaleError, InputError
-from sdl.loader.format.atomic import atomic_write_json
+from sdl.loader.format.atomic import atomic_write_json, remove_stale_temporaries
 from sdl.loader.format.tokens import CACHE_DIR
 from sdl.loader.index.kinds import (
     LISTERS,
@@ -57,7 +57,10 @@ def build_index(root: str | Path, kind: str | None = None, write_cache: bool = T
     index = GlobalIndex(kind=kind, root=str(root), sources=sources, meta=meta)
     if write_cache:
         try:
-            atomic_write_json(cache_path(root, split), index.to_dict())
+            target = cache_path(root, split)
+            if target.parent.is_dir():  # what a build killed while writing left behind (dead writers' files only)
+                remove_stale_temporaries(target.parent, target.name)
+            atomic_write_json(target, index.to_dict())
         except OSError:
             pass  # a read-only dataset still opens; it just rebuilds (headers only) next time
     return index

@@ -156,3 +156,24 @@ def test_a_cache_with_a_null_part_is_stale_and_sdl_index_rebuilds_it(token_datas
 def test_missing_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         open_index(tmp_path / "absent")
+
+
+def test_a_rebuild_removes_what_a_killed_build_left_and_nothing_else(token_dataset):
+    """A build killed while writing the cache leaves `.index.json.tmp-<pid>@<host>-*`: the next build deletes those of
+    dead writers only (a live writer's, or another host's, may still be written)."""
+    import socket
+    import subprocess
+    import sys
+
+    from sdl.loader.index import build_index, cache_path
+
+    path = token_dataset(num_tokens=2_000)
+    target = cache_path(path)
+    build_index(path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    leftover = target.parent / f".{target.name}.tmp-{dead}@{socket.gethostname()}-abc"
+    elsewhere = target.parent / f".{target.name}.tmp-{dead}@another-host-abc"
+    leftover.write_text("half an index")
+    elsewhere.write_text("someone else's")
+    build_index(path)
+    assert not leftover.exists() and elsewhere.exists() and target.is_file()
