@@ -176,6 +176,8 @@ def _loader(windows: Any, config: DemoConfig, rank: int, world_size: int) -> Any
 
 def train_and_checkpoint(windows: Any, config: DemoConfig, folder: Path) -> tuple[DemoStep, list[np.ndarray]]:
     """4 ranks in lockstep for half the epoch; rank 3 runs one step more (preempted unevenly); each saves a checkpoint."""
+    from sdl.loader.checkpoint import write_checkpoint
+
     started = time.perf_counter()
     loaders = [_loader(windows, config, rank, SAVE_WORLD_SIZE) for rank in range(SAVE_WORLD_SIZE)]
     total_steps = len(loaders[0])
@@ -189,7 +191,7 @@ def train_and_checkpoint(windows: Any, config: DemoConfig, folder: Path) -> tupl
             batch = next(batches)
             seen.append(batch["sample_ids"].numpy().copy())
             model += batch["input_ids"].float().mean() * 1e-3
-        torch.save({"model": model, "step": save_at, "loader": loader.state_dict()}, folder / f"rank_{rank}.pt")
+        write_checkpoint(folder / f"rank_{rank}.pt", {"model": model, "step": save_at, "loader": loader.state_dict()})  # whole or absent
         batches.close()
     delivered = sum(len(ids) for ids in seen)
     return DemoStep(name=f"train on {SAVE_WORLD_SIZE} ranks", seconds=time.perf_counter() - started,

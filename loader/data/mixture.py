@@ -69,14 +69,11 @@ class Mixture:
     # Step: validation at construction.
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
         for name, source in zip(self.names, self.sources):
-            if not hasattr(source, "__getitems__") or not hasattr(source, "__len__") or len(source) == 0:
-                size = f" with {len(source)} samples" if hasattr(source, "__len__") else ""
-                raise ConfigError(f"mixture source {name!r} is {type(source).__name__}{size}; expected an "
+            if not (hasattr(source, "__getitems__") and hasattr(source, "__len__") and len(source)):
+                raise ConfigError(f"mixture source {name!r} is {type(source).__name__} (or empty); expected an "
                                   "sdl dataset (TokenWindows, ZarrSamples, ArrowRows, Mixture) holding samples")
-        unknown = sorted(set(self.rename) - set(self.names))
-        if unknown:
-            raise ConfigError(f"rename names source(s) {unknown} the mixture does not have (its sources: {list(self.names)}); "
-                              "key rename by source name")
+        if unknown := sorted(set(self.rename) - set(self.names)):
+            raise ConfigError(f"rename names source(s) {unknown} the mixture does not have (its sources: {list(self.names)})")
         if weights is None:
             weights = {name: float(len(source)) for name, source in zip(self.names, self.sources)}
         return check_weights(weights, self.names)
@@ -85,8 +82,7 @@ class Mixture:
         if num_samples is None:
             return self.stream.first_exhausted([len(source) for source in self.sources])
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
-            raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (one pass of the "
-                              "source that runs out first)")
+            raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (a pass of the first source to end)")
         return int(num_samples)
 
     def _schema(self, s: int) -> dict[str, tuple]:
@@ -262,19 +258,19 @@ class Mixture:
     def slot_layout(self) -> Any:
         """`slot_layout(batch_size)`: the arrays a batch is gathered into by `getitems_into` (a worker's ring slot); only
         when every source gathers rows (TokenWindows of one layout), else AttributeError: the ring then copies a batch in."""
-        rows = self._row_gather()
-        if rows.layout is None:
-            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
-        return rows.slot_layout
+        return self._rows_into().slot_layout
 
     @property
     def getitems_into(self) -> Any:
         """`getitems_into(indices, into)`: `__getitems__`, the sources writing their rows into the `slot_layout` arrays
         `into`, which the batch's tensors view (see `slot_layout` for when)."""
-        rows = self._row_gather()
-        if rows.layout is None:
-            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        rows = self._rows_into()
         return lambda indices, into: rows.batch(self, indices, into)
+
+    def _rows_into(self) -> RowGather:  # the RowGather when its sources gather rows into a caller's arrays
+        if (rows := self._row_gather()).layout is None:
+            raise AttributeError("the mixture's sources do not all gather rows into a caller's arrays")
+        return rows
 
     # Step: copies and pickling.
     @property

@@ -48,11 +48,7 @@ from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows,
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
-from sdl.loader.storage import (
-    DEFAULT_PREFETCH_STEPS,
-    CacheEntry,
-    remote_files,
-)
+from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, CacheEntry, remote_files
 
 LAYOUTS = ("flat", "grouped")
 BATCH_ONLY_KEYS = ("cu_seqlens", "max_seqlen")  # describe a whole batch: not part of one sample
@@ -93,8 +89,7 @@ class TokenWindows(ShardAccess):
 
     `path` may be `s3://bucket/prefix`: shards are then read through the node cache `cache_dir` (default under
     the user cache dir) of at most `cache_limit` bytes (default: no limit), which `make_loader` fills
-    `prefetch_steps` steps ahead; a request to the store fails after `storage_timeout_s` (None: `SDL_STORAGE_TIMEOUT_S`, else 60 s; see
-    `sdl.loader.storage`)."""
+    `prefetch_steps` steps ahead; a request fails after `storage_timeout_s` (None: `SDL_STORAGE_TIMEOUT_S`, else 60 s)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
                  split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,
@@ -104,10 +99,10 @@ class TokenWindows(ShardAccess):
         for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ConfigError(f"{name} is {value!r}, expected a positive integer")
-        if not isinstance(path, (str, Path)):
-            raise ConfigError(f"path is {path!r} ({type(path).__name__}), expected a dataset folder or s3://bucket/prefix")
-        if isinstance(split_rate, bool) or not isinstance(split_rate, (int, float, np.floating, np.integer)):
-            raise ConfigError(f"split_rate is {split_rate!r} ({type(split_rate).__name__}), expected a fraction in [0, 1]")
+        for name, value, kinds, expected in (("path", path, (str, Path), "a dataset folder or s3://bucket/prefix"),
+                                             ("split_rate", split_rate, (int, float), "a fraction in [0, 1]")):
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ConfigError(f"{name} is {value!r} ({type(value).__name__}), expected {expected}")
         self.path = str(path)
         self.seq_len, self.stride, self.shift = int(seq_len), int(stride), shift
         self.split, self.split_rate, self.layout = split, float(split_rate), layout

@@ -28,7 +28,7 @@ from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.sampling.batches import SampleBatch, StepChunk
 from sdl.loader.sampling.order import MODES, Order
 from sdl.loader.sampling.slicing import rank_offsets
-from sdl.loader.sampling.state import STREAM_KEYS, LoaderState
+from sdl.loader.sampling.state import STREAM_KEYS, LoaderState, check_arguments
 
 # The order of this many samples is computed in one vectorised call: a lookup costs ~100 µs of
 # numpy call overhead whether it is for 16 ids or 4,096 (measured), so batches share it.
@@ -97,23 +97,6 @@ def shuffle_mode(shuffle: bool | str) -> str:
     if mode not in MODES:
         raise ConfigError(f"shuffle is {shuffle!r}, expected True, False or one of {', '.join(MODES)}")
     return mode
-
-
-ARGUMENT_LEAST = {"num_samples": 0, "batch_size": 1, "seed": None, "rank": 0, "world_size": 1, "block_size": 1, "window_blocks": 1}
-
-
-def check_arguments(**values: Any) -> None:
-    """Refuse a sampler (or make_loader) argument of the wrong type or range, naming it: integers must be ints (not
-    bools, floats or strings), `drop_last` a bool. (The saved state checks the same fields, with checkpoint advice.)"""
-    for name, value in values.items():
-        if name == "drop_last":
-            if not isinstance(value, bool):
-                raise ConfigError(f"drop_last={value!r}: expected True or False")
-            continue
-        least = ARGUMENT_LEAST[name]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (least is not None and value < least):
-            expected = "an integer" if least is None else f"an integer >= {least}"
-            raise ConfigError(f"{name}={value!r}: expected {expected}")
 
 
 class ElasticSampler:

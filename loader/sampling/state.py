@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from sdl.loader.errors import CheckpointError
+from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.sampling.order import MODES
 
 STATE_FORMAT = "sdl-loader-state"
@@ -59,6 +59,23 @@ def _checked_int(name: str, value: Any, least: int | None) -> int:
     if least is not None and value < least:
         raise _bad(name, value, f"an integer >= {least}")
     return int(value)  # numpy integers become ints: the order key hashes repr(seed)
+
+
+ARGUMENT_LEAST = {"num_samples": 0, "batch_size": 1, "seed": None, "rank": 0, "world_size": 1, "block_size": 1, "window_blocks": 1}
+
+
+def check_arguments(**values: Any) -> None:
+    """Refuse a sampler (or make_loader) argument of the wrong type or range, naming it: integers must be ints (not
+    bools, floats or strings), `drop_last` a bool. (The saved state checks the same fields, with checkpoint advice.)"""
+    for name, value in values.items():
+        if name == "drop_last":
+            if not isinstance(value, bool):
+                raise ConfigError(f"drop_last={value!r}: expected True or False")
+            continue
+        least = ARGUMENT_LEAST[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (least is not None and value < least):
+            expected = "an integer" if least is None else f"an integer >= {least}"
+            raise ConfigError(f"{name}={value!r}: expected {expected}")
 
 
 def _checked_ranges(value: Any, cursor: int, num_samples: int) -> tuple[tuple[int, int], ...]:

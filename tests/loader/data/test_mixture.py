@@ -170,7 +170,7 @@ def test_workers_and_resume_under_new_weights_deliver_the_same_stream(sources):
 
 
 def test_refusals_say_what_to_do(sources, tmp_path):
-    with pytest.raises(ConfigError, match="mixture source 'code' is NoneType; expected an sdl dataset"):
+    with pytest.raises(ConfigError, match="mixture source 'code' is NoneType .or empty.; expected an sdl dataset"):
         Mixture({"web": sources["web"], "code": None})
     with pytest.raises(ConfigError, match=r"rename names source\(s\) \['cdoe'\] the mixture does not have"):
         Mixture({"web": sources["web"], "code": sources["code"]}, rename={"cdoe": {"text": "content"}})
