@@ -8,10 +8,19 @@ skipped. So SdlTrainer:
 - returns the sdl loader from `get_train_dataloader()` as it is (no accelerate wrapping: the loader already gives
   each rank its slice, and `len()` is its micro-batches of a whole epoch, from which the Trainer counts epochs);
 - writes the loader state into every `checkpoint-N/` folder (`sdl_loader_state.json`, by the process that saves
-  the Trainer state; ranks stop together at an optimizer step, so every rank's state is the same one);
+  the Trainer state; ranks stop together at an optimizer step, so every rank's state is the same one), before the
+  Trainer writes its own files there (and deletes old checkpoints), with the step and the samples per optimizer
+  step it was saved at;
 - on `train(resume_from_checkpoint=…)` loads that state into the loader, and while the resumed epoch starts, lets the
   Trainer keep its bookkeeping of the steps already done (step counter, epoch fraction, RNG) but hands it the loader
-  itself instead of a skipping copy: the loader already stands where the checkpoint was taken.
+  itself instead of a skipping copy: the loader already stands where the checkpoint was taken. The Trainer counts
+  its saved step in optimizer steps, so a resume whose samples per optimizer step (world size × batch size ×
+  gradient accumulation) differ from the checkpoint's, or whose loader state is from another step, is refused: it
+  would misplace every epoch boundary (or end at once, the steps "done").
+
+The Trainer's own data settings do not reach an sdl loader (`make_loader`'s arguments decide them): non-default
+`dataloader_num_workers`, `dataloader_prefetch_factor`, `dataloader_drop_last`, `data_seed` are warned about, and
+`ignore_data_skip=True` (restart the epoch's data) is refused; the logged batch size is the loader's.
 
 Batches go to the model through `model_inputs(batch)` (default: the batch's `input_ids`, `labels` and
 `position_ids`; `sample_ids` and the varlen fields stay out). sdl labels are the inputs already shifted by one:
@@ -69,13 +78,24 @@ class SdlTrainer(transformers.Trainer):
             raise ConfigError(
                 f"the loader makes each global step of {accumulate} micro-batches (global_batch_size), TrainingArguments has "
                 f"gradient_accumulation_steps={self.args.gradient_accumulation_steps}; set gradient_accumulation_steps={accumulate}")
+        check_data_arguments(self.args)
+        sampler = getattr(train_loader, "sampler", None)
+        if sampler is not None:  # what the Trainer logs and records as its batch size: the loader's
+            self._train_batch_size = sampler.batch_size
+
+    def samples_per_step(self) -> int | None:
+        """Samples of one optimizer step over all ranks: the loader's micro-batch (W·B) × gradient accumulation."""
+        sampler = getattr(self.train_loader, "sampler", None)
+        return None if sampler is None else sampler.micro_batch_size * self.args.gradient_accumulation_steps
 
     def get_train_dataloader(self) -> Any:
         return self.train_loader
 
     def _inner_training_loop(self, *args: Any, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
         if resume_from_checkpoint is not None:
-            self.train_loader.load_state_dict(read_loader_state(resume_from_checkpoint))
+            saved = read_saved(resume_from_checkpoint)
+            check_resume(resume_from_checkpoint, saved, self.samples_per_step())
+            self.train_loader.load_state_dict(saved["loader"])
         return super()._inner_training_loop(*args, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
@@ -86,20 +106,68 @@ class SdlTrainer(transformers.Trainer):
         return super()._prepare_inputs(self.model_inputs(inputs))
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
+        if self.args.should_save:  # first: the Trainer's own files (and its deletion of old checkpoints) come after
             folder = os.path.join(self._get_output_dir(trial=trial), f"{hf_trainer.PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            atomic_write_json(os.path.join(folder, STATE_FILE), self.train_loader.state_dict())
+            os.makedirs(folder, exist_ok=True)
+            atomic_write_json(os.path.join(folder, STATE_FILE), {"format": SAVED_FORMAT, "global_step": self.state.global_step,
+                                                                "samples_per_step": self.samples_per_step(),
+                                                                "loader": self.train_loader.state_dict()})
+        super()._save_checkpoint(model, trial)
+
+
+SAVED_FORMAT = "sdl-trainer-1"  # sdl_loader_state.json: {format, global_step, samples_per_step, loader}; before: the state alone
+
+
+def check_data_arguments(args: Any) -> None:
+    """Refuse `ignore_data_skip=True` (the loader resumes exactly); warn that the Trainer's data settings are not used."""
+    import warnings
+
+    if args.ignore_data_skip:
+        raise ConfigError("ignore_data_skip=True: an sdl loader resumes exactly where the checkpoint stood and cannot restart "
+                          "the epoch's data under the Trainer's step count; drop it (or start a new run without resuming)")
+    ignored = [f"{name}={getattr(args, name)!r}" for name, default in (("dataloader_num_workers", 0), ("dataloader_prefetch_factor", None),
+                                                                       ("dataloader_drop_last", False), ("data_seed", None))
+               if getattr(args, name, default) != default]
+    if ignored:
+        warnings.warn(f"SdlTrainer ignores {', '.join(ignored)}: the sdl loader's own settings (make_loader's num_workers, "
+                      "prefetch_factor, drop_last, seed) decide them", stacklevel=3)
+
+
+def read_saved(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What SdlTrainer saved in a `checkpoint-N/` folder: {"loader": state, "global_step", "samples_per_step"} (the last
+    two None for a file written by an earlier sdl, which held the state alone)."""
+    path = os.path.join(checkpoint, STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise CheckpointError(f"{checkpoint} holds no {STATE_FILE}: it was not written by SdlTrainer, or its save was cut "
+                              "short; resume from an earlier checkpoint SdlTrainer saved, or load the loader state yourself") from None
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path} is not a loader state ({exc}); the checkpoint is corrupt") from None
+    if isinstance(data, dict) and data.get("format") == SAVED_FORMAT:
+        return data
+    return {"loader": data, "global_step": None, "samples_per_step": None}
 
 
 def read_loader_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The sdl loader state stored in a Trainer `checkpoint-N/` folder."""
-    path = os.path.join(checkpoint, STATE_FILE)
+    return read_saved(checkpoint)["loader"]
+
+
+def check_resume(checkpoint: str | os.PathLike, saved: dict[str, Any], samples_per_step: int | None) -> None:
+    """Refuse a resume the Trainer would count wrongly: another number of samples per optimizer step, or a loader state
+    saved at another step than the Trainer state beside it."""
+    if saved["samples_per_step"] is not None and samples_per_step is not None and saved["samples_per_step"] != samples_per_step:
+        raise CheckpointError(
+            f"{checkpoint} was trained with {saved['samples_per_step']:,} samples per optimizer step, this run has {samples_per_step:,} "
+            "(world size × batch size × gradient accumulation): the Trainer counts its saved steps in the new size and would "
+            "misplace every epoch; resume with the same global batch (any world size), or load the loader state into a new run")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise CheckpointError(f"{checkpoint} holds no {STATE_FILE}: it was not written by SdlTrainer; resume from a "
-                              "checkpoint SdlTrainer saved, or load the loader state yourself") from None
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not a loader state ({exc}); the checkpoint is corrupt") from None
+        with open(os.path.join(checkpoint, hf_trainer.TRAINER_STATE_NAME), encoding="utf-8") as handle:
+            trainer_step = json.load(handle).get("global_step")
+    except (OSError, ValueError):
+        return  # the Trainer reports its own missing or damaged state
+    if saved["global_step"] is not None and trainer_step != saved["global_step"]:
+        raise CheckpointError(f"{checkpoint}: the loader state was saved at step {saved['global_step']}, the Trainer state at "
+                              f"step {trainer_step}; the folder mixes two saves: resume from a checkpoint SdlTrainer wrote whole")

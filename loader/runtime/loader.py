@@ -62,6 +62,11 @@ class SdlLoader:
         """The state after the batches handed over so far (computed on demand, not per batch)."""
         return self.sampler.state_after(self._start, self._yielded)
 
+    @property
+    def batch_sampler(self) -> ElasticSampler:
+        """The sampler, which makes whole batches (read by hosts that inspect a DataLoader, e.g. Lightning's checks)."""
+        return self.sampler
+
     def __len__(self) -> int:
         """Batches one whole epoch yields on this rank (micro-batches when accumulating), wherever the cursor stands."""
         return len(self.sampler)

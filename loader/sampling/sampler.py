@@ -268,7 +268,9 @@ def move_to_epoch(current: LoaderState, epoch: int, skip_rest: bool, steps_left:
         raise ConfigError(
             f"set_epoch({epoch}) while epoch {current.epoch} is in progress ({current.num_consumed:,} of "
             f"{current.num_samples:,} samples delivered, {steps_left:,} steps left): iterate the loader to finish epoch "
-            f"{current.epoch} (set_epoch({current.epoch}) continues it), or call set_epoch({epoch}, skip_rest=True) to drop its rest")
+            f"{current.epoch} (set_epoch({current.epoch}) continues it), or call set_epoch({epoch}, skip_rest=True) to drop its rest "
+            "(from a training host: its epoch ended before the loader's, e.g. Lightning's limit_train_batches, or it resumed "
+            "a checkpoint without restoring the loader's state)")
     return current.next_epoch(int(epoch))
 
 

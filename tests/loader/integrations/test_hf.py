@@ -38,3 +38,57 @@ def test_a_checkpoint_without_a_loader_state_is_named(tmp_path):
     (tmp_path / "checkpoint-5" / "sdl_loader_state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="is not a loader state"):
         read_loader_state(tmp_path / "checkpoint-5")
+
+
+def _train(tmp_path, loader, steps, **arguments):
+    from sdl.loader.integrations.hf import SdlTrainer
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", max_steps=steps, save_steps=2,
+                                          learning_rate=0.0, use_cpu=True, logging_steps=1000, **arguments)
+    return SdlTrainer(model=Tiny(), args=args, train_loader=loader)
+
+
+def _loader(path, batch_size):
+    return make_loader(TokenWindows(path, seq_len=16), batch_size=batch_size, num_workers=0, rank=0, world_size=1, device="cpu")
+
+
+def test_a_resume_with_another_global_batch_or_a_mixed_folder_is_refused(token_dataset, tmp_path):
+    """The Trainer counts saved steps in optimizer steps: another batch per step would misplace every epoch (or end at
+    once); a loader state from another step than the Trainer state beside it is a folder of two saves."""
+    import json
+
+    path = token_dataset(num_tokens=4_000, vocab_size=1000)
+    trainer = _train(tmp_path, _loader(path, 4), 4)
+    trainer.train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    saved = json.loads((checkpoint / "sdl_loader_state.json").read_text())
+    assert saved["global_step"] == 2 and saved["samples_per_step"] == 4 and saved["loader"]["cursor"] == 8
+    with pytest.raises(CheckpointError, match="trained with 4 samples per optimizer step, this run has 8"):
+        _train(tmp_path, _loader(path, 8), 6).train(resume_from_checkpoint=str(checkpoint))
+    later = json.loads((tmp_path / "run" / "checkpoint-4" / "sdl_loader_state.json").read_text())
+    (checkpoint / "sdl_loader_state.json").write_text(json.dumps(later))
+    with pytest.raises(CheckpointError, match="loader state was saved at step 4, the Trainer state at step 2"):
+        _train(tmp_path, _loader(path, 4), 6).train(resume_from_checkpoint=str(checkpoint))
+    (checkpoint / "sdl_loader_state.json").write_text(json.dumps(saved["loader"]))  # as an earlier sdl wrote it
+    _train(tmp_path, _loader(path, 4), 6).train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_the_loader_state_is_written_before_the_trainers_own_files(token_dataset, tmp_path, monkeypatch):
+    """A save cut short after the loader state leaves it in place; the Trainer's files (and the deletion of older
+    checkpoints) come after it, so no checkpoint the Trainer can resume from lacks it."""
+    def cut_short(self, model, trial):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, _loader(token_dataset(num_tokens=4_000, vocab_size=1000), 4), 4).train()
+    assert (tmp_path / "run" / "checkpoint-2" / "sdl_loader_state.json").is_file()
+
+
+def test_the_trainers_data_settings_are_refused_or_warned_about(token_dataset, tmp_path):
+    path = token_dataset(num_tokens=4_000, vocab_size=1000)
+    with pytest.raises(ConfigError, match="ignore_data_skip=True"):
+        _train(tmp_path, _loader(path, 4), 4, ignore_data_skip=True)
+    with pytest.warns(UserWarning, match="ignores dataloader_num_workers=2, dataloader_drop_last=True"):
+        trainer = _train(tmp_path, _loader(path, 4), 4, dataloader_num_workers=2, dataloader_drop_last=True)
+    assert trainer._train_batch_size == 4  # what the Trainer logs and records: the loader's batch, not its default 8
