@@ -204,6 +204,9 @@ def command(
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
                                     in_place=in_place, overwrite=overwrite, states=merged)
         written = [str(path) for path in result.written]
+        if result.stale:  # a resume reading the whole folder would take them for ranks of this world
+            typer.echo(f"warning: {out} also holds {len(result.stale)} rank file(s) of a larger world, not rewritten "
+                       f"({result.stale[0].name} … {result.stale[-1].name}); delete them before resuming from {out}", err=True)
     streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     for warning in filter(None, map(drop_warning, streams)):
         typer.echo(warning, err=True)

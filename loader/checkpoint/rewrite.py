@@ -39,6 +39,7 @@ def replace_states(obj: Any, replacements: dict[KeyPath, Any], key: KeyPath = ()
 class RewriteResult:
     written: tuple[Path, ...]
     states: dict[KeyPath, LoaderState]  # as written (rank None; per-rank files set their rank)
+    stale: tuple[Path, ...] = ()  # --per-rank: rank files of a larger world already in the folder, not rewritten
 
 
 def output_paths(checkpoints: Sequence[Checkpoint], world_size: int, out: str | Path | None, *,
@@ -79,7 +80,14 @@ def rewrite_checkpoint(checkpoints: Sequence[Checkpoint], *, world_size: int | N
     for path, rank in targets:
         content = replace_states(base.content, {k: replace(s, rank=rank).to_dict() for k, s in new.items() if k in base.states})
         write_checkpoint(path, content, keep_attributes=in_place)
-    return RewriteResult(written=tuple(path for path, _ in targets), states=new)
+    written = tuple(path for path, _ in targets)
+    stale = () if not per_rank else tuple(sorted((p for p in Path(out).glob("rank_*") if p not in written
+                                                  and p.stem[5:].isdigit() and int(p.stem[5:]) >= target_world), key=_rank_of))
+    return RewriteResult(written=written, states=new, stale=stale)
+
+
+def _rank_of(path: Path) -> int:
+    return int(path.stem[5:])
 
 
 def write_checkpoint(path: str | Path, content: Any, *, keep_attributes: bool = False) -> Path:

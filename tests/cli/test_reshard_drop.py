@@ -60,3 +60,11 @@ def test_the_rank_table_shows_the_first_ranks_and_counts_the_rest(capsys, saved)
 def test_options_that_would_be_ignored_are_refused(capsys, saved, args, expected):
     rc, _, err = run(capsys, saved, *args)
     assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+
+
+def test_per_rank_files_of_a_larger_world_left_in_the_folder_are_named(capsys, saved, tmp_path):
+    out = tmp_path / "new"
+    assert run(capsys, saved, "--world-size", 4, "--per-rank", "--out", out)[0] == 0
+    rc, _, err = run(capsys, saved, "--world-size", 2, "--per-rank", "--out", out, "--overwrite")
+    assert rc == 0 and "warning: " in err and "also holds 2 rank file(s) of a larger world" in err and "rank_2.pt … rank_3.pt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["rank_0.pt", "rank_1.pt", "rank_2.pt", "rank_3.pt"]  # never deleted
