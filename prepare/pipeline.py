@@ -128,9 +128,12 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
             error = InputError(f"{exc}{kept}")
         except OSError as exc:  # a full disk, a quota, a file-size limit: what was journalled stays whole
             where = Path(exc.filename) if exc.filename else out
-            verb = "cannot write" if where == out or out in where.parents else "cannot read"
-            raise InputError(f"{where}: {verb} ({exc.strerror or exc}); every shard written so far is kept: "
-                             "free space (or fix the cause) and re-run the same command to continue") from None
+            if where == out or out in where.parents:
+                raise InputError(f"{where}: cannot write ({exc.strerror or exc}); every shard written so far is kept: "
+                                 "free space (or fix the cause) and re-run the same command to continue") from None
+            # An input read failure (the readers name the file in an InputError; this catches any other): like bad input.
+            kept = roll_back(out, start, files, config.text_field)
+            error = InputError(f"{where}: cannot read ({exc.strerror or exc}); check the file{kept}")
     if kept is not None:
         if created and not kept:
             remove_if_empty(out)

@@ -39,6 +39,10 @@ class RecordBatch:
 def record_text(kind: str, item: Any, path: str, record: int, text_field: str) -> str | None:
     """The document text of one record; None for a blank JSONL line; RecordError when malformed."""
     if kind == "text":
+        if (at := item.find(b"\0")) >= 0:  # valid UTF-8, yet never in text: UTF-16 without a byte-order mark, or binary
+            line = item.count(b"\n", 0, at) + 1
+            raise RecordError(f"{path}: a NUL byte at byte {at:,} (line {line:,}), expected UTF-8 text; "
+                              "the file looks like UTF-16 or binary: convert it to UTF-8, or pass --on-error skip to skip such files")
         try:
             return item.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -100,7 +104,10 @@ def _jsonl_records(source: SourceFile, start: int) -> Iterator[tuple[int, bytes,
 
 def _text_records(source: SourceFile, start: int) -> Iterator[tuple[int, bytes, int]]:
     if start == 0:
-        data = Path(source.path).read_bytes()
+        try:
+            data = Path(source.path).read_bytes()
+        except OSError as exc:
+            raise InputError(f"{source.path}: cannot read ({exc.strerror or exc}); check the file and its permissions") from None
         yield 0, data, len(data)
 
 
@@ -136,16 +143,20 @@ def _columnar_records(source: SourceFile, start: int, text_field: str) -> Iterat
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{source.path}: not a readable {source.kind} file ({exc}); check the file") from None
     row = 0
-    for batch in batches:
-        if row + batch.num_rows <= start:
-            row += batch.num_rows
-            continue
-        column = batch.column(batch.schema.get_field_index(text_field))
-        values = column.slice(max(0, start - row)).to_pylist()
-        row = max(row, start)
-        for value in values:
-            yield row, value, len(value.encode("utf-8")) if value is not None else 0
-            row += 1
+    try:  # pyarrow raises OSError (or ArrowInvalid) for damaged input data: a read error of this file, not of the output
+        for batch in batches:
+            if row + batch.num_rows <= start:
+                row += batch.num_rows
+                continue
+            column = batch.column(batch.schema.get_field_index(text_field))
+            values = column.slice(max(0, start - row)).to_pylist()
+            row = max(row, start)
+            for value in values:
+                yield row, value, len(value.encode("utf-8")) if value is not None else 0
+                row += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{source.path}: cannot read past row {row:,} ({exc}): the file is damaged (corrupt or truncated); "
+                         "re-create or remove it") from None
 
 
 def _arrow_batches(path: str) -> Iterator[Any]:

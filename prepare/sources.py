@@ -4,10 +4,15 @@ Every input becomes a list of files of four kinds: `text` (the whole file is one
 (one JSON object per line, optionally gzipped), `parquet` and `arrow` (one document per row). A
 HuggingFace `save_to_disk` folder or a dataset name in the local cache is resolved to its Arrow files.
 Each argument's expansion is sorted by path, so the order never depends on directory listing order.
+A folder is walked file by file, except that a `save_to_disk` dataset inside it is refused (walked, it
+would read its JSON metadata as documents and every split's rows): it must be an input of its own,
+where `--split` picks one split. A dangling symlink or a symlink loop among the inputs is refused, not
+skipped, so that no file the user meant to include is silently left out.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -54,8 +59,20 @@ def supported_suffixes(text_suffixes: tuple[str, ...]) -> str:
 
 
 def _source(path: Path, kind: str) -> SourceFile:
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InputError(_unreadable(path, exc)) from None
     return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    """Why an input file listed by name cannot be opened, and what to do, in words."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        what = ("a symbolic link loop" if exc.errno == errno.ELOOP else "a dangling symbolic link") + f" (-> {target})"
+        return f"{path}: {what}, expected a readable input file; fix or remove the link (inputs with broken links are refused, not skipped)"
+    return f"{path}: cannot read ({exc.strerror or exc}); check the file and its permissions"
 
 
 def stdlib_files() -> list[Path]:
@@ -76,6 +93,7 @@ def _walk(folder: Path, text_suffixes: tuple[str, ...]) -> list[SourceFile]:
     found = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        _refuse_nested_dataset(folder, [Path(root, d) for d in dirs])
         for name in names:
             kind = kind_of(name, text_suffixes)
             if kind and not name.startswith("."):
@@ -84,7 +102,20 @@ def _walk(folder: Path, text_suffixes: tuple[str, ...]) -> list[SourceFile]:
 
 
 def _is_saved_dataset(folder: Path) -> bool:
-    return (folder / "dataset_dict.json").is_file() or ((folder / "state.json").is_file() and (folder / "dataset_info.json").is_file())
+    """A `save_to_disk` folder: a DatasetDict's `dataset_dict.json`, or a Dataset's `state.json` beside its info or Arrow files."""
+    if (folder / "dataset_dict.json").is_file():
+        return True
+    return (folder / "state.json").is_file() and ((folder / "dataset_info.json").is_file() or any(folder.glob("*.arrow")))
+
+
+def _refuse_nested_dataset(folder: Path, subfolders: list[Path]) -> None:
+    """Refuse a `save_to_disk` dataset inside an input folder: walked file by file, its metadata would be read as
+    JSONL and every split's Arrow files tokenized (a test split leaking into training)."""
+    for sub in subfolders:
+        if _is_saved_dataset(sub):
+            raise InputError(f"{sub}: a HuggingFace save_to_disk dataset inside the input folder {folder}, which would read its metadata "
+                             f"and every split as documents; pass {sub} as an input of its own (with --split NAME for a DatasetDict), "
+                             "and move it out of that folder or name the folder's other files (or a glob) instead")
 
 
 def _saved_dataset_files(folder: Path, split: str) -> list[SourceFile]:

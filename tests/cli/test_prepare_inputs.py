@@ -1,0 +1,118 @@
+"""`sdl prepare` on inputs that are not what they seem: broken symlinks, UTF-16 or binary text, a saved dataset inside
+a folder, damaged Parquet/Arrow files. Each is one `error:` line naming the input, and a first run leaves no output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sdl.cli.main import main
+
+
+def sdl(capsys, *args):
+    code = main(["prepare", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _texts(num_rows: int) -> list[str]:
+    return [f"row {i}: the data loader reads shards " * 3 for i in range(num_rows)]
+
+
+def _corrupt_parquet(path: Path) -> None:
+    """Two snappy row groups whose second column chunk is overwritten in its middle: the footer still opens."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": _texts(2048)}), path, row_group_size=1024, compression="snappy", use_dictionary=False)
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    assert chunk.data_page_offset + chunk.total_compressed_size < path.stat().st_size
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    with open(path, "r+b") as handle:
+        handle.seek(middle - 32)
+        handle.write(b"\xff" * 64)
+
+
+def _truncated_arrow(path: Path) -> None:
+    """An Arrow IPC stream of two batches, cut in the middle of the second one's body."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    batch = pa.record_batch({"text": _texts(1000)})
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+        first_end = sink.tell()
+        writer.write_batch(batch)
+    data = sink.getvalue().to_pybytes()
+    path.write_bytes(data[:first_end + (len(data) - first_end) // 2])
+
+
+@pytest.fixture
+def odd_inputs(tmp_path):
+    import datasets
+
+    for name in ("dangling", "loop", "nested", "nested_one"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ok.txt").write_text("fine text")
+    os.symlink("nowhere.txt", tmp_path / "dangling" / "gone.txt")
+    os.symlink("y.txt", tmp_path / "loop" / "x.txt")
+    os.symlink("x.txt", tmp_path / "loop" / "y.txt")
+    (tmp_path / "u16le.txt").write_bytes("hello world".encode("utf-16-le"))
+    (tmp_path / "nul.txt").write_bytes(b"line one\nhello\x00world")
+    splits = {"train": datasets.Dataset.from_dict({"text": ["train a", "train b"]}),
+              "test": datasets.Dataset.from_dict({"text": ["test a"]})}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "nested" / "dd"))
+    splits["train"].save_to_disk(str(tmp_path / "nested_one" / "single"))
+    _corrupt_parquet(tmp_path / "corrupt.parquet")
+    _truncated_arrow(tmp_path / "truncmid.arrow")
+    return tmp_path
+
+
+ODD_INPUTS = {
+    "dangling link in a folder": (["dangling"], [], "dangling/gone.txt: a dangling symbolic link (-> nowhere.txt)"),
+    "dangling link by glob": (["dangling/*.txt"], [], "dangling/gone.txt: a dangling symbolic link (-> nowhere.txt)"),
+    "symlink loop in a folder": (["loop"], [], "loop/x.txt: a symbolic link loop (-> y.txt)"),
+    "utf-16 without a BOM": (["u16le.txt"], [], "u16le.txt: a NUL byte at byte 1 (line 1), expected UTF-8 text; "
+                                                "the file looks like UTF-16 or binary: convert it to UTF-8"),
+    "NUL in text": (["nul.txt"], [], "nul.txt: a NUL byte at byte 14 (line 2)"),
+    "saved DatasetDict in a folder": (["nested"], [], "nested/dd: a HuggingFace save_to_disk dataset inside the input folder"),
+    "saved DatasetDict in a folder, skip": (["nested"], ["--on-error", "skip"], "(with --split NAME for a DatasetDict)"),
+    "saved Dataset in a folder": (["nested_one"], [], "nested_one/single: a HuggingFace save_to_disk dataset inside"),
+    "corrupt parquet row group": (["corrupt.parquet"], [], "corrupt.parquet: cannot read past row 1,024 ("),
+    "arrow cut mid-batch": (["truncmid.arrow"], [], "truncmid.arrow: cannot read past row 1,000 ("),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_INPUTS))
+def test_odd_input_is_one_line_error_and_leaves_no_output(odd_inputs, capsys, case):
+    sources, flags, wording = ODD_INPUTS[case]
+    out = odd_inputs / "out"
+    code, _, err = sdl(capsys, *[odd_inputs / s for s in sources], out, *flags)
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert wording in err, err
+    assert "cannot write" not in err and "free space" not in err
+    if case.startswith(("corrupt", "arrow")):
+        assert "the file is damaged (corrupt or truncated); re-create or remove it" in err
+    assert not out.exists()
+
+
+def test_a_saved_dataset_passed_itself_reads_only_its_split(odd_inputs, capsys):
+    """The way out the refusal names works: the DatasetDict as its own input reads the chosen split only."""
+    import json
+
+    out = odd_inputs / "out"
+    code, stdout, err = sdl(capsys, odd_inputs / "nested" / "dd", out, "--split", "test", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["num_docs"] == 1
+
+
+def test_a_nul_text_file_is_skipped_with_on_error_skip(odd_inputs, capsys):
+    import json
+
+    code, stdout, err = sdl(capsys, odd_inputs / "u16le.txt", odd_inputs / "dangling" / "ok.txt", odd_inputs / "out",
+                            "--on-error", "skip", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["num_docs"] == 1 and report["num_skipped"] == 1
