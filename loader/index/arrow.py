@@ -5,46 +5,67 @@ split), a folder of `.arrow` files, or a HF datasets cache folder
 (`<cache>/<name>/<config>/<version>/<hash>/<builder>-<split>[-00000-of-00003].arrow`, found by
 `sdl.loader.index.hf_cache`). Files in IPC stream format (what `datasets` writes) and IPC file format
 are both read, memory-mapped.
+
+A complete file ends as its format says, which a file cut off by a killed writer or copy does not
+(pyarrow would read such a stream as a shorter dataset): the IPC file format starts and ends with the
+magic `ARROW1`; an IPC stream ends with the end-of-stream message, `FF FF FF FF 00 00 00 00`
+(continuation marker, zero metadata length). A stream in the pre-1.0 legacy format (no leading
+continuation marker) ends with `00 00 00 00`, which the zero padding of a message body also is: for
+it the check is best effort. `check_arrow_end` reads the first and last 8 bytes.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.index.hf_cache import check_shards_complete, check_split_rows, split_of
 from sdl.loader.index.table import SourceInfo
 from sdl.loader.index.tokens import descriptor_of
 
-HF_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+FILE_MAGIC = b"ARROW1"
+STREAM_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+LEGACY_STREAM_END = b"\x00\x00\x00\x00"
 
-
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: unreadable dataset metadata ({exc}); re-save the dataset (save_to_disk)") from None
 
 
-def split_of(file_name: str) -> str | None:
-    """The split of a HF cache file `<builder>-<split>[-00000-of-00003].arrow`."""
-    stem = HF_SHARD.sub("", file_name[: -len(".arrow")])
-    return stem.rsplit("-", 1)[1] if "-" in stem else None
+def data_file_names(state: Any, where: Any) -> list[str]:
+    """The file names a `save_to_disk` `state.json` lists (`{"_data_files": [{"filename": …}, …]}`), in order."""
+    entries = state.get("_data_files", []) if isinstance(state, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("filename"), str) for e in entries):
+        raise FormatError(f"{where}: expected a save_to_disk state.json, a JSON object whose \"_data_files\" lists "
+                          f"{{\"filename\": …}} entries; found {json.dumps(state)[:80]}; re-save the dataset (save_to_disk)")
+    return [entry["filename"] for entry in entries]
+
+
+def split_names(info: Any, where: Any) -> list[str]:
+    """The splits a `save_to_disk` `dataset_dict.json` lists (`{"splits": ["train", …]}`)."""
+    splits = info.get("splits", []) if isinstance(info, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(name, str) and name for name in splits):
+        raise FormatError(f"{where}: expected a save_to_disk dataset_dict.json, a JSON object whose \"splits\" lists "
+                          f"split names; found {json.dumps(info)[:80]}; re-save the DatasetDict (save_to_disk)")
+    return splits
 
 
 def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], str | None, str | None]:
     """(relative file paths in order, descriptor file or None, split) of an Arrow dataset folder."""
     if (root / "dataset_dict.json").is_file():
-        splits = _read_json(root / "dataset_dict.json").get("splits", [])
+        splits = split_names(_read_json(root / "dataset_dict.json"), root / "dataset_dict.json")
         split = pick_split(root, split, splits)
         files, descriptor, _ = find_arrow_files(root / split)
         return [f"{split}/{f}" for f in files], f"{split}/{descriptor}" if descriptor else None, split
     if (root / "state.json").is_file():
-        state = _read_json(root / "state.json")
-        return [entry["filename"] for entry in state.get("_data_files", [])], "state.json", split
+        return data_file_names(_read_json(root / "state.json"), root / "state.json"), "state.json", split
     files = sorted(p.name for p in root.glob("*.arrow") if p.is_file())
+    check_shards_complete(root, files)
     if (root / "dataset_info.json").is_file():  # a HF cache folder: files carry their split in the name
         splits = sorted({s for s in map(split_of, files) if s})
         if splits:
@@ -69,6 +90,7 @@ def open_arrow_table(path: Path) -> Any:
     import pyarrow as pa
 
     try:
+        check_arrow_end(path)
         source = pa.memory_map(str(path), "r")
         try:
             return pa.ipc.open_file(source).read_all()
@@ -79,6 +101,27 @@ def open_arrow_table(path: Path) -> Any:
         raise FormatError(f"{path}: listed by the dataset but missing; re-save the dataset (save_to_disk) or re-run load_dataset") from None
     except (pa.ArrowException, OSError) as exc:
         raise FormatError(f"{path}: not a readable Arrow file ({exc}); re-save the dataset (save_to_disk) or re-run load_dataset") from None
+
+
+def check_arrow_end(path: Path) -> None:
+    """Refuse an Arrow file that does not end as a complete IPC file or stream (see the module docstring)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 8))
+        tail = handle.read(8)
+    if head.startswith(FILE_MAGIC):
+        complete, expected = tail.endswith(FILE_MAGIC) and size > 2 * len(FILE_MAGIC), f"the closing {FILE_MAGIC.decode()} magic"
+    elif head.startswith(STREAM_END[:4]):
+        complete, expected = tail == STREAM_END and size > 8, f"the end-of-stream marker {STREAM_END.hex(' ')}"
+    elif 0 < int.from_bytes(head[:4], "little", signed=True) < size:  # a legacy stream starts with its schema's length
+        complete, expected = tail.endswith(LEGACY_STREAM_END), f"the legacy end-of-stream marker {LEGACY_STREAM_END.hex(' ')}"
+    else:
+        return  # not Arrow at all: the reader says so
+    if not complete:
+        raise FormatError(f"{path}: truncated Arrow file: {size:,} bytes ending in {tail.hex(' ')}, expected {expected} "
+                          "(its writer was killed or the copy was cut short); re-save the dataset (save_to_disk) or "
+                          "re-run load_dataset to re-create it")
 
 
 def list_arrow_sources(root: Path, split: str | None = None) -> tuple[tuple[SourceInfo, ...], dict[str, Any]]:
@@ -96,6 +139,8 @@ def list_arrow_sources(root: Path, split: str | None = None) -> tuple[tuple[Sour
             raise FormatError(f"Arrow files disagree: {first} has columns {schema}, {rel} has {fields}; expected one schema")
         stat = (root / rel).stat()
         sources.append(SourceInfo(path=rel, length=table.num_rows, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
+    if descriptor == "dataset_info.json":  # a HF cache folder: its builder recorded the rows of each split
+        check_split_rows(root, split, sum(source.length for source in sources))
     meta: dict[str, Any] = {"schema": schema, "split": split}
     if descriptor:
         meta["descriptor"] = {**descriptor_of(root / descriptor), "file": descriptor}

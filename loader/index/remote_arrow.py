@@ -18,12 +18,13 @@ from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.format.atomic import atomic_write_json
-from sdl.loader.index.arrow import open_arrow_table, pick_split, split_of
+from sdl.loader.index.arrow import data_file_names, open_arrow_table, pick_split, split_names, split_of
+from sdl.loader.index.hf_cache import check_shards_complete
 from sdl.loader.index.table import SourceInfo
 from sdl.loader.storage.remote import RemoteFiles, StoredObject, default_cache_dir
 
 
-def _read_json(files: RemoteFiles, relative: str) -> dict[str, Any]:
+def _read_json(files: RemoteFiles, relative: str) -> Any:
     try:
         return json.loads(files.read(relative))
     except ValueError as exc:
@@ -33,18 +34,20 @@ def _read_json(files: RemoteFiles, relative: str) -> dict[str, Any]:
 
 def _state_files(files: RemoteFiles, folder: str) -> list[str]:
     state = _read_json(files, f"{folder}state.json")
-    return [f"{folder}{entry['filename']}" for entry in state.get("_data_files", [])]
+    return [f"{folder}{name}" for name in data_file_names(state, files.location.url(f"{folder}state.json"))]
 
 
 def find_remote_arrow_files(files: RemoteFiles, listing: dict[str, StoredObject],
                             split: str | None = None) -> tuple[list[str], str | None, str | None]:
     """(file paths inside the dataset, in order; descriptor file or None; split), as `find_arrow_files` locally."""
     if "dataset_dict.json" in listing:
-        split = pick_split(files.url, split, _read_json(files, "dataset_dict.json").get("splits", []))
+        splits = split_names(_read_json(files, "dataset_dict.json"), files.location.url("dataset_dict.json"))
+        split = pick_split(files.url, split, splits)
         return _state_files(files, f"{split}/"), f"{split}/state.json", split
     if "state.json" in listing:
         return _state_files(files, ""), "state.json", split
     names = sorted(key for key in listing if "/" not in key and key.endswith(".arrow"))
+    check_shards_complete(files.url, names)
     if "dataset_info.json" in listing:  # a HF cache folder: the files carry their split in the name
         splits = sorted({s for s in map(split_of, names) if s})
         if splits:

@@ -19,6 +19,7 @@ from sdl.loader.index.zarr import (
     absent_chunk_keys,
     check_same_fields,
     member_fields,
+    metadata_object,
 )
 from sdl.loader.storage.remote import RemoteFiles, StoredObject
 
@@ -55,7 +56,7 @@ def read_node(files: RemoteFiles, listing: dict[str, StoredObject], folder: str)
     if key is None:
         return None
     try:
-        meta = json.loads(files.read(key))
+        meta = metadata_object(json.loads(files.read(key)), files.location.url(key))
     except ValueError as exc:
         raise FormatError(f"{files.location.url(key)}: unreadable zarr metadata ({exc}); rewrite the array with zarr") from None
     if key.endswith("zarr.json"):

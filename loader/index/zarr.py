@@ -46,9 +46,17 @@ def zarr_node(directory: Path) -> tuple[str, dict[str, Any]] | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return metadata_object(json.loads(path.read_text(encoding="utf-8")), path)
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: unreadable zarr metadata ({exc}); rewrite the array with zarr") from None
+
+
+def metadata_object(meta: Any, where: Any) -> dict[str, Any]:
+    """`meta` when it is a JSON object, as every zarr metadata file is; a one-line FormatError naming `where` if not."""
+    if not isinstance(meta, dict):
+        raise FormatError(f"{where}: holds {json.dumps(meta)[:40]}, expected a JSON object of zarr metadata (shape, "
+                          "dtype, chunks); the file is damaged: rewrite the array with zarr")
+    return meta
 
 
 def find_zarr_stores(root: Path) -> list[str]:
@@ -66,7 +74,11 @@ def find_zarr_stores(root: Path) -> list[str]:
 
 
 def _array_fields(directory: Path, meta: dict[str, Any]) -> tuple[tuple[int, ...], str]:
-    shape = tuple(meta.get("shape", ()))
+    shape = meta.get("shape", ())
+    if not isinstance(shape, list | tuple) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise FormatError(f"{directory}: zarr shape {json.dumps(shape)[:40]}; expected a list of non-negative integers; "
+                          "the metadata is damaged: rewrite the array with zarr")
+    shape = tuple(shape)
     raw = meta.get("data_type", meta.get("dtype"))
     try:
         dtype = np.dtype(raw).name
