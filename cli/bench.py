@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from sdl.cli.options import given, refuse_ignored
 from sdl.loader.errors import ConfigError
 
 # (ratio key, label, target, higher is better): the loader's targets (issues 4, 6, 14), shown next to what was measured.
@@ -43,10 +44,10 @@ def command(
     mixture: bool = typer.Option(False, "--mixture", help="Bench a 2-source mixture (75/25) of two synthetic datasets."),
     peer: list[str] = typer.Option([], "--peer", help="Also run a peer loader on the same tokens: torchdata, hf, litdata, mosaic (repeatable; optional installs)."),
     arrow: bool = typer.Option(False, "--arrow", help="Instead: ArrowRows vs HF datasets on the same rows, memory vs file size, a shuffle over 160 files vs sequential."),
-    cache_fraction: float = typer.Option(0.3, "--cache-fraction", help="s3://: the limited cache, as a fraction of the dataset."),
-    block_size: int = typer.Option(1024, "--block-size", help="s3://: samples per block of the locality shuffle."),
-    window_blocks: int = typer.Option(2, "--window-blocks", help="s3://: blocks shuffled together (locality shuffle)."),
-    prefetch_steps: int = typer.Option(64, "--prefetch-steps", help="s3://: steps the prefetcher runs ahead."),
+    cache_fraction: Optional[float] = typer.Option(None, "--cache-fraction", help="s3://: the limited cache, as a fraction of the dataset (default: 0.3)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="s3://: samples per block of the locality shuffle (default: 1024)."),
+    window_blocks: Optional[int] = typer.Option(None, "--window-blocks", help="s3://: blocks shuffled together, locality shuffle (default: 2)."),
+    prefetch_steps: Optional[int] = typer.Option(None, "--prefetch-steps", help="s3://: steps the prefetcher runs ahead (default: 64)."),
 ) -> None:
     """Measure throughput, resume latency and memory, and the data stall of a simulated training step."""
     from sdl.loader.bench import BenchConfig, run_bench
@@ -56,18 +57,15 @@ def command(
             raise ConfigError(f"--arrow measures Arrow folders it writes itself; it takes no {'DATASET' if dataset else '--mixture'} "
                               f"({dataset or '--mixture'}): drop one of them")
         return _arrow_bench(json_out)
-    remote_only = {"--cache-fraction": (cache_fraction, 0.3), "--block-size": (block_size, 1024),
-                   "--window-blocks": (window_blocks, 2), "--prefetch-steps": (prefetch_steps, 64)}
-    if dataset is None or not dataset.startswith("s3://"):
-        given = [flag for flag, (value, default) in remote_only.items() if value != default]
-        if given:
-            raise ConfigError(f"{', '.join(given)} only {'apply' if len(given) > 1 else 'applies'} to an s3:// DATASET "
-                              f"(the object-store bench); drop {'them' if len(given) > 1 else 'it'} or give s3://bucket/prefix")
+    remote = {"cache_fraction": cache_fraction, "block_size": block_size, "window_blocks": window_blocks,
+              "prefetch_steps": prefetch_steps}  # the object-store bench's own options (None: its defaults)
     if dataset is not None and dataset.startswith("s3://"):
         from sdl.cli.bench_remote import bench_remote
 
-        return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, cache_fraction, block_size, window_blocks,
-                            prefetch_steps, json_out)
+        return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, {k: v for k, v in remote.items() if v is not None},
+                            json_out)
+    refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in remote.items()}), ("only applies", "only apply"),
+                   "to an s3:// DATASET (the object-store bench)", "drop them or give s3://bucket/prefix")
     dataset = Path(dataset) if dataset is not None else None
     if dataset is not None and not dataset.exists():
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")

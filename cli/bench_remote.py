@@ -30,12 +30,12 @@ def upload_synthetic(url: str, tokens: int) -> None:
             client.upload_file(path, location.bucket, location.key(path.name))
 
 
-def bench_remote(url: str, tokens: int, seq_len: int, batch_size: int, step_ms: float, cache_fraction: float,
-                 block_size: int, window_blocks: int, prefetch_steps: int, json_out: bool) -> None:
+def bench_remote(url: str, tokens: int, seq_len: int, batch_size: int, step_ms: float, options: dict[str, Any],
+                 json_out: bool) -> None:
+    """`options`: RemoteBenchConfig fields given on the command line (cache_fraction, block_size, ...)."""
     from sdl.loader.bench.remote import RemoteBenchConfig, run_remote_bench
 
-    config = RemoteBenchConfig(seq_len=seq_len, batch_size=batch_size, step_ms=step_ms, cache_fraction=cache_fraction,
-                               block_size=block_size, window_blocks=window_blocks, prefetch_steps=prefetch_steps)
+    config = RemoteBenchConfig(seq_len=seq_len, batch_size=batch_size, step_ms=step_ms, **options)
     upload_synthetic(url, tokens)
     report = run_remote_bench(url, config)
     if json_out:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from sdl.cli.options import given, refuse_ignored
 from sdl.loader.errors import FormatError, InputError
 
 
@@ -17,10 +18,9 @@ def resolve_root(path: Optional[str], hf: Optional[str], hf_cache: Optional[Path
     HF datasets cache."""
     if (path is None) == (hf is None):
         raise InputError("give a dataset PATH or --hf NAME (exactly one)")
-    if hf is None and (hf_cache is not None or hf_config is not None):
-        given = " and ".join(flag for flag, value in (("--hf-cache", hf_cache), ("--hf-config", hf_config)) if value is not None)
-        verb = "apply" if " and " in given else "applies"
-        raise InputError(f"{given} only {verb} to --hf NAME (a dataset in the HF cache), not to PATH {path}; drop {given}")
+    if hf is None:
+        refuse_ignored(given({"--hf-cache": hf_cache, "--hf-config": hf_config}), ("only applies", "only apply"),
+                       f"to --hf NAME (a dataset in the HF cache), not to PATH {path}", "drop them")
     if hf is not None:
         from sdl.loader.index.hf_cache import find_hf_dataset
 

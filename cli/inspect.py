@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from sdl.cli.index import render, resolve_root
+from sdl.cli.options import given, refuse_ignored
 from sdl.loader.errors import ConfigError
 
 
@@ -139,13 +140,13 @@ def command(
 ) -> None:
     """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples.
     A mixture config (configs/mix-*.toml): its sources, weights, and passes per source per epoch."""
-    given = {"--kind": kind, "--hf": hf, "--hf-cache": hf_cache, "--hf-config": hf_config, "--split": split, "--seq-len": seq_len,
-             "--stride": stride, "--split-rate": split_rate if split_rate != 1.0 else None, "--show": show or None}
     if path is not None and path.endswith(".toml"):
-        ignored = [flag for flag, value in given.items() if value is not None]
-        if ignored:
-            raise ConfigError(f"{', '.join(ignored)} {'do' if len(ignored) > 1 else 'does'} not apply to a mixture config ({path}: its file sets seq_len and "
-                              "the sources); drop them, or inspect one source's folder instead")
+        dataset_options = {"--kind": kind, "--hf": hf, "--hf-cache": hf_cache, "--hf-config": hf_config, "--split": split,
+                           "--seq-len": seq_len, "--stride": stride, "--split-rate": split_rate if split_rate != 1.0 else None,
+                           "--show": show or None}
+        refuse_ignored(given(dataset_options), ("does not apply", "do not apply"),
+                       f"to a mixture config ({path}: its file sets seq_len and the sources)",
+                       "drop them, or inspect one source's folder instead")
         return inspect_mixture(Path(path), json_out)
     if stride is not None and seq_len is None:
         raise ConfigError(f"--stride {stride} needs --seq-len (the window length it steps between); add --seq-len")

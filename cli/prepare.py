@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from sdl.cli.options import given
 from sdl.loader.errors import ConfigError
 
 
@@ -40,9 +41,8 @@ def command(
                "--bos/--no-bos": bos, "--max-docs": max_docs, "--num-proc": num_proc, "--num-jobs": num_jobs,
                "--job-index": job_index, "--on-error": on_error, "--overwrite": overwrite}
     if repair:
-        given = [flag for flag, value in options.items() if value not in (None, False)]
-        if given:
-            raise ConfigError(f"--repair reruns OUT with the options its journal recorded and takes no others (got {', '.join(given)}); "
+        if others := given(options):
+            raise ConfigError(f"--repair reruns OUT with the options its journal recorded and takes no others (got {', '.join(others)}); "
                               "drop them, or prepare afresh with --overwrite instead of --repair")
         return _repair(paths or [], as_json)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from sdl.cli.options import given, refuse_ignored
 from sdl.loader.errors import CheckpointError, ConfigError
 
 FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
@@ -157,12 +158,12 @@ def render_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
 
 def check_applicable(dataset: Optional[str], dataset_options: dict[str, Any], writes: bool, overwrite: bool) -> None:
     """Refuse options that would be ignored: the --dataset settings without --dataset, --overwrite without an output."""
-    given = [f"--{name.replace('_', '-')}" for name, value in dataset_options.items() if value is not None]
-    if dataset is None and given:
-        raise ConfigError(f"{', '.join(given)} only {'apply' if len(given) > 1 else 'applies'} with --dataset (the dataset the "
-                          "state is checked against); add --dataset PATH or drop them")
-    if overwrite and not writes:
-        raise ConfigError("--overwrite only applies when writing (--out, --in-place or --per-rank); add --out FILE or drop --overwrite")
+    if dataset is None:
+        refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in dataset_options.items()}), ("only applies", "only apply"),
+                       "with --dataset (the dataset the state is checked against)", "add --dataset PATH or drop them")
+    if not writes:
+        refuse_ignored(given({"--overwrite": overwrite}), ("only applies", "only apply"), "when writing (--out, --in-place or --per-rank)",
+                       "add --out FILE or drop --overwrite")
 
 
 def command(
@@ -194,7 +195,7 @@ def command(
     )
 
     check_targets(world_size, batch_size, global_batch_size)
-    check_applicable(dataset, dict(seq_len=seq_len, stride=stride, shift=shift, split=split, split_rate=split_rate, force=force or None),
+    check_applicable(dataset, dict(seq_len=seq_len, stride=stride, shift=shift, split=split, split_rate=split_rate, force=force),
                      out is not None or in_place or per_rank, overwrite)
     checkpoints = read_checkpoints(ckpt)
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
