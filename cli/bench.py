@@ -65,7 +65,7 @@ def command(
         return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, {k: v for k, v in remote.items() if v is not None},
                             json_out)
     refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in remote.items()}), ("only applies", "only apply"),
-                   "to an s3:// DATASET (the object-store bench)", "drop them or give s3://bucket/prefix")
+                   "to an s3:// DATASET (the object-store bench)", "drop {them} or give s3://bucket/prefix")
     dataset = Path(dataset) if dataset is not None else None
     if dataset is not None and not dataset.exists():
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")

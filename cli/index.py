@@ -20,7 +20,7 @@ def resolve_root(path: Optional[str], hf: Optional[str], hf_cache: Optional[Path
         raise InputError("give a dataset PATH or --hf NAME (exactly one)")
     if hf is None:
         refuse_ignored(given({"--hf-cache": hf_cache, "--hf-config": hf_config}), ("only applies", "only apply"),
-                       f"to --hf NAME (a dataset in the HF cache), not to PATH {path}", "drop them")
+                       f"to --hf NAME (a dataset in the HF cache), not to PATH {path}", "drop {them}")
     if hf is not None:
         from sdl.loader.index.hf_cache import find_hf_dataset
 

@@ -146,7 +146,7 @@ def command(
                            "--show": show or None}
         refuse_ignored(given(dataset_options), ("does not apply", "do not apply"),
                        f"to a mixture config ({path}: its file sets seq_len and the sources)",
-                       "drop them, or inspect one source's folder instead")
+                       "drop {them}, or inspect one source's folder instead")
         return inspect_mixture(Path(path), json_out)
     if stride is not None and seq_len is None:
         raise ConfigError(f"--stride {stride} needs --seq-len (the window length it steps between); add --seq-len")

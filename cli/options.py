@@ -14,6 +14,7 @@ def given(options: dict[str, Any]) -> list[str]:
 
 def refuse_ignored(flags: list[str], applies: tuple[str, str], where: str, fix: str) -> None:
     """ConfigError `FLAGS <verb> WHERE; FIX` when `flags` is not empty; `applies`: the verb for one flag and for several
-    (e.g. ("only applies", "only apply"))."""
+    (e.g. ("only applies", "only apply")); `{them}` in `fix` reads "it" or "them"."""
     if flags:
-        raise ConfigError(f"{', '.join(flags)} {applies[len(flags) > 1]} {where}; {fix}")
+        several = len(flags) > 1
+        raise ConfigError(f"{', '.join(flags)} {applies[several]} {where}; {fix.format(them='them' if several else 'it')}")

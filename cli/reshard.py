@@ -160,7 +160,7 @@ def check_applicable(dataset: Optional[str], dataset_options: dict[str, Any], wr
     """Refuse options that would be ignored: the --dataset settings without --dataset, --overwrite without an output."""
     if dataset is None:
         refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in dataset_options.items()}), ("only applies", "only apply"),
-                       "with --dataset (the dataset the state is checked against)", "add --dataset PATH or drop them")
+                       "with --dataset (the dataset the state is checked against)", "add --dataset PATH or drop {them}")
     if not writes:
         refuse_ignored(given({"--overwrite": overwrite}), ("only applies", "only apply"), "when writing (--out, --in-place or --per-rank)",
                        "add --out FILE or drop --overwrite")
