@@ -81,13 +81,9 @@ def rewrite_checkpoint(checkpoints: Sequence[Checkpoint], *, world_size: int | N
         content = replace_states(base.content, {k: replace(s, rank=rank).to_dict() for k, s in new.items() if k in base.states})
         write_checkpoint(path, content, keep_attributes=in_place)
     written = tuple(path for path, _ in targets)
-    stale = () if not per_rank else tuple(sorted((p for p in Path(out).glob("rank_*") if p not in written
-                                                  and p.stem[5:].isdigit() and int(p.stem[5:]) >= target_world), key=_rank_of))
+    ranks = {p: int(p.stem[5:]) for p in Path(out).glob("rank_*") if p.stem[5:].isdigit()} if per_rank else {}
+    stale = tuple(sorted((p for p, r in ranks.items() if r >= target_world), key=ranks.__getitem__))
     return RewriteResult(written=written, states=new, stale=stale)
-
-
-def _rank_of(path: Path) -> int:
-    return int(path.stem[5:])
 
 
 def write_checkpoint(path: str | Path, content: Any, *, keep_attributes: bool = False) -> Path:

@@ -30,6 +30,7 @@ FILE_MAGIC = b"ARROW1"
 STREAM_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 LEGACY_STREAM_END = b"\x00\x00\x00\x00"
 
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

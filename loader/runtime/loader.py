@@ -28,7 +28,7 @@ from sdl.loader.runtime.transport import (
 )
 from sdl.loader.runtime.workers import WorkerInit, check_workers
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
-from sdl.loader.sampling.state import LoaderState
+from sdl.loader.sampling.state import LoaderState, check_arguments
 from sdl.loader.storage.prefetch import NamedObjects, Prefetcher
 from torch.utils.data import DataLoader
 
@@ -191,8 +191,7 @@ def check_loader_options(dataset: Any, num_workers: Any, prefetch_factor: Any, p
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitems__"):
         raise ConfigError(f"dataset is {type(dataset).__name__}, expected an sdl dataset (TokenWindows, ZarrSamples, ArrowRows, "
                           "Mixture) or any dataset with __len__ and __getitems__ (a batch of ids -> a dict of tensors)")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"num_workers={num_workers!r}: expected an integer >= 0 (0: batches made in this process)")
+    check_arguments(num_workers=num_workers)
     if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1):
         raise ConfigError(f"prefetch_factor={prefetch_factor!r}: expected None (the default, 4) or an integer >= 1")
     for name, value in (("pin_memory", pin_memory), ("persistent_workers", persistent_workers)):

@@ -46,12 +46,12 @@ def find_topology(rank: int | None, world_size: int | None) -> tuple[int, int, s
         return rank, world_size, "the rank= and world_size= arguments"
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         found = torch.distributed.get_rank(), torch.distributed.get_world_size(), "torch.distributed"
-    else:
-        found = _from_environment() or (0, 1, "the default (no process group, no RANK/WORLD_SIZE)")
-    if rank is None and world_size is not None and world_size != 1 and found[2].startswith("the default"):
-        raise ConfigError(f"world_size={world_size} was given without rank=, and no process group or RANK/LOCAL_RANK says which "
-                          "rank this process is (every process would read as rank 0, the same samples); pass rank= too, or "
-                          "build the loader after torch.distributed is initialised")
+    elif (found := _from_environment()) is None:
+        if rank is None and world_size not in (None, 1):  # every process would read as rank 0: the same samples
+            raise ConfigError(f"world_size={world_size} was given without rank=, and no process group or RANK/LOCAL_RANK says "
+                              "which rank this process is (every process would read as rank 0, the same samples); pass rank= "
+                              "too, or build the loader after torch.distributed is initialised")
+        found = (0, 1, "the default (no process group, no RANK/WORLD_SIZE)")
     source = found[2] if rank is None and world_size is None else f"{found[2]} and the arguments"
     return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size), source
 

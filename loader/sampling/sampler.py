@@ -108,8 +108,8 @@ class ElasticSampler:
                  global_batch_size: int | None = None, adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
         check_arguments(num_samples=num_samples, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                         block_size=block_size, window_blocks=window_blocks, drop_last=drop_last)
-        if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
-            raise ConfigError(f"need batch_size > 0 and 0 <= rank < world_size; found batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        if rank >= world_size:  # (each is a checked integer in range by now)
+            raise ConfigError(f"need 0 <= rank < world_size; found rank={rank}, world_size={world_size}")
         if global_batch_size is not None and (isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int)
                                               or global_batch_size <= 0 or global_batch_size % (world_size * batch_size)):
             raise ConfigError(f"global_batch_size is {global_batch_size!r}, expected a positive multiple of world_size × batch_size = "

@@ -61,7 +61,8 @@ def _checked_int(name: str, value: Any, least: int | None) -> int:
     return int(value)  # numpy integers become ints: the order key hashes repr(seed)
 
 
-ARGUMENT_LEAST = {"num_samples": 0, "batch_size": 1, "seed": None, "rank": 0, "world_size": 1, "block_size": 1, "window_blocks": 1}
+ARGUMENT_LEAST = {"num_samples": 0, "batch_size": 1, "seed": None, "rank": 0, "world_size": 1, "block_size": 1, "window_blocks": 1,
+                  "num_workers": 0}
 
 
 def check_arguments(**values: Any) -> None:
