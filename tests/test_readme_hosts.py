@@ -85,6 +85,34 @@ def test_hf_trainer_resumes_the_exact_stream_on_another_world_size(dataset, tmp_
     assert state["global_step"] == 14 and state["epoch"] == 2
 
 
+HF_EVAL = (("seq_len=2048", "seq_len=16"), ("split_rate=0.99", "split_rate=0.8"), ("batch_size=8, shuffle=False", "batch_size=5, shuffle=False"),
+           ("max_steps=1000", "max_steps=6"), ("eval_steps=500", "eval_steps=3"))
+
+
+@pytest.mark.slow
+def test_hf_trainer_evaluates_every_validation_sample_once_each_time(dataset, tmp_path):
+    """Evaluations at steps 3 and 6 and a last evaluate(): each reads the same batches of the val split (batches of 5,
+    the train loader's are of 8), which hold every validation sample, and the rows past them are the padding."""
+    from sdl.loader import TokenWindows
+
+    (script,) = scripts(tmp_path, example("hf-eval", HF_EVAL), "run")
+    num_val = len(TokenWindows(dataset, seq_len=16, split="val", split_rate=0.8))
+    batches = run(script, dataset, tmp_path / "ids")[0]
+    evaluations = [batch for batch in batches if len(batch) == 5]
+    per_evaluation = -(-num_val // 5)
+    assert len(evaluations) == 3 * per_evaluation and len(batches) - len(evaluations) == 6
+    first = evaluations[:per_evaluation]
+    assert evaluations == first * 3
+    ids = [x for batch in first for x in batch]
+    assert ids[:num_val] == list(range(num_val)) and ids[num_val:] == list(range(len(ids) - num_val))
+
+
+def test_every_readme_example_is_run_by_a_test():
+    names = re.findall(r"<!-- example: ([\w-]+) -->", (ROOT / "README.md").read_text())
+    tests = (ROOT / "tests" / "test_readme_hosts.py").read_text() + (ROOT / "tests" / "test_readme.py").read_text()
+    assert names and [name for name in names if f'example("{name}"' not in tests and f"example: {name} -->" not in tests] == []
+
+
 def scripts(tmp_path: Path, code: str, *names: str) -> list[Path]:
     out = []
     for name in names:
