@@ -1,7 +1,9 @@
 """`ArrowRows`: the rows of Arrow files (a `save_to_disk` folder, `.arrow` files, or a dataset in the local HF cache).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B], column: …}` for the selected `columns`:
-numeric and boolean columns as tensors [B], any other column as a list of B Python values. An optional
+numeric and boolean columns as tensors [B], any other column as a list of B Python values. A numeric
+column that holds a null anywhere in the dataset (the index records which do) is a list in every batch,
+with `None` for its nulls, so that a column's type never changes from one batch to the next. An optional
 `transform(batch) -> batch` is applied lazily to every batch, as `datasets.Dataset.map(batched=True)`
 would, but without writing anything. Files open lazily per process (LRU of `max_open`).
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
-from sdl.loader.errors import InputError
+from sdl.loader.errors import FormatError, InputError
 from sdl.loader.index import open_index
 from sdl.loader.storage import DEFAULT_PREFETCH_STEPS, is_remote
 
@@ -60,6 +62,7 @@ class ArrowRows(RemoteSamples, IndexedSamples):
             self.index = open_index(self.path, kind="arrow", split=split)
         self.columns = self.select(columns, list(self.index.meta["schema"]), "column", self.path)
         self.transform, self.max_open = transform, max_open
+        self._lists = set(self.index.meta["null_columns"]) & set(self.columns)  # as lists in every batch
 
     @property
     def selection(self) -> tuple[str, ...]:
@@ -88,8 +91,20 @@ class ArrowRows(RemoteSamples, IndexedSamples):
             chunk = bisect.bisect_right(starts, offset) - 1
             rows.append(batches[chunk].slice(offset - starts[chunk], 1))
         table = pa.Table.from_batches(rows, schema=rows[0].schema if rows else self._schema())
-        batch = {"sample_ids": torch.from_numpy(sample_ids), **{c: _column(table.column(c)) for c in self.columns}}
+        batch = {"sample_ids": torch.from_numpy(sample_ids), **{c: self._column(table.column(c), c) for c in self.columns}}
         return self.finish(batch)
+
+    def _column(self, column: Any, name: str) -> Any:
+        """A numeric or boolean column of a batch as a tensor, unless the dataset holds a null in it; else a list."""
+        import pyarrow as pa
+
+        kind = column.type
+        if name in self._lists or not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            return column.to_pylist()
+        if column.null_count:  # the index said none: the file changed under it
+            raise FormatError(f"{self.path}: column {name!r} holds a null that the index of the dataset does not record; "
+                              f"the files changed since it was built: run `sdl index {self.path}`")
+        return torch.from_numpy(np.array(column.to_numpy(), copy=True))  # Arrow buffers are read-only
 
     def _schema(self) -> Any:
         return self._table(0).select(list(self.columns)).schema
@@ -102,12 +117,3 @@ class ArrowRows(RemoteSamples, IndexedSamples):
             return open_arrow_table(self.index.path_of(source_id))
         return self.remote.cache.open(self.object_entry(self.index.sources.paths[source_id]), open_arrow_table)
 
-
-def _column(column: Any) -> Any:
-    import pyarrow as pa
-
-    kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        if column.null_count == 0:
-            return torch.from_numpy(np.array(column.to_numpy(), copy=True))  # Arrow buffers are read-only
-    return column.to_pylist()

@@ -130,10 +130,11 @@ def list_arrow_sources(root: Path, split: str | None = None) -> tuple[tuple[Sour
     files, descriptor, split = find_arrow_files(root, split)
     if not files:
         raise InputError(f"{root}: no .arrow files found; expected a save_to_disk folder, Arrow files, or --hf NAME")
-    sources, schema, first = [], None, None
+    sources, schema, first, null_columns = [], None, None, set()
     for rel in files:
         table = open_arrow_table(root / rel)
         fields = {f.name: str(f.type) for f in table.schema}
+        null_columns |= columns_with_nulls(table)
         if schema is None:
             schema, first = fields, rel
         elif fields != schema:
@@ -142,7 +143,12 @@ def list_arrow_sources(root: Path, split: str | None = None) -> tuple[tuple[Sour
         sources.append(SourceInfo(path=rel, length=table.num_rows, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
     if descriptor == "dataset_info.json":  # a HF cache folder: its builder recorded the rows of each split
         check_split_rows(root, split, sum(source.length for source in sources))
-    meta: dict[str, Any] = {"schema": schema, "split": split}
+    meta: dict[str, Any] = {"schema": schema, "split": split, "null_columns": sorted(null_columns)}
     if descriptor:
         meta["descriptor"] = {**descriptor_of(root / descriptor), "file": descriptor}
     return tuple(sources), meta
+
+
+def columns_with_nulls(table: Any) -> set[str]:
+    """The columns of a memory-mapped Table that hold a null: from the record batches' headers, no data read."""
+    return {name for name in table.column_names if table.column(name).null_count}

@@ -18,7 +18,7 @@ from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.format.atomic import atomic_write_json
-from sdl.loader.index.arrow import data_file_names, open_arrow_table, pick_split, split_names, split_of
+from sdl.loader.index.arrow import columns_with_nulls, data_file_names, open_arrow_table, pick_split, split_names, split_of
 from sdl.loader.index.hf_cache import check_shards_complete
 from sdl.loader.index.table import SourceInfo
 from sdl.loader.storage.remote import RemoteFiles, StoredObject, default_cache_dir
@@ -72,15 +72,16 @@ def list_remote_arrow_sources(files: RemoteFiles, listing: dict[str, StoredObjec
     names, descriptor, split = find_remote_arrow_files(files, listing, split)
     if not names:
         raise InputError(f"{files.url}: no .arrow files at {files.client.endpoint}; expected a save_to_disk folder or Arrow files")
-    sources, schema, first = [], None, None
+    sources, schema, first, null_columns = [], None, None, set()
     for rel in names:
-        rows, fields = file_shape(files, listing, rel)
+        rows, fields, nulls = file_shape(files, listing, rel)
+        null_columns |= set(nulls)
         if schema is None:
             schema, first = fields, rel
         elif fields != schema:
             raise FormatError(f"Arrow files disagree: {first} has columns {schema}, {rel} has {fields}; expected one schema")
         sources.append(SourceInfo(path=rel, length=rows, size=listing[rel].size, mtime_ns=0))
-    meta: dict[str, Any] = {"schema": schema, "split": split}
+    meta: dict[str, Any] = {"schema": schema, "split": split, "null_columns": sorted(null_columns)}
     if descriptor:
         meta["descriptor"] = {"file": descriptor, "etag": listing[descriptor].etag}
     return tuple(sources), meta
@@ -92,22 +93,22 @@ def shapes_dir() -> Path:
     return default_cache_dir().parent / "arrow-shapes"
 
 
-def file_shape(files: RemoteFiles, listing: dict[str, StoredObject], relative: str) -> tuple[int, dict[str, str]]:
-    """(rows, {column: type}) of a remote Arrow file: from the node's record of that object (keyed by its ETag, so a
-    rewritten object is counted again), else counted from the file in the node cache and recorded."""
+def file_shape(files: RemoteFiles, listing: dict[str, StoredObject], relative: str) -> tuple[int, dict[str, str], list[str]]:
+    """(rows, {column: type}, columns holding a null) of a remote Arrow file: from the node's record of that object (keyed
+    by its ETag, so a rewritten object is counted again), else counted from the file in the node cache and recorded."""
     if relative not in listing:
         open_cached_arrow(files, listing, relative)  # raises the one-line error naming the object
     entry = files.object_entry(relative, listing[relative])
     record = shapes_dir() / (hashlib.sha256(entry.name.encode()).hexdigest()[:32] + ".json")
     try:
         found = json.loads(record.read_text())
-        return int(found["rows"]), dict(found["columns"])
+        return int(found["rows"]), dict(found["columns"]), list(found["null_columns"])
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # not recorded yet (or a damaged record): count it
+        pass  # not recorded yet (or a damaged record, or one from before null columns were recorded): count it
     table = open_cached_arrow(files, listing, relative)
-    shape = table.num_rows, {f.name: str(f.type) for f in table.schema}
+    shape = table.num_rows, {f.name: str(f.type) for f in table.schema}, sorted(columns_with_nulls(table))
     try:
-        atomic_write_json(record, {"object": entry.name, "rows": shape[0], "columns": shape[1]})
+        atomic_write_json(record, {"object": entry.name, "rows": shape[0], "columns": shape[1], "null_columns": shape[2]})
     except OSError:
         pass  # a read-only home: counted again next time
     return shape

@@ -69,3 +69,22 @@ def test_rows_equal_pyarrow_rows_across_files_and_record_batches(tmp_path):
     assert batch["n"].tolist() == [row["n"] for row in expected] and batch["score"].tolist() == [row["score"] for row in expected]
     assert batch["text"] == [row["text"] for row in expected] and batch["tags"] == [row["tags"] for row in expected]
     assert rows.__getitems__([])["n"].tolist() == []
+
+
+def test_a_column_with_a_null_anywhere_is_a_list_in_every_batch(tmp_path):
+    """`n` holds one null (row 37, in the last of 3 files); `score` none: `n` is a list of ints (None at 37) in every
+    batch, `score` a tensor in every batch, whichever rows a batch holds; the identity ignores what the index adds."""
+    ds = datasets.Dataset.from_dict({"n": [None if i == 37 else i for i in range(50)], "score": [i / 2 for i in range(50)]})
+    ds.save_to_disk(str(tmp_path / "saved"), num_shards=3)
+    rows = ArrowRows(tmp_path / "saved")
+    assert rows.index.meta["null_columns"] == ["n"]
+    for ids in ([0, 1, 2], [36, 37, 38], [49]):
+        batch = rows.__getitems__(ids)
+        assert batch["n"] == [None if i == 37 else i for i in ids]
+        assert isinstance(batch["score"], torch.Tensor) and batch["score"].tolist() == [i / 2 for i in ids]
+    assert rows[0]["n"] == 0 and rows[37]["n"] is None
+    from sdl.loader.index.table import source_identity  # what a version-2 index (no null_columns) had: states still load
+
+    before = {k: v for k, v in rows.index.meta.items() if k != "null_columns"}
+    assert source_identity("arrow", rows.index.sources, before) == rows.index.identity
+
