@@ -6,7 +6,9 @@ journal there makes a killed run resume like a local one, and since a resumed ru
 the objects end byte-identical to an uninterrupted run's. Each object carries its sha256 as metadata
 (`x-amz-meta-sha256`), so a resumed upload skips what the store already holds. Keys mirror the local
 layout (`prefix/manifest.json`, `prefix/shard-000000.npy`, `prefix/.sdl/prepare-journal.json`, …). The
-staging folder is removed once the manifest is in the store; a re-run of a finished upload fetches the
+staging folder is removed once the manifest is in the store; then shard objects of the dataset's folders that its
+manifest does not list (an older, larger dataset's, replaced with `--overwrite`) are deleted, so that the prefix
+holds what a local run's folder would. A re-run of a finished upload fetches the
 journal back and answers "already complete" (or refuses other arguments) as a local re-run does. An upload
 that fails keeps the staging folder by design (a re-run resumes from it) and its error says where it is.
 The bucket is checked before any tokenizing: a missing bucket or denied access fails at once.
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import StorageError
-from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME
+from sdl.loader.format.shard_files import unlisted_shards
+from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME, read_manifest
 from sdl.loader.storage.client import S3Client
 from sdl.loader.storage.location import S3Location
 from sdl.loader.storage.remote import default_cache_dir
@@ -119,6 +122,15 @@ def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path
         os.replace(fetching, staging)
 
 
+def remove_unlisted(client: S3Client, location: S3Location, staging: Path) -> None:
+    """Delete the shard objects in the dataset's folders (the prefix, its part folders) that the manifest uploaded from
+    `staging` does not list: what an older dataset left there. Run after the manifest is up, so a reader never misses one."""
+    base = location.key("")
+    present = [key[len(base):] for key, _, _ in client.list_objects(location.bucket, base)]
+    for name in unlisted_shards(read_manifest(staging), present):
+        client.delete(location.bucket, location.key(name))
+
+
 def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
     """Run `run_local(config with out=<staging>)` while uploading its shards to `config.out` (s3://…); the report."""
     location, client = S3Location.parse(config.out), S3Client()
@@ -137,6 +149,7 @@ def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
         raise
     try:
         uploader.finish()
+        remove_unlisted(client, location, staging)
     except StorageError as exc:
         raise StorageError(f"{exc}; the prepared files stay in {staging}: run the same sdl prepare command again to "
                            "resume the upload, or delete that folder to start over") from None

@@ -26,6 +26,7 @@ from sdl.loader.index.remote import (
 from sdl.loader.index.table import INDEX_FILE
 from sdl.loader.index.validation_checks import (
     ValidationFailure,
+    check_listing,
     decode_all,
     missing_chunk_failures,
     reason,
@@ -51,6 +52,7 @@ def validate_remote_tokens(url: str, split: str | None, failures: list, progress
     files = RemoteFiles(url)
     manifest, _ = read_remote_manifest(files)
     bytes_read, first = 0, len(failures)
+    check_listing(manifest, sorted(files.listing()), failures, f"re-run the sdl prepare command that wrote {url} with --overwrite")
     with tempfile.TemporaryDirectory(prefix="sdl-validate-") as tmp:
         for done, shard in enumerate(manifest.shards):
             path = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing"
@@ -62,7 +64,8 @@ def validate_remote_tokens(url: str, split: str | None, failures: list, progress
                 docs.unlink(missing_ok=True)
             progress(done + 1, len(manifest.shards))
     fix = f"re-run the sdl prepare command that wrote {url} (it uploads only what differs)"
-    failures[first:] = [replace(failure, fix=fix) for failure in failures[first:]]  # not the temporary folder's repair
+    failures[first:] = [failure if failure.fix.startswith(("two runs", "another run")) else replace(failure, fix=fix)
+                        for failure in failures[first:]]  # not the temporary folder's repair
     return len(manifest.shards), bytes_read
 
 

@@ -10,17 +10,18 @@ Arrow: every record batch of every file reads and passes pyarrow's full validati
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import SdlError
+from sdl.loader.format.shard_files import dataset_folders
 from sdl.loader.format.tokens import read_manifest
 from sdl.loader.index.kinds import LISTERS, detect_kind
 from sdl.loader.index.validation_checks import (
     ValidationFailure,
+    check_listing,
     decode_all,
     missing_chunk_failures,
     reason,
@@ -29,7 +30,6 @@ from sdl.loader.index.validation_checks import (
 )
 from sdl.loader.storage.location import is_remote
 
-SHARD_FILE = re.compile(r"shard-\d{6}(\.docs)?\.npy")
 Progress = Callable[[int, int], None]
 
 
@@ -85,23 +85,8 @@ def _validate_tokens(root: Path, split: str | None, failures: list, progress: Pr
 
 def _check_listing(root: Path, manifest: Any, failures: list) -> None:
     """Every shard listed once, and no shard file of the dataset's folders left unlisted."""
-    listed = [name for shard in manifest.shards for name in (shard.file, shard.docs_file) if name]
-    seen: set[str] = set()
-    for name in listed:
-        if name in seen:
-            failures.append(ValidationFailure(file=name, expected="each shard listed once in manifest.json", found="it listed again",
-                                              fix="two runs wrote this folder at once: re-run the sdl prepare command that made it with --overwrite"))
-        seen.add(name)
-    folders = [""] + [f"{part['path']}/" for part in manifest.parts if isinstance(part, dict) and "path" in part]
-    for prefix in folders:
-        for path in sorted((root / prefix).glob("shard-*.npy")):
-            if SHARD_FILE.fullmatch(path.name) and f"{prefix}{path.name}" not in seen:
-                failures.append(ValidationFailure(file=f"{prefix}{path.name}", expected="only shards listed in manifest.json",
-                                                  found="a shard file the manifest does not list",
-                                                  fix="another run wrote this folder at the same time: re-run the sdl prepare command that made it with --overwrite"))
-
-
-
+    present = [f"{folder}{path.name}" for folder in dataset_folders(manifest) for path in sorted((root / folder).glob("shard-*.npy"))]
+    check_listing(manifest, present, failures, "re-run the sdl prepare command that made it with --overwrite")
 
 
 def _listing_failure(root: Path, kind: str, split: str | None, failures: list) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
+from sdl.loader.format.shard_files import unlisted_shards
 from sdl.loader.format.tokens import file_checksum, read_npy_header, repair_hint
 
 
@@ -115,3 +116,17 @@ def decode_chunk(name: str, array: Any, key: str, region: tuple, failures: list)
     except Exception as exc:  # a codec error of any kind
         failures.append(ValidationFailure(file=f"{name}/{key}", expected=f"chunk {key} decodes (items {region[0].start}:{region[0].stop})",
                                           found=f"{type(exc).__name__}: {exc}", fix="restore this chunk from a copy of the store, or rewrite the array with zarr"))
+
+
+def check_listing(manifest: Any, present: list[str], failures: list, fix: str) -> None:
+    """Every shard listed once in the manifest, and none of the shard files `present` (relative names) left unlisted."""
+    listed = [name for shard in manifest.shards for name in (shard.file, shard.docs_file) if name]
+    seen: set[str] = set()
+    for name in listed:
+        if name in seen:
+            failures.append(ValidationFailure(file=name, expected="each shard listed once in manifest.json", found="it listed again",
+                                              fix=f"two runs wrote this dataset at once: {fix}"))
+        seen.add(name)
+    for name in unlisted_shards(manifest, present):
+        failures.append(ValidationFailure(file=name, expected="only shards listed in manifest.json", found="a shard file the manifest does not list",
+                                          fix=f"another run wrote this dataset at the same time: {fix}"))

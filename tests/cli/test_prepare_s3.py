@@ -55,6 +55,28 @@ def test_prepare_to_s3_is_byte_identical_to_local_and_reads_back(s3_bucket, tmp_
     assert code == 1 and "pass --overwrite to replace it" in capsys.readouterr().err
 
 
+def test_an_overwrite_with_a_smaller_dataset_leaves_the_prefix_as_a_local_run_would(s3_bucket, tmp_path, capsys):
+    """200 documents in shards of 300 tokens, then --overwrite with 20: the old shards past the new ones are deleted
+    (after the new manifest is up), and the store holds exactly a local run's files; objects beside the dataset stay.
+    `sdl index --validate` then passes, and fails on a shard object the manifest does not list, as it does locally."""
+    big = write_jsonl(tmp_path / "big.jsonl", make_texts(200, seed=4))
+    small = write_jsonl(tmp_path / "small.jsonl", make_texts(20, seed=5))
+    url = f"s3://{s3_bucket}/ds/shrink"
+    assert main(["prepare", str(big), url, "--tokens-per-shard", "300"]) == 0
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="ds/shrink/notes/shard-000999.npy", Body=b"not the dataset's")
+    before = objects(s3_bucket, "ds/shrink")
+    assert main(["prepare", str(small), url, "--tokens-per-shard", "300", "--overwrite"]) == 0
+    prepare(PrepareConfig(sources=(str(small),), out=str(tmp_path / "local"), tokens_per_shard=300))
+    after = objects(s3_bucket, "ds/shrink")
+    assert after.pop("notes/shard-000999.npy") == b"not the dataset's"
+    assert after == local_files(tmp_path / "local") and len([k for k in before if k.startswith("shard-")]) > len(after)
+    capsys.readouterr()
+    assert main(["index", "--validate", url]) == 0
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="ds/shrink/shard-000999.npy", Body=b"a second writer's")
+    assert main(["index", "--validate", url]) == 1  # as a local folder with a shard file its manifest does not list
+    assert "shard-000999.npy: expected only shards listed in manifest.json, found a shard file the manifest does not list" in capsys.readouterr().err
+
+
 def test_a_rerun_killed_while_fetching_the_finished_journal_leaves_the_store_as_it_was(s3_bucket, tmp_path, capsys, monkeypatch):
     """Re-running a finished upload fetches its journal and manifest first; killed halfway through the manifest, it
     leaves no staging folder, so the next run fetches again and finds it complete: the cut manifest is never uploaded."""
