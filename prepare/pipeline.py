@@ -27,7 +27,7 @@ from sdl.prepare.journal import (
 from sdl.prepare.lock import output_lock
 from sdl.prepare.records import iter_batches
 from sdl.prepare.resume import check_inputs, input_fingerprints, roll_back
-from sdl.prepare.sources import SourceFile, resolve_sources, split_for_job
+from sdl.prepare.sources import SourceFile, check_options_apply, resolve_sources, split_for_job
 from sdl.prepare.tokenizer import TokenizerSpec, load_tokenizer, resolve_dtype
 from sdl.prepare.upload import prepare_to_store
 from sdl.prepare.writer import ShardWriter
@@ -104,8 +104,11 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     spec = load_tokenizer(config.tokenizer)
     dtype = resolve_dtype(spec, config.dtype)
     _check_specials(spec, config)
-    files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split),
-                                         config.num_jobs, config.job_index)
+    every = resolve_sources(config.sources, config.text_suffixes, config.split)
+    defaults = PrepareConfig.__dataclass_fields__
+    check_options_apply(config.sources, every, *(None if getattr(config, name) == defaults[name].default else getattr(config, name)
+                                                 for name in ("split", "text_field")))
+    files, split_records = split_for_job(every, config.num_jobs, config.job_index)
     print_ = fingerprint({**config.output_fields(), "inputs": [f.real_path() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
     out = Path(config.out)
     created, kept = not out.exists(), None

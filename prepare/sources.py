@@ -20,7 +20,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdl.loader.errors import InputError
+from sdl.loader.errors import ConfigError, InputError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -202,6 +202,31 @@ def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".
         names = ", ".join(s.path for s in files[:3]) + (" …" if len(files) > 3 else "")
         raise InputError(f"the input is empty: {names} hold{'s' if len(files) == 1 else ''} 0 bytes; expected at least one document")
     return tuple(files)
+
+
+def check_options_apply(specs: tuple[str, ...], files: tuple[SourceFile, ...], split: str | None, text_field: str | None) -> None:
+    """Refuse a `split` (None: the default) when no input has splits, and a `text_field` (None: the default) when every
+    input is plain text: either would be ignored, and a run the user believes reads another split or field would not."""
+    if split is not None and not any(_takes_split(spec) for spec in specs):
+        raise ConfigError(f"--split {split} picks a split of a HuggingFace dataset name or a saved DatasetDict folder, and no input is "
+                          f"one ({_names(specs)}); drop --split (a save_to_disk Dataset folder holds one split already)")
+    if text_field is not None and all(source.kind == "text" for source in files):
+        raise ConfigError(f"--text-field {text_field} names the text field of JSONL, Parquet or Arrow records, and every input is "
+                          f"plain text, read whole ({_names([f.path for f in files])}); drop --text-field")
+
+
+def _takes_split(spec: str) -> bool:
+    """Whether the input `spec` is read through a split: a DatasetDict folder (or a glob matching one), a dataset name."""
+    if spec == STDLIB_SPEC:
+        return False
+    if _GLOB_CHARS & set(spec):
+        return any((Path(match) / "dataset_dict.json").is_file() for match in glob.glob(os.path.expanduser(spec), recursive=True))
+    path = Path(spec).expanduser()
+    return (path / "dataset_dict.json").is_file() if path.exists() else _looks_like_dataset_name(spec)
+
+
+def _names(paths: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
 
 
 def split_for_job(files: tuple[SourceFile, ...], num_jobs: int, job_index: int) -> tuple[tuple[SourceFile, ...], bool]:

@@ -1,5 +1,6 @@
 """`sdl prepare` on inputs that are not what they seem: broken symlinks, UTF-16 or binary text, a saved dataset inside
-a folder, damaged Parquet/Arrow files. Each is one `error:` line naming the input, and a first run leaves no output."""
+a folder, damaged Parquet/Arrow files; and options that no input would use (--split, --text-field). Each is one `error:`
+line naming the input or option, and a first run leaves no output."""
 
 from __future__ import annotations
 
@@ -81,6 +82,10 @@ ODD_INPUTS = {
     "saved Dataset in a folder": (["nested_one"], [], "nested_one/single: a HuggingFace save_to_disk dataset inside"),
     "corrupt parquet row group": (["corrupt.parquet"], [], "corrupt.parquet: cannot read past row 1,024 ("),
     "arrow cut mid-batch": (["truncmid.arrow"], [], "truncmid.arrow: cannot read past row 1,000 ("),
+    "--split for inputs without splits": (["nested_one/single", "dangling/ok.txt"], ["--split", "test"],
+                                          "--split test picks a split of a HuggingFace dataset name or a saved DatasetDict folder"),
+    "--text-field for plain text": (["dangling/ok.txt"], ["--text-field", "body"],
+                                    "--text-field body names the text field of JSONL, Parquet or Arrow records, and every input is plain text"),
 }
 
 
@@ -106,6 +111,8 @@ def test_a_saved_dataset_passed_itself_reads_only_its_split(odd_inputs, capsys):
     code, stdout, err = sdl(capsys, odd_inputs / "nested" / "dd", out, "--split", "test", "--json")
     assert code == 0, err
     assert json.loads(stdout)["num_docs"] == 1
+    code, stdout, err = sdl(capsys, odd_inputs / "nested_one" / "single", odd_inputs / "out2", "--text-field", "text", "--json")
+    assert code == 0 and json.loads(stdout)["num_docs"] == 2, err  # the default, named: nothing is ignored
 
 
 def test_a_nul_text_file_is_skipped_with_on_error_skip(odd_inputs, capsys):
