@@ -49,10 +49,12 @@ def trainer_with(tmp_path, eval_loader, **kwargs):
     return SdlTrainer(model=RowLoss(), args=args, train_loader=eval_loader, eval_loader=eval_loader, **kwargs)
 
 
-@pytest.mark.parametrize("num_windows, batch_size, shuffle", [(13, 4, False), (12, 4, True), (3, 8, False)])
-def test_every_sample_is_evaluated_once_and_eval_loss_is_their_mean(token_dataset, tmp_path, num_windows, batch_size, shuffle):
+@pytest.mark.parametrize("num_windows, batch_size, shuffle, workers", [(13, 4, False, 0), (12, 4, True, 0), (3, 8, False, 0),
+                                                                      (13, 4, True, 2)])
+def test_every_sample_is_evaluated_once_and_eval_loss_is_their_mean(token_dataset, tmp_path, num_windows, batch_size, shuffle,
+                                                                    workers):
     loader = make_loader(TokenWindows(val_windows(token_dataset, num_windows), seq_len=SEQ_LEN), batch_size=batch_size,
-                         shuffle=shuffle, drop_last=False, seed=0, num_workers=0, rank=0, world_size=1, device="cpu")
+                         shuffle=shuffle, drop_last=False, seed=0, num_workers=workers, rank=0, world_size=1, device="cpu")
     trainer = trainer_with(tmp_path, loader)
     first = trainer.evaluate()
     seen, trainer.model.seen = trainer.model.seen, []
