@@ -82,11 +82,15 @@ class SdlTrainer(transformers.Trainer):
     def __init__(self, *args: Any, train_loader: Any, eval_loader: Any = None,
                  model_inputs: Callable[[dict], dict] = default_model_inputs, **kwargs: Any) -> None:
         check_eval_arguments(eval_loader, kwargs)
+        if eval_loader is not None and eval_loader is train_loader:  # each evaluation rewinds its loader
+            raise ConfigError("eval_loader is the train_loader: every evaluation rewinds its loader to where it stood when "
+                              "given, which would replay training data; make a loader of its own for evaluation (e.g. "
+                              "TokenWindows(..., split=\"val\"))")
+        evaluation = None if eval_loader is None else EvalPass(eval_loader)
         if eval_loader is not None:  # the Trainer checks that evaluation has an eval_dataset; get_eval_dataloader reads it
             kwargs["eval_dataset"] = eval_loader
         super().__init__(*args, **kwargs)
-        self.train_loader, self.model_inputs = train_loader, model_inputs
-        self.eval_loader = None if eval_loader is None else EvalPass(eval_loader)
+        self.train_loader, self.model_inputs, self.eval_loader = train_loader, model_inputs, evaluation
         accumulate = getattr(train_loader, "accumulation_steps", 1)
         if accumulate != 1 and accumulate != self.args.gradient_accumulation_steps:
             raise ConfigError(
@@ -147,6 +151,9 @@ class EvalPass:
     loader's epoch from the state it had when given, each batch cut to its real rows and carrying its loss weight."""
 
     def __init__(self, loader: Any) -> None:
+        if not all(hasattr(loader, name) for name in ("sampler", "state_dict", "load_state_dict", "plan")):
+            raise ConfigError(f"eval_loader is a {type(loader).__name__}, expected the loader make_loader(dataset, ..., shuffle=False, "
+                              "drop_last=False) returns")
         if loader.accumulation_steps != 1:
             raise ConfigError(f"eval_loader makes global steps of {loader.accumulation_steps} micro-batches (global_batch_size); "
                               "evaluation takes one batch a step: drop global_batch_size from its make_loader")

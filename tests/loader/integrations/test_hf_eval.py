@@ -46,7 +46,8 @@ def trainer_with(tmp_path, eval_loader, **kwargs):
     from sdl.loader.integrations.hf import SdlTrainer
 
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
-    return SdlTrainer(model=RowLoss(), args=args, train_loader=eval_loader, eval_loader=eval_loader, **kwargs)
+    train = make_loader(eval_loader.dataset, batch_size=2, num_workers=0, rank=0, world_size=1, device="cpu")
+    return SdlTrainer(model=RowLoss(), args=args, train_loader=train, eval_loader=eval_loader, **kwargs)
 
 
 @pytest.mark.parametrize("num_windows, batch_size, shuffle, workers", [(13, 4, False, 0), (12, 4, True, 0), (3, 8, False, 0),
@@ -84,7 +85,8 @@ from sdl.loader.integrations.hf import SdlTrainer
 args = transformers.TrainingArguments(output_dir="run", report_to="none", use_cpu=True)
 loader = make_loader(TokenWindows({path!r}, seq_len={seq_len}), batch_size=4, shuffle=False, drop_last=False, seed=0,
                      num_workers=0)
-trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=loader)
+train = make_loader(TokenWindows({path!r}, seq_len={seq_len}), batch_size=2, seed=0, num_workers=0)
+trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=train, eval_loader=loader)
 metrics = trainer.evaluate()
 with open(f"rank{{args.process_index}}.json", "w") as out:
     json.dump({{"loss": metrics["eval_loss"], "seen": trainer.model.seen}}, out)
@@ -125,10 +127,16 @@ def test_sdl_data_for_the_trainers_eval_dataset_or_beside_an_eval_loader_is_refu
     with pytest.raises(ConfigError, match="pass eval_loader=make_loader"):
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_dataset=dataset)
     with pytest.raises(ConfigError, match="got eval_loader and compute_metrics"):
-        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=loader, compute_metrics=lambda p: {})
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=make_loader(dataset, batch_size=4, num_workers=0,
+                   rank=0, world_size=1, device="cpu"), compute_metrics=lambda p: {})
+    with pytest.raises(ConfigError, match="eval_loader is a TokenWindows, expected the loader make_loader"):
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=dataset)
     accumulating = make_loader(dataset, batch_size=2, global_batch_size=4, num_workers=0, rank=0, world_size=1, device="cpu")
     with pytest.raises(ConfigError, match="drop global_batch_size"):
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=accumulating)
-    trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=loader)
+    with pytest.raises(ConfigError, match="eval_loader is the train_loader"):
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=loader)
+    own = make_loader(dataset, batch_size=4, shuffle=False, drop_last=False, num_workers=0, rank=0, world_size=1, device="cpu")
+    trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=own)
     with pytest.raises(ConfigError, match="got an sdl dataset"):
         trainer.evaluate(eval_dataset=dataset)
