@@ -97,10 +97,9 @@ class _Run:
 def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] | None = None) -> PrepareReport:
     """Tokenize `config.sources` into a token dataset at `config.out`; resume or refuse an existing one.
     An `s3://bucket/prefix` OUT is prepared in a local staging folder and uploaded (`sdl.prepare.upload`)."""
-    if is_remote(config.out):
-        return prepare_to_store(config, lambda local: prepare(local, progress))
     started = time.perf_counter()
-    # Step: resolve the tokenizer, the dtype and this job's inputs; fingerprint what decides the output.
+    # Step: resolve the tokenizer, the dtype and the inputs, refusing what does not apply, before any output is touched
+    # (an s3:// output's old manifest included); fingerprint what decides this job's output.
     spec = load_tokenizer(config.tokenizer)
     dtype = resolve_dtype(spec, config.dtype)
     _check_specials(spec, config)
@@ -108,6 +107,8 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     defaults = PrepareConfig.__dataclass_fields__
     check_options_apply(config.sources, every, *(None if getattr(config, name) == defaults[name].default else getattr(config, name)
                                                  for name in ("split", "text_field")))
+    if is_remote(config.out):
+        return prepare_to_store(config, lambda local: prepare(local, progress))
     files, split_records = split_for_job(every, config.num_jobs, config.job_index)
     print_ = fingerprint({**config.output_fields(), "inputs": [f.real_path() for f in files], "tokenizer": spec.identity(), "dtype": dtype})
     out = Path(config.out)

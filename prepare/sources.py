@@ -209,10 +209,10 @@ def check_options_apply(specs: tuple[str, ...], files: tuple[SourceFile, ...], s
     input is plain text: either would be ignored, and a run the user believes reads another split or field would not."""
     if split is not None and not any(_takes_split(spec) for spec in specs):
         raise ConfigError(f"--split {split} picks a split of a HuggingFace dataset name or a saved DatasetDict folder, and no input is "
-                          f"one ({_names(specs)}); drop --split (a save_to_disk Dataset folder holds one split already)")
+                          f"one ({_names(specs)}); drop --split (or split in --config; a save_to_disk Dataset folder holds one split)")
     if text_field is not None and all(source.kind == "text" for source in files):
         raise ConfigError(f"--text-field {text_field} names the text field of JSONL, Parquet or Arrow records, and every input is "
-                          f"plain text, read whole ({_names([f.path for f in files])}); drop --text-field")
+                          f"plain text, read whole ({_names([f.path for f in files])}); drop --text-field (or text_field in --config)")
 
 
 def _takes_split(spec: str) -> bool:

@@ -102,13 +102,14 @@ class Uploader:
                 self.put(relative)
 
 
-def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path) -> None:
+def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path) -> bool:
     """Bring back the journal (and manifest) of a dataset already in the store, so the local run can say
     "already complete" — or refuse different arguments — without tokenizing again. They are fetched into a side
     folder that becomes `staging` by one rename once every file is whole: a fetch killed midway leaves no staging
-    folder (which a later run would take for an interrupted one, and whose cut manifest it would upload)."""
+    folder (which a later run would take for an interrupted one, and whose cut manifest it would upload). Whether
+    anything was fetched."""
     if client.head(location.bucket, location.key(MANIFEST_NAME)) is None:
-        return
+        return False
     fetching = staging.with_name(staging.name + ".fetching")
     shutil.rmtree(fetching, ignore_errors=True)  # what a killed fetch left: never read
     for relative in (*JOURNAL_FILES, MANIFEST_NAME):
@@ -118,8 +119,10 @@ def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path
                 client.download(location.bucket, location.key(relative), handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-    if fetching.is_dir():
-        os.replace(fetching, staging)
+    if not fetching.is_dir():
+        return False
+    os.replace(fetching, staging)
+    return True
 
 
 def remove_unlisted(client: S3Client, location: S3Location, staging: Path) -> None:
@@ -137,15 +140,18 @@ def prepare_to_store(config: Any, run_local: Callable[[Any], Any]) -> Any:
     staging = staging_dir(config.out)
     client.require_bucket(location.bucket)
     interrupted = staging.exists()  # a run was killed here: the store holds part of the dataset, never its manifest
+    fetched = False
     if getattr(config, "overwrite", False):  # the old dataset ends before any of its shards is replaced: a run killed
         client.delete(location.bucket, location.key(MANIFEST_NAME))  # midway leaves no manifest over a mix of shards
     elif not interrupted:
-        fetch_finished_journal(client, location, staging)
+        fetched = fetch_finished_journal(client, location, staging)
     uploader = Uploader(client, location, staging).start()
     try:
         report = run_local(replace(config, out=str(staging)))
     except BaseException:
         uploader.stop()
+        if fetched:  # the finished dataset's journal, fetched to compare (a refusal): not a run to resume
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
         uploader.finish()

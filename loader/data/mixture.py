@@ -95,8 +95,8 @@ class Mixture:
         schemas = [self._schema(s) for s in range(len(self.sources))]
         if any(schema != schemas[0] for schema in schemas):
             found = "; ".join(f"{name}: {_show(schema)}" for name, schema in zip(self.names, schemas))
-            raise ConfigError(f"mixture sources give different fields ({found}); give the same sample definition (e.g. "
-                              "seq_len) to every source, or rename={name: {field: common_name}} to map them")
+            raise ConfigError(f"mixture sources give different fields ({found}); give the same sample definition (e.g. seq_len) to every source, "
+                              "or rename={name: {field: common_name}} to map them (an ArrowRows number column with nulls is a list: fill them)")
         return tuple(schemas[0])
 
     def _renamed(self, s: int, batch: dict[str, Any]) -> dict[str, Any]:

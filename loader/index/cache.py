@@ -122,6 +122,9 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
         raise IndexStaleError(f"{path}: corrupt index cache; run `sdl index {root}` to rebuild it") from None
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
         return None  # written by another sdl version: a cache, not data; rebuilt from headers
+    if data.get("kind") == "arrow" and "null_columns" not in (data.get("meta") or {}):
+        return None  # an Arrow index from before its columns holding nulls were recorded: rebuilt likewise (zarr's keeps
+                     # the chunks it recorded as empty, which a rebuild could not tell from chunks lost since)
     index = GlobalIndex.from_dict(data, root)
     changed = _what_changed(index, data)
     if changed:

@@ -5,7 +5,7 @@ The index is O(number of sources) and is cached as `<dataset>/.sdl/index.json` (
 split of an Arrow dataset, `index-<split>.json`), with the sources stored as columns so that 10,000
 of them parse in a few milliseconds:
 
-    {"format": "sdl-index", "version": 3, "kind": "tokens", "fingerprint": "...", "identity": "...",
+    {"format": "sdl-index", "version": 2, "kind": "tokens", "fingerprint": "...", "identity": "...",
      "meta": {...}, "sources": {"path": ["shard-000000.npy", ...], "length": [100, ...],
                                 "size": [328, ...], "mtime_ns": [...], "checksum": ["sha256:...", ...]}}
 
@@ -32,7 +32,7 @@ from sdl.loader.format.tokens import CACHE_DIR
 from sdl.loader.index.locate import bucket_table, find_sources
 
 INDEX_FORMAT = "sdl-index"
-INDEX_VERSION = 3  # 3: an Arrow index records its columns holding nulls (meta["null_columns"])
+INDEX_VERSION = 2
 INDEX_FILE = "index.json"
 KINDS = ("tokens", "zarr", "arrow")
 
@@ -182,7 +182,7 @@ def source_fingerprint(sources: SourceTable, descriptor: dict[str, Any] | None =
 
 def source_identity(kind: str, sources: SourceTable, meta: dict[str, Any]) -> str:
     sources = SourceTable.of(sources)
-    # absent chunks: for --validate only; null columns: read from the same data (and absent before version 3)
+    # absent chunks: for --validate only; null columns: read from the same data (and absent from older Arrow indexes)
     content_meta = {k: v for k, v in meta.items() if k not in ("descriptor", "absent_chunks", "null_columns")}
     names = "\0".join(sources.paths)  # relative to the root: the same on any machine
     checksums = "\0".join(c or "" for c in sources.checksums)

@@ -18,20 +18,17 @@ skipped. So SdlTrainer:
   gradient accumulation) differ from the checkpoint's, or whose loader state is from another step, is refused: it
   would misplace every epoch boundary (or end at once, the steps "done").
 
-Evaluation: `SdlTrainer(..., eval_loader=make_loader(val, batch_size=B, shuffle=False, drop_last=False))`. Each
-evaluation reads one whole epoch of that loader from the state it had when given (so every evaluation reads the same
-samples), each sample once: the rows that pad an epoch's last step (wrapped from its start, so that every rank makes
-the same number of steps) are cut from the batch before the model, a rank whose whole batch is padding still runs it
-(the ranks gather the loss together) with weight 0, and each batch's loss is weighted by its real rows, so the
-Trainer's `eval_loss` is the mean over samples of the model's per-batch mean loss. Only the loss is evaluated:
-`compute_metrics` with an `eval_loader` is refused, as is an sdl dataset or loader passed as `eval_dataset`.
+Evaluation: `SdlTrainer(..., eval_loader=make_loader(val, ..., shuffle=False, drop_last=False))` evaluates the loss over
+each sample of that loader's epoch once, the same samples every time, `eval_loss` the exact mean over samples
+(`sdl.loader.integrations.hf_eval`).
 
 The Trainer's own data settings do not reach an sdl loader (`make_loader`'s arguments decide them): non-default
 `dataloader_num_workers`, `dataloader_prefetch_factor`, `dataloader_drop_last`, `data_seed` are warned about, and
 `ignore_data_skip=True` (restart the epoch's data) is refused; the logged batch size is the loader's.
 
-Batches go to the model through `model_inputs(batch)` (default: the batch's `input_ids`, `labels` and
-`position_ids`; `sample_ids` and the varlen fields stay out). sdl labels are the inputs already shifted by one:
+sdl batches (those carrying `sample_ids`) go to the model through `model_inputs(batch)` (default: the batch's
+`input_ids`, `labels` and `position_ids`; `sample_ids` and the varlen fields stay out); other batches (an `eval_dataset`
+the Trainer batches itself) go as they are. sdl labels are the inputs already shifted by one:
 a HF `*ForCausalLM` shifts labels itself, so give it `model_inputs=lambda b: {"input_ids": b["input_ids"],
 "labels": b["input_ids"]}`.
 """
@@ -44,14 +41,14 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 import transformers
 import transformers.trainer as hf_trainer
-from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.format.atomic import atomic_write_json
+from sdl.loader.integrations.hf_eval import EVAL_ROWS, EvalMean, EvalPass, check_eval_arguments, is_sdl
 
 STATE_FILE = "sdl_loader_state.json"
-EVAL_WEIGHT = "sdl_eval_weight"  # the key an evaluation batch carries its loss weight under (EvalPass), taken out before the model
 MODEL_KEYS = ("input_ids", "labels", "position_ids")
 
 
@@ -81,16 +78,13 @@ class SdlTrainer(transformers.Trainer):
 
     def __init__(self, *args: Any, train_loader: Any, eval_loader: Any = None,
                  model_inputs: Callable[[dict], dict] = default_model_inputs, **kwargs: Any) -> None:
-        check_eval_arguments(eval_loader, kwargs)
-        if eval_loader is not None and eval_loader is train_loader:  # each evaluation rewinds its loader
-            raise ConfigError("eval_loader is the train_loader: every evaluation rewinds its loader to where it stood when "
-                              "given, which would replay training data; make a loader of its own for evaluation (e.g. "
-                              "TokenWindows(..., split=\"val\"))")
+        check_eval_arguments(eval_loader, train_loader, kwargs)
         evaluation = None if eval_loader is None else EvalPass(eval_loader)
         if eval_loader is not None:  # the Trainer checks that evaluation has an eval_dataset; get_eval_dataloader reads it
             kwargs["eval_dataset"] = eval_loader
         super().__init__(*args, **kwargs)
         self.train_loader, self.model_inputs, self.eval_loader = train_loader, model_inputs, evaluation
+        self._eval_mean: EvalMean | None = None  # while an evaluation over eval_loader runs
         accumulate = getattr(train_loader, "accumulation_steps", 1)
         if accumulate != 1 and accumulate != self.args.gradient_accumulation_steps:
             raise ConfigError(
@@ -112,15 +106,40 @@ class SdlTrainer(transformers.Trainer):
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         if self.eval_loader is not None and (eval_dataset is None or eval_dataset is self.eval_loader.loader):
             return self.eval_loader
+        if self.eval_loader is not None and isinstance(eval_dataset, str):
+            raise ConfigError(f"evaluate(eval_dataset={eval_dataset!r}) names one of several eval datasets; this SdlTrainer evaluates "
+                              "its one eval_loader: call evaluate()")
         if is_sdl(eval_dataset):
             raise ConfigError("evaluate(eval_dataset=...) got an sdl dataset or loader; give SdlTrainer "
                               "eval_loader=make_loader(dataset, ..., shuffle=False, drop_last=False) and call evaluate()")
         return super().get_eval_dataloader(eval_dataset)
 
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        if is_sdl(test_dataset):
+            raise ConfigError("predict() got an sdl dataset or loader, which the Trainer's collator cannot batch; SdlTrainer "
+                              "evaluates the loss of an eval_loader (evaluate()); run the model over the loader's batches yourself")
+        return super().get_test_dataloader(test_dataset)
+
+    def evaluation_loop(self, dataloader: Any, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
+        """The Trainer's loop; over the eval_loader, its `eval_loss` replaced by the exact mean over samples (EvalMean)."""
+        if dataloader is not self.eval_loader:
+            return super().evaluation_loop(dataloader, *args, metric_key_prefix=metric_key_prefix, **kwargs)
+        self._eval_mean = EvalMean(self.args.device, drop_nonfinite=self.args.logging_nan_inf_filter)
+        try:
+            output = super().evaluation_loop(dataloader, *args, metric_key_prefix=metric_key_prefix, **kwargs)
+            output.metrics[f"{metric_key_prefix}_loss"] = self._eval_mean.result()
+        finally:
+            self._eval_mean = None
+        return output
+
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: Any = None) -> Any:
-        weight = inputs.pop(EVAL_WEIGHT, None)
-        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        return (loss if weight is None or loss is None else loss * weight), logits, labels
+        rows = inputs.pop(EVAL_ROWS, None)
+        if rows is None or self._eval_mean is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        with torch.no_grad(), self.compute_loss_context_manager():  # the loss, whatever the batch's fields are named
+            loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach().mean()
+        self._eval_mean.add(loss, rows)
+        return loss, None, None
 
     def _inner_training_loop(self, *args: Any, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
         if resume_from_checkpoint is not None:
@@ -133,8 +152,8 @@ class SdlTrainer(transformers.Trainer):
         with _loader_not_skipped(self.train_loader):
             return super()._run_epoch(*args, **kwargs)
 
-    def _prepare_inputs(self, inputs: Any) -> Any:
-        return super()._prepare_inputs(self.model_inputs(inputs))
+    def _prepare_inputs(self, inputs: Any) -> Any:  # an sdl batch (it carries sample_ids) through model_inputs; others as they are
+        return super()._prepare_inputs(self.model_inputs(inputs) if isinstance(inputs, dict) and "sample_ids" in inputs else inputs)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         if self.args.should_save:  # first: the Trainer's own files (and its deletion of old checkpoints) come after
@@ -144,72 +163,6 @@ class SdlTrainer(transformers.Trainer):
                                                                 "samples_per_step": self.samples_per_step(),
                                                                 "loader": self.train_loader.state_dict()})
         super()._save_checkpoint(model, trial)
-
-
-class EvalPass:
-    """An evaluation over an sdl loader as the Trainer's evaluation loop reads it (see the module docstring): the
-    loader's epoch from the state it had when given, each batch cut to its real rows and carrying its loss weight."""
-
-    def __init__(self, loader: Any) -> None:
-        if not all(hasattr(loader, name) for name in ("sampler", "state_dict", "load_state_dict", "plan")):
-            raise ConfigError(f"eval_loader is a {type(loader).__name__}, expected the loader make_loader(dataset, ..., shuffle=False, "
-                              "drop_last=False) returns")
-        if loader.accumulation_steps != 1:
-            raise ConfigError(f"eval_loader makes global steps of {loader.accumulation_steps} micro-batches (global_batch_size); "
-                              "evaluation takes one batch a step: drop global_batch_size from its make_loader")
-        self.loader, self.start = loader, loader.state_dict()
-        self.dataset = loader.dataset  # the Trainer logs its length
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        loader = self.loader
-        loader.load_state_dict(self.start)
-        plan, sampler = loader.plan(), loader.sampler
-        step, rank_start, size = sampler.micro_batch_size, sampler.rank * sampler.batch_size, sampler.batch_size
-        scale = plan.steps * sampler.world_size / max(plan.samples, 1)  # Σ weight × loss / (steps × W) = Σ rows × loss / samples
-        for k, batch in enumerate(loader):
-            real = min(size, max(0, plan.samples - k * step - rank_start))  # the rows at positions < samples: the first ones
-            yield real_rows(batch, real, size) | {EVAL_WEIGHT: real * scale}
-
-
-def real_rows(batch: dict[str, Any], real: int, size: int) -> dict[str, Any]:
-    """The batch's first `real` of its `size` rows (all of them when `real` is 0: a rank's batch of padding alone, run
-    with weight 0); `cu_seqlens`, cut at row boundaries, keeps the boundaries of those rows."""
-    if real in (0, size):
-        return dict(batch)
-    out = {key: value[:real] if key not in BATCH_ONLY_KEYS and _rows(value) == size else value for key, value in batch.items()}
-    if "cu_seqlens" in batch:
-        bounds = batch["cu_seqlens"]
-        out["cu_seqlens"] = bounds = bounds[bounds <= real * batch["input_ids"][0].numel()]
-        out["max_seqlen"] = int((bounds[1:] - bounds[:-1]).max())
-    return out
-
-
-def _rows(value: Any) -> int | None:
-    """The rows of a batch field: a tensor's first dimension, a list's length; None for a batch-wide value."""
-    if isinstance(value, list):
-        return len(value)
-    return value.shape[0] if getattr(value, "ndim", 0) >= 1 else None
-
-
-def is_sdl(value: Any) -> bool:
-    """An sdl dataset or loader (sdl's classes all live under sdl.loader)."""
-    return type(value).__module__.startswith("sdl.loader.")
-
-
-def check_eval_arguments(eval_loader: Any, kwargs: dict[str, Any]) -> None:
-    """Refuse an sdl dataset or loader as eval_dataset, and an eval_loader beside an eval_dataset or compute_metrics."""
-    if is_sdl(kwargs.get("eval_dataset")):
-        raise ConfigError("eval_dataset is an sdl dataset or loader, which the Trainer's collator cannot batch; pass "
-                          "eval_loader=make_loader(dataset, ..., shuffle=False, drop_last=False) instead")
-    if eval_loader is None:
-        return
-    for name in ("eval_dataset", "compute_metrics"):
-        if kwargs.get(name) is not None:
-            raise ConfigError(f"SdlTrainer got eval_loader and {name}: with an eval_loader it evaluates the loss (eval_loss) "
-                              f"over that loader alone; drop {name}, or evaluate it with a Trainer of its own")
 
 
 SAVED_FORMAT = "sdl-trainer-1"  # sdl_loader_state.json: {format, global_step, samples_per_step, loader}; before: the state alone

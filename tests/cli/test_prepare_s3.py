@@ -77,6 +77,24 @@ def test_an_overwrite_with_a_smaller_dataset_leaves_the_prefix_as_a_local_run_wo
     assert "shard-000999.npy: expected only shards listed in manifest.json, found a shard file the manifest does not list" in capsys.readouterr().err
 
 
+def test_a_refused_run_leaves_a_finished_dataset_in_the_store_as_it_was(s3_bucket, tmp_path, capsys):
+    """Refused before any work: an option no input uses, even with --overwrite, deletes nothing; refused for other
+    arguments (no --overwrite), it leaves no staging folder, so the next run still finds the dataset "already complete"."""
+    text = tmp_path / "a.txt"
+    text.write_text("a plain text document " * 50)
+    url = f"s3://{s3_bucket}/ds/kept"
+    assert main(["prepare", str(text), url, "--tokens-per-shard", "100"]) == 0
+    before = objects(s3_bucket, "ds/kept")
+    capsys.readouterr()
+    assert main(["prepare", str(text), url, "--tokens-per-shard", "100", "--text-field", "body", "--overwrite"]) == 1
+    assert "--text-field body" in capsys.readouterr().err and objects(s3_bucket, "ds/kept") == before
+    assert main(["prepare", str(text), url, "--tokens-per-shard", "90"]) == 1
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert main(["prepare", str(text), url, "--tokens-per-shard", "100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "already complete" and not report["resumed"] and objects(s3_bucket, "ds/kept") == before
+
+
 def test_a_rerun_killed_while_fetching_the_finished_journal_leaves_the_store_as_it_was(s3_bucket, tmp_path, capsys, monkeypatch):
     """Re-running a finished upload fetches its journal and manifest first; killed halfway through the manifest, it
     leaves no staging folder, so the next run fetches again and finds it complete: the cut manifest is never uploaded."""

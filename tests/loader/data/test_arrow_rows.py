@@ -87,4 +87,11 @@ def test_a_column_with_a_null_anywhere_is_a_list_in_every_batch(tmp_path):
 
     before = {k: v for k, v in rows.index.meta.items() if k != "null_columns"}
     assert source_identity("arrow", rows.index.sources, before) == rows.index.identity
+    cache = tmp_path / "saved" / ".sdl" / "index.json"  # as an older sdl wrote it: rebuilt, the same dataset
+    old = json.loads(cache.read_text())
+    del old["meta"]["null_columns"]
+    cache.write_text(json.dumps(old))
+    again = ArrowRows(tmp_path / "saved")
+    assert again.index.meta["null_columns"] == ["n"] and again.identity == rows.identity
+    assert json.loads(cache.read_text())["meta"]["null_columns"] == ["n"]
 

@@ -136,7 +136,76 @@ def test_sdl_data_for_the_trainers_eval_dataset_or_beside_an_eval_loader_is_refu
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=accumulating)
     with pytest.raises(ConfigError, match="eval_loader is the train_loader"):
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=loader)
+    with pytest.raises(ConfigError, match="drop_last=True"):  # make_loader's default: would leave samples out
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=make_loader(dataset, batch_size=4, num_workers=0,
+                   rank=0, world_size=1, device="cpu"))
+    read = make_loader(dataset, batch_size=4, shuffle=False, drop_last=False, num_workers=0, rank=0, world_size=1, device="cpu")
+    next(iter(read))
+    with pytest.raises(ConfigError, match="eval_loader stands 1 steps into its epoch"):
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=read)
+    with pytest.raises(ConfigError, match="eval_dataset is .or holds. an sdl dataset"):
+        SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_dataset={"val": dataset})
     own = make_loader(dataset, batch_size=4, shuffle=False, drop_last=False, num_workers=0, rank=0, world_size=1, device="cpu")
     trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=own)
     with pytest.raises(ConfigError, match="got an sdl dataset"):
         trainer.evaluate(eval_dataset=dataset)
+    with pytest.raises(ConfigError, match="evaluates its one eval_loader"):
+        trainer.evaluate(eval_dataset="val")
+    with pytest.raises(ConfigError, match="predict.. got an sdl dataset"):
+        trainer.predict(dataset)
+
+
+class TargetsLoss(torch.nn.Module):
+    """A model whose forward names its targets `targets` and whose loss is NaN for a batch holding window 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(0.0, 1.0, VOCAB))
+
+    def forward(self, input_ids, targets):
+        loss = self.weight[input_ids[:, 0]].mean()
+        return {"loss": loss * float("nan") if (input_ids[:, 0] == 5 * SEQ_LEN).any() else loss}
+
+
+def test_the_loss_is_evaluated_whatever_the_fields_are_named_and_a_nan_batch_is_left_out(token_dataset, tmp_path):
+    """model_inputs renames labels to targets (the Trainer, looking for `labels`, would skip the loss); the batch holding
+    window 5 has a NaN loss: left out of eval_loss under logging_nan_inf_filter (the default), NaN without it."""
+    import math
+
+    from sdl.loader.integrations.hf import SdlTrainer
+
+    path = val_windows(token_dataset, 13)
+    for nan_filter in (True, False):
+        loader = make_loader(TokenWindows(path, seq_len=SEQ_LEN), batch_size=4, shuffle=False, drop_last=False, num_workers=0,
+                             rank=0, world_size=1, device="cpu")
+        train = make_loader(TokenWindows(path, seq_len=SEQ_LEN), batch_size=2, num_workers=0, rank=0, world_size=1, device="cpu")
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True,
+                                              logging_nan_inf_filter=nan_filter)
+        trainer = SdlTrainer(model=TargetsLoss(), args=args, train_loader=train, eval_loader=loader,
+                             model_inputs=lambda b: {"input_ids": b["input_ids"], "targets": b["labels"]})
+        loss = trainer.evaluate()["eval_loss"]
+        weight = torch.linspace(0.0, 1.0, VOCAB).double()
+        kept = [i for i in range(13) if i // 4 != 1]  # batches of 4 in order: window 5 is in the second
+        assert math.isnan(loss) if not nan_filter else loss == pytest.approx(float(weight[torch.tensor(kept) * SEQ_LEN].mean()), rel=1e-6)
+
+
+def test_a_trainer_batched_eval_dataset_reaches_the_model_whole(token_dataset, tmp_path):
+    """model_inputs is for sdl batches: a datasets.Dataset the Trainer batches keeps its attention_mask."""
+    import datasets
+    from sdl.loader.integrations.hf import SdlTrainer
+
+    class MaskSum(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, input_ids, labels, attention_mask):
+            return {"loss": self.scale * attention_mask.float().mean()}
+
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * 4, "labels": [[1, 2, 3, 4]] * 4,
+                                       "attention_mask": [[1, 1, 0, 0]] * 4})
+    train = make_loader(TokenWindows(val_windows(token_dataset, 13), seq_len=SEQ_LEN), batch_size=2, num_workers=0, rank=0,
+                        world_size=1, device="cpu")
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
+    trainer = SdlTrainer(model=MaskSum(), args=args, train_loader=train, eval_dataset=rows)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(0.5)
