@@ -46,7 +46,7 @@ import transformers
 import transformers.trainer as hf_trainer
 from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.format.atomic import atomic_write_json
-from sdl.loader.integrations.hf_eval import EVAL_ROWS, EvalMean, EvalPass, check_eval_arguments, is_sdl
+from sdl.loader.integrations.hf_eval import EVAL_ROWS, EvalMean, EvalPass, check_eval_arguments, check_eval_settings, is_sdl
 
 STATE_FILE = "sdl_loader_state.json"
 MODEL_KEYS = ("input_ids", "labels", "position_ids")
@@ -84,6 +84,8 @@ class SdlTrainer(transformers.Trainer):
             kwargs["eval_dataset"] = eval_loader
         super().__init__(*args, **kwargs)
         self.train_loader, self.model_inputs, self.eval_loader = train_loader, model_inputs, evaluation
+        if evaluation is not None:
+            check_eval_settings(self.args)
         self._eval_mean: EvalMean | None = None  # while an evaluation over eval_loader runs
         accumulate = getattr(train_loader, "accumulation_steps", 1)
         if accumulate != 1 and accumulate != self.args.gradient_accumulation_steps:
@@ -137,7 +139,11 @@ class SdlTrainer(transformers.Trainer):
         if rows is None or self._eval_mean is None:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         with torch.no_grad(), self.compute_loss_context_manager():  # the loss, whatever the batch's fields are named
-            loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach().mean()
+            loss = self.compute_loss(model, self._prepare_inputs(inputs))
+        if not isinstance(loss, torch.Tensor):
+            raise ConfigError(f"the model returned no loss for an eval_loader batch (found {loss!r}); SdlTrainer evaluates the loss "
+                              "the model's forward returns (\"loss\" of a dict or ModelOutput, or a tuple's first element)")
+        loss = loss.detach().mean()
         self._eval_mean.add(loss, rows)
         return loss, None, None
 

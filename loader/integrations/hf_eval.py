@@ -64,6 +64,8 @@ class EvalMean:
         self.drop_nonfinite = drop_nonfinite
 
     def add(self, loss: torch.Tensor, rows: int) -> None:
+        if not rows:  # a padding-only batch: none of its rows counts, whatever its loss
+            return
         loss = loss.to(torch.float64)
         if self.drop_nonfinite:
             keep = torch.isfinite(loss)
@@ -105,6 +107,14 @@ def is_sdl(value: Any) -> bool:
     if isinstance(value, dict) and not type(value).__module__.startswith("sdl."):
         return any(is_sdl(item) for item in value.values())
     return type(value).__module__.startswith("sdl.loader.")
+
+
+def check_eval_settings(args: Any) -> None:
+    """Refuse TrainingArguments that feed compute_metrics (which an eval_loader does not take): `include_for_metrics`
+    would also gather the batches' inputs, whose last ones have as many rows as each rank's real samples."""
+    if getattr(args, "include_for_metrics", None):
+        raise ConfigError(f"include_for_metrics={args.include_for_metrics!r} feeds compute_metrics, which SdlTrainer does not take "
+                          "beside an eval_loader (it evaluates the loss alone); drop it")
 
 
 def check_eval_arguments(eval_loader: Any, train_loader: Any, kwargs: dict[str, Any]) -> None:

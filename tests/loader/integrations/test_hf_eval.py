@@ -143,6 +143,11 @@ def test_sdl_data_for_the_trainers_eval_dataset_or_beside_an_eval_loader_is_refu
     next(iter(read))
     with pytest.raises(ConfigError, match="eval_loader stands 1 steps into its epoch"):
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_loader=read)
+    metrics_args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True,
+                                                  include_for_metrics=["inputs"])
+    with pytest.raises(ConfigError, match="include_for_metrics=.'inputs'. feeds compute_metrics"):
+        SdlTrainer(model=RowLoss(), args=metrics_args, train_loader=loader, eval_loader=make_loader(
+            dataset, batch_size=4, shuffle=False, drop_last=False, num_workers=0, rank=0, world_size=1, device="cpu"))
     with pytest.raises(ConfigError, match="eval_dataset is .or holds. an sdl dataset"):
         SdlTrainer(model=RowLoss(), args=args, train_loader=loader, eval_dataset={"val": dataset})
     own = make_loader(dataset, batch_size=4, shuffle=False, drop_last=False, num_workers=0, rank=0, world_size=1, device="cpu")
@@ -209,3 +214,34 @@ def test_a_trainer_batched_eval_dataset_reaches_the_model_whole(token_dataset, t
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
     trainer = SdlTrainer(model=MaskSum(), args=args, train_loader=train, eval_dataset=rows)
     assert trainer.evaluate()["eval_loss"] == pytest.approx(0.5)
+
+
+def test_a_model_without_a_loss_is_named(token_dataset, tmp_path):
+    from sdl.loader.integrations.hf import SdlTrainer
+
+    class NoLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, input_ids, labels):
+            return {"loss": None, "logits": self.weight * input_ids.float()}
+
+    path = val_windows(token_dataset, 13)
+    loader = make_loader(TokenWindows(path, seq_len=SEQ_LEN), batch_size=4, shuffle=False, drop_last=False, num_workers=0,
+                         rank=0, world_size=1, device="cpu")
+    train = make_loader(TokenWindows(path, seq_len=SEQ_LEN), batch_size=2, num_workers=0, rank=0, world_size=1, device="cpu")
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
+    with pytest.raises(ConfigError, match="the model returned no loss for an eval_loader batch"):
+        SdlTrainer(model=NoLoss(), args=args, train_loader=train, eval_loader=loader).evaluate()
+
+
+def test_a_padding_only_batch_counts_nothing_whatever_its_loss():
+    from sdl.loader.integrations.hf_eval import EvalMean
+
+    for drop_nonfinite in (True, False):
+        mean = EvalMean("cpu", drop_nonfinite=drop_nonfinite)
+        mean.add(torch.tensor(1.0), 3)
+        mean.add(torch.tensor(float("inf")), 0)
+        mean.add(torch.tensor(4.0), 1)
+        assert mean.result() == pytest.approx(7 / 4)
