@@ -157,7 +157,9 @@ def command(
     if index.kind == "tokens":
         more, samples = token_info(index, seq_len, stride, split_rate, show)
     else:
-        more = {"fields": index.meta["fields"]} if index.kind == "zarr" else {"columns": index.meta["schema"], "split": index.meta.get("split")}
+        more = {"fields": index.meta["fields"]} if index.kind == "zarr" else {
+            "columns": index.meta["schema"], "split": index.meta.get("split"),
+            "null_columns": index.meta.get("null_columns", [])}  # ArrowRows gives these as lists in every batch
         samples = dataset_samples(index, show, split) if show else []
     info |= more
     if json_out:

@@ -46,6 +46,9 @@ def test_inspect_zarr_and_arrow_samples(tmp_path, capsys):
     datasets.Dataset.from_dict({"text": ["a", "b"], "n": [1, 2]}).save_to_disk(str(tmp_path / "s"))
     code, out, _ = run(capsys, "inspect", tmp_path / "s", "--show", 2)
     assert code == 0 and '"text": "b", "n": 2' in out
+    datasets.Dataset.from_dict({"n": [1, None], "m": [1, 2]}).save_to_disk(str(tmp_path / "nulls"))
+    code, out, _ = run(capsys, "inspect", tmp_path / "nulls", "--json")
+    assert code == 0 and json.loads(out)["null_columns"] == ["n"]  # a list in every ArrowRows batch
 
 
 def test_inspect_stale_cache_is_an_error(token_dataset, capsys):
