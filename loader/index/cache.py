@@ -72,7 +72,8 @@ def current_sources(index: GlobalIndex) -> tuple[SourceTable, dict[str, Any] | N
     descriptor = index.meta.get("descriptor")
     if descriptor is not None:
         path = Path(root) / descriptor["file"]
-        descriptor = descriptor_of(path) if path.exists() else None
+        descriptor = {**descriptor_of(path), "file": descriptor["file"]} if path.exists() else None  # the file as recorded
+        # (a DatasetDict's is "<split>/state.json")
     sizes = np.empty(len(index.sources), dtype=np.int64)
     mtimes = np.empty(len(index.sources), dtype=np.int64)
     stat_source, stat, prefix = SOURCE_STATS.get(index.kind), os.stat, root + "/"

@@ -95,3 +95,19 @@ def test_a_column_with_a_null_anywhere_is_a_list_in_every_batch(tmp_path):
     assert again.index.meta["null_columns"] == ["n"] and again.identity == rows.identity
     assert json.loads(cache.read_text())["meta"]["null_columns"] == ["n"]
 
+
+
+def test_a_saved_dataset_dict_opens_from_its_cache_again(tmp_path):
+    """The index of a DatasetDict split records its descriptor as "<split>/state.json": the next open must find the
+    cache fresh (it was reported stale on every open after the first), and a rewritten state.json still makes it stale."""
+    import pytest
+    from sdl.loader.errors import IndexStaleError
+
+    splits = {"train": datasets.Dataset.from_dict({"n": list(range(10))}), "test": datasets.Dataset.from_dict({"n": [7, 8]})}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dd"))
+    for _ in range(3):
+        assert ArrowRows(tmp_path / "dd", split="train").__getitems__([9])["n"].tolist() == [9]
+    state = tmp_path / "dd" / "train" / "state.json"
+    state.write_text(state.read_text() + " ")
+    with pytest.raises(IndexStaleError, match="state.json"):
+        ArrowRows(tmp_path / "dd", split="train")
