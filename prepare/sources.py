@@ -93,6 +93,10 @@ def _walk(folder: Path, text_suffixes: tuple[str, ...]) -> list[SourceFile]:
     found = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for linked in (Path(root, d) for d in dirs if Path(root, d).is_symlink()):  # os.walk would skip it silently
+            raise InputError(f"{linked}: a symbolic link to a folder (-> {os.readlink(linked)}) inside the input folder {folder}, "
+                             "which sdl prepare does not follow (a link back up would read files twice); pass its target as "
+                             "an input of its own, or replace the link by the folder")
         _refuse_nested_dataset(folder, [Path(root, d) for d in dirs])
         for name in names:
             kind = kind_of(name, text_suffixes)

@@ -53,11 +53,12 @@ def _truncated_arrow(path: Path) -> None:
 def odd_inputs(tmp_path):
     import datasets
 
-    for name in ("dangling", "loop", "nested", "nested_one"):
+    for name in ("dangling", "loop", "nested", "nested_one", "linked"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "ok.txt").write_text("fine text")
     os.symlink("nowhere.txt", tmp_path / "dangling" / "gone.txt")
     os.symlink("y.txt", tmp_path / "loop" / "x.txt")
+    os.symlink("../dangling", tmp_path / "linked" / "more")  # a folder link: its files would be skipped unsaid
     os.symlink("x.txt", tmp_path / "loop" / "y.txt")
     (tmp_path / "u16le.txt").write_bytes("hello world".encode("utf-16-le"))
     (tmp_path / "nul.txt").write_bytes(b"line one\nhello\x00world")
@@ -74,6 +75,7 @@ ODD_INPUTS = {
     "dangling link in a folder": (["dangling"], [], "dangling/gone.txt: a dangling symbolic link (-> nowhere.txt)"),
     "dangling link by glob": (["dangling/*.txt"], [], "dangling/gone.txt: a dangling symbolic link (-> nowhere.txt)"),
     "symlink loop in a folder": (["loop"], [], "loop/x.txt: a symbolic link loop (-> y.txt)"),
+    "symlink to a folder in a folder": (["linked"], [], "linked/more: a symbolic link to a folder (-> ../dangling)"),
     "utf-16 without a BOM": (["u16le.txt"], [], "u16le.txt: a NUL byte at byte 1 (line 1), expected UTF-8 text; "
                                                 "the file looks like UTF-16 or binary: convert it to UTF-8"),
     "NUL in text": (["nul.txt"], [], "nul.txt: a NUL byte at byte 14 (line 2)"),
