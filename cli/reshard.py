@@ -58,7 +58,8 @@ def rank_plan(state: Any, world_size: int, batch_size: int, global_batch_size: O
         real = rank_real_samples(plan.samples, plan.steps, rank, world_size, batch_size)
         ranks.append({"rank": rank, "steps": plan.steps, "samples": real, "padded": plan.steps * batch_size - real})
     return {"world_size": world_size, "batch_size": batch_size, "global_batch_size": world_size * batch_size * accumulate,
-            "accumulation_steps": accumulate, "optimizer_steps": plan.steps // accumulate, **plan.to_dict(), "ranks": ranks}
+            "accumulation_steps": accumulate, "optimizer_steps": -(-plan.steps // accumulate),  # the first may finish a started one
+            **plan.to_dict(), "ranks": ranks}
 
 
 def stop_kind(even: bool, states: list) -> str:
@@ -130,8 +131,8 @@ def render_stream(console: Any, summary: dict[str, Any]) -> None:
     render_rows(console, "saved by", summary["ranks"])
     if "plan" in summary:
         plan = summary["plan"]
-        accumulated = f", {plan['accumulation_steps']} micro-steps per global batch of {plan['global_batch_size']:,}" \
-            if plan["accumulation_steps"] > 1 else ""
+        accumulated = f", {plan['accumulation_steps']} micro-steps per global batch of {plan['global_batch_size']:,}, " \
+            f"{plan['optimizer_steps']:,} optimizer steps left" if plan["accumulation_steps"] > 1 else ""
         render_rows(console, f"new world: {plan['world_size']} ranks × batch {plan['batch_size']}{accumulated} — "
                              f"dropped tail {plan['dropped']:,}, padded {plan['padded']:,}", plan["ranks"])
     if "check" in summary:

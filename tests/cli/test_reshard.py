@@ -68,6 +68,11 @@ def test_the_plan_with_a_global_batch_size_counts_micro_steps_in_whole_global_st
     # 312 // 16 = 19 global steps per epoch, 5 done: 14 left, each 2 micro-steps of 2 ranks x 4
     assert (plan["accumulation_steps"], plan["optimizer_steps"], plan["steps"]) == (2, 14, 28)
     assert (plan["samples"], plan["dropped"]) == (224, 8)
+    rc, stdout, err = run(capsys, tmp_path, "--world-size", 2, "--global-batch-size", 32, "--json")
+    plan = json.loads(stdout)["streams"][0]["plan"]  # 80 = 2 global steps of 32 and 2 of the third's 4 micro-steps:
+    assert (plan["steps"], plan["optimizer_steps"]) == (26, 7)  # 2 micro-steps finish it, then 6 whole ones (9 an epoch)
+    rc, stdout, err = run(capsys, tmp_path, "--world-size", 2, "--global-batch-size", 32)
+    assert rc == 0 and "7 optimizer steps left" in stdout, err
     rc, stdout, err = run(capsys, tmp_path, "--world-size", 3, "--global-batch-size", 16)
     assert rc == 1 and not stdout
     assert err.strip().splitlines() == [err.strip()] and "global_batch_size is 16, expected a positive multiple of world_size × batch_size = 12" in err
