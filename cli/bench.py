@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from sdl.cli.options import given, refuse_ignored
+from sdl.cli.options import given, on_command_line, refuse_ignored
 from sdl.loader.errors import ConfigError
 
 # (ratio key, label, target, higher is better): the loader's targets (issues 4, 6, 14), shown next to what was measured.
@@ -25,9 +25,12 @@ STALL_TARGET = 0.01
 SYNTHETIC_VOCAB = 100_000              # > 65,535: uint32 shards, as issue 4's target
 SYNTHETIC_TOKENS_PER_SHARD = 100_000_000  # sdl prepare's default: the default dataset is one shard
 RESUME_TARGET_MS = 10.0
+LOADER_OPTIONS = ("seq_len", "stride", "batch_size", "num_workers", "steps", "device", "step_ms", "plot", "peer")
+REMOTE_OPTIONS = ("cache_fraction", "block_size", "window_blocks", "prefetch_steps")
 
 
 def command(
+    ctx: typer.Context,
     dataset: Optional[str] = typer.Argument(None, help="A token dataset (default: a synthetic one of --tokens tokens in a temp folder), "
                                             "a mixture config (configs/mix-*.toml), or s3://bucket/prefix: the object-store "
                                             "bench (a synthetic dataset is uploaded there when it holds none)."),
@@ -52,20 +55,31 @@ def command(
     """Measure throughput, resume latency and memory, and the data stall of a simulated training step."""
     from sdl.loader.bench import BenchConfig, run_bench
 
+    applies = ("does not apply", "do not apply")
     if arrow:
         if dataset is not None or mixture:
             raise ConfigError(f"--arrow measures Arrow folders it writes itself; it takes no {'DATASET' if dataset else '--mixture'} "
                               f"({dataset or '--mixture'}): drop one of them")
+        refuse_ignored(on_command_line(ctx, *LOADER_OPTIONS, "tokens", *REMOTE_OPTIONS), applies,
+                       "to --arrow (its rows, files and readers are fixed)", "drop {them}")
         return _arrow_bench(json_out)
     remote = {"cache_fraction": cache_fraction, "block_size": block_size, "window_blocks": window_blocks,
               "prefetch_steps": prefetch_steps}  # the object-store bench's own options (None: its defaults)
     if dataset is not None and dataset.startswith("s3://"):
         from sdl.cli.bench_remote import bench_remote
 
+        refuse_ignored(on_command_line(ctx, "stride", "num_workers", "steps", "device", "plot", "peer", "mixture"), applies,
+                       "to the object-store bench (an s3:// DATASET: epochs in process, local against cached)", "drop {them}")
         return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, {k: v for k, v in remote.items() if v is not None},
                             json_out)
     refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in remote.items()}), ("only applies", "only apply"),
                    "to an s3:// DATASET (the object-store bench)", "drop {them} or give s3://bucket/prefix")
+    toml = dataset is not None and Path(dataset).suffix == ".toml"
+    if mixture or toml:
+        refuse_ignored(on_command_line(ctx, "device", "step_ms", "plot", "peer", *(("tokens", "seq_len", "stride") if toml else ())),
+                       applies, "to a mixture bench" + (" of a config (its sources define the samples)" if toml else ""), "drop {them}")
+    elif dataset is not None:
+        refuse_ignored(on_command_line(ctx, "tokens"), applies, "with a DATASET (it sizes the synthetic one)", "drop {them}")
     dataset = Path(dataset) if dataset is not None else None
     if dataset is not None and not dataset.exists():
         raise ConfigError(f"{dataset}: no such dataset folder; give a token dataset written by sdl prepare, or no DATASET for a synthetic one")

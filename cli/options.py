@@ -18,3 +18,10 @@ def refuse_ignored(flags: list[str], applies: tuple[str, str], where: str, fix: 
     if flags:
         several = len(flags) > 1
         raise ConfigError(f"{', '.join(flags)} {applies[several]} {where}; {fix.format(them='them' if several else 'it')}")
+
+
+def on_command_line(ctx: Any, *names: str) -> list[str]:
+    """The flags of the command's parameters `names` that the command line set (not left at their defaults), for options
+    whose defaults are values, which `given` cannot tell from a value typed; `ctx`: the command's `typer.Context`."""
+    return [param.opts[0] for param in ctx.command.params  # in the command's order
+            if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"]

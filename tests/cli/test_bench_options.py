@@ -1,5 +1,7 @@
 """`sdl bench`, `sdl bench-index` and `sdl bench-prepare`: bad or inapplicable options are one line and exit 1 before any work."""
 
+from pathlib import Path
+
 import pytest
 from sdl.cli.main import main
 from sdl.loader.errors import ConfigError
@@ -59,8 +61,15 @@ def test_bench_prepare_library_refuses_the_same_values():
     (["--arrow", "{d}"], "--arrow measures Arrow folders it writes itself; it takes no DATASET"),
     (["--cache-fraction", "2"], "--cache-fraction only applies to an s3:// DATASET"),
     (["{d}", "--block-size", "0", "--prefetch-steps", "3"], "--block-size, --prefetch-steps only apply to an s3:// DATASET"),
+    (["--arrow", "--peer", "hf", "--tokens", "1000"], "--tokens, --peer do not apply to --arrow"),
+    (["s3://bucket/bench", "--steps", "50", "--num-workers", "7", "--plot", "x.png"],
+     "--num-workers, --steps, --plot do not apply to the object-store bench"),
+    (["{m}", "--seq-len", "999", "--peer", "hf", "--step-ms", "3"], "--seq-len, --step-ms, --peer do not apply to a mixture bench of a config"),
+    (["--mixture", "--device", "cpu"], "--device does not apply to a mixture bench;"),
+    (["{d}", "--tokens", "5"], "--tokens does not apply with a DATASET (it sizes the synthetic one)"),
 ])
 def test_bench_refuses_options_it_would_ignore(capsys, tmp_path, args, expected):
-    code = main(["bench", *[arg.format(d=tmp_path) for arg in args]])
+    mix = Path(__file__).resolve().parents[2] / "configs" / "mix-web-code.toml"
+    code = main(["bench", *[arg.format(d=tmp_path, m=mix) for arg in args]])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err

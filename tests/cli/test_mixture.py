@@ -52,7 +52,7 @@ def test_bad_configs_are_one_line_errors(tmp_path, token_dataset, capsys):
 
 def test_bench_of_a_mixture_config(tmp_path, token_dataset, capsys):
     config = write_config(tmp_path, token_dataset)
-    code, out, _ = run(capsys, "bench", config, "--json", "--steps", 3, "--num-workers", 0, "--seq-len", 16, "--batch-size", 4)
+    code, out, _ = run(capsys, "bench", config, "--json", "--steps", 3, "--num-workers", 0, "--batch-size", 4)
     report = json.loads(out)
     assert code == 0 and set(report["ratios"]) == {"in_process"} and report["ratios"]["in_process"] > 0
     assert len(report["samples_per_s"]["mixture_in_process"]) == 3 and report["resume_positions"] == 10**9
