@@ -64,7 +64,7 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
         files, descriptor, _ = find_arrow_files(root / split)
         return [f"{split}/{f}" for f in files], f"{split}/{descriptor}" if descriptor else None, split
     if (root / "state.json").is_file():
-        return data_file_names(_read_json(root / "state.json"), root / "state.json"), "state.json", split
+        return data_file_names(_read_json(root / "state.json"), root / "state.json"), "state.json", no_split(root, split)
     files = sorted(p.name for p in root.glob("*.arrow") if p.is_file())
     check_shards_complete(root, files)
     if (root / "dataset_info.json").is_file():  # a HF cache folder: files carry their split in the name
@@ -72,8 +72,15 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
         if splits:
             split = pick_split(root, split, splits)
             files = [f for f in files if split_of(f) == split]
-        return files, "dataset_info.json", split
-    return files, None, split
+        return files, "dataset_info.json", split if splits else no_split(root, split)
+    return files, None, no_split(root, split)
+
+
+def no_split(root: Any, split: str | None) -> None:
+    """Refuse a split asked of a folder that holds one set of rows (a saved Dataset, plain Arrow files): it would be ignored."""
+    if split is not None:
+        raise InputError(f"{root} holds no splits (one save_to_disk Dataset or plain Arrow files), and split {split!r} was asked; "
+                         "drop --split (split= in Python), or give the DatasetDict folder that holds it")
 
 
 def pick_split(root: Any, split: str | None, splits: list[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.format.atomic import atomic_write_json
-from sdl.loader.index.arrow import columns_with_nulls, data_file_names, open_arrow_table, pick_split, split_names, split_of
+from sdl.loader.index.arrow import columns_with_nulls, data_file_names, no_split, open_arrow_table, pick_split, split_names, split_of
 from sdl.loader.index.hf_cache import check_shards_complete
 from sdl.loader.index.table import SourceInfo
 from sdl.loader.storage.remote import RemoteFiles, StoredObject, default_cache_dir
@@ -45,7 +45,7 @@ def find_remote_arrow_files(files: RemoteFiles, listing: dict[str, StoredObject]
         split = pick_split(files.url, split, splits)
         return _state_files(files, f"{split}/"), f"{split}/state.json", split
     if "state.json" in listing:
-        return _state_files(files, ""), "state.json", split
+        return _state_files(files, ""), "state.json", no_split(files.url, split)
     names = sorted(key for key in listing if "/" not in key and key.endswith(".arrow"))
     check_shards_complete(files.url, names)
     if "dataset_info.json" in listing:  # a HF cache folder: the files carry their split in the name
@@ -53,8 +53,8 @@ def find_remote_arrow_files(files: RemoteFiles, listing: dict[str, StoredObject]
         if splits:
             split = pick_split(files.url, split, splits)
             names = [name for name in names if split_of(name) == split]
-        return names, "dataset_info.json", split
-    return names, None, split
+        return names, "dataset_info.json", split if splits else no_split(files.url, split)
+    return names, None, no_split(files.url, split)
 
 
 def open_cached_arrow(files: RemoteFiles, listing: dict[str, StoredObject], relative: str) -> Any:

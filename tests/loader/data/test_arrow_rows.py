@@ -111,3 +111,18 @@ def test_a_saved_dataset_dict_opens_from_its_cache_again(tmp_path):
     state.write_text(state.read_text() + " ")
     with pytest.raises(IndexStaleError, match="state.json"):
         ArrowRows(tmp_path / "dd", split="train")
+
+
+def test_a_split_asked_of_a_folder_without_splits_is_refused(tmp_path, capsys):
+    """A saved Dataset holds one set of rows: split="validation" would read all of them as if they were that split."""
+    import pytest
+    from sdl.cli.main import main
+    from sdl.loader.errors import InputError
+
+    with pytest.raises(InputError, match="holds no splits .* split 'validation' was asked"):
+        ArrowRows(save(tmp_path), split="validation")
+    capsys.readouterr()  # datasets' progress bars
+    assert main(["index", str(tmp_path / "saved"), "--split", "train"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "drop --split" in err
+    assert len(ArrowRows(tmp_path / "saved")) == 50
