@@ -43,6 +43,8 @@ def test_inspect_zarr_and_arrow_samples(tmp_path, capsys):
     zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(6, 2, 2), chunks=(3, 2, 2), dtype="int32")[:] = 1
     code, out, _ = run(capsys, "inspect", tmp_path / "z", "--show", 2, "--json")
     assert code == 0 and json.loads(out)["samples"][1]["data"] == "shape [2, 2] int32"
+    code, _, err = run(capsys, "inspect", tmp_path / "z", "--seq-len", 16, "--split-rate", 0.5)
+    assert code == 1 and "--seq-len, --split-rate do not apply to a zarr dataset" in err
     datasets.Dataset.from_dict({"text": ["a", "b"], "n": [1, 2]}).save_to_disk(str(tmp_path / "s"))
     code, out, _ = run(capsys, "inspect", tmp_path / "s", "--show", 2)
     assert code == 0 and '"text": "b", "n": 2' in out
@@ -116,3 +118,11 @@ def test_inspect_hf_config_picks_one_of_several_cached_configs(tmp_path, capsys)
         assert code == 0
         items.append(json.loads(out)["items"])
     assert sorted(items) == [3, 5]
+
+
+def test_inspect_split_rate_needs_windows(token_dataset, capsys):
+    path = token_dataset(num_tokens=2_000, vocab_size=1000)
+    code, _, err = run(capsys, "inspect", path, "--split-rate", 0.5)
+    assert code == 1 and err.startswith("error: --split-rate 0.5 splits token windows") and err.count("\n") == 1
+    code, out, _ = run(capsys, "inspect", path, "--split-rate", 0.5, "--seq-len", 16, "--json")
+    assert code == 0 and json.loads(out)["train_windows"] > 0
