@@ -105,7 +105,8 @@ def dataset_samples(index: Any, show: int, split: Optional[str]) -> list[dict[st
                 sample[name] = f"shape {list(item.shape)} {str(item.dtype).replace('torch.', '')}"
             else:
                 item = item.item() if hasattr(item, "item") else item
-                sample[name] = item if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+                shown_item = item if isinstance(item, str) else repr(item)
+                sample[name] = item if len(shown_item) <= 80 else shown_item[:77] + "..."
         shown.append(sample)
     return shown
 

@@ -26,16 +26,18 @@ class BenchConfig:
     peers: tuple[str, ...] = ()            # --peer: other loaders run on the same tokens in the same run
 
     def __post_init__(self) -> None:
+        flag = lambda name: f"{name} (sdl bench --{name.replace('_', '-')})"  # noqa: E731 (the field and its option)
         for name in ("seq_len", "batch_size", "steps", "resume_memory_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} is {value!r}, expected a positive integer")
+                raise ConfigError(f"{flag(name) if name != 'resume_memory_samples' else name} is {value!r}, expected a positive integer")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride <= 0):
-            raise ConfigError(f"stride is {self.stride!r}, expected a positive integer (or none for seq_len)")
-        if self.num_workers < 0 or self.warmup_steps < 0:
-            raise ConfigError(f"num_workers={self.num_workers}, warmup_steps={self.warmup_steps}: expected both >= 0")
+            raise ConfigError(f"{flag('stride')} is {self.stride!r}, expected a positive integer (or none for seq_len)")
+        for name in ("num_workers", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{flag(name) if name == 'num_workers' else name} is {getattr(self, name)}, expected >= 0")
         if not self.step_ms >= 0:
-            raise ConfigError(f"step_ms is {self.step_ms!r}, expected a number of milliseconds >= 0")
+            raise ConfigError(f"{flag('step_ms')} is {self.step_ms!r}, expected a number of milliseconds >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device is {self.device!r}, expected auto, cpu or cuda")
 

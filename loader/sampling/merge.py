@@ -74,11 +74,15 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
         raise CheckpointError("the ranks stopped at different steps and disagree on world_size/batch_size; cannot merge them exactly")
     by_rank = {s.rank: s for s in states}
     missing = sorted(set(range(world_size)) - set(by_rank))
-    if missing or len(by_rank) != len(states):
+    if missing:
         raise CheckpointError(
             f"the ranks stopped at different steps, so every rank's state is needed to merge exactly; "
-            f"missing rank(s) {missing or 'duplicated'} of world size {world_size}: pass all per-rank files"
+            f"missing rank(s) {missing} of world size {world_size}: pass all per-rank files"
         )
+    if len(by_rank) != len(states):
+        twice = sorted({s.rank for s in states if sum(t.rank == s.rank for t in states) > 1})
+        raise CheckpointError(f"rank(s) {twice} given twice, at different steps, among the states of a world of {world_size}: "
+                              "pass each rank's file of one checkpoint once")
     global_batch = world_size * batch_size
     low = _check_epochs(states)
     base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining)

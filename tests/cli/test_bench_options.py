@@ -73,3 +73,10 @@ def test_bench_refuses_options_it_would_ignore(capsys, tmp_path, args, expected)
     code = main(["bench", *[arg.format(d=tmp_path, m=mix) for arg in args]])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+
+
+@pytest.mark.parametrize("flag, value, expected", [("--steps", 0, "steps (sdl bench --steps) is 0, expected a positive integer"),
+                                                  ("--num-workers", -1, "num_workers (sdl bench --num-workers) is -1, expected >= 0")])
+def test_bench_values_name_their_option(capsys, flag, value, expected):
+    rc, out, err = run(capsys, "bench", flag, value)
+    assert rc == 1 and out == "" and err == f"error: {expected}\n"

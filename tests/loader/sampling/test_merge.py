@@ -48,6 +48,9 @@ def test_states_from_different_runs_or_epochs_or_missing_ranks_are_refused():
     next(iter(ahead))
     with pytest.raises(CheckpointError, match=r"missing rank\(s\) \[2\]"):
         merge_states([behind.state_dict(), ahead.state_dict()])
+    last = _sampler(100, 4, 2, 3)
+    with pytest.raises(CheckpointError, match=r"rank\(s\) \[1\] given twice, at different steps"):
+        merge_states([behind.state_dict(), ahead.state_dict(), last.state_dict(), _sampler(100, 4, 1, 3).state_dict()])
     with pytest.raises(CheckpointError, match="different epochs"):
         merge_states([a, a | {"epoch": 2, "rank": 1}])
     with pytest.raises(CheckpointError, match=r"different epochs \(0 and 1, at sample 8\)"):
