@@ -62,7 +62,9 @@ def command(
                               f"({dataset or '--mixture'}): drop one of them")
         refuse_ignored(on_command_line(ctx, *LOADER_OPTIONS, "tokens", *REMOTE_OPTIONS), applies,
                        "to --arrow (its rows, files and readers are fixed)", "drop {them}")
-        return _arrow_bench(json_out)
+        from sdl.cli.bench_arrow import arrow_bench
+
+        return arrow_bench(json_out)
     remote = {"cache_fraction": cache_fraction, "block_size": block_size, "window_blocks": window_blocks,
               "prefetch_steps": prefetch_steps}  # the object-store bench's own options (None: its defaults)
     if dataset is not None and dataset.startswith("s3://"):
@@ -112,28 +114,6 @@ def _dataset_or_synthetic(dataset: Optional[Path], tokens: int) -> Iterator[Path
     with tempfile.TemporaryDirectory(prefix="sdl-bench-") as folder:
         write_synthetic_dataset(folder, num_tokens=tokens, tokens_per_shard=SYNTHETIC_TOKENS_PER_SHARD, vocab_size=SYNTHETIC_VOCAB)
         yield Path(folder)
-
-
-def _arrow_bench(json_out: bool) -> None:
-    """`--arrow`: the Arrow measurements (sdl.loader.bench.rows) on synthetic save_to_disk folders in a temp folder."""
-    import contextlib
-    import io
-
-    from sdl.loader.bench.rows import run_arrow_bench
-
-    with tempfile.TemporaryDirectory(prefix="sdl-bench-arrow-") as folder, contextlib.redirect_stderr(io.StringIO()):
-        report = run_arrow_bench(Path(folder))  # (datasets' progress bars go to the discarded stderr)
-    if json_out:
-        typer.echo(json.dumps(report, indent=2))
-        return
-    access, memory, many = report["row_access"], report["memory"], report["many_files"]
-    typer.echo(f"row access, {access['batch_size']} random rows of a {access['file_mb']} MB file: sdl {access['sdl_ms']:.3f} ms, "
-               f"HF datasets {access['hf_ms']:.3f} ms: {access['sdl_vs_hf']:.2f}x (target <= 2x)")
-    typer.echo(f"private memory growth: {memory['small_anon_growth_mb']:.1f} MB on a {memory['small_file_mb']:g} MB file, "
-               f"{memory['big_anon_growth_mb']:.1f} MB on a {memory['big_file_mb']:g} MB file (target: flat)")
-    for name, rates in (("default", many["default"]), ("max_open=64", many["max_open_64"])):
-        typer.echo(f"{many['files']} files, {name}: shuffled {rates['shuffled_batches_per_s']:,.0f} batches/s, sequential "
-                   f"{rates['sequential_batches_per_s']:,.0f}: {rates['shuffled_vs_sequential']:.2f}x (target >= 0.3x)")
 
 
 def _require_matplotlib() -> None:
