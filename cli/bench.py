@@ -73,7 +73,7 @@ def command(
         refuse_ignored(on_command_line(ctx, "stride", "num_workers", "steps", "device", "plot", "peer", "mixture"), applies,
                        "to the object-store bench (an s3:// DATASET: epochs in process, local against cached)", "drop {them}")
         return bench_remote(dataset, tokens, seq_len, batch_size, step_ms, {k: v for k, v in remote.items() if v is not None},
-                            json_out)
+                            json_out, tokens_given=bool(on_command_line(ctx, "tokens")))
     refuse_ignored(given({f"--{name.replace('_', '-')}": value for name, value in remote.items()}), ("only applies", "only apply"),
                    "to an s3:// DATASET (the object-store bench)", "drop {them} or give s3://bucket/prefix")
     toml = dataset is not None and Path(dataset).suffix == ".toml"

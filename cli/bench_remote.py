@@ -12,13 +12,18 @@ import typer
 SYNTHETIC_TOKENS_PER_SHARD = 1 << 20  # 4 MB uint32 shards: several per dataset, so a 30% cache holds a few
 
 
-def upload_synthetic(url: str, tokens: int) -> None:
-    """A synthetic uint32 dataset of `tokens` tokens written to `url` (the bucket created when missing)."""
+def upload_synthetic(url: str, tokens: int, tokens_given: bool = False) -> None:
+    """A synthetic uint32 dataset of `tokens` tokens written to `url` (the bucket created when missing), unless `url`
+    holds a dataset already: then `tokens_given` (--tokens on the command line) is refused, as it would be ignored."""
+    from sdl.loader.errors import ConfigError
     from sdl.loader.storage import S3Client, S3Location
     from sdl.prepare.synthetic import write_synthetic_dataset
 
     location, client = S3Location.parse(url), S3Client()
     if client.head(location.bucket, location.key("manifest.json")) is not None:
+        if tokens_given:
+            raise ConfigError(f"--tokens sizes the synthetic dataset uploaded to a prefix that holds none, and {url} holds one; "
+                              "drop --tokens, or give an empty prefix")
         return
     try:
         client.client.create_bucket(Bucket=location.bucket)
@@ -31,12 +36,12 @@ def upload_synthetic(url: str, tokens: int) -> None:
 
 
 def bench_remote(url: str, tokens: int, seq_len: int, batch_size: int, step_ms: float, options: dict[str, Any],
-                 json_out: bool) -> None:
+                 json_out: bool, tokens_given: bool = False) -> None:
     """`options`: RemoteBenchConfig fields given on the command line (cache_fraction, block_size, ...)."""
     from sdl.loader.bench.remote import RemoteBenchConfig, run_remote_bench
 
     config = RemoteBenchConfig(seq_len=seq_len, batch_size=batch_size, step_ms=step_ms, **options)
-    upload_synthetic(url, tokens)
+    upload_synthetic(url, tokens, tokens_given)
     report = run_remote_bench(url, config)
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))

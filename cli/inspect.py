@@ -149,18 +149,18 @@ def command(
                        f"to a mixture config ({path}: its file sets seq_len and the sources)",
                        "drop {them}, or inspect one source's folder instead")
         return inspect_mixture(Path(path), json_out)
-    if stride is not None and seq_len is None:
-        raise ConfigError(f"--stride {stride} needs --seq-len (the window length it steps between); add --seq-len")
-    if split_rate != 1.0 and seq_len is None and not show:
-        raise ConfigError(f"--split-rate {split_rate} splits token windows, which only --seq-len (or --show) makes; add --seq-len")
     from sdl.loader.index import open_index
 
     index = open_index(resolve_root(path, hf, hf_cache, hf_config), kind=kind, split=split)
     info: dict[str, Any] = {"path": index.root, "kind": index.kind, "sources": len(index.sources), "items": index.total}
     if index.kind != "tokens":
         refuse_ignored(given({"--seq-len": seq_len, "--stride": stride, "--split-rate": split_rate if split_rate != 1.0 else None}),
-                       ("does not apply", "do not apply"), f"to a {index.kind} dataset (its samples are its items, not token windows)",
-                       "drop {them}")
+                       ("does not apply", "do not apply"), f"to {'an' if index.kind == 'arrow' else 'a'} {index.kind} dataset (its "
+                       "samples are its items, not token windows)", "drop {them}")
+    elif stride is not None and seq_len is None:
+        raise ConfigError(f"--stride {stride} needs --seq-len (the window length it steps between); add --seq-len")
+    elif split_rate != 1.0 and seq_len is None and not show:
+        raise ConfigError(f"--split-rate {split_rate} splits token windows, which only --seq-len (or --show) makes; add --seq-len")
     if index.kind == "tokens":
         more, samples = token_info(index, seq_len, stride, split_rate, show)
     else:

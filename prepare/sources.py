@@ -86,14 +86,16 @@ def stdlib_files() -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _walk(folder: Path, text_suffixes: tuple[str, ...]) -> list[SourceFile]:
-    """Supported files under `folder` (recursively, hidden folders skipped), sorted by relative path."""
+def _walk(folder: Path, text_suffixes: tuple[str, ...], matched: frozenset[Path] = frozenset()) -> list[SourceFile]:
+    """Supported files under `folder` (recursively, hidden folders skipped), sorted by relative path. A link to a folder
+    inside is refused unless it is one of `matched` (the folders a glob matched: walked as inputs of their own)."""
     if _is_saved_dataset(folder):
         return []
     found = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-        for linked in (Path(root, d) for d in dirs if Path(root, d).is_symlink()):  # os.walk would skip it silently
+        for linked in (Path(root, d) for d in dirs if Path(root, d).is_symlink() and Path(root, d) not in matched):  # os.walk
+            # would skip it silently
             raise InputError(f"{linked}: a symbolic link to a folder (-> {os.readlink(linked)}) inside the input folder {folder}, "
                              "which sdl prepare does not follow (a link back up would read files twice); pass its target as "
                              "an input of its own, or replace the link by the folder")
@@ -166,10 +168,10 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[Sourc
         matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
         if not matches:
             raise InputError(f"{spec}: the pattern matches no files; check the path (quote it so the shell does not expand it)")
-        found = []
+        found, folders = [], frozenset(Path(match) for match in matches if os.path.isdir(match))
         for match in map(Path, matches):
             if match.is_dir():
-                found += _saved_dataset_files(match, split) if _is_saved_dataset(match) else _walk(match, text_suffixes)
+                found += _saved_dataset_files(match, split) if _is_saved_dataset(match) else _walk(match, text_suffixes, folders)
             elif (kind := kind_of(match, text_suffixes)) is not None:
                 found.append(_source(match, kind))
         if not found:

@@ -39,7 +39,7 @@ class BenchConfig:
         if not self.step_ms >= 0:
             raise ConfigError(f"{flag('step_ms')} is {self.step_ms!r}, expected a number of milliseconds >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device is {self.device!r}, expected auto, cpu or cuda")
+            raise ConfigError(f"{flag('device')} is {self.device!r}, expected auto, cpu or cuda")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

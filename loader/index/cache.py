@@ -117,10 +117,11 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
     path = cache_path(root, split)
     if not path.is_file():
         return None
+    rebuild = f"sdl index {root}" + (f" --split {split}" if split else "")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise IndexStaleError(f"{path}: corrupt index cache; run `sdl index {root}` to rebuild it") from None
+        raise IndexStaleError(f"{path}: corrupt index cache; run `{rebuild}` to rebuild it") from None
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
         return None  # written by another sdl version: a cache, not data; rebuilt from headers
     if data.get("kind") == "arrow" and "null_columns" not in (data.get("meta") or {}):
@@ -129,7 +130,7 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
     index = GlobalIndex.from_dict(data, root)
     changed = _what_changed(index, data)
     if changed:
-        raise IndexStaleError(f"{root}: the cached index no longer matches the files ({changed}); run `sdl index {root}` to rebuild it")
+        raise IndexStaleError(f"{root}: the cached index no longer matches the files ({changed}); run `{rebuild}` to rebuild it")
     return index
 
 

@@ -125,3 +125,17 @@ def test_a_nul_text_file_is_skipped_with_on_error_skip(odd_inputs, capsys):
     assert code == 0, err
     report = json.loads(stdout)
     assert report["num_docs"] == 1 and report["num_skipped"] == 1
+
+
+def test_a_recursive_glob_reads_through_a_folder_link_once(tmp_path, capsys):
+    """`DIR/**` matches the linked folder itself (Python's glob follows it): its files are inputs the user named."""
+    import json
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "t.txt").write_text("a document behind the link")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "b.txt").write_text("a document beside the link")
+    os.symlink("../real", tmp_path / "in" / "linked")
+    code, stdout, err = sdl(capsys, f"{tmp_path}/in/**", tmp_path / "out", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["num_docs"] == 2
