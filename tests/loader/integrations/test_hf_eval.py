@@ -90,6 +90,8 @@ trainer = SdlTrainer(model=RowLoss(), args=args, train_loader=train, eval_loader
 metrics = trainer.evaluate()
 with open(f"rank{{args.process_index}}.json", "w") as out:
     json.dump({{"loss": metrics["eval_loss"], "seen": trainer.model.seen}}, out)
+torch.distributed.barrier()  # then leave the group together: a gloo group alive at exit may abort the process
+torch.distributed.destroy_process_group()
 """
 
 
