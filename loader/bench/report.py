@@ -11,6 +11,14 @@ REPORT_VERSION = 1
 RESUME_FRACTIONS = (0.01, 0.5, 0.99)
 
 
+CLI_FIELDS = ("seq_len", "stride", "batch_size", "num_workers", "steps", "device", "step_ms")  # set by sdl bench's options
+
+
+def flag(name: str) -> str:
+    """A BenchConfig field as an error names it: with its `sdl bench` option when it has one."""
+    return f"{name} (sdl bench --{name.replace('_', '-')})" if name in CLI_FIELDS else name
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BenchConfig:
     seq_len: int = 2048
@@ -26,16 +34,15 @@ class BenchConfig:
     peers: tuple[str, ...] = ()            # --peer: other loaders run on the same tokens in the same run
 
     def __post_init__(self) -> None:
-        flag = lambda name: f"{name} (sdl bench --{name.replace('_', '-')})"  # noqa: E731 (the field and its option)
         for name in ("seq_len", "batch_size", "steps", "resume_memory_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{flag(name) if name != 'resume_memory_samples' else name} is {value!r}, expected a positive integer")
+                raise ConfigError(f"{flag(name)} is {value!r}, expected a positive integer")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride <= 0):
             raise ConfigError(f"{flag('stride')} is {self.stride!r}, expected a positive integer (or none for seq_len)")
         for name in ("num_workers", "warmup_steps"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{flag(name) if name == 'num_workers' else name} is {getattr(self, name)}, expected >= 0")
+                raise ConfigError(f"{flag(name)} is {getattr(self, name)}, expected >= 0")
         if not self.step_ms >= 0:
             raise ConfigError(f"{flag('step_ms')} is {self.step_ms!r}, expected a number of milliseconds >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

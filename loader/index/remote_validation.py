@@ -51,8 +51,8 @@ def remote_check(url: str, kind: str | None) -> tuple[str, Check]:
 def validate_remote_tokens(url: str, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
     files = RemoteFiles(url)
     manifest, _ = read_remote_manifest(files)
-    bytes_read, first = 0, len(failures)
-    check_listing(manifest, sorted(files.listing()), failures, f"re-run the sdl prepare command that wrote {url} with --overwrite")
+    bytes_read, first, listing = 0, len(failures), []
+    check_listing(manifest, sorted(files.listing()), listing, f"re-run the sdl prepare command that wrote {url} with --overwrite")
     with tempfile.TemporaryDirectory(prefix="sdl-validate-") as tmp:
         for done, shard in enumerate(manifest.shards):
             path = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing"
@@ -64,8 +64,7 @@ def validate_remote_tokens(url: str, split: str | None, failures: list, progress
                 docs.unlink(missing_ok=True)
             progress(done + 1, len(manifest.shards))
     fix = f"re-run the sdl prepare command that wrote {url} (it uploads only what differs)"
-    failures[first:] = [failure if failure.fix.startswith(("two runs", "another run")) else replace(failure, fix=fix)
-                        for failure in failures[first:]]  # not the temporary folder's repair
+    failures[first:] = listing + [replace(failure, fix=fix) for failure in failures[first:]]  # not the temporary folder's repair
     return len(manifest.shards), bytes_read
 
 

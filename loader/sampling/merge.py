@@ -13,6 +13,7 @@ that epoch, it counts as having run every step of it (its slices of all the rema
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -80,7 +81,7 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
             f"missing rank(s) {missing} of world size {world_size}: pass all per-rank files"
         )
     if len(by_rank) != len(states):
-        twice = sorted({s.rank for s in states if sum(t.rank == s.rank for t in states) > 1})
+        twice = sorted(rank for rank, count in Counter(s.rank for s in states).items() if count > 1)
         raise CheckpointError(f"rank(s) {twice} given twice, at different steps, among the states of a world of {world_size}: "
                               "pass each rank's file of one checkpoint once")
     global_batch = world_size * batch_size
