@@ -4,9 +4,9 @@
   `DataLoader(shuffle=True, batch_size=B, num_workers=…)` with default collate;
 - **ceiling**: the same windows (same sample ids, located outside the timed call) copied into one
   preallocated array of sdl's output layout and dtype ([2, B, seq_len]: inputs, then labels) the fastest
-  way measured: a batch inside one shard as one fancy index of a strided window view of the shard, else
-  one slice copy per window, into a [B, L+1] array of the shard's dtype, then two casting copies into the
-  halves. That is sdl's copy (`sdl.loader.data.window_copy`) with nothing around it. Measured (16 × 2048,
+  way measured: a batch inside one shard as one fancy index of a strided window view of the shard, a batch
+  across shards as one fancy index of a view over all of them (`sdl.loader.data.span_view`), else one slice
+  copy per window, into a [B, L+1] array of the shard's dtype, then two casting copies into the halves. That is sdl's copy (`sdl.loader.data.window_copy`) with nothing around it. Measured (16 × 2048,
   uint32 → int64, same run): per-row casting slices of inputs and labels, the previous ceiling, 38.5 µs a
   batch; per-row window copies + two casts 32.6 µs; one window-view gather + two casts 25.3 µs. (A
   fancy-index `np.take` with a [B, L+1] index array was used first: slower than slices and a quarter of
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.span_view import SpanView
 from sdl.loader.data.windows import TokenWindows
 from sdl.loader.format.tokens import open_shard
 from torch.utils.data import DataLoader, Dataset
@@ -83,6 +84,10 @@ class SliceCeiling:
         span = self.seq_len + 1
         self.views = [np.lib.stride_tricks.as_strided(shard, (len(shard) - span + 1, span), (shard.strides[0],) * 2, writeable=False)
                       if len(shard) >= span else None for shard in self.shards]
+        try:  # a batch across shards: one fancy index of a view over them all, as sdl's fastest route
+            self.span = SpanView(dict(enumerate(self.shards)), span) if len(self.shards) > 1 else None
+        except ValueError:
+            self.span = None
         self.outs = [np.empty((2, batch_size, self.seq_len), dtype=dtype) for _ in range(buffers)]
         self.turn = 0  # the array the next batch goes into
         self.windows = np.empty((batch_size, span), dtype=self.shards[0].dtype)
@@ -96,6 +101,8 @@ class SliceCeiling:
         rows = [(s, min(o, int(self.lengths[s]) - span)) for s, o in zip(sources.tolist(), offsets.tolist())]
         if len({s for s, _ in rows}) == 1 and not self.per_row:
             return self.views[rows[0][0]], np.array([o for _, o in rows], dtype=np.int64)
+        if self.span is not None and not self.per_row:
+            return self.span.view, self.span.rows(sources, np.array([o for _, o in rows], dtype=np.int64))
         return None, [(self.shards[s], o) for s, o in rows]
 
     def gather(self, planned: tuple[Any, Any]) -> np.ndarray:

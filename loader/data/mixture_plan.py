@@ -13,23 +13,29 @@ crosses into the next shard). Plans are made
 A batch gathers its windows in the shards' dtype into one `[B, seq_len + shift]` buffer in batch order and casts it
 into the batch's two contiguous halves, as a single source does (`sdl.loader.data.window_copy`). The buffer is
 
-- the rows' bytes joined (`bytes.join` of memoryview slices: one copy each, ~0.2 µs of Python a row) when a window is
-  at least `ROW_COPY_BYTES`;
+- one fancy index of a `SpanView` over the plan's shards (`sdl.loader.data.span_view`), when the plan maps them as it
+  is made (at most EAGER_SHARDS local shards): the same one call as a single shard's batch, whatever the sources;
+  a window across two shards is read piecewise into its row afterwards;
+- else (a plan over many shards, or an object store's) the rows' bytes joined (`bytes.join` of memoryview slices:
+  one copy each, ~0.2 µs of Python a row) when a window is at least `ROW_COPY_BYTES`;
 - else filled by one fancy index of a strided window view per (source, shard) present (~3 µs a call, whatever its rows).
 
-Measured on 2 uint32 sources, one batch, 2-core VM (min of 7 rounds; memoryview slices assigned row by row, which the
-join beats by ~3 µs at 16 rows): the row copies beat the fancy indices at 8 × 4,096 (32 against 41 µs) and 16 × 2,048
-(32 against 37 µs), tie at 32 × 1,024, and lose at 64 × 512 (70 against 57 µs). Planning costs ~0.6 ms per 4,096
-positions (mapping ~0.3, locating ~0.3) plus the sources' id blocks (`sdl.loader.data.mixture`).
+Measured on 2 uint32 sources, one 16 × 2,048 batch, 2-core VM: the span view's gather 28.5 µs against 31.5 µs for the
+rows joined. Without it (memoryview slices assigned row by row, which the join beats by ~3 µs at 16 rows): the row
+copies beat the fancy indices at 8 × 4,096 (32 against 41 µs) and 16 × 2,048 (32 against 37 µs), tie at 32 × 1,024,
+and lose at 64 × 512 (70 against 57 µs). Planning costs ~0.6 ms per 4,096 positions (mapping ~0.3, locating ~0.3)
+plus the sources' id blocks (`sdl.loader.data.mixture`).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
+from sdl.loader.data.span_view import SpanView
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
@@ -41,8 +47,7 @@ class RowPlan:
     rows alike, located (see the module docstring); `gather` fills a batch from a run of its rows."""
 
     def __init__(self, sources: tuple, positions: np.ndarray, source: np.ndarray, ids: np.ndarray) -> None:
-        self.sources, self.size = sources, len(positions)
-        self.position_list = positions.tolist()  # a batch is planned iff its list equals a slice of this (~0.2 µs)
+        self.sources, self.size, self.positions = sources, len(positions), positions
         self.columns = np.stack([positions, source, ids])  # a batch's sample_ids, source, source_ids: one copy of a slice
         self.source = source
         self.starts, keys, offsets = np.empty_like(ids), np.full_like(ids, -1), np.zeros_like(ids)
@@ -59,8 +64,7 @@ class RowPlan:
             shards = [int(first[0])] if first.min() == first.max() else np.unique(first).tolist()
             distinct += [shard * count + s for shard in shards]
         self.keys, self.offsets = keys, offsets
-        self.key_list, self.across = keys.tolist(), bool((keys < 0).any())  # across: some window crosses shards
-        self.byte_list = (offsets * sources[0]._shard_dtype.itemsize).tolist()
+        self.across = bool((keys < 0).any())  # some window crosses shards
         # The bytes of each (shard, source) key, for the row copies: opened now when they are few local shards (a
         # file mapped ahead costs nothing but the map); else when a batch needs them (lazy): an object store's, so that
         # none is fetched before the loader's prefetcher gets to it, and many shards, so that a plan neither opens
@@ -68,6 +72,20 @@ class RowPlan:
         self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
         self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources)
         self.views: dict[int, memoryview] = {} if self.lazy else {key: self._bytes(key) for key in distinct}
+        self._span: tuple | None = None  # see _make_span
+
+    # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).
+    @cached_property
+    def position_list(self) -> list[int]:  # a batch is planned iff its list equals a slice of this (~0.2 µs)
+        return self.positions.tolist()
+
+    @cached_property
+    def key_list(self) -> list[int]:
+        return self.keys.tolist()
+
+    @cached_property
+    def byte_list(self) -> list[int]:
+        return (self.offsets * self.sources[0]._shard_dtype.itemsize).tolist()
 
     # Step: the batch's windows, in the shards' dtype, in batch order.
     def gather(self, i: int, b: int, shift: int, tokens: np.ndarray, positions: np.ndarray | None) -> None:
@@ -76,15 +94,48 @@ class RowPlan:
         first = self.sources[0]
         span = first.seq_len + shift
         dtype = first._shard_dtype
-        if span * dtype.itemsize >= ROW_COPY_BYTES:
+        windows = None if self.lazy else self._by_span(i, b, span, dtype)
+        if windows is None and span * dtype.itemsize >= ROW_COPY_BYTES:
             windows = self._by_rows(i, b, span, dtype)
-        else:
+        elif windows is None:
             windows = np.empty((b, span), dtype=dtype)
             self._by_groups(i, b, span, windows)
         tokens[0] = windows[:, :first.seq_len]
         tokens[1] = windows[:, shift:]
         if positions is not None:
             self._doc_positions(i, b, positions)
+
+    def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
+        """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
+        them when it is made); None when no such view can be made."""
+        key = int(self.keys[i])
+        if key >= 0:  # a visit to the LRU per batch, as a single source pays (see _by_rows): a shard mapped anew drops
+            self._bytes(key)  # the span view
+        spanned, rows = self._span or self._make_span()
+        if spanned is None:
+            return None
+        windows = spanned.view[rows[i:i + b]]  # of the largest shift's span: this batch's are its first `span` tokens
+        if spanned.span != span:
+            windows = windows[:, :span]
+        if self.across:  # a window across shards: its row read piecewise over the placeholder gathered for it
+            for row, key in enumerate(self.key_list[i:i + b]):
+                if key < 0:
+                    windows[row] = self._across(i + row, span, dtype)
+        return windows
+
+    def _make_span(self) -> tuple:
+        """(the SpanView of the largest shift's windows over the plan's shards, each position's row in it; a window across
+        shards gets the first shard's first row as a placeholder), or (None, None) when the shards cannot share one."""
+        self._span = (None, None)
+        fits, first = self.keys >= 0, self.sources[0]
+        if fits.any():
+            try:
+                spanned = SpanView({key: self._held[key][0] for key in self.views}, first.seq_len + max(first.shift_choices))
+            except ValueError:
+                return self._span
+            placeholder = int(self.keys[fits][0])
+            self._span = (spanned, spanned.rows(np.where(fits, self.keys, placeholder), np.where(fits, self.offsets, 0)))
+        return self._span
 
     def _by_rows(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray:
         """The windows of positions [i, i + b): their bytes joined (bytes.join copies each slice once, in C: ~3 µs less
@@ -125,7 +176,11 @@ class RowPlan:
         shard = self.sources[key % count]._shard(key // count)
         held = self._held.get(key)
         if held is None or held[0] is not shard:
+            if held is not None:
+                self._span = None  # made over the shard's old map
             held = self._held[key] = (shard, memoryview(shard).cast("B"))
+            if key in self.__dict__.get("views", ()):
+                self.views[key] = held[1]
         return held[1]
 
     def _doc_positions(self, i: int, b: int, positions: np.ndarray) -> None:
@@ -144,6 +199,8 @@ class StepPlan:
                  carried: tuple) -> None:
         self.owner, self.rows, self.seed, self.epoch, self.context = owner, rows, seed, epoch, context
         self.id_lists = steps.tolist()
+        self._shape = steps.shape
+        self._tensors: list | None = None  # per step: (sample_ids, source, source_ids) tensors, see lean_batch
         self.carried = carried  # (seed, epoch) as the chunk's batches carry them (seed, epoch: as the mixture reads them)
 
     def find(self, indices: Any, seed: int, epoch: int, context: Any) -> int:
@@ -164,7 +221,10 @@ class StepPlan:
         seq_len, shift = first.seq_len, first.shift_choices[0]
         tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
         self.rows.gather(i, b, shift, tokens, None)
-        columns = self.rows.columns[:, i:i + b].copy()
         input_ids, labels = token_halves(tokens)
-        return GatheredBatch(sample_ids=torch.from_numpy(columns[0]), source=torch.from_numpy(columns[1]),
-                             source_ids=torch.from_numpy(columns[2]), input_ids=input_ids, labels=labels)
+        if self._tensors is None:  # the chunk's id tensors at once: unbind costs ~1.9 µs a step, a copy and three
+            # from_numpy ~2.8 µs. A step's tensors view the plan's columns, as a single source's sample_ids view its chunk
+            columns = torch.from_numpy(self.rows.columns).view(3, *self._shape)
+            self._tensors = list(zip(*(column.unbind(0) for column in columns)))
+        sample_ids, source, source_ids = self._tensors[k]
+        return GatheredBatch(sample_ids=sample_ids, source=source, source_ids=source_ids, input_ids=input_ids, labels=labels)

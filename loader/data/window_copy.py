@@ -24,26 +24,65 @@ from typing import Any
 import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
+from sdl.loader.data.span_view import SpanView
+
+SPAN_SHARDS = 64  # a chunk whose windows lie in at most this many shards gathers a multi-shard step by one fancy index
 
 
 class ChunkPlan:
     """Where the windows of a chunk of steps lie ([steps, B] arrays), located once; `single[k]` is the shard holding
-    every window of step k whole, or -1."""
+    every window of step k whole, or -1; `spanned(k)`, for a step whose windows lie whole in several shards, their
+    rows in a SpanView over the chunk's shards (one fancy index for the batch, as for one shard)."""
 
-    __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids")
+    __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids", "max_span",
+                 "_span", "_whole")
 
     def __init__(self, owner: Any, ids: np.ndarray, max_span: int) -> None:
         self.owner, self.ids, self.id_lists = owner, ids, ids.tolist()  # id_lists: to compare with a SampleBatch (~0.2 µs)
         self.starts = (ids + owner._windows.start) * owner.stride
         self.first, self.offsets = owner.index.locate(self.starts)
         self.inside = self.offsets + max_span <= owner._lengths[self.first]
-        whole = (self.first == self.first[:, :1]).all(axis=1) & self.inside.all(axis=1)
+        inside = self.inside.all(axis=1)
+        whole = (self.first == self.first[:, :1]).all(axis=1) & inside
         self.single = np.where(whole, self.first[:, 0], -1).tolist()
         self.sample_ids = torch.from_numpy(ids).unbind(0)  # one view per step; handed out as the batch's sample_ids
+        self.max_span, self._whole, self._span = max_span, np.where(inside, self.first[:, 0], -1).tolist(), None
 
     def step(self, k: int) -> tuple:
-        """Step k's (starts, first, offsets, inside, single, sample_ids tensor), what TokenWindows._batch takes."""
-        return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.sample_ids[k]
+        """Step k's (starts, first, offsets, inside, single, sample_ids tensor, spanned), what TokenWindows._batch takes."""
+        spanned = self.spanned(k) if self.single[k] < 0 else None
+        return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.sample_ids[k], spanned
+
+    def spanned(self, k: int) -> tuple[SpanView, np.ndarray] | None:
+        """(the chunk's SpanView, step k's rows in it) when every window of step k lies whole in a shard of a local
+        dataset and the chunk's windows lie in at most SPAN_SHARDS shards (which stay open in the dataset's LRU); else
+        None. The view is made on the first such step; one LRU visit a batch, as a single shard's batch pays, makes it
+        again when the shard was mapped anew (the LRU closed and reopened it)."""
+        shard = self._whole[k]
+        if shard < 0:
+            return None
+        made = self._span
+        if made is None:
+            made = self._span = self._make_span()
+        if made[0] is None:
+            return None
+        if self.owner._shard(shard) is not made[0].held(shard):
+            made = self._span = self._make_span()
+            if made[0] is None:
+                return None
+        return made[0], made[1][k]
+
+    def _make_span(self) -> tuple:
+        owner = self.owner
+        shards = np.unique(self.first[self.inside]).tolist()
+        if owner.remote is not None or not 1 < len(shards) <= min(SPAN_SHARDS, owner.max_open_shards):
+            return None, None
+        try:
+            view = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
+        except ValueError:
+            return None, None
+        placeholder = shards[0]  # the row of a window across shards (its step is never spanned)
+        return view, view.rows(np.where(self.inside, self.first, placeholder), np.where(self.inside, self.offsets, 0))
 
 
 def plan_of(dataset: Any, chunk: Any) -> ChunkPlan:
@@ -71,10 +110,14 @@ def single_shard(first: np.ndarray, inside: np.ndarray) -> int:
 
 
 def copy_windows(dataset: Any, starts: np.ndarray, first: np.ndarray, offsets: np.ndarray, inside: np.ndarray,
-                 single: int, shift: int, out: np.ndarray) -> np.ndarray:
+                 single: int, shift: int, out: np.ndarray, spanned: tuple | None = None) -> np.ndarray:
     """Fill `out` ([2, B, seq_len]) with the inputs and labels of the windows at global `starts` (located: `first`,
-    `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`)."""
-    windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
+    `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`; `spanned`: a SpanView and
+    the windows' rows in it, see `ChunkPlan.spanned`)."""
+    if spanned is not None:  # windows of max_span tokens: the first seq_len + shift are this batch's
+        windows = spanned[0].view[spanned[1]][:, :dataset.seq_len + shift]
+    else:
+        windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
     out[0] = windows[:, :dataset.seq_len]
     out[1] = windows[:, shift:]
     return out
@@ -118,9 +161,15 @@ def copy_rows(dataset: Any, starts: np.ndarray, shift: int, out: np.ndarray, row
 def one_shard_batch(dataset: Any, shard: int, offsets: np.ndarray, sample_ids: torch.Tensor) -> GatheredBatch:
     """TokenWindows' batch for a lean dataset (fixed shift, flat layout, no document positions) whose windows all lie
     in shard `shard` at `offsets`: one window-view gather, two casting copies, three tensors, nothing else."""
+    return windows_batch(dataset, dataset._window_view(shard, dataset.seq_len + dataset.shift_choices[0])[offsets], sample_ids)
+
+
+def windows_batch(dataset: Any, windows: np.ndarray, sample_ids: torch.Tensor) -> GatheredBatch:
+    """A lean dataset's batch of gathered `windows` ([B, seq_len + shift] in the shards' dtype): two casting copies,
+    three tensors. `one_shard_batch`'s, and that of a step gathered from a SpanView (its rows are max_span long:
+    a lean dataset's one span)."""
     seq_len, shift = dataset.seq_len, dataset.shift_choices[0]
-    windows = dataset._window_view(shard, seq_len + shift)[offsets]
-    tokens = np.empty((2, len(offsets), seq_len), dtype=dataset._host_dtype)
+    tokens = np.empty((2, len(windows), seq_len), dtype=dataset._host_dtype)
     tokens[0] = windows[:, :seq_len]
     tokens[1] = windows[:, shift:]
     input_ids, labels = token_halves(tokens)

@@ -44,7 +44,7 @@ from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of
+from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of, windows_batch
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -176,8 +176,12 @@ class TokenWindows(ShardAccess):
         plan, k = self._planned(indices)
         if plan is None:
             return self._batch(self._check_ids(indices), self.batch_shift(indices))
-        if self._lean and plan.single[k] >= 0:  # the common case, with nothing it does not need (~3 µs less)
-            return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.sample_ids[k])
+        if self._lean:  # the common cases, with nothing they do not need (~3 µs less)
+            if plan.single[k] >= 0:
+                return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.sample_ids[k])
+            spanned = plan.spanned(k)
+            if spanned is not None:
+                return windows_batch(self, spanned[0].view[spanned[1]], plan.sample_ids[k])
         return self._batch(plan.ids[k], self.batch_shift(indices), step=plan.step(k))
 
     def _planned(self, indices: list[int]) -> tuple[Any, int]:
@@ -213,10 +217,10 @@ class TokenWindows(ShardAccess):
         b = len(sample_ids)
         if step is None:
             starts = (sample_ids + self._windows.start) * self.stride
-            step = (starts, *locate_windows(self, starts, shift), None)
+            step = (starts, *locate_windows(self, starts, shift), None, None)
         starts, ids_tensor = step[0], step[5]
         out = np.empty((2, b, self.seq_len), dtype=self._host_dtype) if into is None else into["tokens"][:, :b]
-        tokens, positions = copy_windows(self, *step[:5], shift, out), None
+        tokens, positions = copy_windows(self, *step[:5], shift, out, step[6]), None
         if self._doc_starts is not None:
             positions = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
             if into is not None:

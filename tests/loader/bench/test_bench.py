@@ -98,14 +98,15 @@ def test_baseline_and_ceiling_read_the_same_windows_as_sdl(token_dataset):
 
 
 def test_the_ceiling_copies_the_same_windows_across_shards(token_dataset):
-    """Windows of one shard (one window-view gather) or of several (per-row copies), and the per-row reference; none
-    crosses a boundary here, where the ceilings read from the end of the first shard instead."""
+    """Windows of one shard (one window-view gather) or of several (one gather of a view over all shards), and the
+    per-row reference; none crosses a boundary here, where the ceilings read from the end of the first shard instead."""
     ds = TokenWindows(token_dataset(num_tokens=5_000, tokens_per_shard=1_000, vocab_size=70_000), seq_len=32, stride=33)
     for per_row in (False, True):
         ceiling = SliceCeiling(ds, 4, np.int64, per_row=per_row)
         for ids in ([0, 1, 2, 3], [0, 40, 80, 120], [149, 3, 31, 62]):
             planned = ceiling.plan(np.array(ids))
-            assert (planned[0] is not None) == (ids == [0, 1, 2, 3] and not per_row)  # one gather: one shard, not per row
+            assert (planned[0] is not None) == (not per_row)  # one gather: of one shard's view, or of all shards'
+            assert (planned[0] is ceiling.span.view) == (ids != [0, 1, 2, 3] and not per_row)
             batch = ds.__getitems__(ids)
             gathered = ceiling.gather(planned)
             assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())

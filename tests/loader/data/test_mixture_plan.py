@@ -1,7 +1,8 @@
 """A Mixture of TokenWindows gathers a batch from a plan of its positions (mixture_plan): the sampler's chunk of steps
 in process, the run of consecutive positions in a worker or from a plain list. Every planned batch is the general
-route's batch (each source's own batch, assembled) and holds source[id] — on both copy routes (row copies of long
-windows, fancy indices of short ones), across shard boundaries, with document positions, random shifts, several shards
+route's batch (each source's own batch, assembled) and holds source[id] — on every copy route (one fancy index of
+a span view over a plan's shards; for plans over many shards, row copies of long windows, fancy indices of short
+ones), across shard boundaries, with document positions, random shifts, several shards
 per source, any topology and a resume; and the ids a source draws a block at a time are its own order's."""
 
 import json
@@ -18,6 +19,7 @@ from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.data import mixture_plan
 from sdl.loader.data.mixture import ID_BLOCK
 from sdl.loader.data.mixture_plan import StepPlan
+from sdl.loader.data.span_view import SpanView
 from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.sampler import ElasticSampler
 from sdl.prepare import PrepareConfig, prepare
@@ -104,7 +106,8 @@ def test_planned_batches_equal_the_assembled_batch_and_hold_the_samples(folders,
 
 def test_every_route_is_taken(folders):
     """The batches above come from plans: a sampler's steps from its chunk's StepPlan, consecutive lists from a range
-    plan; long windows by row copies and across shard boundaries, short ones by fancy indices."""
+    plan; a plan over few shards gathers each batch by one fancy index of a SpanView over them, with the windows across
+    shard boundaries read piecewise."""
     for long in (True, False):
         mixture = mixture_of(folders, long)
         rows = mixture._row_gather()
@@ -114,18 +117,38 @@ def test_every_route_is_taken(folders):
             assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
         plan = batches[0].chunk.prepared
         assert isinstance(plan, StepPlan) and plan.owner is rows
+        assert isinstance(plan.rows._span[0], SpanView) and not plan.rows.lazy
         assert min(plan.rows.key_list) == -1 < max(plan.rows.key_list)  # some windows cross into the next shard
         assert len({key for key in plan.rows.key_list if key >= 0}) > 2  # several shards of several sources
         mixture.__getitems__([5, 6, 7])
         assert rows._range is not None and rows._range[1] == 5
 
 
-def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path):
+def test_a_span_view_over_shards_the_lru_has_reopened_is_made_again(folders):
+    """A source's LRU may close a shard and map it anew: the plan then makes its SpanView again over the new map (the
+    old view holds the old maps, so nothing it addresses is unmapped), and every batch stays its sources' samples."""
+    mixture = mixture_of(folders, True)
+    batches = list(ElasticSampler.for_dataset(mixture, 4, seed=3, shuffle=True))[:40]
+    assert_same(mixture.__getitems__(batches[0]), assembled(mixture, batches[0]))
+    plan = batches[0].chunk.prepared.rows
+    before = plan._span[0]
+    for source in mixture.sources:
+        source._open.items.clear()  # every shard closed: the next visit maps them anew
+    for batch in batches[1:]:
+        assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
+        assert_holds_samples(mixture, mixture.__getitems__(batch), True)
+    assert plan._span[0] is not before
+
+
+@pytest.mark.parametrize("long", [True, False])
+def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path, long):
     """Windows in more (source, shard) pairs than EAGER_SHARDS: a plan does not map them all when it is made (nor
-    keep them mapped); each batch maps its own, through the source's LRU of open shards (here smaller than a plan)."""
+    keep them mapped, nor make a SpanView); each batch maps its own, through the source's LRU of open shards (here
+    smaller than a plan), and copies long windows row by row, short ones by a fancy index per shard."""
     for name, tokens in (("web", 150_000), ("code", 60_000)):
         write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=1_500, vocab_size=100_000)
-    sources = {name: TokenWindows(tmp_path / name, seq_len=ROWS["uint32"], stride=700, max_open_shards=8)
+    seq_len = ROWS["uint32"] if long else SHORT
+    sources = {name: TokenWindows(tmp_path / name, seq_len=seq_len, stride=700 if long else 11, max_open_shards=8)
                for name in ("web", "code")}
     mixture = Mixture(sources, weights={"web": 3, "code": 1})
     batches = list(ElasticSampler.for_dataset(mixture, 6, seed=1, shuffle=True))[:30]
@@ -133,7 +156,8 @@ def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path):
         assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
         assert_holds_samples(mixture, mixture.__getitems__(batch), True)
     plan = batches[0].chunk.prepared.rows
-    assert plan.lazy and not plan.views and len({k for k in plan.key_list if k >= 0}) > mixture_plan.EAGER_SHARDS
+    assert plan.lazy and not plan.views and plan._span is None
+    assert len({k for k in plan.key_list if k >= 0}) > mixture_plan.EAGER_SHARDS
     assert all(source.num_open_shards <= 8 for source in sources.values())
 
 

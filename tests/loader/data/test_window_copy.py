@@ -1,5 +1,6 @@
 """TokenWindows' copy (sdl.loader.data.window_copy): a sampler batch located with its chunk of steps is the same batch as
-its ids gathered alone, on both copy paths (one shard's window view, per-row copies across shards); ids checked per
+its ids gathered alone, on every copy path (one shard's window view, a span view over several shards, per-row
+copies); ids checked per
 chunk; no window view travels with a pickled dataset; batches kept by the caller stay intact."""
 
 from __future__ import annotations
@@ -62,13 +63,37 @@ def test_sampler_batches_located_by_chunk_equal_their_ids_gathered_alone(paths, 
                 assert list(alone) == list(got) and all(torch.equal(alone[k], got[k]) for k in got)
 
 
-def test_both_copy_paths_are_taken(paths):
-    """A batch inside one shard is one window-view gather; a batch across shards or boundaries is copied row by row."""
-    for name, kinds in (("one_shard", {True}), ("shards_of_40", {False}), ("shards_of_300", {True, False})):
-        ds = TokenWindows(paths[name], seq_len=16)
-        sampler = ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity, shuffle=name != "shards_of_300")
-        plan = plan_of(ds, next(iter(sampler)).chunk)
-        assert {single >= 0 for single in plan.single} == kinds
+def test_every_copy_path_is_taken(paths):
+    """A batch inside one shard is one window-view gather; a batch whose windows lie whole in several shards is one
+    fancy index of a SpanView when the chunk's windows lie in at most SPAN_SHARDS shards that the LRU keeps open;
+    else (or a window across a boundary) it is copied row by row."""
+    for name, options, kinds in (("one_shard", {}, {"one"}), ("shards_of_40", {}, {"rows"}),
+                                 ("shards_of_300", {"stride": 20}, {"one", "span"}),  # 300 = 15 strides: none across
+                                 ("shards_of_300", {"stride": 20, "max_open_shards": 4}, {"one", "rows"}),
+                                 ("shards_of_300", {"stride": 16}, {"one", "rows"})):  # a window across each boundary
+        ds = TokenWindows(paths[name], seq_len=16, **options)
+        sampler = ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity, shuffle=False)  # runs of consecutive ids
+        chunk = next(iter(sampler)).chunk
+        plan = plan_of(ds, chunk)
+        taken = {"one" if plan.single[k] >= 0 else "span" if plan.spanned(k) is not None else "rows" for k in range(len(chunk.ids))}
+        assert taken == kinds, (name, options)
+
+
+def test_a_span_view_made_over_shards_the_lru_has_reopened_is_made_again(paths):
+    """The LRU may close a shard and map it anew (another address): a step of the chunk then makes its SpanView again
+    (its old one holds the old maps, so nothing it addresses is ever unmapped), and the batches stay exact."""
+    ds = TokenWindows(paths["shards_of_300"], seq_len=16, stride=20)
+    steps = list(ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity))
+    plan = plan_of(ds, steps[0].chunk)
+    spanned = [batch for batch in steps if plan.single[batch.step] < 0 and plan.spanned(batch.step) is not None]
+    assert len(spanned) >= 4
+    first_view = plan.spanned(spanned[0].step)[0]
+    check_exact(ds, list(spanned[0]), ds.__getitems__(spanned[0]), 1)
+    ds._open.items.clear()  # every shard closed: the next visit maps them anew
+    for batch in spanned[1:]:
+        check_exact(ds, list(batch), ds.__getitems__(batch), 1)
+    assert plan.spanned(spanned[-1].step)[0] is not first_view
+    assert all(plan._span[0].held(shard) is ds._shard(shard) for shard in np.unique(plan.first[plan.inside]).tolist())
 
 
 def test_ids_outside_the_dataset_are_refused_per_chunk(paths):
