@@ -25,6 +25,7 @@ from sdl.loader.sampling.sampler import ElasticSampler
 
 ROUNDS = 3
 RESUME_POSITIONS = 10**9
+MIXTURE_CONFIG = ("batch_size", "num_workers", "steps", "warmup_steps", "seed")  # the BenchConfig fields a mixture bench reads
 RATIO_TARGET = 0.9
 
 
@@ -110,6 +111,13 @@ def run_mixture_bench(config: BenchConfig, mixture: Mixture, progress: Callable[
 
     rates, ratios = measure_mixture_throughput(mixture, config, tick)
     resume = measure_mixture_resume(mixture, config)
-    sources = {name: {"weight": w, "num_samples": len(s)} for (name, w), s in zip(mixture.weights.items(), mixture.sources)}
-    return MixtureBenchReport(config=asdict(config), sources=sources, samples_per_s=rates, ratios=ratios, resume=resume,
+    sources = {name: {"weight": w, "num_samples": len(s), **_sample_shape(s)} for (name, w), s in zip(mixture.weights.items(), mixture.sources)}
+    used = {key: value for key, value in asdict(config).items() if key in MIXTURE_CONFIG}  # the sources define the samples
+    return MixtureBenchReport(config=used, sources=sources, samples_per_s=rates, ratios=ratios, resume=resume,
                               seconds=time.perf_counter() - started)
+
+
+def _sample_shape(source: Any) -> dict[str, Any]:
+    """What defines a source's samples, from its `describe()`: its kind and path, and a token dataset's windows."""
+    described = source.describe() if hasattr(source, "describe") else {"kind": type(source).__name__}
+    return {key: str(value) if key == "path" else value for key, value in described.items() if key in ("kind", "path", "seq_len", "stride")}

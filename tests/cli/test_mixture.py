@@ -57,6 +57,11 @@ def test_bench_of_a_mixture_config(tmp_path, token_dataset, capsys):
     assert code == 0 and set(report["ratios"]) == {"in_process"} and report["ratios"]["in_process"] > 0
     assert len(report["samples_per_s"]["mixture_in_process"]) == 3 and report["resume_positions"] == 10**9
     assert report["resume"]["new_weights_tracemalloc_mb"] < 50 and report["sources"]["web"]["weight"] == 0.75
+    # the config's samples, not sdl bench's defaults for a synthetic dataset (which the config makes moot)
+    assert {name: (s["kind"], s["seq_len"], s["stride"]) for name, s in report["sources"].items()} == \
+        {"web": ("tokens", 16, 16), "code": ("tokens", 16, 16)}
+    assert report["sources"]["code"]["path"].endswith("code") and "seq_len" not in report["config"]
+    assert report["config"] == {"batch_size": 4, "num_workers": 0, "steps": 3, "warmup_steps": 5, "seed": 0}
 
 
 def test_the_shipped_mixture_config_reads():
