@@ -66,6 +66,6 @@ def render_remote(report: Any) -> None:
                       "—" if run.hit_rate is None else f"{run.hit_rate:.0%}",
                       "—" if run.stall_fraction is None else f"{run.stall_fraction:.1%}", f"{run.first_batch_ms:.1f}")
     console.print(table)
-    console.print(f"warm cache / local: [bold]{report.warm_vs_local:.2f}×[/] (target ≥ 0.9×) · cold 30%: fetched "
+    console.print(f"warm cache / local: [bold]{report.warm_vs_local:.2f}×[/] (target ≥ 0.9×) · cold {report.config['cache_fraction']:.0%}: fetched "
                   f"{report.fetched_vs_dataset:.2f}× the dataset (target ≤ 1.2×), stall "
                   f"{report.runs['cold_limited'].stall_fraction or 0:.1%} (target < 5%) · {report.seconds:.1f} s")

@@ -16,6 +16,7 @@ Stall = total wait for batches / (wait + compute), the first batch excluded (rep
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from sdl.loader.format.tokens import MANIFEST_NAME
 from sdl.loader.index.remote import read_remote_manifest
 from sdl.loader.runtime.loader import make_loader
 from sdl.loader.storage import RemoteFiles
+from sdl.loader.storage.cache import METADATA_BYTES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -108,6 +110,17 @@ def download_dataset(files: RemoteFiles, folder: Path) -> int:
     return sum((folder / shard.file).stat().st_size for shard in manifest.shards)
 
 
+def check_cache_limit(local: Path, size: int, limit: int, fraction: float) -> None:
+    """Refuse a limited cache that cannot hold the dataset's largest object (the cache would refuse it mid-epoch),
+    naming the option that sizes it and the fraction that holds two of them (what a cache needs to work)."""
+    largest = max(path.stat().st_size for path in local.rglob("*") if path.is_file() and path.name != MANIFEST_NAME)
+    if limit < largest + METADATA_BYTES:
+        wanted = min(1.0, math.ceil(100 * 2 * (largest + METADATA_BYTES) / size) / 100)
+        raise ConfigError(f"--cache-fraction {fraction:g} gives the limited cache {limit:,} bytes of the {size:,}-byte "
+                          f"dataset, less than one of its largest shards needs ({largest:,} bytes + {METADATA_BYTES:,} of "
+                          f"cache metadata); give --cache-fraction {wanted:g} or more (two shards' worth)")
+
+
 def run_epoch(dataset: TokenWindows, config: RemoteBenchConfig, step_ms: float) -> EpochRun:
     loader = make_loader(dataset, config.batch_size, seed=config.seed, shuffle=config.shuffle, num_workers=0, rank=0,
                          world_size=1, device="cpu", block_size=config.block_size, window_blocks=config.window_blocks)
@@ -141,6 +154,7 @@ def run_remote_bench(url: str, config: RemoteBenchConfig) -> RemoteBenchReport:
         local.mkdir()
         size = download_dataset(files, local)
         limit = int(config.cache_fraction * size)
+        check_cache_limit(local, size, limit, config.cache_fraction)
         here = TokenWindows(local, config.seq_len)
         runs = {}
         limited = TokenWindows(url, config.seq_len, cache_dir=cold, cache_limit=limit, prefetch_steps=config.prefetch_steps)

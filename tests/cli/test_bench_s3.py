@@ -9,6 +9,10 @@ def test_bench_s3_reports_bytes_fetched_and_hits(s3_dataset, capsys):
     _, url = s3_dataset(num_tokens=20 * 4_096, tokens_per_shard=4_096, vocab_size=5_000)
     assert main(["bench", url, "--tokens", "5000", "--seq-len", "64"]) == 1  # the prefix holds a dataset: --tokens unused
     assert "--tokens sizes the synthetic dataset uploaded to a prefix that holds none" in capsys.readouterr().err
+    assert main(["bench", url, "--seq-len", "64", "--cache-fraction", "0.01", "--json"]) == 1  # < one shard: refused
+    err = capsys.readouterr().err
+    assert err.startswith("error: --cache-fraction 0.01 gives the limited cache 1,664 bytes of the 166,400-byte dataset")
+    assert err.rstrip().endswith("give --cache-fraction 0.89 or more (two shards' worth)") and len(err.splitlines()) == 1
     code = main(["bench", url, "--seq-len", "64", "--batch-size", "8", "--step-ms", "0", "--block-size", "64",
                  "--window-blocks", "2", "--cache-fraction", "0.5", "--json"])
     out, err = capsys.readouterr()
