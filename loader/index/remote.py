@@ -118,6 +118,9 @@ def open_remote_dataset(files: RemoteFiles, kind: str | None = None, split: str 
     if kind == "tokens":
         raise InputError(f"{files.url}: a split ({split!r}) selects part of an Arrow dataset, not of a token dataset")
     listing = files.listing()
+    if kind is None and split is not None and MANIFEST_NAME in listing:
+        raise InputError(f"a split ({split!r}) selects part of an Arrow dataset; {files.url} is a token dataset (it holds "
+                         f"{MANIFEST_NAME})")
     kind = kind or remote_kind(files, listing)
     if kind == "zarr":
         from sdl.loader.index.remote_zarr import list_remote_zarr_sources

@@ -22,6 +22,10 @@ def test_index_and_validate_on_s3_equal_local(s3_dataset, capsys):
     for key in ("kind", "sources", "tokens", "documents", "dtype", "identity"):
         assert remote[key] == here[key], key
     assert remote["path"] == url
+    for args in (["index", url, "--split", "train"], ["index", url, "--split", "train", "--validate"]):
+        code, _, err = run(capsys, *args)  # as locally: a split is an Arrow dataset's, named as such
+        assert code == 1 and err == f"error: a split ('train') selects part of an Arrow dataset; {url} is a token dataset " \
+            "(it holds manifest.json)\n"
 
 
 def test_validate_on_s3_names_a_corrupt_and_a_missing_object(s3_dataset, capsys):
