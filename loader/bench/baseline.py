@@ -101,9 +101,10 @@ class SliceCeiling:
         rows = [(s, min(o, int(self.lengths[s]) - span)) for s, o in zip(sources.tolist(), offsets.tolist())]
         if len({s for s, _ in rows}) == 1 and not self.per_row:
             return self.views[rows[0][0]], np.array([o for _, o in rows], dtype=np.int64)
-        if self.span is not None and not self.per_row:
+        if self.span is not None and not self.per_row and min(o for _, o in rows) >= 0:
             return self.span.view, self.span.rows(sources, np.array([o for _, o in rows], dtype=np.int64))
-        return None, [(self.shards[s], o) for s, o in rows]
+        return None, [(self.shards[s], o) if o >= 0 else (self.dataset._read_span(int(start), span), 0)
+                      for (s, o), start in zip(rows, starts.tolist())]  # a shard shorter than a window: read across
 
     def gather(self, planned: tuple[Any, Any]) -> np.ndarray:
         view, rows = planned

@@ -70,8 +70,11 @@ class RowPlan:
         # none is fetched before the loader's prefetcher gets to it, and many shards, so that a plan neither opens
         # thousands at once nor keeps them mapped past the sources' own LRU of open shards.
         self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
-        self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources)
+        self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None or sum(key % count == s for key in distinct)
+                                                        > dataset.max_open_shards for s, dataset in enumerate(sources))
         self.views: dict[int, memoryview] = {} if self.lazy else {key: self._bytes(key) for key in distinct}
+        self._lrus = tuple(dataset._open for dataset in sources)
+        self._evictions = [lru.evictions for lru in self._lrus]
         self._span: tuple | None = None  # see _make_span
 
     # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).
@@ -105,12 +108,25 @@ class RowPlan:
         if positions is not None:
             self._doc_positions(i, b, positions)
 
+    def _keep_open(self) -> None:
+        """Keep every shard the plan holds one its source's LRU holds (whose size checks then cover it, see
+        `sdl.loader.index.handles`): when an LRU has closed any shard since, and one of the plan's is gone from it, take
+        them all again through the LRUs (a reopened file is checked as it opens, and drops the span view)."""
+        if [lru.evictions for lru in self._lrus] == self._evictions:
+            return
+        count = len(self.sources)
+        if not all(self._lrus[key % count].items.get(key // count) is self._held[key][0] for key in self.views):
+            for key in list(self.views):
+                self._bytes(key)
+        self._evictions = [lru.evictions for lru in self._lrus]
+
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
         them when it is made); None when no such view can be made."""
         key = int(self.keys[i])
         if key >= 0:  # a visit to the LRU per batch, as a single source pays (see _by_rows): a shard mapped anew drops
             self._bytes(key)  # the span view
+        self._keep_open()
         spanned, rows = self._span or self._make_span()
         if spanned is None:
             return None
@@ -148,6 +164,7 @@ class RowPlan:
             views = self.views
             if keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
                 views[keys[0]] = self._bytes(keys[0])  # shards now and then
+            self._keep_open()
         if not self.across or min(keys) >= 0:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
         else:  # a window across shards: read piecewise
@@ -223,8 +240,11 @@ class StepPlan:
         self.rows.gather(i, b, shift, tokens, None)
         input_ids, labels = token_halves(tokens)
         if self._tensors is None:  # the chunk's id tensors at once: unbind costs ~1.9 µs a step, a copy and three
-            # from_numpy ~2.8 µs. A step's tensors view the plan's columns, as a single source's sample_ids view its chunk
-            columns = torch.from_numpy(self.rows.columns).view(3, *self._shape)
+            # from_numpy ~2.8 µs. They view a copy of the plan's columns (a caller editing a batch edits no plan)
+            columns = torch.from_numpy(self.rows.columns.copy()).view(3, *self._shape)
             self._tensors = list(zip(*(column.unbind(0) for column in columns)))
-        sample_ids, source, source_ids = self._tensors[k]
+        tensors, self._tensors[k] = self._tensors[k], None  # each handed out once: a step asked again gets copies
+        if tensors is None:
+            tensors = torch.from_numpy(self.rows.columns[:, i:i + b].copy())
+        sample_ids, source, source_ids = tensors
         return GatheredBatch(sample_ids=sample_ids, source=source, source_ids=source_ids, input_ids=input_ids, labels=labels)

@@ -109,8 +109,8 @@ class ShardAccess:
     # Pickling (DataLoader workers): never ship open memory maps; each process opens its own.
 
     def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key not in ("_open", "_views")}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_open", "_views", "_spanning")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._open, self._views = self.open_sources(), None
+        self._open, self._views, self._spanning = self.open_sources(), None, None

@@ -18,6 +18,7 @@ equals its chunk row (changed in place after the sampler made it) is gathered fr
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_right
 from typing import Any
 
@@ -35,7 +36,7 @@ class ChunkPlan:
     rows in a SpanView over the chunk's shards (one fancy index for the batch, as for one shard)."""
 
     __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids", "max_span",
-                 "_span", "_whole")
+                 "_span", "_whole", "__weakref__")
 
     def __init__(self, owner: Any, ids: np.ndarray, max_span: int) -> None:
         self.owner, self.ids, self.id_lists = owner, ids, ids.tolist()  # id_lists: to compare with a SampleBatch (~0.2 µs)
@@ -45,44 +46,68 @@ class ChunkPlan:
         inside = self.inside.all(axis=1)
         whole = (self.first == self.first[:, :1]).all(axis=1) & inside
         self.single = np.where(whole, self.first[:, 0], -1).tolist()
-        self.sample_ids = torch.from_numpy(ids).unbind(0)  # one view per step; handed out as the batch's sample_ids
+        # A tensor per step over a copy of the ids (a caller editing a batch edits no plan), each handed out once
+        self.sample_ids = list(torch.from_numpy(ids.copy()).unbind(0))
         self.max_span, self._whole, self._span = max_span, np.where(inside, self.first[:, 0], -1).tolist(), None
+
+    def take_ids(self, k: int) -> torch.Tensor:
+        """Step k's sample_ids tensor: the plan's the first time, a fresh copy if the step is asked for again."""
+        ids = self.sample_ids[k]
+        if ids is None:
+            return torch.from_numpy(self.ids[k].copy())
+        self.sample_ids[k] = None
+        return ids
 
     def step(self, k: int) -> tuple:
         """Step k's (starts, first, offsets, inside, single, sample_ids tensor, spanned), what TokenWindows._batch takes."""
         spanned = self.spanned(k) if self.single[k] < 0 else None
-        return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.sample_ids[k], spanned
+        return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.take_ids(k), spanned
 
     def spanned(self, k: int) -> tuple[SpanView, np.ndarray] | None:
         """(the chunk's SpanView, step k's rows in it) when every window of step k lies whole in a shard of a local
-        dataset and the chunk's windows lie in at most SPAN_SHARDS shards (which stay open in the dataset's LRU); else
-        None. The view is made on the first such step; one LRU visit a batch, as a single shard's batch pays, makes it
-        again when the shard was mapped anew (the LRU closed and reopened it)."""
+        dataset and the chunk's windows lie in at most SPAN_SHARDS shards that the dataset's LRU keeps open; else None.
+
+        Made on the first such step, over shards taken through the LRU. Every shard a batch reads stays one the LRU
+        holds (so its size checks cover it, see `sdl.loader.index.handles`): one LRU visit a batch, as a one-shard
+        batch pays, and when the LRU has closed any shard since the view was made, the view is made again unless all
+        its shards are still the LRU's. One plan of a dataset holds a view at a time: making one drops the last
+        plan's (a caller keeping many chunks' batches keeps no more maps than the LRU's and one view's)."""
         shard = self._whole[k]
         if shard < 0:
             return None
-        made = self._span
-        if made is None:
-            made = self._span = self._make_span()
-        if made[0] is None:
+        made = self._span or self._make_span()
+        view = made[0]
+        if view is None:
             return None
-        if self.owner._shard(shard) is not made[0].held(shard):
-            made = self._span = self._make_span()
-            if made[0] is None:
+        owner = self.owner
+        lru = owner._open
+        if owner._shard(shard) is not view.held(shard) or made[2] is not lru or made[3] != lru.evictions:
+            made = self._make_span() if not view.still_open(lru) or made[2] is not lru else (view, made[1], lru, lru.evictions)
+            view = made[0]
+            if view is None:
                 return None
-        return made[0], made[1][k]
+        self._span = made
+        return view, made[1][k]
 
     def _make_span(self) -> tuple:
+        """(SpanView, rows [steps, B], the LRU, its evictions when made); Nones when the chunk cannot have one."""
         owner = self.owner
+        self._span = made = (None, None, None, None)
+        last = owner._spanning() if owner._spanning is not None else None
+        if last is not None and last is not self:
+            last._span = None  # its maps are the LRU's again; a step of it asked again makes a view again
+        owner._spanning = weakref.ref(self)
         shards = np.unique(self.first[self.inside]).tolist()
         if owner.remote is not None or not 1 < len(shards) <= min(SPAN_SHARDS, owner.max_open_shards):
-            return None, None
+            return made
         try:
             view = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
         except ValueError:
-            return None, None
+            return made
         placeholder = shards[0]  # the row of a window across shards (its step is never spanned)
-        return view, view.rows(np.where(self.inside, self.first, placeholder), np.where(self.inside, self.offsets, 0))
+        rows = view.rows(np.where(self.inside, self.first, placeholder), np.where(self.inside, self.offsets, 0))
+        self._span = made = (view, rows, owner._open, owner._open.evictions)
+        return made
 
 
 def plan_of(dataset: Any, chunk: Any) -> ChunkPlan:

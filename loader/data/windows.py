@@ -114,7 +114,8 @@ class TokenWindows(ShardAccess):
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
-        self._shard_dtype, self._views = np.dtype(self.index.meta.get("dtype", "uint32")), None  # _views: ShardAccess._window_view
+        # _views: ShardAccess._window_view's; _spanning: a weak reference to the ChunkPlan holding a SpanView (window_copy)
+        self._shard_dtype, self._views, self._spanning = np.dtype(self.index.meta.get("dtype", "uint32")), None, None
         self._lengths = np.diff(self.index.offsets)
         self._shard_starts, self._shard_lengths = self.index.offsets.tolist(), self._lengths.tolist()  # gather's, per row
         self._windows = self._split_windows()
@@ -178,10 +179,9 @@ class TokenWindows(ShardAccess):
             return self._batch(self._check_ids(indices), self.batch_shift(indices))
         if self._lean:  # the common cases, with nothing they do not need (~3 µs less)
             if plan.single[k] >= 0:
-                return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.sample_ids[k])
-            spanned = plan.spanned(k)
-            if spanned is not None:
-                return windows_batch(self, spanned[0].view[spanned[1]], plan.sample_ids[k])
+                return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.take_ids(k))
+            if (spanned := plan.spanned(k)) is not None:
+                return windows_batch(self, spanned[0].view[spanned[1]], plan.take_ids(k))
         return self._batch(plan.ids[k], self.batch_shift(indices), step=plan.step(k))
 
     def _planned(self, indices: list[int]) -> tuple[Any, int]:

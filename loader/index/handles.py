@@ -38,6 +38,7 @@ class OpenSources:
             raise InputError(f"max_open is {max_open}, expected at least 1")
         self.max_open, self.open_source, self.items = max_open, open_source, OrderedDict()
         self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
+        self.evictions = 0  # sources closed so far: whoever holds opened sources beyond a call checks it (SpanView)
         raise_open_files_limit(max_open + SPARE_FILES)
 
     def __len__(self) -> int:
@@ -54,6 +55,7 @@ class OpenSources:
             item = self.items[source_id] = self.open_source(source_id)
             if len(self.items) > self.max_open:
                 self.items.popitem(last=False)
+                self.evictions += 1
         else:
             self.items.move_to_end(source_id)
         return item

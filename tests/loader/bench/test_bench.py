@@ -1,5 +1,6 @@
 """run_bench on a tiny config: every field present and sane (no timing assertions), the readers agree on content."""
 
+import hashlib
 import math
 import sys
 
@@ -9,6 +10,8 @@ from sdl.loader.bench import BenchConfig, run_bench
 from sdl.loader.bench.baseline import SliceCeiling, naive_windows
 from sdl.loader.data.windows import TokenWindows
 from sdl.loader.errors import ConfigError
+from sdl.loader.format.atomic import atomic_write_bytes, atomic_write_json
+from sdl.loader.format.tokens import Manifest, ShardInfo, npy_bytes, shard_name
 from sdl.prepare.synthetic import write_synthetic_dataset
 
 TINY = dict(seq_len=64, batch_size=4, steps=4,
@@ -110,6 +113,35 @@ def test_the_ceiling_copies_the_same_windows_across_shards(token_dataset):
             batch = ds.__getitems__(ids)
             gathered = ceiling.gather(planned)
             assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+
+
+def ragged_dataset(folder, sizes, vocab=70_000):
+    """A token dataset with shards of `sizes` tokens (uint32; token at global position p is p % vocab), as jobs joined
+    by `sdl index` leave them: any shard may be shorter than a window."""
+    folder.mkdir()
+    shards, start = [], 0
+    for i, n in enumerate(sizes):
+        data = npy_bytes((np.arange(start, start + n) % vocab).astype(np.uint32))
+        atomic_write_bytes(folder / shard_name(i), data)
+        shards.append(ShardInfo(file=shard_name(i), num_tokens=n, num_docs=0, checksum="sha256:" + hashlib.sha256(data).hexdigest()))
+        start += n
+    tokenizer = {"name": "synthetic", "vocab_size": vocab, "eos_id": vocab - 1, "bos_id": None, "hash": None}
+    manifest = Manifest(dtype="uint32", tokens_per_shard=max(sizes), tokenizer=tokenizer, shards=tuple(shards),
+                        sources=({"path": "synthetic", "size": start, "fingerprint": f"p%{vocab}"},))
+    atomic_write_json(folder / "manifest.json", manifest.to_dict())
+    return folder
+
+
+def test_the_ceiling_reads_a_window_of_a_shard_shorter_than_a_window(tmp_path):
+    """A window starting in a shard shorter than itself is read across shards (before: memory before the shard)."""
+    ds = TokenWindows(ragged_dataset(tmp_path / "ragged", [100, 5, 100]), seq_len=16, stride=1)
+    for per_row in (False, True):
+        ceiling = SliceCeiling(ds, 3, np.int64, per_row=per_row)
+        ids = [100, 10, 150]  # the window at 100 starts in the 5-token shard
+        gathered = ceiling.gather(ceiling.plan(np.array(ids)))
+        batch = ds.__getitems__(ids)
+        assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+        assert gathered[0][0].tolist() == list(range(100, 116))
 
 
 def test_the_held_ceiling_keeps_the_previous_batch_intact_while_making_the_next(token_dataset):

@@ -6,6 +6,7 @@ ones), across shard boundaries, with document positions, random shifts, several 
 per source, any topology and a resume; and the ids a source draws a block at a time are its own order's."""
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from sdl.loader.data import mixture_plan
 from sdl.loader.data.mixture import ID_BLOCK
 from sdl.loader.data.mixture_plan import StepPlan
 from sdl.loader.data.span_view import SpanView
+from sdl.loader.errors import FormatError
 from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.sampler import ElasticSampler
 from sdl.prepare import PrepareConfig, prepare
@@ -138,6 +140,42 @@ def test_a_span_view_over_shards_the_lru_has_reopened_is_made_again(folders):
         assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
         assert_holds_samples(mixture, mixture.__getitems__(batch), True)
     assert plan._span[0] is not before
+
+
+def test_a_shard_changed_after_its_lru_closed_it_is_named_not_read(tmp_path):
+    """An eager plan holds its shards' maps: when a source's LRU has closed one of them since (other reads of the
+    source), the next batch takes them all through the LRUs again, and the LRU names the changed file instead of the
+    old map reading zeros (or SIGBUS). Here code is drawn ~40 times a plan, from fewer of its 64 shards than its LRU
+    keeps (48), so the plan maps them when it is made."""
+    write_synthetic_dataset(tmp_path / "web", num_tokens=4 * 16_384, tokens_per_shard=16_384, vocab_size=100_000)
+    write_synthetic_dataset(tmp_path / "code", num_tokens=64 * 1_024, tokens_per_shard=1_024, vocab_size=100_000)
+    web = TokenWindows(tmp_path / "web", seq_len=SHORT, stride=SHORT)
+    code = TokenWindows(tmp_path / "code", seq_len=SHORT, stride=SHORT, max_open_shards=48)
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    steps = list(ElasticSampler.for_dataset(mixture, 4, shuffle=False))[:100]
+    assert_same(mixture.__getitems__(steps[0]), assembled(mixture, steps[0]))
+    plan = steps[0].chunk.prepared.rows
+    held = sorted(key // 2 for key in plan.views if key % 2 == 1)  # code's shards in the plan
+    assert not plan.lazy and isinstance(plan._span[0], SpanView) and len(held) < 48
+    for shard in range(64):
+        if shard not in held:
+            code[shard * (1_024 // SHORT)]  # other reads of code push some of the plan's shards out of its LRU
+    victim = next(shard for shard in held if shard not in code._open.items)
+    os.truncate(code.index.path_of(victim), 128)
+    with pytest.raises(FormatError, match=f"shard-{victim:06d}.npy is now 128 bytes"):
+        for step in steps[1:]:
+            mixture.__getitems__(step)
+
+
+def test_a_step_asked_for_again_is_not_what_the_caller_did_to_it(folders):
+    """A batch's tensors are its own (the plan's id columns are copied once per chunk, and each step's tensors handed
+    out once): editing them in place changes nothing later."""
+    mixture = mixture_of(folders, True)
+    for batch in list(ElasticSampler.for_dataset(mixture, 4, shuffle=False))[:6]:
+        first = mixture.__getitems__(batch)
+        for value in first.values():
+            value.add_(1_000)
+        assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
 
 
 @pytest.mark.parametrize("long", [True, False])

@@ -5,13 +5,16 @@ chunk; no window view travels with a pickled dataset; batches kept by the caller
 
 from __future__ import annotations
 
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sdl.loader.data.window_copy import plan_of
 from sdl.loader.data.windows import TokenWindows
+from sdl.loader.errors import FormatError
 from sdl.loader.runtime.loader import make_loader
 from sdl.loader.sampling.batches import share_chunk
 from sdl.loader.sampling.sampler import ElasticSampler, SampleBatch, StepChunk
@@ -159,3 +162,46 @@ def test_share_chunk_leaves_batches_of_other_lengths_and_plain_lists_alone():
     share_chunk(ragged)
     share_chunk(lists)
     assert all(batch.chunk is None for batch in ragged)
+
+
+def test_a_shard_changed_after_the_lru_closed_it_is_named_not_read(tmp_path):
+    """A chunk's SpanView maps shards that the LRU may close since (other reads of the dataset): a batch never reads
+    through such a map, which the LRU's size checks no longer cover; it takes the shards through the LRU again, and
+    the LRU names the changed file (here truncated: its map would read zeros, or kill the process with SIGBUS)."""
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=6 * 4_096, tokens_per_shard=4_096, vocab_size=VOCAB)
+    ds = TokenWindows(tmp_path / "ds", seq_len=8, max_open_shards=4)
+    per = 4_096 // 8  # windows a shard
+    steps = [SampleBatch([0, per + 1], seed=0, epoch=0, position=0), SampleBatch([5, 2 * per + 3], seed=0, epoch=0, position=2)]
+    share_chunk(steps)  # one chunk over shards 0, 1, 2: both steps span two shards
+    check_exact(ds, list(steps[0]), ds.__getitems__(steps[0]), 1)
+    assert steps[0].chunk.prepared.spanned(1) is not None
+    for shard in (3, 4, 5):
+        ds[shard * per]  # other reads push shards out of the LRU of 4
+    assert 2 not in ds._open.items and steps[0].chunk.prepared._span[0].held(2) is not None
+    os.truncate(ds.index.path_of(2), 128)
+    with pytest.raises(FormatError, match="shard-000002.npy is now 128 bytes"):
+        ds.__getitems__(steps[1])
+
+
+def test_a_step_asked_for_again_is_not_what_the_caller_did_to_it(paths):
+    """A batch's tensors are its own: editing them in place changes nothing the plan hands out later."""
+    ds = TokenWindows(paths["shards_of_300"], seq_len=16, stride=20)
+    for batch in list(ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity))[:8]:
+        first = ds.__getitems__(batch)
+        for value in first.values():
+            value.add_(1_000)
+        check_exact(ds, list(batch), ds.__getitems__(batch), 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts maps in /proc/self/maps (Linux)")
+def test_batches_kept_by_the_caller_keep_no_more_maps_than_the_lru_and_one_view(tmp_path):
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=24 * 8_200, tokens_per_shard=8_200, vocab_size=VOCAB)
+    ds = TokenWindows(tmp_path / "ds", seq_len=7, stride=8, max_open_shards=6)  # 1,025 windows a shard
+    kept = list(ElasticSampler(len(ds), 4, seed=0, shuffle=False, fingerprint=ds.identity))  # chunks over 5 shards
+    spanned = 0
+    for batch in kept:
+        check_exact(ds, list(batch), ds.__getitems__(batch), 1)
+        spanned += batch.chunk.prepared._span is not None and batch.chunk.prepared._span[0] is not None
+    with open("/proc/self/maps") as maps:
+        mapped = {line.split()[-1] for line in maps if str(tmp_path / "ds") in line}
+    assert spanned and len(mapped) <= 6 + 6  # the LRU's, and the last chunk's view's (all 24 held before)
