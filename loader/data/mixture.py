@@ -7,7 +7,7 @@ falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
 permutation every pass. Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for
 `locate`, a plan of a rank's next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are
-looked up a block of ID_BLOCK offsets at a time (its Feistel cycle-walk costs its numpy calls, not its count).
+looked up a whole pass or a block of ID_BLOCK offsets at a time (its Feistel cycle-walk costs numpy calls).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
 source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a
@@ -39,6 +39,7 @@ from sdl.loader.sampling.state import LoaderState
 
 CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
 ID_BLOCK = 4096  # a source's ids drawn per Feistel lookup: its cycle-walk costs ~15 rounds of numpy calls, whatever the count
+PASS_BLOCK = 65536  # a source of at most this many samples draws a whole pass per lookup (sampling.order: tabulated)
 OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
@@ -193,8 +194,7 @@ class Mixture:
         return cached
 
     def locate_all(self, positions: np.ndarray, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """`locate` of int64 `positions` known to be inside the epoch, computed for them alone (for a RowPlan of many
-        batches: no chunk cache in between)."""
+        """`locate` of int64 `positions` known to be inside the epoch, computed for them alone (a RowPlan's, uncached)."""
         phase, phase_key = self._parse(context)
         return self._map(phase_key, phase, int(seed), int(epoch), positions)
 
@@ -219,27 +219,27 @@ class Mixture:
         return source, ids
 
     def _in_passes(self, s: int, seed: int, passes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Source s's ids at `offsets` of its passes `passes`: its Feistel order of each pass, looked up a block of
-        ID_BLOCK offsets at a time (kept: the next chunks read on in the same blocks)."""
-        blocks_per_pass = -(-len(self.sources[s]) // ID_BLOCK)
-        blocks = passes * blocks_per_pass + offsets // ID_BLOCK
+        """Source s's ids at `offsets` of its passes `passes`: its Feistel order of each pass, looked up a whole pass (a
+        source of at most PASS_BLOCK samples) or ID_BLOCK offsets at a time (kept: the next chunks read on in them)."""
+        size = len(self.sources[s]) if len(self.sources[s]) <= PASS_BLOCK else ID_BLOCK  # a whole pass, or a block
+        blocks_per_pass = -(-len(self.sources[s]) // size)
+        blocks = passes * blocks_per_pass + offsets // size
         low, high = int(blocks.min()), int(blocks.max())
         if low == high:  # nearly every chunk: one block
-            return self._id_block(s, seed, *divmod(low, blocks_per_pass))[offsets % ID_BLOCK]
+            return self._id_block(s, seed, *divmod(low, blocks_per_pass), size)[offsets % size]
         out = np.empty_like(offsets)
         for block in range(low, high + 1) if high - low < 8 else np.unique(blocks).tolist():  # a chunk spans a few blocks
             mine = blocks == block
             if mine.any():
-                out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass))[offsets[mine] % ID_BLOCK]
+                out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass), size)[offsets[mine] % size]
         return out
 
-    def _id_block(self, s: int, seed: int, p: int, block: int) -> np.ndarray:
-        """Source s's ids at offsets [block·ID_BLOCK, (block + 1)·ID_BLOCK) of its pass p (fewer in the pass's last)."""
+    def _id_block(self, s: int, seed: int, p: int, block: int, size: int) -> np.ndarray:
+        """Source s's ids at offsets [block·size, (block + 1)·size) of its pass p (fewer in the pass's last)."""
         ids = self._id_blocks.get((s, seed, p, block))
         if ids is None:
             order = Order(num_samples=len(self.sources[s]), seed=seed, epoch=p, key=self._keys[s])
-            first = block * ID_BLOCK
-            ids = self._id_blocks[(s, seed, p, block)] = order[np.arange(first, min(first + ID_BLOCK, len(order)), dtype=np.int64)]
+            ids = self._id_blocks[(s, seed, p, block)] = order[np.arange(block * size, min((block + 1) * size, len(order)), dtype=np.int64)]
             while len(self._id_blocks) > 4 * len(self.sources):
                 self._id_blocks.popitem(last=False)
         return ids

@@ -78,14 +78,31 @@ def _round_tables(keys: np.ndarray, half_bits: int, tweak: int) -> list[np.ndarr
         return [_mix(halves ^ key ^ tweak_bits) & np.uint64((1 << half_bits) - 1) for key in keys]
 
 
+def _walk_table(x: np.ndarray, domain: int, keys: np.ndarray, half_bits: int) -> np.ndarray:
+    """`feistel_permute` (one scalar tweak 0) of `x` through the permutation tabulated over its whole Feistel domain:
+    one pass over 4^h values, then each cycle-walk step one lookup instead of a Feistel pass (the same values)."""
+    tables = _round_tables(keys, half_bits, 0) if 1 << half_bits <= max(TABLE_VALUES, 1 << (2 * half_bits)) else None
+    table = _feistel(np.arange(1 << (2 * half_bits), dtype=np.uint64), keys, half_bits, 0, tables)
+    out = table[x]
+    walking = np.flatnonzero(out >= np.uint64(domain))
+    while walking.size:
+        values = out[walking] = table[out[walking]]
+        walking = walking[values >= np.uint64(domain)]
+    return out
+
+
 def feistel_permute(x: np.ndarray, domain: int, keys: np.ndarray, tweak: np.ndarray | int = 0) -> np.ndarray:
     """A bijection of [0, domain) applied to `x` (uint64), by cycle-walking a Feistel permutation.
 
     A cycle-walk reapplies the permutation to the ever fewer values still outside the domain (~15 passes for 4,096
     values when the domain is 3x their range), so its cost is numpy's per-call overhead; with one tweak and half-words
     of few values the round functions are tabulated first, and each pass walks only the values still outside (measured,
-    a 4,096-id lookup of 5,461 samples, min of 20 on the 2-core VM: 2.1 ms before, 0.7 ms)."""
+    a 4,096-id lookup of 5,461 samples, min of 20 on the 2-core VM: 2.1 ms before, 0.7 ms). Asked for half the domain
+    or more (a whole pass), the permutation is tabulated over its Feistel domain once and walked by lookups: all 5,461
+    ids 0.63 ms, against 1.3 ms in two 4,096-id blocks; all 16,383 ids of a 16,383-sample source 0.46 against 0.67."""
     half_bits = _half_bits(domain)
+    if np.ndim(tweak) == 0 and int(tweak) == 0 and 2 * x.size >= domain:  # half the domain or more: tabulate it
+        return _walk_table(x, domain, keys, half_bits)
     tables = None
     if np.ndim(tweak) == 0 and 1 << half_bits <= max(TABLE_VALUES, x.size):
         tables = _round_tables(keys, half_bits, int(tweak))

@@ -79,3 +79,15 @@ ORDERS = {  # sha256 of whole orders computed before the round tables (sdl as of
 def test_an_order_never_changes(n, mode):
     ids = Order(num_samples=n, seed=7, epoch=2, key="k", mode=mode)[np.arange(n)]
     assert hashlib.sha256(ids.tobytes()).hexdigest()[:16] == ORDERS[(n, mode)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 70_000), seed=st.integers(0, 2**31), pieces=st.integers(3, 40))
+def test_an_order_looked_up_whole_equals_it_looked_up_in_pieces(n, seed, pieces):
+    """Half the order or more is walked through a table of the whole Feistel domain, less by Feistel passes: the same
+    ids either way, in any order of positions."""
+    order = Order(num_samples=n, seed=seed, epoch=1, key="k")
+    positions = np.random.default_rng(seed).permutation(n)
+    whole = order[positions]  # the tabulated walk
+    assert np.array_equal(whole, np.concatenate([order[part] for part in np.array_split(positions, pieces)]))  # the passes
+    assert np.array_equal(np.sort(whole), np.arange(n))
