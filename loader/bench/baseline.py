@@ -99,12 +99,13 @@ class SliceCeiling:
         sources, offsets = self.dataset.index.locate(starts)
         span = self.seq_len + 1
         rows = [(s, min(o, int(self.lengths[s]) - span)) for s, o in zip(sources.tolist(), offsets.tolist())]
-        if len({s for s, _ in rows}) == 1 and not self.per_row:
+        whole = not self.per_row and min(o for _, o in rows) >= 0  # else a shard shorter than a window: read across
+        if len({s for s, _ in rows}) == 1 and whole:
             return self.views[rows[0][0]], np.array([o for _, o in rows], dtype=np.int64)
-        if self.span is not None and not self.per_row and min(o for _, o in rows) >= 0:
+        if self.span is not None and whole:
             return self.span.view, self.span.rows(sources, np.array([o for _, o in rows], dtype=np.int64))
         return None, [(self.shards[s], o) if o >= 0 else (self.dataset._read_span(int(start), span), 0)
-                      for (s, o), start in zip(rows, starts.tolist())]  # a shard shorter than a window: read across
+                      for (s, o), start in zip(rows, starts.tolist())]
 
     def gather(self, planned: tuple[Any, Any]) -> np.ndarray:
         view, rows = planned

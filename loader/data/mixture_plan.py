@@ -70,11 +70,14 @@ class RowPlan:
         # none is fetched before the loader's prefetcher gets to it, and many shards, so that a plan neither opens
         # thousands at once nor keeps them mapped past the sources' own LRU of open shards.
         self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
-        self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None or sum(key % count == s for key in distinct)
-                                                        > dataset.max_open_shards for s, dataset in enumerate(sources))
+        self._lrus = tuple(dataset._open for dataset in sources)  # one object may be several sources: one LRU
+        self._evictions = [lru.evictions for lru in self._lrus]  # before mapping: a map closed meanwhile is seen
+        per_lru: dict[int, set[int]] = {}
+        for key in distinct:
+            per_lru.setdefault(id(self._lrus[key % count]), set()).add(key // count)
+        self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources) \
+            or any(len(per_lru.get(id(lru), ())) > lru.max_open for lru in self._lrus)
         self.views: dict[int, memoryview] = {} if self.lazy else {key: self._bytes(key) for key in distinct}
-        self._lrus = tuple(dataset._open for dataset in sources)
-        self._evictions = [lru.evictions for lru in self._lrus]
         self._span: tuple | None = None  # see _make_span
 
     # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).

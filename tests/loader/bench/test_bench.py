@@ -136,12 +136,12 @@ def test_the_ceiling_reads_a_window_of_a_shard_shorter_than_a_window(tmp_path):
     """A window starting in a shard shorter than itself is read across shards (before: memory before the shard)."""
     ds = TokenWindows(ragged_dataset(tmp_path / "ragged", [100, 5, 100]), seq_len=16, stride=1)
     for per_row in (False, True):
-        ceiling = SliceCeiling(ds, 3, np.int64, per_row=per_row)
-        ids = [100, 10, 150]  # the window at 100 starts in the 5-token shard
-        gathered = ceiling.gather(ceiling.plan(np.array(ids)))
-        batch = ds.__getitems__(ids)
-        assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
-        assert gathered[0][0].tolist() == list(range(100, 116))
+        for ids in ([100, 10, 150], [100], [100, 101]):  # the windows at 100, 101 start in the 5-token shard
+            ceiling = SliceCeiling(ds, len(ids), np.int64, per_row=per_row)
+            gathered = ceiling.gather(ceiling.plan(np.array(ids)))
+            batch = ds.__getitems__(ids)
+            assert np.array_equal(gathered[0], batch["input_ids"].numpy()) and np.array_equal(gathered[1], batch["labels"].numpy())
+            assert gathered[0][0].tolist() == list(range(100, 116))
 
 
 def test_the_held_ceiling_keeps_the_previous_batch_intact_while_making_the_next(token_dataset):

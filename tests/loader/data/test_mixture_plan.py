@@ -167,6 +167,19 @@ def test_a_shard_changed_after_its_lru_closed_it_is_named_not_read(tmp_path):
             mixture.__getitems__(step)
 
 
+@pytest.mark.parametrize("max_open, lazy", [(2, True), (64, False)])
+def test_one_dataset_as_two_sources_shares_one_lru(folders, max_open, lazy):
+    """The same TokenWindows as two sources has one LRU of open shards: a plan maps their shards when it is made only
+    when that one LRU keeps them all (else it would close some of the plan's maps as it makes them)."""
+    web = TokenWindows(folders[False][0], seq_len=SHORT, max_open_shards=max_open)
+    mixture = Mixture({"a": web, "b": web}, weights={"a": 1, "b": 1})
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=6, shuffle=True))[:30]
+    for step in steps:
+        assert_same(mixture.__getitems__(step), assembled(mixture, step))
+    plan = steps[0].chunk.prepared.rows
+    assert plan.lazy == lazy and (lazy or all(web._open.items.get(key // 2) is plan._held[key][0] for key in plan.views))
+
+
 def test_a_step_asked_for_again_is_not_what_the_caller_did_to_it(folders):
     """A batch's tensors are its own (the plan's id columns are copied once per chunk, and each step's tensors handed
     out once): editing them in place changes nothing later."""
