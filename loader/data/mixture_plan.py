@@ -77,7 +77,9 @@ class RowPlan:
             per_lru.setdefault(id(self._lrus[key % count]), set()).add(key // count)
         self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources) \
             or any(len(per_lru.get(id(lru), ())) > lru.max_open for lru in self._lrus)
-        self.views: dict[int, memoryview] = {} if self.lazy else {key: self._bytes(key) for key in distinct}
+        self.views: dict[int, memoryview] = {}  # key -> its bytes: every key's now unless lazy (see _bytes)
+        for key in [] if self.lazy else distinct:
+            self._bytes(key)
         self._span: tuple | None = None  # see _make_span
 
     # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).
@@ -118,7 +120,8 @@ class RowPlan:
         if [lru.evictions for lru in self._lrus] == self._evictions:
             return
         count = len(self.sources)
-        if not all(self._lrus[key % count].items.get(key // count) is self._held[key][0] for key in self.views):
+        if not all(lru.holds_all({key // count: self._held[key][0] for key in self.views if key % count == s})
+                   for s, lru in enumerate(self._lrus)):
             for key in list(self.views):
                 self._bytes(key)
         self._evictions = [lru.evictions for lru in self._lrus]
@@ -166,7 +169,7 @@ class RowPlan:
         else:
             views = self.views
             if keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
-                views[keys[0]] = self._bytes(keys[0])  # shards now and then
+                self._bytes(keys[0])  # shards now and then
             self._keep_open()
         if not self.across or min(keys) >= 0:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
@@ -199,7 +202,7 @@ class RowPlan:
             if held is not None:
                 self._span = None  # made over the shard's old map
             held = self._held[key] = (shard, memoryview(shard).cast("B"))
-            if key in self.__dict__.get("views", ()):
+            if not self.lazy:
                 self.views[key] = held[1]
         return held[1]
 

@@ -9,8 +9,8 @@ range holds holes (memory between the maps); no row of a window that lies whole 
 
 Safety: the view holds every shard array it addresses, so none is unmapped while the view lives, and it is
 read-only. It is made only over arrays whose addresses are a whole number of elements apart. Its users keep every
-shard it holds one that the dataset's LRU of open shards holds too (`still_open`), so that the LRU's checks of the
-files' sizes cover it; when the LRU has closed one, they make a new view over shards taken through the LRU again
+shard it holds one that the dataset's LRU of open shards holds too (`OpenSources.holds_all`), so that the LRU's checks
+of the files' sizes cover it; when the LRU has closed one, they make a new view over shards taken through the LRU again
 (a reopened file is checked when it opens).
 
 Measured on the bench's 2-source mixture (16 × 2,048 uint32 windows, one batch, 2-core VM): one fancy index of the
@@ -52,20 +52,14 @@ class SpanView:
         flat.flags.writeable = False
         if len(flat) < span:
             raise ValueError("shards shorter than a window")
-        self.span, self.dtype = span, dtype
+        self.span = span
         self.view = np.lib.stride_tricks.as_strided(flat, (len(flat) - span + 1, span), (size, size), writeable=False)
         self.start = {key: (at - base) // size for key, at in addresses.items()}
-        self._held = (dict(shards), memory)  # the maps stay mapped while the view lives
+        self.shards, self._memory = dict(shards), memory  # the maps stay mapped while the view lives
 
     def held(self, key: Any) -> np.ndarray | None:
         """The array the view holds for `key` (None: none)."""
-        return self._held[0].get(key)
-
-    def still_open(self, lru: Any) -> bool:
-        """Whether every array the view holds is still the one an LRU of opened sources (`OpenSources`) holds for its
-        key: keys are then the LRU's source ids."""
-        items = lru.items
-        return all(items.get(key) is array for key, array in self._held[0].items())
+        return self.shards.get(key)
 
     def rows(self, keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """The view's row of each (key, offset) pair; keys must be keys of the view (vectorised: one lookup a key)."""

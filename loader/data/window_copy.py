@@ -79,10 +79,10 @@ class ChunkPlan:
         view = made[0]
         if view is None:
             return None
-        owner = self.owner
-        lru = owner._open
-        if owner._shard(shard) is not view.held(shard) or made[2] is not lru or made[3] != lru.evictions:
-            made = self._make_span() if not view.still_open(lru) or made[2] is not lru else (view, made[1], lru, lru.evictions)
+        reopened = self.owner._shard(shard) is not view.held(shard)  # one LRU visit a batch, as a one-shard batch pays
+        lru = self.owner._open
+        if reopened or made[2] is not lru or made[3] != lru.evictions:  # a shard closed since: still all the view's?
+            made = (view, made[1], lru, lru.evictions) if made[2] is lru and lru.holds_all(view.shards) else self._make_span()
             view = made[0]
             if view is None:
                 return None

@@ -60,6 +60,12 @@ class OpenSources:
             self.items.move_to_end(source_id)
         return item
 
+    def holds_all(self, held: dict[int, Any]) -> bool:
+        """Whether each `{source_id: item}` of `held` is still the item this LRU holds for it (none closed, none
+        reopened): what keeps an opened source taken from here before covered by the size checks."""
+        items = self.items
+        return all(items.get(source_id) is item for source_id, item in held.items())
+
     def refresh(self) -> None:
         """Every REFRESH_S (looked at every REFRESH_CALLS calls): check the open sources' sizes."""
         self.countdown = REFRESH_CALLS
