@@ -7,7 +7,7 @@ falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
 permutation every pass. Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for
 `locate`, a plan of a rank's next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are
-looked up a whole pass or a block of ID_BLOCK offsets at a time (its Feistel cycle-walk costs numpy calls).
+looked up a whole pass or a block at a time (`sdl.loader.data.mixture_ids`: a Feistel cycle-walk costs numpy calls).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
 source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a
@@ -30,16 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 from sdl.loader.data.mixture_gather import RowGather
+from sdl.loader.data.mixture_ids import SourceOrders
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sources
 from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
-from sdl.loader.sampling.order import Order
 from sdl.loader.sampling.state import LoaderState
 
 CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
-ID_BLOCK = 4096  # a source's ids drawn per Feistel lookup: its cycle-walk costs ~15 rounds of numpy calls, whatever the count
-PASS_BLOCK = 65536  # a source of at most this many samples draws a whole pass per lookup (sampling.order: tabulated)
 OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
@@ -61,9 +59,9 @@ class Mixture:
         self.stream = Stream.build(self.weights, self.schedule, 0, {})  # from position 0, nothing drawn
         self.num_samples = self._num_samples(num_samples)
         self.fields = self._common_fields()
-        self._keys = tuple(f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources))
+        keys = [f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources)]
+        self._orders = SourceOrders([len(src) for src in self.sources], keys)
         self._chunks: OrderedDict = OrderedDict()
-        self._id_blocks: OrderedDict = OrderedDict()
         self._streams: dict[str, Stream] = {}
         self._last: tuple | None = None
 
@@ -200,8 +198,9 @@ class Mixture:
 
     def _map(self, phase_key: str, phase: Phase, seed: int, epoch: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(source, id) of the positions `k` of `epoch` under `phase`."""
-        t = (epoch - phase.epoch) * phase.num_samples + k - phase.position
-        t = np.where(t < 0, t + phase.num_samples, t)  # padding wraps to the epoch's start, before the phase: repeat its end
+        t = k + ((epoch - phase.epoch) * phase.num_samples - phase.position)
+        if t.size and t.min() < 0:  # padding wraps to the epoch's start, before the phase: repeat its end
+            t = np.where(t < 0, t + phase.num_samples, t)
         stream = self._streams.get(phase_key)
         if stream is None:
             stream = self._streams[phase_key] = phase.stream()
@@ -210,39 +209,14 @@ class Mixture:
             source = phase_source
         else:  # the phase names its sources in another order, or sources this mixture no longer has (never drawn here)
             source = np.array([self.names.index(n) if n in self.names else -1 for n in phase.weights], dtype=np.int64)[phase_source]
+        if len(self.sources) == 1:
+            return source, self._orders.ids(0, seed, draws)
         ids = np.empty_like(draws)
-        for s, dataset in enumerate(self.sources):
-            mine = source == s
-            if mine.any():
-                passes, offsets = np.divmod(draws[mine], len(dataset))
-                ids[mine] = self._in_passes(s, seed, passes, offsets)
+        for s in range(len(self.sources)):
+            mine = np.flatnonzero(source == s)
+            if mine.size:
+                ids[mine] = self._orders.ids(s, seed, draws[mine])
         return source, ids
-
-    def _in_passes(self, s: int, seed: int, passes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Source s's ids at `offsets` of its passes `passes`: its Feistel order of each pass, looked up a whole pass (a
-        source of at most PASS_BLOCK samples) or ID_BLOCK offsets at a time (kept: the next chunks read on in them)."""
-        size = len(self.sources[s]) if len(self.sources[s]) <= PASS_BLOCK else ID_BLOCK  # a whole pass, or a block
-        blocks_per_pass = -(-len(self.sources[s]) // size)
-        blocks = passes * blocks_per_pass + offsets // size
-        low, high = int(blocks.min()), int(blocks.max())
-        if low == high:  # nearly every chunk: one block
-            return self._id_block(s, seed, *divmod(low, blocks_per_pass), size)[offsets % size]
-        out = np.empty_like(offsets)
-        for block in range(low, high + 1) if high - low < 8 else np.unique(blocks).tolist():  # a chunk spans a few blocks
-            mine = blocks == block
-            if mine.any():
-                out[mine] = self._id_block(s, seed, *divmod(block, blocks_per_pass), size)[offsets[mine] % size]
-        return out
-
-    def _id_block(self, s: int, seed: int, p: int, block: int, size: int) -> np.ndarray:
-        """Source s's ids at offsets [block·size, (block + 1)·size) of its pass p (fewer in the pass's last)."""
-        ids = self._id_blocks.get((s, seed, p, block))
-        if ids is None:
-            order = Order(num_samples=len(self.sources[s]), seed=seed, epoch=p, key=self._keys[s])
-            ids = self._id_blocks[(s, seed, p, block)] = order[np.arange(block * size, min((block + 1) * size, len(order)), dtype=np.int64)]
-            while len(self._id_blocks) > 4 * len(self.sources):
-                self._id_blocks.popitem(last=False)
-        return ids
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         return self._row_gather().batch(self, indices)
@@ -285,15 +259,15 @@ class Mixture:
         """A copy whose token sources gather as `dtype` (see TokenWindows.with_host_dtype)."""
         other = copy.copy(self)
         other.sources = tuple(s.with_host_dtype(dtype) if hasattr(s, "with_host_dtype") else s for s in self.sources)
-        other._chunks, other._id_blocks, other._streams, other._last = OrderedDict(), OrderedDict(), dict(self._streams), None
+        other._chunks, other._orders, other._streams, other._last = OrderedDict(), copy.copy(self._orders), dict(self._streams), None
         return other
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_chunks", "_id_blocks", "_last")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_chunks", "_last")}  # _orders pickles empty
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._chunks, self._id_blocks, self._last = OrderedDict(), OrderedDict(), None
+        self._chunks, self._last = OrderedDict(), None
 
 
 def _show(schema: dict[str, tuple]) -> str:

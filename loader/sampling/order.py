@@ -54,7 +54,7 @@ def _half_bits(domain: int) -> int:
 
 
 def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray | int = 0,
-             tables: list[np.ndarray] | None = None) -> np.ndarray:
+             tables: np.ndarray | None = None) -> np.ndarray:
     """One pass of the Feistel permutation of [0, 4^half_bits); `tweak` (per element) varies the key; `tables`: the
     round functions tabulated (`_round_tables`), the same permutation in 2 numpy calls a round instead of ~12."""
     mask = np.uint64((1 << half_bits) - 1)
@@ -71,19 +71,34 @@ def _feistel(x: np.ndarray, keys: np.ndarray, half_bits: int, tweak: np.ndarray 
     return (left << shift) | right
 
 
-def _round_tables(keys: np.ndarray, half_bits: int, tweak: int) -> list[np.ndarray]:
-    """Each round function of `_feistel` (one scalar tweak) at every half-word value: [2^half_bits] uint64 per key."""
+def _round_tables(keys: np.ndarray, half_bits: int, tweak: int) -> np.ndarray:
+    """Each round function of `_feistel` (one scalar tweak) at every half-word value: [rounds, 2^half_bits] uint64, all
+    rounds in one broadcast (one `_mix` instead of one a round: 14 µs against 48 for 128 values)."""
     halves = np.arange(1 << half_bits, dtype=np.uint64)
     with np.errstate(over="ignore"):
         tweak_bits = np.asarray(tweak, dtype=np.uint64) * _M1
-        return [_mix(halves ^ key ^ tweak_bits) & np.uint64((1 << half_bits) - 1) for key in keys]
+        return _mix(halves[None, :] ^ keys[:, None] ^ tweak_bits) & np.uint64((1 << half_bits) - 1)
+
+
+def _domain_table(keys: np.ndarray, half_bits: int) -> np.ndarray:
+    """`_feistel` (tweak 0) of every value of its domain [0, 4^half_bits), as uint64: the same values as
+    `_feistel(np.arange(4 ** half_bits), keys, half_bits)`, computed on 16-bit half-words (half_bits <= 16) with the
+    first round broadcast from the grid of (left, right) halves and the others by `np.take` of the tabulated round
+    functions (130 µs against 360 for 4^7 values)."""
+    n = 1 << half_bits
+    tables = _round_tables(keys, half_bits, 0).astype(np.uint16)
+    halves = np.arange(n, dtype=np.uint16)
+    left = np.broadcast_to(halves[None, :], (n, n)).reshape(-1)  # value x = (i << h) | j: after round 1, (j, i ^ F1(j))
+    right = (halves[:, None] ^ tables[0][None, :]).reshape(-1)
+    for table in tables[1:]:
+        left, right = right, left ^ np.take(table, right)
+    return (left.astype(np.uint64) << np.uint64(half_bits)) | right
 
 
 def _walk_table(x: np.ndarray, domain: int, keys: np.ndarray, half_bits: int) -> np.ndarray:
     """`feistel_permute` (one scalar tweak 0) of `x` through the permutation tabulated over its whole Feistel domain:
     one pass over 4^h values, then each cycle-walk step one lookup instead of a Feistel pass (the same values)."""
-    tables = _round_tables(keys, half_bits, 0) if 1 << half_bits <= max(TABLE_VALUES, 1 << (2 * half_bits)) else None
-    table = _feistel(np.arange(1 << (2 * half_bits), dtype=np.uint64), keys, half_bits, 0, tables)
+    table = _domain_table(keys, half_bits)
     out = table[x]
     walking = np.flatnonzero(out >= np.uint64(domain))
     while walking.size:
