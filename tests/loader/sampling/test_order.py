@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdl.loader.errors import ConfigError
-from sdl.loader.sampling.order import MODES, Order, _feistel, _round_keys, _round_tables
+from sdl.loader.sampling.order import MODES, WALK_TABLE_HALF_BITS, Order, _domain_table, _feistel, _round_keys, _round_tables
 
 
 @settings(max_examples=60, deadline=None)
@@ -67,6 +67,21 @@ def test_tabulated_rounds_are_the_arithmetic_rounds(half_bits, tweak, seed, coun
     x = np.random.default_rng(seed).integers(0, 4**half_bits, size=count).astype(np.uint64)
     tables = _round_tables(keys, half_bits, tweak)
     assert np.array_equal(_feistel(x, keys, half_bits, tweak, tables), _feistel(x, keys, half_bits, tweak))
+
+
+@settings(max_examples=15, deadline=None)
+@given(half_bits=st.integers(1, 8), seed=st.integers(0, 2**31))
+def test_a_tabulated_domain_is_the_computed_permutation(half_bits, seed):
+    """The whole Feistel domain tabulated on 16-bit half-words is the permutation computed value by value."""
+    keys = _round_keys("k", seed)
+    x = np.arange(4**half_bits, dtype=np.uint64)
+    assert np.array_equal(_domain_table(keys, half_bits), _feistel(x, keys, half_bits))
+
+
+def test_the_largest_tabulated_domain_is_the_computed_permutation():
+    keys = _round_keys("k", 3)
+    x = np.random.default_rng(3).integers(0, 4**WALK_TABLE_HALF_BITS, size=5000).astype(np.uint64)
+    assert np.array_equal(_domain_table(keys, WALK_TABLE_HALF_BITS)[x], _feistel(x, keys, WALK_TABLE_HALF_BITS))
 
 
 ORDERS = {  # sha256 of whole orders computed before the round tables (sdl as of 2026-11-29): checkpoints resume identically
