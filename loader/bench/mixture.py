@@ -2,8 +2,8 @@
 
 Throughput: the mixture (`shuffle=False`: the mixture is the order) and its first source alone (`shuffle=True`,
 the usual single-dataset loader, which pays its own Feistel lookup), in process and with workers. The two are
-measured alternately, three times, and the ratio is the median of the three per-round ratios, so that load
-from other processes on a shared machine hits both sides. Resume: a state at position 5·10^8 of a
+measured alternately, ROUNDS times (which goes first alternates too), and the ratio is the median of the per-round
+ratios, so that load from other processes on a shared machine hits both sides. Resume: a state at position 5·10^8 of a
 10^9-position epoch of the same sources, loaded into a fresh loader (same weights, and other weights: a new
 phase), to the first batch; tracemalloc peak of that.
 """
@@ -23,7 +23,7 @@ from sdl.loader.data.mixture import Mixture
 from sdl.loader.runtime.loader import make_loader
 from sdl.loader.sampling.sampler import ElasticSampler
 
-ROUNDS = 3
+ROUNDS = 5  # alternations of the two loaders: a median of 3 moved by ±0.1 between runs on a shared 2-core VM
 RESUME_POSITIONS = 10**9
 MIXTURE_CONFIG = ("batch_size", "num_workers", "steps", "warmup_steps", "seed")  # the BenchConfig fields a mixture bench reads
 RATIO_TARGET = 0.9
@@ -59,8 +59,9 @@ def measure_mixture_throughput(mixture: Mixture, config: BenchConfig, tick: Call
     for label, workers in (("in_process", 0), ("workers", config.num_workers)):
         if label == "workers" and workers == 0:
             continue
-        for _ in range(ROUNDS):
-            for name, dataset, shuffle in (("single", single, True), ("mixture", mixture, False)):
+        for r in range(ROUNDS):
+            pair = (("single", single, True), ("mixture", mixture, False))
+            for name, dataset, shuffle in pair if r % 2 == 0 else pair[::-1]:
                 rate = _rate(lambda: make_loader(dataset, config.batch_size, seed=config.seed, shuffle=shuffle, num_workers=workers,
                                                  device="cpu"), config, tick, 4)
                 rates.setdefault(f"{name}_{label}", []).append(rate)

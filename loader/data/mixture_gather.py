@@ -125,10 +125,12 @@ class RowGather:
         else:
             tokens, positions = into["tokens"][:, :b], into["position_ids"][:b] if "position_ids" in into else None
         rows.gather(i, b, shift, tokens, positions)
-        columns = rows.columns[:, i:i + b].copy()  # sample_ids, source, source_ids: the batch's own (never the plan's)
-        if into is not None and "source" in into:  # a ring slot
-            into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b] = columns
+        if into is not None and "source" in into:  # a ring slot: sample_ids, source, source_ids copied into it
             columns = into["sample_ids"][:b], into["source"][:b], into["source_ids"][:b]
+            for column, values in zip(columns, rows.columns[:, i:i + b]):
+                column[:] = values
+        else:
+            columns = rows.columns[:, i:i + b].copy()  # the batch's own (never the plan's)
         batch = GatheredBatch(sample_ids=None, source=torch.from_numpy(columns[1]), source_ids=torch.from_numpy(columns[2]))
         return first.batch_fields(tokens, positions, columns[0], shift, batch)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
+from sdl.loader.index.handles import OpenSources
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
@@ -71,7 +72,7 @@ class RowPlan:
         # thousands at once nor keeps them mapped past the sources' own LRU of open shards.
         self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
         self._lrus = tuple(dataset._open for dataset in sources)  # one object may be several sources: one LRU
-        self._evictions = [lru.evictions for lru in self._lrus]  # before mapping: a map closed meanwhile is seen
+        self._closed = OpenSources.closed  # before mapping: a map closed meanwhile is seen
         per_lru: dict[int, set[int]] = {}
         for key in distinct:
             per_lru.setdefault(id(self._lrus[key % count]), set()).add(key // count)
@@ -117,14 +118,14 @@ class RowPlan:
         """Keep every shard the plan holds one its source's LRU holds (whose size checks then cover it, see
         `sdl.loader.index.handles`): when an LRU has closed any shard since, and one of the plan's is gone from it, take
         them all again through the LRUs (a reopened file is checked as it opens, and drops the span view)."""
-        if [lru.evictions for lru in self._lrus] == self._evictions:
+        if OpenSources.closed == self._closed:  # no LRU of this process closed anything since
             return
         count = len(self.sources)
         if not all(lru.holds_all({key // count: self._held[key][0] for key in self.views if key % count == s})
                    for s, lru in enumerate(self._lrus)):
             for key in list(self.views):
                 self._bytes(key)
-        self._evictions = [lru.evictions for lru in self._lrus]
+        self._closed = OpenSources.closed
 
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps

@@ -31,7 +31,11 @@ class OpenSources:
     """An LRU of opened sources (memory maps, zarr arrays, Arrow tables), at most `max_open`, per process.
 
     Datasets keep one and drop it when pickled (`__getstate__`), so each DataLoader worker opens its own.
+    `closed` counts the sources every LRU of the process has closed: one integer to look at, per batch, for a holder
+    of opened sources from several LRUs (a mixture's plan) that nothing was closed since it last looked.
     """
+
+    closed = 0
 
     def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None) -> None:
         if max_open < 1:
@@ -56,6 +60,7 @@ class OpenSources:
             if len(self.items) > self.max_open:
                 self.items.popitem(last=False)
                 self.evictions += 1
+                OpenSources.closed += 1
         else:
             self.items.move_to_end(source_id)
         return item

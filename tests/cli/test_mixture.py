@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from sdl.cli.main import main
+from sdl.loader.bench.mixture import ROUNDS
 from sdl.loader.data.mixture_config import read_mixture_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -55,7 +56,7 @@ def test_bench_of_a_mixture_config(tmp_path, token_dataset, capsys):
     code, out, _ = run(capsys, "bench", config, "--json", "--steps", 3, "--num-workers", 0, "--batch-size", 4)
     report = json.loads(out)
     assert code == 0 and set(report["ratios"]) == {"in_process"} and report["ratios"]["in_process"] > 0
-    assert len(report["samples_per_s"]["mixture_in_process"]) == 3 and report["resume_positions"] == 10**9
+    assert len(report["samples_per_s"]["mixture_in_process"]) == ROUNDS and report["resume_positions"] == 10**9
     assert report["resume"]["new_weights_tracemalloc_mb"] < 50 and report["sources"]["web"]["weight"] == 0.75
     # the config's samples, not sdl bench's defaults for a synthetic dataset (which the config makes moot)
     assert {name: (s["kind"], s["seq_len"], s["stride"]) for name, s in report["sources"].items()} == \
