@@ -31,10 +31,10 @@ def address(array: np.ndarray) -> int:
 
 
 class SpanView:
-    """A read-only window view of `span` tokens over the 1-D, contiguous, same-dtype arrays of `shards` ({key: array});
+    """A read-only window view of `span` tokens over the 1-D, contiguous, same-dtype arrays of `shards` ({int key: array});
     `start[key]` is the row of each array's first element. Raises ValueError when the arrays cannot share one view."""
 
-    def __init__(self, shards: Mapping[Any, np.ndarray], span: int) -> None:
+    def __init__(self, shards: Mapping[int, np.ndarray], span: int) -> None:
         arrays = list(shards.values())
         if not arrays:
             raise ValueError("no shards")
@@ -56,6 +56,8 @@ class SpanView:
         self.view = np.lib.stride_tricks.as_strided(flat, (len(flat) - span + 1, span), (size, size), writeable=False)
         self.start = {key: (at - base) // size for key, at in addresses.items()}
         self.shards, self._memory = dict(shards), memory  # the maps stay mapped while the view lives
+        self._keys = np.array(sorted(self.start), dtype=np.int64)  # for rows(): the keys in order, and their first rows
+        self._key_starts = np.array([self.start[key] for key in self._keys.tolist()], dtype=np.int64)
 
     def held(self, key: Any) -> np.ndarray | None:
         """The array the view holds for `key` (None: none)."""
@@ -63,6 +65,4 @@ class SpanView:
 
     def rows(self, keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """The view's row of each (key, offset) pair; keys must be keys of the view (vectorised: one lookup a key)."""
-        known = np.array(sorted(self.start), dtype=np.int64)
-        starts = np.array([self.start[key] for key in known.tolist()], dtype=np.int64)
-        return starts[np.searchsorted(known, keys)] + offsets
+        return self._key_starts[np.searchsorted(self._keys, keys)] + offsets

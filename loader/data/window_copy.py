@@ -27,16 +27,17 @@ import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
 
-SPAN_SHARDS = 64  # a chunk whose windows lie in at most this many shards gathers a multi-shard step by one fancy index
+SPAN_SHARDS = 4096  # a chunk whose windows lie in at most this many shards (and max_open_shards) gathers a step by one fancy index
 
 
 class ChunkPlan:
     """Where the windows of a chunk of steps lie ([steps, B] arrays), located once; `single[k]` is the shard holding
-    every window of step k whole, or -1; `spanned(k)`, for a step whose windows lie whole in several shards, their
-    rows in a SpanView over the chunk's shards (one fancy index for the batch, as for one shard)."""
+    every window of step k whole, or -1; `spanned(k)`, for a step whose windows lie in several shards, their rows in a
+    SpanView over the chunk's shards (one fancy index for the batch, as for one shard; a window across two shards is
+    then read piecewise over its row: `span_windows`)."""
 
     __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids", "max_span",
-                 "_span", "_whole", "__weakref__")
+                 "_span", "_visit", "_across", "__weakref__")
 
     def __init__(self, owner: Any, ids: np.ndarray, max_span: int) -> None:
         self.owner, self.ids, self.id_lists = owner, ids, ids.tolist()  # id_lists: to compare with a SampleBatch (~0.2 µs)
@@ -48,7 +49,14 @@ class ChunkPlan:
         self.single = np.where(whole, self.first[:, 0], -1).tolist()
         # A tensor per step over a copy of the ids (a caller editing a batch edits no plan), each handed out once
         self.sample_ids = list(torch.from_numpy(ids.copy()).unbind(0))
-        self.max_span, self._whole, self._span = max_span, np.where(inside, self.first[:, 0], -1).tolist(), None
+        self.max_span, self._span = max_span, None
+        # Per step: a shard holding one of its windows whole (the batch's LRU visit), or -1; the rows of windows across
+        # two shards, for the steps that have any.
+        some = self.inside.argmax(axis=1)
+        self._visit = np.where(self.inside.any(axis=1), np.take_along_axis(self.first, some[:, None], 1)[:, 0], -1).tolist()
+        self._across: dict[int, list[int]] = {}
+        for k, row in np.argwhere(~self.inside).tolist():
+            self._across.setdefault(k, []).append(row)
 
     def take_ids(self, k: int) -> torch.Tensor:
         """Step k's sample_ids tensor: the plan's the first time, a fresh copy if the step is asked for again."""
@@ -63,16 +71,18 @@ class ChunkPlan:
         spanned = self.spanned(k) if self.single[k] < 0 else None
         return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.take_ids(k), spanned
 
-    def spanned(self, k: int) -> tuple[SpanView, np.ndarray] | None:
-        """(the chunk's SpanView, step k's rows in it) when every window of step k lies whole in a shard of a local
-        dataset and the chunk's windows lie in at most SPAN_SHARDS shards that the dataset's LRU keeps open; else None.
+    def spanned(self, k: int) -> tuple[SpanView, np.ndarray, list[int]] | None:
+        """(the chunk's SpanView, step k's rows in it, the rows of its windows across two shards, whose rows in the view
+        are placeholders) when a window of step k lies whole in a shard of a local dataset and the chunk's windows lie in
+        at most SPAN_SHARDS shards that the dataset's LRU keeps open; else None.
 
         Made on the first such step, over shards taken through the LRU. Every shard a batch reads stays one the LRU
         holds (so its size checks cover it, see `sdl.loader.index.handles`): one LRU visit a batch, as a one-shard
         batch pays, and when the LRU has closed any shard since the view was made, the view is made again unless all
-        its shards are still the LRU's. One plan of a dataset holds a view at a time: making one drops the last
-        plan's (a caller keeping many chunks' batches keeps no more maps than the LRU's and one view's)."""
-        shard = self._whole[k]
+        its shards are still the LRU's. One plan of a dataset holds a view at a time: a new plan takes the last view
+        (see `_make_span`) or makes one and drops the last plan's (a caller keeping many chunks' batches keeps no more
+        maps than the LRU's and one view's)."""
+        shard = self._visit[k]
         if shard < 0:
             return None
         made = self._span or self._make_span()
@@ -87,26 +97,32 @@ class ChunkPlan:
             if view is None:
                 return None
         self._span = made
-        return view, made[1][k]
+        return view, made[1][k], self._across.get(k, ())
 
     def _make_span(self) -> tuple:
-        """(SpanView, rows [steps, B], the LRU, its evictions when made); Nones when the chunk cannot have one."""
-        owner = self.owner
+        """(SpanView, rows [steps, B], the LRU, its evictions when made); Nones when the chunk cannot have one. The
+        dataset keeps the last view made (`_spanning`: the plan using it, the view, its LRU), which serves again when it
+        holds every shard of this chunk and every shard it holds is still the LRU's: a global shuffle over hundreds of
+        shards makes one view, not one per chunk (~2 µs a shard)."""
+        owner, lru = self.owner, self.owner._open
+        last, kept, kept_lru = owner._spanning or (lambda: None, None, None)
+        last = last()
         self._span = made = (None, None, None, None)
-        last = owner._spanning() if owner._spanning is not None else None
         if last is not None and last is not self:
             last._span = None  # its maps are the LRU's again; a step of it asked again makes a view again
-        owner._spanning = weakref.ref(self)
+        owner._spanning = None
         shards = np.unique(self.first[self.inside]).tolist()
-        if owner.remote is not None or not 1 < len(shards) <= min(SPAN_SHARDS, owner.max_open_shards):
+        if owner.remote is not None or not 0 < len(shards) <= min(SPAN_SHARDS, owner.max_open_shards):
             return made
-        try:
-            view = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
-        except ValueError:
-            return made
-        placeholder = shards[0]  # the row of a window across shards (its step is never spanned)
-        rows = view.rows(np.where(self.inside, self.first, placeholder), np.where(self.inside, self.offsets, 0))
-        self._span = made = (view, rows, owner._open, owner._open.evictions)
+        if kept is None or kept_lru is not lru or not all(shard in kept.start for shard in shards) or not lru.holds_all(kept.shards):
+            try:
+                kept = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
+            except ValueError:
+                return made
+        owner._spanning = (weakref.ref(self), kept, lru)
+        placeholder = shards[0]  # the row of a window across shards (read piecewise over it: span_windows)
+        rows = kept.rows(np.where(self.inside, self.first, placeholder), np.where(self.inside, self.offsets, 0))
+        self._span = made = (kept, rows, lru, lru.evictions)
         return made
 
 
@@ -139,13 +155,25 @@ def copy_windows(dataset: Any, starts: np.ndarray, first: np.ndarray, offsets: n
     """Fill `out` ([2, B, seq_len]) with the inputs and labels of the windows at global `starts` (located: `first`,
     `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`; `spanned`: a SpanView and
     the windows' rows in it, see `ChunkPlan.spanned`)."""
-    if spanned is not None:  # windows of max_span tokens: the first seq_len + shift are this batch's
-        windows = spanned[0].view[spanned[1]][:, :dataset.seq_len + shift]
+    if spanned is not None:
+        windows = span_windows(dataset, spanned, starts, dataset.seq_len + shift)
     else:
         windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
     out[0] = windows[:, :dataset.seq_len]
     out[1] = windows[:, shift:]
     return out
+
+
+def span_windows(dataset: Any, spanned: tuple, starts: np.ndarray, span: int) -> np.ndarray:
+    """[B, span] windows in the shards' dtype by one fancy index of `spanned` (`ChunkPlan.spanned`: its rows are
+    max_span long, the first `span` tokens are this batch's); a window across two shards read piecewise over its row."""
+    view, rows, across = spanned
+    windows = view.view[rows]
+    if view.span != span:
+        windows = windows[:, :span]
+    for row in across:
+        dataset._read_span(int(starts[row]), span, windows[row])
+    return windows
 
 
 def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, inside: Any, single: int,

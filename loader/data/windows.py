@@ -16,8 +16,8 @@ A batch (`__getitems__`) is a dict:
     "sample_ids"  [B]      int64, sample ids within the split (the indices asked for)
     "shift"       int      only with shift="random": the shift drawn for this batch
 
-One sample (`ds[i]`) has the same keys without the batch dimension (`sample_ids` a 0-d tensor) except
-`cu_seqlens`/`max_seqlen`, which describe a whole batch; under shift="random" a single sample uses shift 1.
+One sample (`ds[i]`) has the same keys without the batch dimension (`sample_ids` a 0-d tensor) except `cu_seqlens`/
+`max_seqlen`, which describe a whole batch; under shift="random" a single sample uses shift 1.
 
 The batch is a `GatheredBatch` (`sdl.loader.data.batch`), so a plain `DataLoader(ds, batch_size=B)` with
 the default collate gives it whole. Token ids are int64, what embeddings and `cross_entropy` take, on every
@@ -26,7 +26,7 @@ dtypes: uint16 ids do not fit int16, and torch supports few ops on uint16/uint32
 2**31 ids or more) when they go to a GPU, and its device feed widens them after the (half-size) copy; on
 the CPU its workers gather int64 straight into their shared-memory ring (`sdl.loader.runtime.transport`).
 
-Document positions (doc_starts=True) are defined in `sdl.loader.data.documents`.
+Document positions (doc_starts=True) are defined in `sdl.loader.data.documents`. Shards: `sdl.loader.data.shard_access`.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.documents import DocStarts, cu_seqlens
-from sdl.loader.data.shard_access import ShardAccess
+from sdl.loader.data.shard_access import ShardAccess, open_shards_limit
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of, windows_batch
+from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of, span_windows, windows_batch
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -92,11 +92,12 @@ class TokenWindows(ShardAccess):
     `prefetch_steps` steps ahead; a request fails after `storage_timeout_s` (None: `SDL_STORAGE_TIMEOUT_S`, else 60 s)."""
 
     def __init__(self, path: str | Path, seq_len: int, stride: int | None = None, shift: int | str = 1,
-                 split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int = 64,
+                 split: str = "all", split_rate: float = 1.0, layout: str = "flat", max_open_shards: int | None = None,
                  doc_starts: bool = False, cache_dir: str | Path | None = None, cache_limit: int | None = None,
                  prefetch_steps: int = DEFAULT_PREFETCH_STEPS, storage_timeout_s: float | None = None) -> None:
         stride = seq_len if stride is None else stride
-        for name, value in (("seq_len", seq_len), ("stride", stride), ("max_open_shards", max_open_shards)):
+        checked = {"seq_len": seq_len, "stride": stride} | ({} if max_open_shards is None else {"max_open_shards": max_open_shards})
+        for name, value in checked.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ConfigError(f"{name} is {value!r}, expected a positive integer")
         for name, value, kinds, expected in (("path", path, (str, Path), "a dataset folder or s3://bucket/prefix"),
@@ -106,15 +107,15 @@ class TokenWindows(ShardAccess):
         self.path = str(path)
         self.seq_len, self.stride, self.shift = int(seq_len), int(stride), shift
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
-        self.max_open_shards = int(max_open_shards)
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
+        self.max_open_shards = open_shards_limit(max_open_shards, self.remote)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
         self._heads: OrderedDict[int, np.ndarray] = OrderedDict()  # remote: heads of shards that windows spill into (ShardAccess._head)
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
-        # _views: ShardAccess._window_view's; _spanning: a weak reference to the ChunkPlan holding a SpanView (window_copy)
+        # _views: ShardAccess._window_view's; _spanning: the last SpanView and the ChunkPlan using it (window_copy)
         self._shard_dtype, self._views, self._spanning = np.dtype(self.index.meta.get("dtype", "uint32")), None, None
         self._lengths = np.diff(self.index.offsets)
         self._shard_starts, self._shard_lengths = self.index.offsets.tolist(), self._lengths.tolist()  # gather's, per row
@@ -138,7 +139,6 @@ class TokenWindows(ShardAccess):
         return windows
 
     # Identity and description
-
     @property
     def tokens_per_sample(self) -> int:
         return self.seq_len
@@ -158,7 +158,6 @@ class TokenWindows(ShardAccess):
                f"split={self.split!r}, num_samples={len(self)})"
 
     # Access
-
     def __len__(self) -> int:
         return len(self._windows)
 
@@ -181,7 +180,7 @@ class TokenWindows(ShardAccess):
             if plan.single[k] >= 0:
                 return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.take_ids(k))
             if (spanned := plan.spanned(k)) is not None:
-                return windows_batch(self, spanned[0].view[spanned[1]], plan.take_ids(k))
+                return windows_batch(self, span_windows(self, spanned, plan.starts[k], plan.max_span), plan.take_ids(k))
         return self._batch(plan.ids[k], self.batch_shift(indices), step=plan.step(k))
 
     def _planned(self, indices: list[int]) -> tuple[Any, int]:
@@ -277,7 +276,6 @@ class TokenWindows(ShardAccess):
             into["position_ids"][rows] = self._doc_starts.position_ids(starts, self.seq_len, self._host_dtype)
 
     # Gathering
-
     def gather(self, starts: np.ndarray, shift: int, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """[2, B, seq_len] host tokens of the windows of valid samples at global tokens `starts`: inputs there, labels
         `shift` later; one array, two contiguous halves (into `out` when given, e.g. a ring slot; at its rows `rows`

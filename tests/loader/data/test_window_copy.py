@@ -67,13 +67,13 @@ def test_sampler_batches_located_by_chunk_equal_their_ids_gathered_alone(paths, 
 
 
 def test_every_copy_path_is_taken(paths):
-    """A batch inside one shard is one window-view gather; a batch whose windows lie whole in several shards is one
-    fancy index of a SpanView when the chunk's windows lie in at most SPAN_SHARDS shards that the LRU keeps open;
-    else (or a window across a boundary) it is copied row by row."""
-    for name, options, kinds in (("one_shard", {}, {"one"}), ("shards_of_40", {}, {"rows"}),
+    """A batch inside one shard is one window-view gather; a batch whose windows lie in several shards is one fancy
+    index of a SpanView when the chunk's windows lie in at most SPAN_SHARDS shards that the LRU keeps open (a window
+    across a boundary then read piecewise over its row); else it is copied row by row."""
+    for name, options, kinds in (("one_shard", {}, {"one"}), ("shards_of_40", {}, {"span"}),  # windows across, in each step
                                  ("shards_of_300", {"stride": 20}, {"one", "span"}),  # 300 = 15 strides: none across
                                  ("shards_of_300", {"stride": 20, "max_open_shards": 4}, {"one", "rows"}),
-                                 ("shards_of_300", {"stride": 16}, {"one", "rows"})):  # a window across each boundary
+                                 ("shards_of_300", {"stride": 16}, {"one", "span"})):  # a window across each boundary
         ds = TokenWindows(paths[name], seq_len=16, **options)
         sampler = ElasticSampler(len(ds), 4, seed=1, fingerprint=ds.identity, shuffle=False)  # runs of consecutive ids
         chunk = next(iter(sampler)).chunk
