@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
-from sdl.loader.index.handles import OpenSources
+from sdl.loader.index.handles import OpenSources, OutOfDescriptors
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
@@ -79,8 +79,11 @@ class RowPlan:
         self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources) \
             or any(len(per_lru.get(id(lru), ())) > lru.max_open for lru in self._lrus)
         self.views: dict[int, memoryview] = {}  # key -> its bytes: every key's now unless lazy (see _bytes)
-        for key in [] if self.lazy else distinct:
-            self._bytes(key)
+        try:
+            for key in [] if self.lazy else distinct:
+                self._bytes(key)
+        except OutOfDescriptors:  # the maps taken so far are the LRUs' alone again: this plan reads through them
+            self.lazy, self.views, self._held = True, {}, {}
         self._span: tuple | None = None  # see _make_span
 
     # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).

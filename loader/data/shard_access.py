@@ -35,7 +35,17 @@ class ShardAccess:
     def open_sources(self) -> OpenSources:
         """A fresh LRU of open shards. Local shards have their sizes re-checked against the index (a file truncated
         under a running loader is named, not a SIGBUS); cached objects were checked against their checksum."""
-        return OpenSources(self.max_open_shards, self._open_shard, None if self.remote is not None else self.index)
+        return OpenSources(self.max_open_shards, self._open_shard, None if self.remote is not None else self.index, self._release_maps)
+
+    def _release_maps(self) -> None:
+        """Out of file descriptors (see OpenSources): drop the maps held beside the LRU, the last window view and
+        the last span view (its plan makes another, if its shards still fit the LRU)."""
+        self._views = None
+        if self._spanning is not None:
+            plan = self._spanning[0]()
+            if plan is not None:
+                plan._span = None
+            self._spanning = None
 
     def _read_span(self, start: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
         """Global tokens [start, start + length), read across as many shards as they cover (into `out` when given)."""

@@ -4,8 +4,9 @@ The copy: each window is `seq_len + shift` tokens; inputs are its first `seq_len
 The windows are first gathered in the shards' own dtype into one `[B, seq_len + shift]` array, then cast
 into the output's two contiguous halves by two bulk copies. When every window of a batch lies inside one
 shard, the gather is a single fancy index of a strided *window view* of that shard (row i = tokens
-[i, i + span)): numpy copies row by row in C. Otherwise each window is one slice copy (or a piecewise read
-across shard boundaries). Measured on the bench's 16 × 2048 uint32 → int64 batches (2-core VM, same run,
+[i, i + span)): numpy copies row by row in C; when they lie in several shards, one fancy index of a SpanView over
+the chunk's shards (`ChunkPlan.spanned`), a window across a shard boundary then read piecewise into its row.
+Otherwise (more shards than the LRU keeps open, an object store's) each window is one slice copy. Measured on the bench's 16 × 2048 uint32 → int64 batches (2-core VM, same run,
 minimum of 11 rounds of 256 batches): per-row casting slice copies of inputs and labels 38.5 µs, per-row
 window copies into the temporary then two casts 32.6 µs, one window-view gather then two casts 25.3 µs.
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
+from sdl.loader.index.handles import OutOfDescriptors
 
 SPAN_SHARDS = 4096  # a chunk whose windows lie in at most this many shards (and max_open_shards) gathers a step by one fancy index
 
@@ -112,12 +114,12 @@ class ChunkPlan:
             last._span = None  # its maps are the LRU's again; a step of it asked again makes a view again
         owner._spanning = None
         shards = np.unique(self.first[self.inside]).tolist()
-        if owner.remote is not None or not 0 < len(shards) <= min(SPAN_SHARDS, owner.max_open_shards):
+        if owner.remote is not None or not 0 < len(shards) <= min(SPAN_SHARDS, lru.max_open):
             return made
         if kept is None or kept_lru is not lru or not all(shard in kept.start for shard in shards) or not lru.holds_all(kept.shards):
             try:
                 kept = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
-            except ValueError:
+            except (ValueError, OutOfDescriptors):  # out of descriptors: the shards it opened are the LRU's alone again
                 return made
         owner._spanning = (weakref.ref(self), kept, lru)
         placeholder = shards[0]  # the row of a window across shards (read piecewise over it: span_windows)

@@ -8,13 +8,18 @@ loader then names the file from the training process (`sdl.loader.runtime.worker
 
 How many sources stay open (`max_open`): a memory map costs a file descriptor and a little
 kernel bookkeeping, not memory, so the default is generous and `raise_open_files_limit` lifts the
-process's soft descriptor limit to its hard limit when a dataset needs more.
+process's soft descriptor limit towards what all its LRUs may hold (never above the hard limit). When the
+process runs out of descriptors all the same, an LRU closes its older half (and asks its owner to drop what it
+holds beside it, e.g. a span view's maps), keeps at most what is left from then on (with a warning), and opens
+again once; if that fails too, the error names the limit and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +32,11 @@ SPARE_FILES = 256  # descriptors kept free for everything else when the LRU is f
 REFRESH_CALLS = 64  # a clock read costs ~1 µs, about what the rest of a call does
 
 
+class OutOfDescriptors(InputError):
+    """Out of file descriptors even after closing the older half of an LRU (a holder of many opened sources, e.g. a
+    span view being made, may catch it, drop what it holds and go on without)."""
+
+
 class OpenSources:
     """An LRU of opened sources (memory maps, zarr arrays, Arrow tables), at most `max_open`, per process.
 
@@ -36,14 +46,17 @@ class OpenSources:
     """
 
     closed = 0
+    wanted = 0  # descriptors all the process's LRUs may hold at once: the soft limit is lifted towards it
 
-    def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None) -> None:
+    def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None,
+                 release: Callable[[], None] | None = None) -> None:
         if max_open < 1:
             raise InputError(f"max_open is {max_open}, expected at least 1")
-        self.max_open, self.open_source, self.items = max_open, open_source, OrderedDict()
+        self.max_open, self.open_source, self.items, self.release = max_open, open_source, OrderedDict(), release
         self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
         self.evictions = 0  # sources closed so far: whoever holds opened sources beyond a call checks it (SpanView)
-        raise_open_files_limit(max_open + SPARE_FILES)
+        OpenSources.wanted += max_open
+        raise_open_files_limit(OpenSources.wanted + SPARE_FILES)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -56,14 +69,46 @@ class OpenSources:
         if item is None:
             if self.index is not None:
                 check_sizes(self.index, (source_id,))
-            item = self.items[source_id] = self.open_source(source_id)
+            item = self.items[source_id] = self._open(source_id)
             if len(self.items) > self.max_open:
-                self.items.popitem(last=False)
-                self.evictions += 1
-                OpenSources.closed += 1
+                self._close(1)
         else:
             self.items.move_to_end(source_id)
         return item
+
+    def _open(self, source_id: int) -> Any:
+        """`open_source`; out of file descriptors, the older half of this LRU closed and one more try."""
+        for retry in (True, False):
+            try:
+                return self.open_source(source_id)
+            except OSError as error:
+                if error.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                if retry and self.items:
+                    self._shrink()
+                    continue
+                raise OutOfDescriptors(f"out of file descriptors opening source {source_id} ({len(self.items)} open here; this "
+                                 f"process may open {raise_open_files_limit(0)}): lower max_open_shards (max_open), or raise "
+                                 "the limit (ulimit -n)") from None
+        raise AssertionError("unreachable")
+
+    def _shrink(self) -> None:
+        """Out of descriptors: the older half closed, the owner's other holds released, at most the rest kept open."""
+        held = len(self.items)
+        self._close(max(1, held // 2))
+        if self.release is not None:
+            self.release()
+        self.max_open = max(1, len(self.items) + 1)
+        warnings.warn(f"out of file descriptors with {held} sources open here (this process may open "
+                      f"{raise_open_files_limit(0)}): keeping at most {self.max_open} open from now on, which reopens "
+                      "files more often; raise the limit (ulimit -n) to keep them all", RuntimeWarning, stacklevel=3)
+
+    def _close(self, count: int) -> None:
+        """Drop the `count` least recently used sources (each closes when nothing else holds it)."""
+        for _ in range(min(count, len(self.items))):
+            self.items.popitem(last=False)
+            self.evictions += 1
+            OpenSources.closed += 1
 
     def holds_all(self, held: dict[int, Any]) -> bool:
         """Whether each `{source_id: item}` of `held` is still the item this LRU holds for it (none closed, none

@@ -1,0 +1,91 @@
+"""The per-process LRU of opened sources: bounded, counted, and still serving when the process runs out of file
+descriptors (a corpus of more shards than `ulimit -n` allows: the older half closed, then one more try)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sdl.loader.errors import InputError
+from sdl.loader.index.handles import OpenSources
+
+
+def test_at_most_max_open_are_held_and_every_close_is_counted():
+    opened = []
+    lru = OpenSources(3, lambda i: opened.append(i) or [i])
+    closed = OpenSources.closed
+    for i in [0, 1, 2, 0, 3, 4, 0]:
+        assert lru.get(i) == [i]
+    assert list(lru.items) == [3, 4, 0] and opened == [0, 1, 2, 3, 4] and lru.evictions == 2
+    assert OpenSources.closed - closed == 2
+    assert lru.holds_all({3: lru.items[3]}) and not lru.holds_all({1: [1]}) and not lru.holds_all({3: [3]})
+
+
+def emfile(_: int):
+    raise OSError(24, "Too many open files")
+
+
+def test_out_of_descriptors_closes_the_older_half_and_tries_once_more():
+    calls = {"n": 0}
+
+    def open_source(i: int):
+        calls["n"] += 1
+        if i == 9 and calls["n"] == 5:  # the first try of source 9 finds no descriptor left
+            emfile(i)
+        return [i]
+
+    lru = OpenSources(100, open_source)
+    for i in range(4):
+        lru.get(i)
+    assert lru.get(9) == [9] and list(lru.items) == [2, 3, 9] and lru.evictions == 2
+
+
+def test_out_of_descriptors_even_then_says_what_to_do():
+    lru = OpenSources(100, emfile)
+    with pytest.raises(InputError, match=r"out of file descriptors opening source 7 .*lower max_open_shards .*ulimit -n"):
+        lru.get(7)
+    other = OpenSources(100, lambda i: (_ for _ in ()).throw(OSError(2, "No such file")))
+    with pytest.raises(FileNotFoundError):
+        other.get(1)
+
+
+SCRIPT = """
+import os, resource, sys
+import numpy as np
+from sdl.loader import Mixture, TokenWindows, make_loader
+ds = TokenWindows(sys.argv[1], seq_len=16)
+assert ds.max_open_shards == 1024 and len(ds.index.sources) == 300
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 60, used + 60))  # room for ~60 maps, not 300
+seen = []
+for batch in make_loader(ds, 8, seed=5, num_workers=0, device="cpu"):
+    starts = (batch["sample_ids"].numpy() + ds._windows.start) * ds.stride
+    assert (batch["input_ids"].numpy() == (starts[:, None] + np.arange(16)) % 1000).all()
+    seen += batch["sample_ids"].tolist()
+assert len(set(seen)) == len(seen) == len(ds) - len(ds) % 8 and max(seen) < len(ds)  # each window at most once
+sources = [TokenWindows(sys.argv[2], seq_len=16), TokenWindows(sys.argv[3], seq_len=16)]
+mixed = 0
+for batch in make_loader(Mixture({"a": sources[0], "b": sources[1]}), 8, seed=5, shuffle=False, num_workers=0, device="cpu"):
+    for row, (s, i) in enumerate(zip(batch["source"].tolist(), batch["source_ids"].tolist())):
+        start = (i + sources[s]._windows.start) * sources[s].stride
+        assert (batch["input_ids"][row].numpy() == (start + np.arange(16)) % 1000).all()
+        mixed += 1
+print("ok", ds._open.evictions > 0, mixed > 600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd")
+def test_a_corpus_of_more_shards_than_descriptors_reads_exactly_once(tmp_path):
+    """300 shards, default max_open_shards (1,024), a descriptor limit of ~60 more than in use: a global shuffle
+    reads every window exactly once, exact, and shards were closed to make room; so does a mixture of two sources of
+    150 shards each (every sample its source's window)."""
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=300 * 40, tokens_per_shard=40, vocab_size=1000)
+    for name in ("a", "b"):
+        write_synthetic_dataset(tmp_path / name, num_tokens=150 * 40, tokens_per_shard=40, vocab_size=1000)
+    folders = [str(tmp_path / name) for name in ("ds", "a", "b")]
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), *folders], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["ok", "True", "True"], done.stderr[-2000:]
