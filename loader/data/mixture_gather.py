@@ -64,6 +64,7 @@ class RowGather:
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
         self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
+        self._kept: list = [None]  # the last SpanView a plan made, which the next plan takes when it holds the same maps
 
     def __reduce__(self) -> tuple:  # a worker starts with empty caches
         return (RowGather, (self.sources, self.rename, self.chunk))
@@ -140,7 +141,7 @@ class RowGather:
         if not positions.size or positions.min() < 0 or positions.max() >= mixture.num_samples:
             return None
         source, ids = mixture.locate_all(positions, seed=seed, epoch=epoch, context=context)
-        rows = RowPlan(self.sources, positions, source, ids)
+        rows = RowPlan(self.sources, positions, source, ids, self._kept)
         chunk.prepared = StepPlan(self, rows, chunk.ids, seed, epoch, context, carried)
         return chunk.prepared
 
@@ -157,7 +158,7 @@ class RowGather:
         if not 0 <= lo <= mixture.num_samples - b or indices != list(range(lo, lo + b)):
             return None, -1
         positions = np.arange(lo, min(lo + max(PLAN_POSITIONS, b), mixture.num_samples), dtype=np.int64)
-        rows = RowPlan(self.sources, positions, *mixture.locate_all(positions, seed=seed, epoch=epoch, context=context))
+        rows = RowPlan(self.sources, positions, *mixture.locate_all(positions, seed=seed, epoch=epoch, context=context), self._kept)
         self._range = (rows, lo, (seed, epoch, context))
         return rows, 0
 

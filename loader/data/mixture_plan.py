@@ -40,15 +40,16 @@ from sdl.loader.index.handles import OpenSources, OutOfDescriptors
 
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
-EAGER_SHARDS = 64  # a plan whose windows lie in at most this many (source, shard) pairs maps them when it is made
+EAGER_SHARDS = 4096  # a plan whose windows lie in at most this many (source, shard) pairs maps them when it is made
 
 
 class RowPlan:
     """Mixture positions (any int64 array, inside the epoch) of one (seed, epoch, phase) of a mixture whose sources gather
     rows alike, located (see the module docstring); `gather` fills a batch from a run of its rows."""
 
-    def __init__(self, sources: tuple, positions: np.ndarray, source: np.ndarray, ids: np.ndarray) -> None:
+    def __init__(self, sources: tuple, positions: np.ndarray, source: np.ndarray, ids: np.ndarray, kept: list | None = None) -> None:
         self.sources, self.size, self.positions = sources, len(positions), positions
+        self._kept = [None] if kept is None else kept  # [the last SpanView made], shared by a RowGather's plans
         self.columns = np.stack([positions, source, ids])  # a batch's sample_ids, source, source_ids: one copy of a slice
         self.source = source
         self.starts, keys, offsets = np.empty_like(ids), np.full_like(ids, -1), np.zeros_like(ids)
@@ -155,10 +156,14 @@ class RowPlan:
         self._span = (None, None)
         fits, first = self.keys >= 0, self.sources[0]
         if fits.any():
-            try:
-                spanned = SpanView({key: self._held[key][0] for key in self.views}, first.seq_len + max(first.shift_choices))
-            except ValueError:
-                return self._span
+            shards, span = {key: self._held[key][0] for key in self.views}, first.seq_len + max(first.shift_choices)
+            spanned = self._kept[0]  # the last plan's view serves when it holds these very maps (many shards: ~2 µs each)
+            if spanned is None or spanned.span != span or not all(spanned.shards.get(key) is a for key, a in shards.items()):
+                try:
+                    spanned = SpanView(shards, span)
+                except ValueError:
+                    return self._span
+                self._kept[0] = spanned
             placeholder = int(self.keys[fits][0])
             self._span = (spanned, spanned.rows(np.where(fits, self.keys, placeholder), np.where(fits, self.offsets, 0)))
         return self._span

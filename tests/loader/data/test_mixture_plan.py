@@ -192,14 +192,18 @@ def test_a_step_asked_for_again_is_not_what_the_caller_did_to_it(folders):
 
 
 @pytest.mark.parametrize("long", [True, False])
-def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path, long):
-    """Windows in more (source, shard) pairs than EAGER_SHARDS: a plan does not map them all when it is made (nor
-    keep them mapped, nor make a SpanView); each batch maps its own, through the source's LRU of open shards (here
-    smaller than a plan), and copies long windows row by row, short ones by a fancy index per shard."""
+@pytest.mark.parametrize("bound", ["lru", "eager_shards"])
+def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path, monkeypatch, long, bound):
+    """Windows in more (source, shard) pairs than a source's LRU keeps open, or than EAGER_SHARDS: a plan does not map
+    them all when it is made (nor keep them mapped, nor make a SpanView); each batch maps its own, through the source's
+    LRU of open shards, and copies long windows row by row, short ones by a fancy index per shard."""
     for name, tokens in (("web", 150_000), ("code", 60_000)):
         write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=1_500, vocab_size=100_000)
     seq_len = ROWS["uint32"] if long else SHORT
-    sources = {name: TokenWindows(tmp_path / name, seq_len=seq_len, stride=700 if long else 11, max_open_shards=8)
+    max_open = 8 if bound == "lru" else None
+    if bound == "eager_shards":
+        monkeypatch.setattr(mixture_plan, "EAGER_SHARDS", 16)
+    sources = {name: TokenWindows(tmp_path / name, seq_len=seq_len, stride=700 if long else 11, max_open_shards=max_open)
                for name in ("web", "code")}
     mixture = Mixture(sources, weights={"web": 3, "code": 1})
     batches = list(ElasticSampler.for_dataset(mixture, 6, seed=1, shuffle=True))[:30]
@@ -208,8 +212,27 @@ def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path, long):
         assert_holds_samples(mixture, mixture.__getitems__(batch), True)
     plan = batches[0].chunk.prepared.rows
     assert plan.lazy and not plan.views and plan._span is None
-    assert len({k for k in plan.key_list if k >= 0}) > mixture_plan.EAGER_SHARDS
-    assert all(source.num_open_shards <= 8 for source in sources.values())
+    assert len({k for k in plan.key_list if k >= 0}) > (8 if bound == "lru" else 16)
+    assert all(source.num_open_shards <= (8 if bound == "lru" else 100) for source in sources.values())
+
+
+def test_a_plan_over_many_shards_that_stay_open_is_one_view_kept_across_plans(tmp_path):
+    """Many shards the LRUs keep open (the default): each plan maps them and gathers every batch by one fancy index of
+    a SpanView, the same view for the next plan while it holds the same maps, and the batches are exact."""
+    for name, tokens in (("web", 150_000), ("code", 60_000)):
+        write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=1_500, vocab_size=100_000)
+    sources = {name: TokenWindows(tmp_path / name, seq_len=SHORT, stride=11) for name in ("web", "code")}
+    mixture = Mixture(sources, weights={"web": 3, "code": 1})
+    steps = list(ElasticSampler.for_dataset(mixture, 8, seed=1, shuffle=True))
+    chunks = list(dict.fromkeys(batch.chunk for batch in steps))[:3]
+    views = []
+    for chunk in chunks:
+        for batch in [b for b in steps if b.chunk is chunk][:40]:
+            assert_holds_samples(mixture, mixture.__getitems__(batch), True)
+        plan = chunk.prepared.rows
+        assert not plan.lazy and len(plan.views) > 64 and plan._span[0] is not None
+        views.append(plan._span[0])
+    assert views[0] is views[1] is views[2]
 
 
 def test_sources_that_differ_in_shift_dtype_or_layout_are_not_planned(folders, tmp_path):
