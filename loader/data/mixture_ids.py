@@ -35,6 +35,8 @@ class SourceOrders:
 
     def ids(self, s: int, seed: int, draws: np.ndarray) -> np.ndarray:
         """Source s's sample ids at its draw indices `draws` (int64 >= 0, any order)."""
+        if not draws.size:
+            return np.empty(0, dtype=np.int64)
         n, size = self.sizes[s], self.block_sizes[s]
         low, high = int(draws.min()), int(draws.max())
         p, offset = divmod(low, n)

@@ -47,3 +47,9 @@ def test_kept_blocks_are_bounded():
     for p in range(40):
         orders.ids(p % 2, 0, np.arange(p * 70, p * 70 + 3, dtype=np.int64))
     assert len(orders._blocks) <= 8
+
+
+def test_no_draws_no_ids():
+    """An empty lookup is an empty answer (Mixture.locate_all of no positions, one source or several)."""
+    orders = SourceOrders([10], ["k"])
+    assert orders.ids(0, 0, np.empty(0, dtype=np.int64)).tolist() == []
