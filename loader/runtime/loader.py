@@ -9,6 +9,7 @@ advanced by k global steps — prefetched batches are neither lost nor repeated 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -199,6 +200,19 @@ def check_loader_options(dataset: Any, num_workers: Any, prefetch_factor: Any, p
             raise ConfigError(f"{name}={value!r}: expected None (the default) or True or False")
 
 
+def warn_reopening(dataset: Any, shuffle: Any) -> None:
+    """Warn when a global shuffle (a mixture's sources always draw one) reads a TokenWindows of more shards than its
+    `max_open_shards`: nearly every batch would reopen shards (400 shards under an LRU of 64: ~50x slower)."""
+    global_order = shuffle is True or shuffle == "global"
+    for name, source in ([(None, dataset)] if not hasattr(dataset, "sources") else zip(dataset.names, dataset.sources)):
+        shards, max_open = len(getattr(getattr(source, "index", None), "sources", ())), getattr(source, "max_open_shards", None)
+        if max_open is not None and shards > max_open and (global_order or name is not None):
+            where = f"mixture source {name!r} ({source.path})" if name is not None else source.path
+            warnings.warn(f"{where} has {shards:,} shards, more than max_open_shards={max_open:,}: a global shuffle reopens "
+                          f"shards on nearly every batch (tens of times slower); pass max_open_shards={shards} to TokenWindows "
+                          "(and raise ulimit -n if needed), or shuffle='locality'", RuntimeWarning, stacklevel=3)
+
+
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
                 rank: int | None = None, world_size: int | None = None, device: Any = "auto", drop_last: bool = True,
                 prefetch_factor: int | None = None, pin_memory: bool | None = None, persistent_workers: bool | None = None,
@@ -208,6 +222,7 @@ def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool |
     `__len__`, `__getitems__` returning a batch dict, and an `identity` string). `global_batch_size=G` (a multiple of
     world_size × batch_size): each global step is G/(W·B) micro-batches, the same global batches on any topology."""
     check_loader_options(dataset, num_workers, prefetch_factor, pin_memory, persistent_workers)
+    warn_reopening(dataset, shuffle)
     rank, world_size, source = find_topology(rank, world_size)
     device = auto_device(device)
     sampler = ElasticSampler.for_dataset(dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,

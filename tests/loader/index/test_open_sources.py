@@ -89,3 +89,23 @@ def test_a_corpus_of_more_shards_than_descriptors_reads_exactly_once(tmp_path):
     folders = [str(tmp_path / name) for name in ("ds", "a", "b")]
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), *folders], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.split() == ["ok", "True", "True"], done.stderr[-2000:]
+
+
+def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_path):
+    """make_loader warns, naming the dataset, its shard count and the fix, when a global shuffle (or a mixture, whose
+    sources always draw one) reads more shards than `max_open_shards`; not for other shuffles or a corpus that fits."""
+    import warnings
+
+    from sdl.loader import Mixture, TokenWindows, make_loader
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=30 * 40, tokens_per_shard=40, vocab_size=1000)
+    crowded, roomy = TokenWindows(tmp_path / "ds", seq_len=8, max_open_shards=8), TokenWindows(tmp_path / "ds", seq_len=8)
+    with pytest.warns(RuntimeWarning, match=r"ds has 30 shards, more than max_open_shards=8: .*pass max_open_shards=30"):
+        make_loader(crowded, 4, num_workers=0, device="cpu")
+    with pytest.warns(RuntimeWarning, match=r"mixture source 'a' \(.*ds\) has 30 shards"):
+        make_loader(Mixture({"a": crowded, "b": roomy}), 4, shuffle=False, num_workers=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dataset, shuffle in ((crowded, False), (crowded, "locality"), (roomy, True), (Mixture({"b": roomy}), False)):
+            make_loader(dataset, 4, shuffle=shuffle, num_workers=0, device="cpu")
