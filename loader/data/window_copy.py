@@ -6,9 +6,10 @@ into the output's two contiguous halves by two bulk copies. When every window of
 shard, the gather is a single fancy index of a strided *window view* of that shard (row i = tokens
 [i, i + span)): numpy copies row by row in C; when they lie in several shards, one fancy index of a SpanView over
 the chunk's shards (`ChunkPlan.spanned`), a window across a shard boundary then read piecewise into its row.
-Otherwise (more shards than the LRU keeps open, an object store's) each window is one slice copy. Measured on the bench's 16 × 2048 uint32 → int64 batches (2-core VM, same run,
-minimum of 11 rounds of 256 batches): per-row casting slice copies of inputs and labels 38.5 µs, per-row
-window copies into the temporary then two casts 32.6 µs, one window-view gather then two casts 25.3 µs.
+Otherwise (more shards than the LRU keeps open, an object store's) each window is one slice copy. Measured on the
+bench's 16 × 2048 uint32 → int64 batches (2-core VM, same run, minimum of 11 rounds of 256 batches): per-row casting
+slice copies of inputs and labels 38.5 µs, per-row window copies into the temporary then two casts 32.6 µs, one
+window-view gather then two casts 25.3 µs.
 
 The plan: the sampler computes the order of ~4,096 samples in one call and hands each step's SampleBatch a
 reference to that chunk (`sdl.loader.sampling.sampler.StepChunk`). Checking the ids, computing window starts
@@ -29,7 +30,7 @@ from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
 from sdl.loader.index.handles import OutOfDescriptors
 
-SPAN_SHARDS = 4096  # a chunk whose windows lie in at most this many shards (and max_open_shards) gathers a step by one fancy index
+SPAN_SHARDS = 4096  # a chunk over at most this many shards (and the LRU's max_open) gathers each step by one fancy index
 
 
 class ChunkPlan:
@@ -116,7 +117,8 @@ class ChunkPlan:
         shards = np.unique(self.first[self.inside]).tolist()
         if owner.remote is not None or not 0 < len(shards) <= min(SPAN_SHARDS, lru.max_open):
             return made
-        if kept is None or kept_lru is not lru or not all(shard in kept.start for shard in shards) or not lru.holds_all(kept.shards):
+        reusable = kept is not None and kept_lru is lru and all(shard in kept.start for shard in shards)
+        if not reusable or not lru.holds_all(kept.shards):
             try:
                 kept = SpanView({shard: owner._shard(shard) for shard in shards}, self.max_span)
             except (ValueError, OutOfDescriptors):  # out of descriptors: the shards it opened are the LRU's alone again
