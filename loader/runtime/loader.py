@@ -208,9 +208,13 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
         shards, max_open = len(getattr(getattr(source, "index", None), "sources", ())), getattr(source, "max_open_shards", None)
         if max_open is not None and shards > max_open and (global_order or name is not None):
             where = f"mixture source {name!r} ({source.path})" if name is not None else source.path
+            fix = f"pass max_open_shards={shards} to TokenWindows (and raise ulimit -n if needed)"
+            if getattr(source, "remote", None) is not None:
+                fix += " and a node cache that holds every shard (a map of an evicted cache file keeps its disk space)"
+            if name is None:
+                fix += ", or shuffle='locality'"
             warnings.warn(f"{where} has {shards:,} shards, more than max_open_shards={max_open:,}: a global shuffle reopens "
-                          f"shards on nearly every batch (tens of times slower); pass max_open_shards={shards} to TokenWindows "
-                          "(and raise ulimit -n if needed), or shuffle='locality'", RuntimeWarning, stacklevel=3)
+                          f"shards on nearly every batch (tens of times slower); {fix}", RuntimeWarning, stacklevel=3)
 
 
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,
