@@ -9,9 +9,9 @@ loader then names the file from the training process (`sdl.loader.runtime.worker
 How many sources stay open (`max_open`): a memory map costs a file descriptor and a little
 kernel bookkeeping, not memory, so the default is generous and `raise_open_files_limit` lifts the
 process's soft descriptor limit towards what all its LRUs may hold (never above the hard limit). When the
-process runs out of descriptors all the same, an LRU closes its older half (and asks its owner to drop what it
-holds beside it, e.g. a span view's maps), keeps at most what is left from then on (with a warning), and opens
-again once; if that fails too, the error names the limit and what to do.
+process runs out of descriptors all the same, every LRU of the process closes its older half (and asks its owner
+to drop what it holds beside it, e.g. a span view's maps) and keeps at most what is left from then on (with a
+warning), and the open is tried once more; if that fails too, the error names the limit and what to do.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import errno
 import os
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,7 @@ class OpenSources:
 
     closed = 0
     wanted = 0  # descriptors all the process's LRUs may hold at once: the soft limit is lifted towards it
+    every: weakref.WeakSet = weakref.WeakSet()  # the process's LRUs: out of descriptors, every one gives some back
 
     def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None,
                  release: Callable[[], None] | None = None) -> None:
@@ -56,6 +58,7 @@ class OpenSources:
         self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
         self.evictions = 0  # sources closed so far: whoever holds opened sources beyond a call checks it (SpanView)
         OpenSources.wanted += max_open
+        OpenSources.every.add(self)
         raise_open_files_limit(OpenSources.wanted + SPARE_FILES)
 
     def __len__(self) -> int:
@@ -77,15 +80,17 @@ class OpenSources:
         return item
 
     def _open(self, source_id: int) -> Any:
-        """`open_source`; out of file descriptors, the older half of this LRU closed and one more try."""
+        """`open_source`; out of file descriptors, the older half of every LRU of the process closed and one more try."""
         for retry in (True, False):
             try:
                 return self.open_source(source_id)
             except OSError as error:
                 if error.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
-                if retry and self.items:
-                    self._shrink()
+                holders = [lru for lru in list(OpenSources.every) if lru.items]  # another LRU may hold them all
+                if retry and holders:
+                    for lru in holders:
+                        lru._shrink()
                     continue
                 raise OutOfDescriptors(f"out of file descriptors opening source {source_id} ({len(self.items)} open here; this "
                                  f"process may open {raise_open_files_limit(0)}): lower max_open_shards (max_open), or raise "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 from sdl.loader.errors import InputError
@@ -27,7 +28,9 @@ def emfile(_: int):
     raise OSError(24, "Too many open files")
 
 
-def test_out_of_descriptors_closes_the_older_half_and_tries_once_more():
+def test_out_of_descriptors_closes_the_older_half_and_tries_once_more(monkeypatch):
+    """Every LRU of the process closes its older half (here two: the one opening, and another holding descriptors)."""
+    monkeypatch.setattr(OpenSources, "every", weakref.WeakSet())  # other tests' LRUs stay as they are
     calls = {"n": 0}
 
     def open_source(i: int):
@@ -36,13 +39,17 @@ def test_out_of_descriptors_closes_the_older_half_and_tries_once_more():
             emfile(i)
         return [i]
 
-    lru = OpenSources(100, open_source)
+    lru, other = OpenSources(100, open_source), OpenSources(100, lambda i: [i])
     for i in range(4):
         lru.get(i)
-    assert lru.get(9) == [9] and list(lru.items) == [2, 3, 9] and lru.evictions == 2
+        other.get(i)
+    with pytest.warns(RuntimeWarning, match="out of file descriptors with 4 sources open here"):
+        assert lru.get(9) == [9]
+    assert list(lru.items) == [2, 3, 9] and lru.evictions == 2 and list(other.items) == [2, 3] and other.max_open == 3
 
 
-def test_out_of_descriptors_even_then_says_what_to_do():
+def test_out_of_descriptors_even_then_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(OpenSources, "every", weakref.WeakSet())
     lru = OpenSources(100, emfile)
     with pytest.raises(InputError, match=r"out of file descriptors opening source 7 .*lower max_open_shards .*ulimit -n"):
         lru.get(7)
