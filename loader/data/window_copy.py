@@ -194,7 +194,11 @@ def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, i
         if fits:
             shard = shards.get(source_id)
             if shard is None:
-                shard = shards[source_id] = dataset._shard(source_id)
+                try:
+                    shard = shards[source_id] = dataset._shard(source_id)
+                except OutOfDescriptors:  # the maps this batch holds may be what is missing: held no longer
+                    shards.clear()
+                    shard = dataset._shard(source_id)
             windows[row] = shard[offset:offset + span]
         else:
             windows[row] = dataset._read_span(int(starts[row]), span)

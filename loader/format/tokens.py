@@ -50,6 +50,7 @@ path inside the dataset folder, and totals (`num_tokens`, `num_docs`, the parts'
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -212,7 +213,11 @@ def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
             offset = handle.tell()
     except FileNotFoundError:
         raise FormatError(f"{path}: listed in the manifest but missing; {repair_hint(path)}") from None
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of file descriptors: nothing wrong with the file
+            raise
+        raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
+    except ValueError as exc:
         raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
     if fortran and len(shape) > 1:
         raise FormatError(f"{path}: Fortran-ordered array, expected a 1-D token array")

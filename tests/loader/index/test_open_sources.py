@@ -116,3 +116,52 @@ def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_pa
         warnings.simplefilter("error")
         for dataset, shuffle in ((crowded, False), (crowded, "locality"), (roomy, True), (Mixture({"b": roomy}), False)):
             make_loader(dataset, 4, shuffle=shuffle, num_workers=0, device="cpu")
+
+
+TIGHT = """
+import os, resource, sys
+import numpy as np
+from sdl.loader import TokenWindows
+ds = TokenWindows(sys.argv[1], seq_len=16, stride=11)
+ids = [i * 37 + 1 for i in range(12)]  # 12 windows in 12 different shards
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+others = []
+try:
+    while True:
+        others.append(os.open("/dev/null", os.O_RDONLY))  # the process's every other descriptor taken
+except OSError:
+    pass
+for fd in others[-8:]:
+    os.close(fd)  # 8 free: fewer than the batch's shards
+for batch_ids in ([i] for i in ids):
+    ds.__getitems__(batch_ids)  # 8 maps into the LRU: the header read of the next shard finds no descriptor left
+batch = ds.__getitems__(ids)
+starts = (np.array(ids) + ds._windows.start) * ds.stride
+assert (batch["input_ids"].numpy() == (starts[:, None] + np.arange(16)) % 1000).all()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd")
+def test_a_batch_over_more_shards_than_free_descriptors_is_read_and_no_header_is_called_corrupt(tmp_path):
+    """8 descriptors free, a batch of 12 windows in 12 shards: the batch lets go of the maps it took and reads on (no
+    OutOfDescriptors), and a shard whose header cannot be opened for want of a descriptor is not reported corrupt."""
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=20_000, tokens_per_shard=37, vocab_size=1000)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(TIGHT), str(tmp_path / "ds")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stderr[-2000:]
+
+
+def test_no_descriptor_left_is_not_a_corrupt_header(monkeypatch, tmp_path):
+    import builtins
+
+    from sdl.loader.format.tokens import read_npy_header
+
+    def no_descriptor(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(builtins, "open", no_descriptor)
+    with pytest.raises(OSError, match="Too many open files"):
+        read_npy_header(tmp_path / "shard-000000.npy")
