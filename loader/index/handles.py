@@ -34,8 +34,8 @@ REFRESH_CALLS = 64  # a clock read costs ~1 µs, about what the rest of a call d
 
 
 class OutOfDescriptors(InputError):
-    """Out of file descriptors even after closing the older half of an LRU (a holder of many opened sources, e.g. a
-    span view being made, may catch it, drop what it holds and go on without)."""
+    """Out of file descriptors even after every LRU of the process closed its older half (a holder of many opened
+    sources, e.g. a span view being made, may catch it, drop what it holds and go on without)."""
 
 
 class OpenSources:
@@ -47,8 +47,7 @@ class OpenSources:
     """
 
     closed = 0
-    wanted = 0  # descriptors all the process's LRUs may hold at once: the soft limit is lifted towards it
-    every: weakref.WeakSet = weakref.WeakSet()  # the process's LRUs: out of descriptors, every one gives some back
+    every: weakref.WeakSet = weakref.WeakSet()  # the process's LRUs: the soft limit is lifted towards what they may hold
 
     def __init__(self, max_open: int, open_source: Callable[[int], Any], index: Any = None,
                  release: Callable[[], None] | None = None) -> None:
@@ -57,9 +56,8 @@ class OpenSources:
         self.max_open, self.open_source, self.items, self.release = max_open, open_source, OrderedDict(), release
         self.index, self.checked, self.countdown = index, time.monotonic(), REFRESH_CALLS
         self.evictions = 0  # sources closed so far: whoever holds opened sources beyond a call checks it (SpanView)
-        OpenSources.wanted += max_open
         OpenSources.every.add(self)
-        raise_open_files_limit(OpenSources.wanted + SPARE_FILES)
+        raise_open_files_limit(sum(lru.max_open for lru in list(OpenSources.every)) + SPARE_FILES)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -92,9 +90,9 @@ class OpenSources:
                     for lru in holders:
                         lru._shrink()
                     continue
-                raise OutOfDescriptors(f"out of file descriptors opening source {source_id} ({len(self.items)} open here; this "
-                                 f"process may open {raise_open_files_limit(0)}): lower max_open_shards (max_open), or raise "
-                                 "the limit (ulimit -n)") from None
+                raise OutOfDescriptors(f"out of file descriptors opening source {source_id} ({len(self.items)} open here; "
+                                       f"this process may open {raise_open_files_limit(0)}): lower max_open_shards (max_open), "
+                                       "or raise the limit (ulimit -n)") from None
         raise AssertionError("unreachable")
 
     def _shrink(self) -> None:
