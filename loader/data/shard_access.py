@@ -13,22 +13,27 @@ from typing import Any
 import numpy as np
 from sdl.loader.format.tokens import open_shard
 from sdl.loader.index import OpenSources
+from sdl.loader.index.handles import descriptor_room
 from sdl.loader.index.remote import open_remote_shard, shard_entry
 from sdl.loader.storage import CacheEntry
 
 MAX_HEADS = 256  # shard heads kept per process (each seq_len + shift tokens)
-# Shards kept open per process by default. A local map costs a file descriptor, not memory: keep every shard of a corpus
-# of up to 1,024 shards open, so that a global shuffle (each batch in ~B different shards) never reopens one (400 shards
-# under an LRU of 64: 2.6 ms a batch, against ~45 µs with all of them open). A cached object's map keeps its file's disk space
-# after the node cache evicts it: few.
-LOCAL_OPEN_SHARDS, REMOTE_OPEN_SHARDS = 1024, 64
+# Shards kept open per process by default. A local map costs a file descriptor and one of the kernel's maps
+# (vm.max_map_count, 65,530 by default), not memory: keep every shard of a corpus open, up to LOCAL_OPEN_SHARDS and what
+# the hard descriptor limit leaves, so that a global shuffle (each batch in ~B different shards) never reopens one (400
+# shards under an LRU of 64: 2.6 ms a batch, against ~45 µs with all of them open). A cached object's map keeps its
+# file's disk space after the node cache evicts it: few.
+LOCAL_OPEN_SHARDS, REMOTE_OPEN_SHARDS = 8192, 64
 
 
-def open_shards_limit(max_open_shards: int | None, remote: Any) -> int:
-    """A TokenWindows' `max_open_shards`: as given, else the default for a local dataset or an object store's."""
-    if max_open_shards is None:
-        return REMOTE_OPEN_SHARDS if remote is not None else LOCAL_OPEN_SHARDS
-    return int(max_open_shards)
+def open_shards_limit(max_open_shards: int | None, remote: Any, num_shards: int) -> int:
+    """A TokenWindows' `max_open_shards`: as given, else every one of its `num_shards` local shards (up to
+    LOCAL_OPEN_SHARDS and the descriptors the hard limit leaves), or REMOTE_OPEN_SHARDS of an object store's."""
+    if max_open_shards is not None:
+        return int(max_open_shards)
+    if remote is not None:
+        return REMOTE_OPEN_SHARDS
+    return max(1, min(num_shards, LOCAL_OPEN_SHARDS, descriptor_room()))
 
 
 class ShardAccess:

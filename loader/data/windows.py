@@ -109,10 +109,10 @@ class TokenWindows(ShardAccess):
         self.split, self.split_rate, self.layout = split, float(split_rate), layout
         self.shift_choices = check_shift(self.seq_len, shift, layout)
         self.remote = remote_files(path, cache_dir, cache_limit, prefetch_steps, storage_timeout_s)
-        self.max_open_shards = open_shards_limit(max_open_shards, self.remote)
         self._entries: dict[int, CacheEntry] = {}  # remote: each shard's cache entry, made once
         self._heads: OrderedDict[int, np.ndarray] = OrderedDict()  # remote: heads of shards that windows spill into (ShardAccess._head)
         self.index: GlobalIndex = open_remote_index(self.path, self.remote) if self.remote else open_index(path, kind="tokens")
+        self.max_open_shards = open_shards_limit(max_open_shards, self.remote, len(self.index.sources))
         self.wire_dtype = host_dtype(int(self.index.meta.get("vocab_size") or 0), self.index.meta.get("dtype", "uint32"))
         self._host_dtype = np.dtype(np.int64)
         # _views: ShardAccess._window_view's; _spanning: the last SpanView and the ChunkPlan using it (window_copy)

@@ -153,6 +153,16 @@ def check_sizes(index: Any, source_ids: Iterable[int]) -> None:
                               "and resume from the last checkpoint")
 
 
+def descriptor_room() -> int:
+    """Descriptors an LRU may take by default: the hard limit on open files less SPARE_FILES (large when unlimited)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1 << 20
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 20 if hard == resource.RLIM_INFINITY else max(1, hard - SPARE_FILES)
+
+
 def raise_open_files_limit(wanted: int) -> int:
     """Lift the soft limit on open files towards `wanted` (never above the hard limit); the limit now in force."""
     try:

@@ -63,7 +63,7 @@ import os, resource, sys
 import numpy as np
 from sdl.loader import Mixture, TokenWindows, make_loader
 ds = TokenWindows(sys.argv[1], seq_len=16)
-assert ds.max_open_shards == 1024 and len(ds.index.sources) == 300
+assert ds.max_open_shards == len(ds.index.sources) == 300  # every shard, by default
 used = len(os.listdir("/proc/self/fd"))
 resource.setrlimit(resource.RLIMIT_NOFILE, (used + 60, used + 60))  # room for ~60 maps, not 300
 seen = []
@@ -85,7 +85,7 @@ print("ok", ds._open.evictions > 0, mixed > 600)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd")
 def test_a_corpus_of_more_shards_than_descriptors_reads_exactly_once(tmp_path):
-    """300 shards, default max_open_shards (1,024), a descriptor limit of ~60 more than in use: a global shuffle
+    """300 shards, default max_open_shards (every shard), a descriptor limit of ~60 more than in use: a global shuffle
     reads every window exactly once, exact, and shards were closed to make room; so does a mixture of two sources of
     150 shards each (every sample its source's window)."""
     from sdl.prepare.synthetic import write_synthetic_dataset
@@ -165,3 +165,17 @@ def test_no_descriptor_left_is_not_a_corrupt_header(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "open", no_descriptor)
     with pytest.raises(OSError, match="Too many open files"):
         read_npy_header(tmp_path / "shard-000000.npy")
+
+
+def test_by_default_every_local_shard_stays_open_as_far_as_descriptors_allow(monkeypatch):
+    """max_open_shards=None: every shard of a local corpus (no global shuffle reopens any), up to LOCAL_OPEN_SHARDS
+    maps and what the hard descriptor limit leaves; an object store's few; a given value as given."""
+    from sdl.loader.data import shard_access
+    from sdl.loader.data.shard_access import LOCAL_OPEN_SHARDS, REMOTE_OPEN_SHARDS, open_shards_limit
+
+    assert open_shards_limit(None, None, 300) == 300 and open_shards_limit(None, None, 1) == 1
+    assert open_shards_limit(None, object(), 300) == REMOTE_OPEN_SHARDS and open_shards_limit(5, None, 300) == 5
+    monkeypatch.setattr(shard_access, "descriptor_room", lambda: 10**6)
+    assert open_shards_limit(None, None, 10**6) == LOCAL_OPEN_SHARDS
+    monkeypatch.setattr(shard_access, "descriptor_room", lambda: 768)  # a hard limit of 1,024 descriptors
+    assert open_shards_limit(None, None, 5000) == 768
