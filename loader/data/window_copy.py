@@ -201,7 +201,11 @@ def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, i
                     shard = dataset._shard(source_id)
             windows[row] = shard[offset:offset + span]
         else:
-            windows[row] = dataset._read_span(int(starts[row]), span)
+            try:
+                windows[row] = dataset._read_span(int(starts[row]), span)
+            except OutOfDescriptors:  # as above
+                shards.clear()
+                windows[row] = dataset._read_span(int(starts[row]), span)
     return windows
 
 

@@ -204,7 +204,9 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
     """Warn when a global shuffle (a mixture's sources always draw one) reads a TokenWindows of more shards than its
     `max_open_shards`: nearly every batch would reopen shards (400 shards under an LRU of 64: ~50x slower)."""
     global_order = shuffle is True or shuffle == "global"
-    for name, source in ([(None, dataset)] if not hasattr(dataset, "sources") else zip(dataset.names, dataset.sources)):
+    names, sources = getattr(dataset, "names", None), getattr(dataset, "sources", None)  # a Mixture's (tuples)
+    mixed = isinstance(names, tuple) and isinstance(sources, tuple) and len(names) == len(sources)
+    for name, source in zip(names, sources) if mixed else [(None, dataset)]:
         shards, max_open = len(getattr(getattr(source, "index", None), "sources", ())), getattr(source, "max_open_shards", None)
         if max_open is not None and shards > max_open and (global_order or name is not None):
             where = f"mixture source {name!r} ({source.path})" if name is not None else source.path

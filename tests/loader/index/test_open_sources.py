@@ -103,6 +103,7 @@ def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_pa
     sources always draw one) reads more shards than `max_open_shards`; not for other shuffles or a corpus that fits."""
     import warnings
 
+    import torch
     from sdl.loader import Mixture, TokenWindows, make_loader
     from sdl.prepare.synthetic import write_synthetic_dataset
 
@@ -112,9 +113,19 @@ def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_pa
         make_loader(crowded, 4, num_workers=0, device="cpu")
     with pytest.warns(RuntimeWarning, match=r"mixture source 'a' \(.*ds\) has 30 shards"):
         make_loader(Mixture({"a": crowded, "b": roomy}), 4, shuffle=False, num_workers=0, device="cpu")
+    class Listed:  # any dataset may keep a `sources` of its own
+        identity, sources = "listed", ["a.txt", "b.txt"]
+
+        def __len__(self):
+            return 8
+
+        def __getitems__(self, ids):
+            return {"x": torch.tensor(ids)}
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for dataset, shuffle in ((crowded, False), (crowded, "locality"), (roomy, True), (Mixture({"b": roomy}), False)):
+        for dataset, shuffle in ((crowded, False), (crowded, "locality"), (roomy, True), (Mixture({"b": roomy}), False),
+                                 (Listed(), True)):
             make_loader(dataset, 4, shuffle=shuffle, num_workers=0, device="cpu")
 
 
@@ -135,9 +146,13 @@ for fd in others[-8:]:
     os.close(fd)  # 8 free: fewer than the batch's shards
 for batch_ids in ([i] for i in ids):
     ds.__getitems__(batch_ids)  # 8 maps into the LRU: the header read of the next shard finds no descriptor left
-batch = ds.__getitems__(ids)
-starts = (np.array(ids) + ds._windows.start) * ds.stride
-assert (batch["input_ids"].numpy() == (starts[:, None] + np.arange(16)) % 1000).all()
+inside = [i for i in range(0, 1600, 7) if (11 * i) % 37 + 17 <= 37]
+inside = list({(11 * i) // 37: i for i in inside}.values())[:6]  # windows inside 6 other shards
+across = next(i for i in range(1600, 1800) if (11 * i) % 37 + 17 > 37)  # then one across two shards
+for batch_ids in (ids, inside + [across]):
+    batch = ds.__getitems__(batch_ids)
+    starts = (np.array(batch_ids) + ds._windows.start) * ds.stride
+    assert (batch["input_ids"].numpy() == (starts[:, None] + np.arange(16)) % 1000).all()
 print("ok")
 """
 
