@@ -118,6 +118,19 @@ class RowPlan:
         if positions is not None:
             self._doc_positions(i, b, positions)
 
+    def _visit(self, key: int) -> bool:
+        """An eager plan's visit to the LRU per batch, as a single source pays (the LRU checks the sizes of the open
+        shards now and then; a shard mapped anew drops the span view), and `_keep_open`. False when the process ran out
+        of file descriptors meanwhile: the plan then drops every map it holds and reads through the LRUs (lazy)."""
+        try:
+            if key >= 0:
+                self._bytes(key)
+            self._keep_open()
+            return True
+        except OutOfDescriptors:
+            self.lazy, self.views, self._held, self._span, self._kept[0] = True, {}, {}, None, None
+            return False
+
     def _keep_open(self) -> None:
         """Keep every shard the plan holds one its source's LRU holds (whose size checks then cover it, see
         `sdl.loader.index.handles`): when an LRU has closed any shard since, and one of the plan's is gone from it, take
@@ -134,10 +147,8 @@ class RowPlan:
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
         them when it is made); None when no such view can be made."""
-        key = int(self.keys[i])
-        if key >= 0:  # a visit to the LRU per batch, as a single source pays (see _by_rows): a shard mapped anew drops
-            self._bytes(key)  # the span view
-        self._keep_open()
+        if not self._visit(int(self.keys[i])):
+            return None
         spanned, rows = self._span or self._make_span()
         if spanned is None:
             return None
@@ -174,14 +185,11 @@ class RowPlan:
         keys, row_bytes = self.key_list[i:i + b], span * dtype.itemsize
         # Windows across shards first: their reads go through the LRUs, which may close a shard the rows below read
         across = {row: self._across(i + row, span, dtype) for row, key in enumerate(keys) if key < 0} if self.across else {}
-        if self.lazy:  # this batch's shards through the LRU, held no longer than the batch
+        if self.lazy or not self._visit(keys[0]):  # this batch's shards through the LRU, held no longer than the batch
             count = len(self.sources)
             views = {key: memoryview(self.sources[key % count]._shard(key // count)).cast("B") for key in set(keys) if key >= 0}
         else:
             views = self.views
-            if keys[0] >= 0:  # a visit to the LRU per batch, as a single source pays: it checks the sizes of the open
-                self._bytes(keys[0])  # shards now and then
-            self._keep_open()
         if not across:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
         else:  # a window across shards: read piecewise (above)

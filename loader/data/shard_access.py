@@ -28,12 +28,13 @@ LOCAL_OPEN_SHARDS, REMOTE_OPEN_SHARDS = 8192, 64
 
 def open_shards_limit(max_open_shards: int | None, remote: Any, num_shards: int) -> int:
     """A TokenWindows' `max_open_shards`: as given, else every one of its `num_shards` local shards (up to
-    LOCAL_OPEN_SHARDS and the descriptors the hard limit leaves), or REMOTE_OPEN_SHARDS of an object store's."""
+    LOCAL_OPEN_SHARDS and the descriptors the hard limit leaves, but at least 64), or REMOTE_OPEN_SHARDS of an object
+    store's."""
     if max_open_shards is not None:
         return int(max_open_shards)
     if remote is not None:
         return REMOTE_OPEN_SHARDS
-    return max(1, min(num_shards, LOCAL_OPEN_SHARDS, descriptor_room()))
+    return max(1, min(num_shards, LOCAL_OPEN_SHARDS, max(REMOTE_OPEN_SHARDS, descriptor_room())))
 
 
 class ShardAccess:
@@ -52,8 +53,9 @@ class ShardAccess:
                 plan._span = None
             self._spanning = None
 
-    def _read_span(self, start: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Global tokens [start, start + length), read across as many shards as they cover (into `out` when given)."""
+    def _read_span(self, start: int, length: int, out: np.ndarray | None = None, held: dict | None = None) -> np.ndarray:
+        """Global tokens [start, start + length), read across as many shards as they cover (into `out` when given; from
+        the maps of `held` {shard: array} where it has them, e.g. a span view's, with no file opened for them)."""
         out = np.empty(length, dtype=self._host_dtype) if out is None else out
         starts, lengths = self._shard_starts, self._shard_lengths
         source_id = bisect_right(starts, start) - 1
@@ -64,7 +66,8 @@ class ShardAccess:
             if filled and self.remote is not None and not self._held(source_id):
                 out[filled:filled + take] = self._head(source_id, take)[:take]
             else:
-                out[filled:filled + take] = self._shard(source_id)[offset:offset + take]
+                shard = held.get(source_id) if held else None
+                out[filled:filled + take] = (self._shard(source_id) if shard is None else shard)[offset:offset + take]
             filled += take
             source_id += 1
         return out

@@ -37,7 +37,7 @@ class ChunkPlan:
     """Where the windows of a chunk of steps lie ([steps, B] arrays), located once; `single[k]` is the shard holding
     every window of step k whole, or -1; `spanned(k)`, for a step whose windows lie in several shards, their rows in a
     SpanView over the chunk's shards (one fancy index for the batch, as for one shard; a window across two shards is
-    then read piecewise over its row: `span_windows`)."""
+    then read piecewise into its row: `span_windows`)."""
 
     __slots__ = ("owner", "ids", "id_lists", "starts", "first", "offsets", "inside", "single", "sample_ids", "max_span",
                  "_span", "_visit", "_across", "__weakref__")
@@ -70,8 +70,9 @@ class ChunkPlan:
         return ids
 
     def step(self, k: int) -> tuple:
-        """Step k's (starts, first, offsets, inside, single, sample_ids tensor, spanned), what TokenWindows._batch takes."""
-        spanned = self.spanned(k) if self.single[k] < 0 else None
+        """Step k's (starts, first, offsets, inside, single, sample_ids tensor, (this plan, k) when its windows lie in
+        several shards: `span_windows`), what TokenWindows._batch takes."""
+        spanned = (self, k) if self.single[k] < 0 else None
         return self.starts[k], self.first[k], self.offsets[k], self.inside[k], self.single[k], self.take_ids(k), spanned
 
     def spanned(self, k: int) -> tuple[SpanView, np.ndarray, list[int]] | None:
@@ -101,6 +102,29 @@ class ChunkPlan:
                 return None
         self._span = made
         return view, made[1][k], self._across.get(k, ())
+
+    def span_windows(self, k: int, span: int) -> np.ndarray | None:
+        """Step k's [B, span] windows in the shards' dtype by one fancy index of the chunk's SpanView (its rows are
+        max_span long: the first `span` tokens are this batch's), a window across two shards then read piecewise into
+        its row, from the view's maps where it has them; None when the step has no view (see `spanned`). Only this
+        call holds the view meanwhile: out of descriptors, the LRUs' owners let go of it, and so does this read."""
+        spanned = self.spanned(k)
+        if spanned is None:
+            return None
+        view, rows, across = spanned
+        windows = view.view[rows]
+        if view.span != span:
+            windows = windows[:, :span]
+        held = view.shards if across else None
+        del spanned, view
+        for row in across:
+            try:
+                self.owner._read_span(int(self.starts[k][row]), span, windows[row], held)
+                continue
+            except OutOfDescriptors:  # the view's maps may be what is missing: read without them
+                held = None
+            self.owner._read_span(int(self.starts[k][row]), span, windows[row])  # (the error's frames, which held them, gone)
+        return windows
 
     def _make_span(self) -> tuple:
         """(SpanView, rows [steps, B], the LRU, its evictions when made); Nones when the chunk cannot have one. The
@@ -157,27 +181,14 @@ def single_shard(first: np.ndarray, inside: np.ndarray) -> int:
 def copy_windows(dataset: Any, starts: np.ndarray, first: np.ndarray, offsets: np.ndarray, inside: np.ndarray,
                  single: int, shift: int, out: np.ndarray, spanned: tuple | None = None) -> np.ndarray:
     """Fill `out` ([2, B, seq_len]) with the inputs and labels of the windows at global `starts` (located: `first`,
-    `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`; `spanned`: a SpanView and
-    the windows' rows in it, see `ChunkPlan.spanned`)."""
-    if spanned is not None:
-        windows = span_windows(dataset, spanned, starts, dataset.seq_len + shift)
-    else:
+    `offsets`; `inside`: the window lies whole in its shard; `single`: see `single_shard`; `spanned`: (a ChunkPlan,
+    step), whose `span_windows` gathers them when it can)."""
+    windows = None if spanned is None else spanned[0].span_windows(spanned[1], dataset.seq_len + shift)
+    if windows is None:
         windows = gather_windows(dataset, starts, first, offsets, inside, single, shift)
     out[0] = windows[:, :dataset.seq_len]
     out[1] = windows[:, shift:]
     return out
-
-
-def span_windows(dataset: Any, spanned: tuple, starts: np.ndarray, span: int) -> np.ndarray:
-    """[B, span] windows in the shards' dtype by one fancy index of `spanned` (`ChunkPlan.spanned`: its rows are
-    max_span long, the first `span` tokens are this batch's); a window across two shards read piecewise over its row."""
-    view, rows, across = spanned
-    windows = view.view[rows]
-    if view.span != span:
-        windows = windows[:, :span]
-    for row in across:
-        dataset._read_span(int(starts[row]), span, windows[row])
-    return windows
 
 
 def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, inside: Any, single: int,
@@ -198,14 +209,16 @@ def gather_windows(dataset: Any, starts: np.ndarray, first: Any, offsets: Any, i
                     shard = shards[source_id] = dataset._shard(source_id)
                 except OutOfDescriptors:  # the maps this batch holds may be what is missing: held no longer
                     shards.clear()
+                if shard is None:
                     shard = dataset._shard(source_id)
             windows[row] = shard[offset:offset + span]
         else:
             try:
                 windows[row] = dataset._read_span(int(starts[row]), span)
+                continue
             except OutOfDescriptors:  # as above
                 shards.clear()
-                windows[row] = dataset._read_span(int(starts[row]), span)
+            windows[row] = dataset._read_span(int(starts[row]), span)
     return windows
 
 

@@ -44,7 +44,7 @@ from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.documents import DocStarts, cu_seqlens
 from sdl.loader.data.shard_access import ShardAccess, open_shards_limit
 from sdl.loader.data.split import SPLITS, count_windows, split_range
-from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of, span_windows, windows_batch
+from sdl.loader.data.window_copy import copy_rows, copy_windows, locate_windows, one_shard_batch, plan_of, windows_batch
 from sdl.loader.errors import ConfigError, InputError
 from sdl.loader.index import GlobalIndex, open_index
 from sdl.loader.index.remote import open_remote_index
@@ -179,8 +179,8 @@ class TokenWindows(ShardAccess):
         if self._lean:  # the common cases, with nothing they do not need (~3 µs less)
             if plan.single[k] >= 0:
                 return one_shard_batch(self, plan.single[k], plan.offsets[k], plan.take_ids(k))
-            if (spanned := plan.spanned(k)) is not None:
-                return windows_batch(self, span_windows(self, spanned, plan.starts[k], plan.max_span), plan.take_ids(k))
+            if (windows := plan.span_windows(k, plan.max_span)) is not None:
+                return windows_batch(self, windows, plan.take_ids(k))
         return self._batch(plan.ids[k], self.batch_shift(indices), step=plan.step(k))
 
     def _planned(self, indices: list[int]) -> tuple[Any, int]:

@@ -184,7 +184,7 @@ def test_no_descriptor_left_is_not_a_corrupt_header(monkeypatch, tmp_path):
 
 def test_by_default_every_local_shard_stays_open_as_far_as_descriptors_allow(monkeypatch):
     """max_open_shards=None: every shard of a local corpus (no global shuffle reopens any), up to LOCAL_OPEN_SHARDS
-    maps and what the hard descriptor limit leaves; an object store's few; a given value as given."""
+    maps and what the hard descriptor limit leaves (at least 64); an object store's few; a given value as given."""
     from sdl.loader.data import shard_access
     from sdl.loader.data.shard_access import LOCAL_OPEN_SHARDS, REMOTE_OPEN_SHARDS, open_shards_limit
 
@@ -194,3 +194,37 @@ def test_by_default_every_local_shard_stays_open_as_far_as_descriptors_allow(mon
     assert open_shards_limit(None, None, 10**6) == LOCAL_OPEN_SHARDS
     monkeypatch.setattr(shard_access, "descriptor_room", lambda: 768)  # a hard limit of 1,024 descriptors
     assert open_shards_limit(None, None, 5000) == 768
+    monkeypatch.setattr(shard_access, "descriptor_room", lambda: 1)  # a tiny hard limit: as many as before, 64
+    assert open_shards_limit(None, None, 5000) == 64 and open_shards_limit(None, None, 20) == 20
+
+
+SPANNED = """
+import os, resource, sys
+import numpy as np
+from sdl.loader import TokenWindows
+from sdl.loader.sampling.sampler import ElasticSampler
+ds = TokenWindows(sys.argv[1], seq_len=4, stride=5)  # windows across shards in most steps
+steps = list(ElasticSampler.for_dataset(ds, 16, seed=0, shuffle=True))
+def check(k):
+    batch = ds.__getitems__(steps[k])
+    starts = (np.array(list(steps[k])) + ds._windows.start) * ds.stride
+    assert (batch["input_ids"].numpy() == (starts[:, None] + np.arange(4)) % 500).all()
+check(0)  # the chunk's span view maps its shards
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, used + 8))  # then hardly a descriptor to spare
+for k in range(1, len(steps)):
+    check(k)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd")
+def test_a_span_view_lets_go_of_its_maps_when_a_window_across_shards_finds_no_descriptor(tmp_path):
+    """A step gathered through the chunk's span view reads its windows across two shards afterwards; when that read
+    runs out of descriptors, the view's maps are let go (the LRUs' owners drop the view, the read holds it no more)."""
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "ds", num_tokens=3_000, tokens_per_shard=8, vocab_size=500)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SPANNED), str(tmp_path / "ds")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stderr[-2000:]
