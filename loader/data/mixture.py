@@ -209,8 +209,6 @@ class Mixture:
             source = phase_source
         else:  # the phase names its sources in another order, or sources this mixture no longer has (never drawn here)
             source = np.array([self.names.index(n) if n in self.names else -1 for n in phase.weights], dtype=np.int64)[phase_source]
-        if len(self.sources) == 1:
-            return source, self._orders.ids(0, seed, draws)
         ids = np.empty_like(draws)
         for s in range(len(self.sources)):
             mine = np.flatnonzero(source == s)
