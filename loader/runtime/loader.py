@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from sdl.loader.errors import ConfigError
+from sdl.loader.errors import ConfigError, SdlError
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
 from sdl.loader.runtime.slots import layout_bytes, probe_layout
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
@@ -27,7 +27,7 @@ from sdl.loader.runtime.transport import (
     task_steps,
     to_wire,
 )
-from sdl.loader.runtime.workers import WorkerInit, check_workers
+from sdl.loader.runtime.workers import WorkerInit, check_workers, worker_error
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState, check_arguments
 from sdl.loader.storage.prefetch import NamedObjects, Prefetcher
@@ -157,6 +157,11 @@ class SdlLoader:
         except RuntimeError:  # PyTorch's "worker killed by signal": say which worker, and name a truncated file
             self._check_workers()
             raise
+        except SdlError as exc:  # raised in a worker: its own one-line message (the worker's traceback as the cause)
+            unwrapped = worker_error(exc)
+            if unwrapped is None:
+                raise
+            raise unwrapped from exc
 
     def _check_workers(self) -> None:
         """Raise if a worker died (called by the feed whenever it has waited a while, and on PyTorch's own error)."""

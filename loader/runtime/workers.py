@@ -10,6 +10,10 @@
   batch (`check_workers`): a worker that exited (the OOM killer's SIGKILL, a crash) raises a
   `WorkerError` naming it and its signal; a SIGBUS death (a memory-mapped file truncated under it)
   first looks for a source whose size changed and names it.
+- **Errors in a worker**: PyTorch re-raises a worker's exception in the training process as the same type, its
+  message replaced by "Caught X in DataLoader worker process N. Original Traceback …". For an sdl error (a stale
+  or corrupt shard found by a worker, an object store that failed it) `worker_error` restores the worker's own
+  one-line message, so that the caller and the CLI see exactly what the same error says without workers.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 import threading
 from typing import Any
 
-from sdl.loader.errors import WorkerError
+from sdl.loader.errors import SdlError, WorkerError
 from sdl.loader.index.handles import check_sizes
 
 PARENT_POLL_S = 0.5
@@ -75,3 +79,18 @@ def check_workers(iterator: Any, dataset: Any) -> None:
                 else "the OOM killer, a crash, or a kill")
         raise WorkerError(f"DataLoader worker {worker_id} (pid {process.pid}) died ({how}; likely {hint}); the loader "
                           "stopped instead of waiting for its batches: check memory and the data, then resume from the last checkpoint")
+
+
+def worker_error(exc: SdlError) -> SdlError | None:
+    """The sdl error that PyTorch re-raised from a DataLoader worker as `exc`, with the worker's own message (see the
+    module docstring); None when `exc` is not such a re-raise."""
+    head, wrapped, trace = str(exc).partition("\nOriginal Traceback")
+    kind = type(exc)
+    last = trace.rfind(f"\n{kind.__module__}.{kind.__qualname__}: ")
+    if not wrapped or not head.startswith(f"Caught {kind.__name__} ") or last < 0:
+        return None
+    message = trace[last + len(kind.__module__) + len(kind.__qualname__) + 4:].rstrip("\n")
+    try:
+        return kind(message)
+    except Exception:  # a subclass whose constructor wants more than a message: PyTorch's as it is
+        return None

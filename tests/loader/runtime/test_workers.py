@@ -95,3 +95,38 @@ def test_a_shard_truncated_in_process_is_named_before_it_is_read(token_dataset, 
     _truncate_all(path)
     with pytest.raises(FormatError, match=r"shard-00000\d\.npy is now 200 bytes.*changed under a running loader"):
         next(batches)
+
+
+def test_an_sdl_error_raised_in_a_worker_reaches_the_caller_as_its_own_one_line_message(token_dataset):
+    # A shard rewritten after the loader was made: the worker that opens it finds the change. Without the unwrapping,
+    # PyTorch's "Caught FormatError in DataLoader worker process N. Original Traceback …" reached the CLI's one line.
+    import numpy as np
+    from sdl.loader import TokenWindows, make_loader
+    from sdl.loader.errors import FormatError
+
+    path = token_dataset(num_tokens=40_000, tokens_per_shard=10_000)
+    loader = make_loader(TokenWindows(path, seq_len=64), 4, num_workers=2, device="cpu")
+    shard = sorted(path.glob("shard-*.npy"))[2]
+    np.save(shard, np.load(shard)[:5000])
+    with pytest.raises(FormatError) as raised:
+        for _ in loader:
+            pass
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{shard} is now") and "resume from the last checkpoint" in message
+    assert "Original Traceback" in str(raised.value.__cause__)  # the worker's traceback, kept as the cause
+
+
+def test_an_error_that_cannot_be_rebuilt_from_its_message_stays_as_pytorch_raised_it():
+    from sdl.loader.errors import SdlError
+    from sdl.loader.runtime.workers import worker_error
+
+    class Two(SdlError):
+        def __init__(self, what, why):
+            super().__init__(f"{what}: {why}")
+
+    wrapped = "Caught {0} in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n  File \"x.py\"\n{1}: {2}\n"
+    assert worker_error(Two("a", "b")) is None  # not a re-raise
+    assert worker_error(SdlError(wrapped.format("SdlError", "sdl.loader.errors.SdlError", "bad: do X"))).args == ("bad: do X",)
+    two = Two("x", "y")
+    two.args = (wrapped.format("Two", f"{Two.__module__}.{Two.__qualname__}", "a: b"),)
+    assert worker_error(two) is None  # Two("a: b") raises: left as it was
