@@ -209,9 +209,7 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
     """Warn when a global shuffle (a mixture's sources always draw one) reads a TokenWindows of more shards than its
     `max_open_shards`: nearly every batch would reopen shards (400 shards under an LRU of 64: ~50x slower)."""
     global_order = shuffle is True or shuffle == "global"
-    names, sources = getattr(dataset, "names", None), getattr(dataset, "sources", None)  # a Mixture's (tuples)
-    mixed = isinstance(names, tuple) and isinstance(sources, tuple) and len(names) == len(sources)
-    for name, source in zip(names, sources) if mixed else [(None, dataset)]:
+    for name, source in _token_sources(dataset, None):
         shards, max_open = len(getattr(getattr(source, "index", None), "sources", ())), getattr(source, "max_open_shards", None)
         if max_open is not None and shards > max_open and (global_order or name is not None):
             where = f"mixture source {name!r} ({source.path})" if name is not None else source.path
@@ -222,6 +220,16 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
                 fix += ", or shuffle='locality'"
             warnings.warn(f"{where} has {shards:,} shards, more than max_open_shards={max_open:,}: a global shuffle reopens "
                           f"shards on nearly every batch (tens of times slower); {fix}", RuntimeWarning, stacklevel=3)
+
+
+def _token_sources(dataset: Any, name: str | None) -> list[tuple[str | None, Any]]:
+    """(name, dataset) of `dataset` itself, or of each source of a Mixture (its `names` and `sources` tuples), nested
+    ones too ("outer/inner"); name None: not a mixture's source."""
+    names, sources = getattr(dataset, "names", None), getattr(dataset, "sources", None)
+    if not (isinstance(names, tuple) and isinstance(sources, tuple) and len(names) == len(sources)):
+        return [(name, dataset)]
+    return [found for inner, source in zip(names, sources)
+            for found in _token_sources(source, inner if name is None else f"{name}/{inner}")]
 
 
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,

@@ -113,6 +113,10 @@ def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_pa
         make_loader(crowded, 4, num_workers=0, device="cpu")
     with pytest.warns(RuntimeWarning, match=r"mixture source 'a' \(.*ds\) has 30 shards"):
         make_loader(Mixture({"a": crowded, "b": roomy}), 4, shuffle=False, num_workers=0, device="cpu")
+    nested = Mixture({"outer": Mixture({"a": roomy, "inner": crowded}), "b": roomy})
+    with pytest.warns(RuntimeWarning, match=r"mixture source 'outer/inner' \(.*ds\) has 30 shards"):
+        make_loader(nested, 4, shuffle=False, num_workers=0, device="cpu")
+
     class Listed:  # any dataset may keep a `sources` of its own
         identity, sources = "listed", ["a.txt", "b.txt"]
 
@@ -125,6 +129,7 @@ def test_a_global_shuffle_over_more_shards_than_stay_open_is_warned_about(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for dataset, shuffle in ((crowded, False), (crowded, "locality"), (roomy, True), (Mixture({"b": roomy}), False),
+                                 (Mixture({"o": Mixture({"b": roomy, "c": roomy})}), False),
                                  (Listed(), True)):
             make_loader(dataset, 4, shuffle=shuffle, num_workers=0, device="cpu")
 
