@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -83,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {usage_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the process's descriptor limit, wherever a file was opened (library opens say it themselves)
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) or os.environ.get("SDL_DEBUG") == "1":
+            raise
+        where = f" opening {exc.filename}" if exc.filename else ""
+        print(f"error: out of file descriptors{where}; raise the limit (ulimit -n) and re-run the same command", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)
         return 130

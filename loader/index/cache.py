@@ -16,6 +16,7 @@ import numpy as np
 from sdl.loader.errors import IndexStaleError, InputError
 from sdl.loader.format.atomic import atomic_write_json, remove_stale_temporaries
 from sdl.loader.format.tokens import CACHE_DIR
+from sdl.loader.index.handles import with_descriptors
 from sdl.loader.index.kinds import (
     LISTERS,
     SOURCE_STATS,
@@ -145,6 +146,11 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
+    return with_descriptors(lambda: _open_local(root, kind, split), f"indexing {root} (its files are read one at a time",
+                            "close datasets or files this process holds, or raise the limit (ulimit -n)")
+
+
+def _open_local(root: Path, kind: str | None, split: str | None) -> GlobalIndex:
     cached = load_cached_index(root, split=split)
     if cached is not None and (kind is None or cached.kind == kind):
         return cached

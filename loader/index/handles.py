@@ -79,21 +79,8 @@ class OpenSources:
 
     def _open(self, source_id: int) -> Any:
         """`open_source`; out of file descriptors, the older half of every LRU of the process closed and one more try."""
-        for retry in (True, False):
-            try:
-                return self.open_source(source_id)
-            except OSError as error:
-                if error.errno not in (errno.EMFILE, errno.ENFILE):
-                    raise
-                holders = [lru for lru in list(OpenSources.every) if lru.items]  # another LRU may hold them all
-                if retry and holders:
-                    for lru in holders:
-                        lru._shrink()
-                    continue
-                raise OutOfDescriptors(f"out of file descriptors opening source {source_id} ({len(self.items)} open here; "
-                                       f"this process may open {raise_open_files_limit(0)}): lower max_open_shards (max_open), "
-                                       "or raise the limit (ulimit -n)") from None
-        raise AssertionError("unreachable")
+        return with_descriptors(lambda: self.open_source(source_id), f"opening source {source_id} ({len(self.items)} open here",
+                                "lower max_open_shards (max_open), or raise the limit (ulimit -n)")
 
     def _shrink(self) -> None:
         """Out of descriptors: the older half closed, the owner's other holds released, at most the rest kept open."""
@@ -125,6 +112,25 @@ class OpenSources:
         if time.monotonic() - self.checked >= REFRESH_S:
             check_sizes(self.index, self.items)
             self.checked = time.monotonic()
+
+
+def with_descriptors(call: Callable[[], Any], what: str, fix: str) -> Any:
+    """`call()`; out of file descriptors, the older half of every LRU of the process closed and one more try, then
+    OutOfDescriptors: "out of file descriptors <what>; this process may open N): <fix>" (`what` opens the parenthesis)."""
+    for retry in (True, False):
+        try:
+            return call()
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            holders = [lru for lru in list(OpenSources.every) if lru.items]  # another LRU may hold them all
+            if retry and holders:
+                for lru in holders:
+                    lru._shrink()
+                continue
+            raise OutOfDescriptors(f"out of file descriptors {what}; this process may open {raise_open_files_limit(0)}): "
+                                   f"{fix}") from None
+    raise AssertionError("unreachable")
 
 
 def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
