@@ -51,6 +51,7 @@ path inside the dataset folder, and totals (`num_tokens`, `num_docs`, the parts'
 from __future__ import annotations
 
 import errno
+import tokenize
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,6 +220,8 @@ def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
         raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
     except ValueError as exc:
         raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
+    except (SyntaxError, tokenize.TokenError):  # numpy parses the header's dict as a Python literal
+        raise FormatError(f"{path}: corrupt .npy header (its dict does not parse); {repair_hint(path)}") from None
     if fortran and len(shape) > 1:
         raise FormatError(f"{path}: Fortran-ordered array, expected a 1-D token array")
     return tuple(shape), np.dtype(dtype), offset

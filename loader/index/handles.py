@@ -154,9 +154,11 @@ def check_sizes(index: Any, source_ids: Iterable[int]) -> None:
             actual = -1
         if actual != expected:
             found = "is gone" if actual < 0 else f"is now {actual:,} bytes"
+            how = "deleted" if actual < 0 else "truncated or rewritten"
+            restore = {"tokens": "re-run sdl prepare with the same arguments", "arrow": "rewrite it as it was, e.g. with save_to_disk",
+                       "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
             raise FormatError(f"{path} {found}, the index recorded {expected:,} bytes: the file changed under a running "
-                              "loader (truncated or rewritten); restore it (re-run sdl prepare with the same arguments) "
-                              "and resume from the last checkpoint")
+                              f"loader ({how}); restore it ({restore}) and resume from the last checkpoint")
 
 
 def descriptor_room() -> int:

@@ -79,3 +79,17 @@ def test_inspect_names_a_damaged_docs_file_in_one_line(token_dataset, capsys, da
     assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: {path / 'shard-000001.docs.npy'}: expected 10 document offsets") and found in err
     assert f"sdl prepare --repair {path}" in err
+
+
+@pytest.mark.parametrize("garbage", [b"x" * 50, b"{'descr': '<u2', 'fortran_order': False, 'shape': (1000,), 'x': [", b"\xff\xfe" * 20])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_shard_with_a_damaged_header_is_one_line_naming_it(token_dataset, capsys, command, garbage):
+    # numpy parses the header as a Python literal: damage raised tokenize.TokenError or SyntaxError, a traceback
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    shard = path / "shard-000001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[10:10 + len(garbage)] = garbage
+    shard.write_bytes(bytes(raw))
+    code, out, err = run(capsys, *COMMANDS[command], path)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ") and "shard-000001.npy" in err and "header" in err

@@ -3,6 +3,7 @@ descriptors (a corpus of more shards than `ulimit -n` allows: the older half clo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -291,3 +292,33 @@ def test_the_cli_says_out_of_descriptors_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ds")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr[-2000:]
     assert done.stderr.startswith("error: out of file descriptors") and "ulimit -n" in done.stderr
+
+
+@pytest.mark.parametrize("kind, damage, says", [
+    ("tokens", "truncate", r"is now 64 bytes.*\(truncated or rewritten\); restore it \(re-run sdl prepare"),
+    ("tokens", "delete", r"is gone.*\(deleted\); restore it \(re-run sdl prepare"),
+    ("arrow", "truncate", r"is now 64 bytes.*\(truncated or rewritten\); restore it \(rewrite it as it was, e\.g\. with save_to_disk"),
+])
+def test_a_file_changed_under_the_loader_is_named_with_the_fix_for_its_kind(tmp_path, kind, damage, says):
+    from sdl.loader import ArrowRows, TokenWindows
+    from sdl.loader.errors import FormatError
+    from sdl.loader.index.handles import check_sizes
+
+    if kind == "tokens":
+        from sdl.prepare.synthetic import write_synthetic_dataset
+
+        write_synthetic_dataset(tmp_path / "ds", num_tokens=400, tokens_per_shard=100, vocab_size=1000)
+        dataset = TokenWindows(tmp_path / "ds", seq_len=8)
+    else:
+        import datasets
+
+        datasets.Dataset.from_dict({"n": list(range(400))}).save_to_disk(str(tmp_path / "ds"), num_shards=2)
+        dataset = ArrowRows(tmp_path / "ds")
+    path = dataset.index.path_of(1)
+    if damage == "delete":
+        os.remove(path)
+    else:
+        with open(path, "r+b") as handle:
+            handle.truncate(64)
+    with pytest.raises(FormatError, match=says):
+        check_sizes(dataset.index, range(len(dataset.index.sources)))
