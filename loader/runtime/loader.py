@@ -27,7 +27,7 @@ from sdl.loader.runtime.transport import (
     task_steps,
     to_wire,
 )
-from sdl.loader.runtime.workers import WorkerInit, check_workers, worker_error
+from sdl.loader.runtime.workers import WorkerInit, check_workers, leaf_sources, worker_error
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState, check_arguments
 from sdl.loader.storage.prefetch import NamedObjects, Prefetcher
@@ -161,6 +161,7 @@ class SdlLoader:
             unwrapped = worker_error(exc)
             if unwrapped is None:
                 raise
+            self._drop_workers()  # the next iteration starts afresh: no worker of this one left to die later
             raise unwrapped from exc
 
     def _check_workers(self) -> None:
@@ -168,9 +169,13 @@ class SdlLoader:
         try:
             check_workers(self._workers, self.dataset)
         except BaseException:
-            self._workers._shutdown_workers()  # the survivors; a fresh iteration starts new ones
-            self.dataloader._iterator = None
+            self._drop_workers()
             raise
+
+    def _drop_workers(self) -> None:
+        """Shut this iteration's workers down (the survivors of a failure); a fresh iteration starts new ones."""
+        self._workers._shutdown_workers()
+        self.dataloader._iterator = None
 
     def state_dict(self) -> dict[str, Any]:
         """The state after the last batch handed to the caller (JSON-able; weights_only-safe)."""
@@ -209,7 +214,7 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
     """Warn when a global shuffle (a mixture's sources always draw one) reads a TokenWindows of more shards than its
     `max_open_shards`: nearly every batch would reopen shards (400 shards under an LRU of 64: ~50x slower)."""
     global_order = shuffle is True or shuffle == "global"
-    for name, source in _token_sources(dataset, None):
+    for name, source in leaf_sources(dataset):
         shards, max_open = len(getattr(getattr(source, "index", None), "sources", ())), getattr(source, "max_open_shards", None)
         if max_open is not None and shards > max_open and (global_order or name is not None):
             where = f"mixture source {name!r} ({source.path})" if name is not None else source.path
@@ -220,16 +225,6 @@ def warn_reopening(dataset: Any, shuffle: Any) -> None:
                 fix += ", or shuffle='locality'"
             warnings.warn(f"{where} has {shards:,} shards, more than max_open_shards={max_open:,}: a global shuffle reopens "
                           f"shards on nearly every batch (tens of times slower); {fix}", RuntimeWarning, stacklevel=3)
-
-
-def _token_sources(dataset: Any, name: str | None) -> list[tuple[str | None, Any]]:
-    """(name, dataset) of `dataset` itself, or of each source of a Mixture (its `names` and `sources` tuples), nested
-    ones too ("outer/inner"); name None: not a mixture's source."""
-    names, sources = getattr(dataset, "names", None), getattr(dataset, "sources", None)
-    if not (isinstance(names, tuple) and isinstance(sources, tuple) and len(names) == len(sources)):
-        return [(name, dataset)]
-    return [found for inner, source in zip(names, sources)
-            for found in _token_sources(source, inner if name is None else f"{name}/{inner}")]
 
 
 def make_loader(dataset: Any, batch_size: int, *, seed: int = 0, shuffle: bool | str = True, num_workers: int = 2,

@@ -72,8 +72,10 @@ def check_workers(iterator: Any, dataset: Any) -> None:
         code = process.exitcode
         if code is None or code == 0:
             continue
-        if code == -signal.SIGBUS and getattr(dataset, "index", None) is not None:
-            check_sizes(dataset.index, range(len(dataset.index.sources)))
+        if code == -signal.SIGBUS:  # a file mapped by the dataset, or by any source of a mixture, may have been cut
+            for _, source in leaf_sources(dataset):
+                if getattr(getattr(source, "index", None), "sources", None) is not None:
+                    check_sizes(source.index, range(len(source.index.sources)))
         how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
         hint = ("a memory-mapped file was truncated or shared memory (/dev/shm) ran out" if code == -signal.SIGBUS
                 else "the OOM killer, a crash, or a kill")
@@ -81,16 +83,31 @@ def check_workers(iterator: Any, dataset: Any) -> None:
                           "stopped instead of waiting for its batches: check memory and the data, then resume from the last checkpoint")
 
 
+def leaf_sources(dataset: Any, name: str | None = None) -> list[tuple[str | None, Any]]:
+    """(name, dataset) of `dataset` itself, or of each source of a Mixture (its `names` and `sources` tuples), nested
+    ones too ("outer/inner"); name None: not a mixture's source."""
+    names, sources = getattr(dataset, "names", None), getattr(dataset, "sources", None)
+    if not (isinstance(names, tuple) and isinstance(sources, tuple) and len(names) == len(sources)):
+        return [(name, dataset)]
+    return [found for inner, source in zip(names, sources)
+            for found in leaf_sources(source, inner if name is None else f"{name}/{inner}")]
+
+
 def worker_error(exc: SdlError) -> SdlError | None:
     """The sdl error that PyTorch re-raised from a DataLoader worker as `exc`, with the worker's own message (see the
-    module docstring); None when `exc` is not such a re-raise."""
-    head, wrapped, trace = str(exc).partition("\nOriginal Traceback")
-    kind = type(exc)
-    last = trace.rfind(f"\n{kind.__module__}.{kind.__qualname__}: ")
-    if not wrapped or not head.startswith(f"Caught {kind.__name__} ") or last < 0:
+    module docstring); None when `exc` is not such a re-raise. The message is what follows the type's name in the
+    last traceback of PyTorch's text (which writes a class of `__main__` without its module)."""
+    text, kind = str(exc), type(exc)
+    if not text.startswith(f"Caught {kind.__name__} ") or "\nOriginal Traceback" not in text:
         return None
-    message = trace[last + len(kind.__module__) + len(kind.__qualname__) + 4:].rstrip("\n")
-    try:
-        return kind(message)
-    except Exception:  # a subclass whose constructor wants more than a message: PyTorch's as it is
-        return None
+    lines = text[text.rfind("Traceback (most recent call last):"):].split("\n")[1:]
+    at = next((i for i, line in enumerate(lines) if not line.startswith(" ")), len(lines))  # past the frames
+    line = lines[at] if at < len(lines) else ""
+    for name in {f"{kind.__module__}.{kind.__qualname__}", kind.__qualname__ if kind.__module__ in ("__main__", "builtins") else None} - {None}:
+        if line == name or line.startswith(f"{name}: "):
+            message = "\n".join([line[len(name) + 2:], *lines[at + 1:]]).rstrip("\n")
+            try:
+                return kind(message) if message else kind()
+            except Exception:  # a subclass whose constructor wants more than a message: PyTorch's as it is
+                return None
+    return None

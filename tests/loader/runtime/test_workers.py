@@ -70,11 +70,16 @@ def _truncate_all(path):
 
 
 @pytest.mark.slow
-def test_a_shard_truncated_under_running_workers_is_named(token_dataset):
-    from sdl.loader import SdlError, TokenWindows, make_loader
+@pytest.mark.parametrize("mixed", [False, True])
+def test_a_shard_truncated_under_running_workers_is_named(token_dataset, mixed):
+    from sdl.loader import Mixture, SdlError, TokenWindows, make_loader
 
     path = token_dataset(num_tokens=200_000, tokens_per_shard=200_000)  # one shard: both workers have it open
-    batches = iter(make_loader(TokenWindows(path, seq_len=16), batch_size=4, num_workers=2, device="cpu"))
+    dataset = TokenWindows(path, seq_len=16)
+    if mixed:  # a worker killed by SIGBUS: the training process looks at every source of the mixture for the cut file
+        other = token_dataset(num_tokens=50_000, tokens_per_shard=50_000, name="other")
+        dataset = Mixture({"other": TokenWindows(other, seq_len=16), "cut": dataset})
+    batches = iter(make_loader(dataset, batch_size=4, num_workers=2, device="cpu", shuffle=not mixed))
     for _ in range(40):
         next(batches)
     _truncate_all(path)
@@ -127,6 +132,55 @@ def test_an_error_that_cannot_be_rebuilt_from_its_message_stays_as_pytorch_raise
     wrapped = "Caught {0} in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n  File \"x.py\"\n{1}: {2}\n"
     assert worker_error(Two("a", "b")) is None  # not a re-raise
     assert worker_error(SdlError(wrapped.format("SdlError", "sdl.loader.errors.SdlError", "bad: do X"))).args == ("bad: do X",)
+    main_kind = type("Mine", (SdlError,), {"__module__": "__main__"})  # PyTorch's text writes it without its module
+    assert worker_error(main_kind(wrapped.format("Mine", "Mine", "one line"))).args == ("one line",)
+    assert worker_error(SdlError(wrapped.format("SdlError", "sdl.loader.errors.SdlError", "")[:-3] + "\n")).args == ()
+    inner = "outer says: sdl.loader.errors.SdlError: inner"  # the type's name inside the message itself
+    assert worker_error(SdlError(wrapped.format("SdlError", "sdl.loader.errors.SdlError", inner))).args == (inner,)
+    chained = wrapped.format("SdlError", "KeyError", "'k'").rstrip("\n") + "\n\nDuring handling of the above exception, " \
+        "another exception occurred:\n\nTraceback (most recent call last):\n  File \"y.py\"\nsdl.loader.errors.SdlError: last\n"
+    assert worker_error(SdlError(chained)).args == ("last",)
     two = Two("x", "y")
     two.args = (wrapped.format("Two", f"{Two.__module__}.{Two.__qualname__}", "a: b"),)
     assert worker_error(two) is None  # Two("a: b") raises: left as it was
+
+
+class FailsWhileFlagged:
+    """Samples 0..63; a batch holding sample 40 raises a FormatError while the file `flag` exists (damaged data)."""
+
+    identity = "flagged"
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __len__(self):
+        return 64
+
+    def __getitems__(self, ids):
+        import os
+
+        import torch
+        from sdl.loader.errors import FormatError
+
+        if 40 in ids and os.path.exists(self.flag):
+            raise FormatError(f"sample 40 is damaged: repair {self.flag}")
+        return {"x": torch.tensor(list(ids)), "sample_ids": torch.tensor(list(ids))}
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_after_an_error_in_a_worker_the_next_iteration_starts_afresh_and_no_sample_is_lost_or_repeated(tmp_path, persistent):
+    from sdl.loader import make_loader
+    from sdl.loader.errors import FormatError
+
+    flag = tmp_path / "damaged"
+    flag.write_text("")
+    loader = make_loader(FailsWhileFlagged(str(flag)), 4, num_workers=2, device="cpu", persistent_workers=persistent)
+    seen = []
+    with pytest.raises(FormatError, match=r"^sample 40 is damaged: repair .*damaged$"):
+        for batch in loader:
+            seen += batch["sample_ids"].tolist()
+    workers = loader._workers
+    assert all(not process.is_alive() for process in workers._workers)  # shut down, none left to die later
+    flag.unlink()  # repaired: the same loader goes on where the caller's batches stopped
+    seen += [i for batch in loader for i in batch["sample_ids"].tolist()]
+    assert sorted(seen) == list(range(64))
