@@ -57,8 +57,12 @@ class ZarrSamples(RemoteSamples, IndexedSamples):
 
         with warnings.catch_warnings():  # our `.sdl/` cache inside a store is "not a zarr component"
             warnings.simplefilter("ignore")
-            if self.remote is None:
-                node = zarr.open(str(self.index.path_of(source_id)), mode="r")
+            if self.remote is None:  # a chunk gone since `sdl index` is an error, not fill values (data.zarr_chunks)
+                from sdl.loader.data.zarr_chunks import IndexedLocalStore
+
+                store = IndexedLocalStore(self.path, self.index.sources.paths[source_id], list(self.index.meta["fields"]),
+                                          self.index.meta.get("absent_chunks") or {})
+                node = zarr.open(store=store, mode="r")
             else:
                 from sdl.loader.storage.zarr_store import CachedObjectStore
 

@@ -1,8 +1,10 @@
 """ZarrSamples: a batch equals the per-item reads, pickles into workers, applies its transform."""
 
 import pickle
+import re
 
 import numpy as np
+import pytest
 import torch
 from sdl.loader.data.zarr_samples import ZarrSamples
 
@@ -65,3 +67,44 @@ def test_a_corrupt_chunk_names_the_store_and_items(tmp_path):
     assert dataset.__getitems__([4, 7])["labels"].tolist() == [4, 7]  # other chunks still read
     with pytest.raises(FormatError, match=r"run1\.zarr: field 'images', items 0…1: a chunk does not decode .*sdl index .* --validate"):
         dataset.__getitems__([5, 6, 2])
+
+
+@pytest.mark.parametrize("zarr_format, separator, key", [
+    (3, None, "c/1/0"), (3, ".", "c.1.0"), (2, None, "1.0"), (2, "/", "1/0")])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_chunk_gone_since_indexing_is_an_error_naming_it_not_fill_values(tmp_path, zarr_format, separator, key, grouped):
+    # zarr reads a chunk with no file as fill values; the index knows which chunks were absent when it was built
+    import zarr
+    from sdl.loader.errors import FormatError
+
+    options = {"chunk_key_encoding": {"name": "default" if zarr_format == 3 else "v2", **({"separator": separator} if separator else {})}}
+    store = tmp_path / "z" / "run.zarr"
+    array = zarr.create_array(str(store / "images" if grouped else store), shape=(8, 2), chunks=(2, 2), dtype="int16",
+                              zarr_format=zarr_format, **options)
+    if grouped:
+        zarr.open_group(str(store), mode="a", zarr_format=zarr_format)
+    array[:6] = 1  # rows 6:8 stay fill value: zarr writes no chunk for them, and the index records it absent
+    dataset = ZarrSamples(tmp_path / "z")
+    field = "images" if grouped else "data"
+    assert dataset.__getitems__(list(range(8)))[field].sum().item() == 12  # the recorded-absent chunk: fill values
+    (store / ("images" if grouped else "") / key).unlink()  # rows 2:4
+    fresh = pickle.loads(pickle.dumps(dataset))  # a worker's copy: opens the store anew
+    assert fresh.__getitems__([0, 1])[field].sum().item() == 4 and fresh.__getitems__([6, 7])[field].sum().item() == 0
+    where = "run.zarr/images" if grouped else "run.zarr"
+    with pytest.raises(FormatError, match=rf"z/{where}: chunk '{re.escape(key)}' was there when the index was built and is gone"):
+        fresh.__getitems__([3])
+
+
+def test_a_chunk_gone_since_indexing_is_named_through_workers(tmp_path):
+    import zarr
+    from sdl.loader import make_loader
+    from sdl.loader.errors import FormatError
+
+    array = zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(40, 3), chunks=(5, 3), dtype="float32")
+    array[:] = np.ones((40, 3), "float32")
+    loader = make_loader(ZarrSamples(tmp_path / "z"), 4, num_workers=2, device="cpu", shuffle=False)
+    (tmp_path / "z" / "a.zarr" / "c" / "5" / "0").unlink()  # items 25:30
+    with pytest.raises(FormatError, match=r"a\.zarr: chunk 'c/5/0' was there when the index was built") as raised:
+        for _ in loader:
+            pass
+    assert "\n" not in str(raised.value)
