@@ -13,7 +13,8 @@
 - **Errors in a worker**: PyTorch re-raises a worker's exception in the training process as the same type, its
   message replaced by "Caught X in DataLoader worker process N. Original Traceback …". For an sdl error (a stale
   or corrupt shard found by a worker, an object store that failed it) `worker_error` restores the worker's own
-  one-line message, so that the caller and the CLI see exactly what the same error says without workers.
+  one-line message, so that the caller and the CLI see exactly what the same error says without workers; the
+  workers are then shut down, so that none is left to die later and the next iteration starts afresh.
 """
 
 from __future__ import annotations
