@@ -65,6 +65,27 @@ def usage_line(exc: Exception) -> str:
     return f"{message}; see `{ctx.command_path} --help`" if ctx is not None else message
 
 
+OS_ERRORS = {  # errno: (what happened, what to do)
+    errno.EMFILE: ("out of file descriptors", "raise the limit (ulimit -n) and re-run the same command"),
+    errno.ENFILE: ("the system is out of file descriptors", "close other programs' files and re-run the same command"),
+    errno.EACCES: ("permission denied", "make it readable (and its folder writable, for outputs) for this user, then re-run"),
+    errno.EPERM: ("operation not permitted", "check the file's owner and permissions, then re-run"),
+    errno.ENOSPC: ("no space left on the device", "free space there (no partial file was left) and re-run the same command"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota (no partial file was left) and re-run the same command"),
+    errno.EFBIG: ("file too large for this process's limit", "raise the limit (ulimit -f) and re-run the same command"),
+    errno.EROFS: ("read-only file system", "give an output folder on a writable file system"),
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for an OSError the machine raised (descriptors, permissions, space), naming the file; None for others."""
+    known = OS_ERRORS.get(exc.errno)
+    if known is None:
+        return None
+    where = f" at {exc.filename}" if exc.filename else ""
+    return f"{known[0]}{where}; {known[1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; SdlError -> one line on stderr and exit 1 (SDL_DEBUG=1 re-raises for the traceback)."""
     try:
@@ -84,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {usage_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:  # the process's descriptor limit, wherever a file was opened (library opens say it themselves)
-        if exc.errno not in (errno.EMFILE, errno.ENFILE) or os.environ.get("SDL_DEBUG") == "1":
+    except OSError as exc:  # the machine refused: descriptors, permissions, space (every file sdl writes is whole or absent)
+        line = os_error_line(exc)
+        if line is None or os.environ.get("SDL_DEBUG") == "1":
             raise
-        where = f" opening {exc.filename}" if exc.filename else ""
-        print(f"error: out of file descriptors{where}; raise the limit (ulimit -n) and re-run the same command", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)

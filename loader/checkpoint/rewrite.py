@@ -100,7 +100,13 @@ def write_checkpoint(path: str | Path, content: Any, *, keep_attributes: bool = 
     else:
         import torch
 
-        save = lambda handle: torch.save(content, handle)  # noqa: E731
+        def save(handle: Any) -> None:
+            try:
+                torch.save(content, handle)
+            except RuntimeError as exc:  # a failed write, as torch's zip writer reports it ("unexpected pos …")
+                raise InputError(f"cannot write {path}: torch.save failed ({str(exc).splitlines()[0][:200]}); the disk is "
+                                 "likely full or the file-size limit (ulimit -f) reached: free space or choose another "
+                                 "--out, then re-run (nothing was written)") from None
     try:
         if path.parent.is_dir():
             remove_stale_temporaries(path.parent, path.name)  # left by earlier rewrites of this file that were killed

@@ -214,6 +214,8 @@ def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
             offset = handle.tell()
     except FileNotFoundError:
         raise FormatError(f"{path}: listed in the manifest but missing; {repair_hint(path)}") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied; make the dataset's files readable for this user") from None
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of file descriptors: nothing wrong with the file
             raise
