@@ -100,7 +100,8 @@ def _from_hub(name: str, local_only: bool = False) -> TokenizerSpec:
         path = hf_hub_download(repo_id=name, filename="tokenizer.json", local_files_only=local_only)
     except LocalEntryNotFoundError:  # not cached, and offline or the Hub is out of reach
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE or local_only else "the Hub could not be reached"
-        return _from_transformers(name, local_only) or _unknown(name, f"not in the local HuggingFace cache ({constants.HF_HUB_CACHE}) and {why}")
+        # the cache only from here: an unreachable Hub is not asked again for each of transformers' files (~25 s each)
+        return _from_transformers(name, True) or _unknown(name, f"not in the local HuggingFace cache ({constants.HF_HUB_CACHE}) and {why}")
     except EntryNotFoundError:  # the repository has no tokenizer.json: slow files only
         return _from_transformers(name, local_only) or _unknown(name, "its repository has no tokenizer.json that transformers can convert")
     except Exception as exc:  # an invalid name, a missing or gated repository, a network error
@@ -114,6 +115,9 @@ def _from_hub(name: str, local_only: bool = False) -> TokenizerSpec:
 
 
 def _unknown(name: str, why: str) -> TokenizerSpec:
+    if name.startswith((".", "/", "~")) or name.endswith(".json"):  # a path, not a Hub name
+        raise InputError(f"tokenizer {name!r}: no such file or folder; give an existing tokenizer folder or tokenizer.json "
+                         "file, or a Hub name (organisation/name)")
     raise InputError(f"tokenizer {name!r}: not a folder with tokenizer.json nor a tokenizer.json file, and {why}; "
                      f"download it with `hf download {name}` (online), or pass a local path")
 
