@@ -84,6 +84,10 @@ def find_hf_dataset(name: str, *, cache_dir: str | Path | None = None, config: s
 
     Layout: <cache>/<name with / as ___>/<config>/<version>/<hash>/; the newest complete hash folder wins.
     """
+    parts = name.split("/")
+    if not name or len(parts) > 2 or any(part in ("", ".", "..") for part in parts):  # else a folder above a dataset's
+        raise InputError(f"dataset name {name!r}: expected a HuggingFace name (name or organisation/name) as `datasets` "
+                         "caches it; see `sdl index --help`")
     looked = []
     for cache in hf_cache_dirs(cache_dir):
         base = cache / name.replace("/", "___")

@@ -133,3 +133,14 @@ def test_bad_folders(tmp_path):
     np.save(tmp_path / "npy" / "shard-000000.npy", np.zeros(3, np.uint16))
     with pytest.raises(InputError, match="no manifest.json"):
         detect_kind(tmp_path / "npy")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "org/", "/abs", "a/b/c", "org/.."])
+def test_a_name_that_is_no_dataset_name_is_refused_not_resolved_to_some_cached_dataset(tmp_path, name):
+    # "" and "." used to glob the cache root itself and index whichever dataset came first
+    from sdl.loader.errors import InputError
+    from sdl.loader.index.hf_cache import find_hf_dataset
+
+    (tmp_path / "generator" / "default-1" / "0.0.0" / "abc").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"expected a HuggingFace name \(name or organisation/name\)"):
+        find_hf_dataset(name, cache_dir=tmp_path)
