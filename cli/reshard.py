@@ -13,6 +13,7 @@ from sdl.loader.errors import CheckpointError, ConfigError
 
 FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
           "may repeat or skip samples already seen; the stream is exactly-once again from epoch {next}")
+MAX_WORLD_SIZE = 1 << 20  # ranks; the plan lists each (JSON), so a typo of 10^20 would run for ever
 MAX_ROWS = 8  # per-rank rows shown in a table; a world of 1,000 ranks would otherwise print 1,000 lines
 
 
@@ -20,6 +21,8 @@ def check_targets(world_size: Optional[int], batch_size: Optional[int], global_b
     for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} is {value}, expected a positive integer")
+    if world_size is not None and world_size > MAX_WORLD_SIZE:
+        raise ConfigError(f"--world-size is {world_size:,}, expected at most {MAX_WORLD_SIZE:,} ranks")
 
 
 def parse_shift(shift: Optional[str]) -> Any:

@@ -14,6 +14,7 @@ from sdl.prepare.tokenizer import PIECE_CHARS
 DTYPES = ("auto", "uint16", "uint32")
 ON_ERROR = ("fail", "skip")
 MAX_TOKENS_PER_SHARD = 1 << 30   # a shard fills in memory before it is written: at most 4 GiB (uint32)
+MAX_NUM_PROC = 4096  # a pool's semaphores overflow far above any machine's cores
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,6 +53,9 @@ class PrepareConfig:
             raise ConfigError(f"--tokens-per-shard is {self.tokens_per_shard:,}, expected at most {MAX_TOKENS_PER_SHARD:,} "
                               "(a shard is held in memory while it fills); pass a smaller value, e.g. 100000000")
         _positive("num_proc", self.num_proc, "--num-proc")
+        if self.num_proc > MAX_NUM_PROC:
+            raise ConfigError(f"--num-proc is {self.num_proc:,}, expected at most {MAX_NUM_PROC:,} worker processes; "
+                              f"pass about the machine's core count ({os.cpu_count() or 1})")
         _positive("num_jobs", self.num_jobs, "--num-jobs")
         _positive("batch_bytes", self.batch_bytes, "batch_bytes")
         _positive("piece_chars", self.piece_chars, "piece_chars")

@@ -139,3 +139,26 @@ def test_a_recursive_glob_reads_through_a_folder_link_once(tmp_path, capsys):
     code, stdout, err = sdl(capsys, f"{tmp_path}/in/**", tmp_path / "out", "--json")
     assert code == 0, err
     assert json.loads(stdout)["num_docs"] == 2
+
+
+def test_a_worker_count_beyond_any_machine_is_one_line(tmp_path, capsys):
+    # 10^22 processes overflowed the pool's semaphore (OverflowError traceback)
+    (tmp_path / "a.jsonl").write_text('{"text": "a b"}\n')
+    code = main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--num-proc", "99999999999999999999999"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: --num-proc is 99,999,999,999,999,999,999,999, expected at most 4,096")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_world_size_beyond_any_cluster_is_one_line(tmp_path, capsys, token_dataset):
+    # the plan lists every rank: 10^22 of them never finished
+    import json
+
+    from sdl.loader import TokenWindows, make_loader
+
+    state = make_loader(TokenWindows(token_dataset(num_tokens=4_000, tokens_per_shard=1_000), seq_len=8), 4, num_workers=0,
+                        device="cpu").state_dict()
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    code = main(["reshard-ckpt", str(tmp_path / "state.json"), "--world-size", "99999999999999999999999"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == "error: --world-size is 99,999,999,999,999,999,999,999, expected at most 1,048,576 ranks\n"
