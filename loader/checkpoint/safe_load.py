@@ -14,6 +14,7 @@ import pickle
 import re
 import struct
 import traceback
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def load_checkpoint(path: str | Path) -> Any:
     import torch
 
     allowed = safe_globals()  # outside the try: a broken environment is not a damaged file
-    with torch.serialization.safe_globals(allowed):  # (callable, name) entries need torch >= 2.6
+    with torch.serialization.safe_globals(allowed), warnings.catch_warnings():  # (callable, name) entries need torch >= 2.6
+        # a plain pickle (no torch zip) makes torch warn before it refuses; the refusal below is the one line said
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except DAMAGED as exc:

@@ -164,3 +164,15 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, windows, mak
     assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1, err
     assert expected in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not (tmp_path / "marker").exists()
+
+
+def test_a_plain_pickle_is_refused_in_one_line_without_torchs_warning(tmp_path):
+    # torch.load warns about the pickle protocol before it refuses: two more stderr lines before sdl's one
+    import pickle
+    import subprocess
+
+    with open(tmp_path / "p.pt", "wb") as handle:
+        pickle.dump({"a": 1}, handle, protocol=5)
+    done = subprocess.run([sys.executable, "-m", "sdl.cli.main", "reshard-ckpt", str(tmp_path / "p.pt")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "not a torch checkpoint" in done.stderr, done.stderr
