@@ -54,6 +54,10 @@ class MixtureSource:
         if self.split is not None and not isinstance(self.split, str):
             raise ConfigError(f"mixture source {self.name!r} has split = {self.split!r}; expected a string naming a split "
                               "of the Arrow dataset, e.g. split = \"train\"")
+        if self.split is not None and self.kind != "arrow":  # a token source's split is TokenWindows' split_rate, not a name
+            raise ConfigError(f"mixture source {self.name!r} ({self.kind}) has split = {self.split!r}, which only Arrow "
+                              "sources take (a named split of the dataset); drop it, or give a folder holding only the "
+                              "samples wanted")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,6 +16,9 @@ def run(capsys, *args):
     ('seq_len = 16\n[sources.a]\npath = "ds"\nweight = "half"\n',
      ("error: mixture source 'a' has weight = 'half'; expected a finite number >= 0, e.g. weight = 0.25 "
       "(weights are relative: 3 and 1 give 75% and 25%)\n")),
+    ('seq_len = 16\n[sources.a]\npath = "ds"\nweight = 1\nsplit = "val"\n',  # was ignored: the whole dataset was read
+     ("error: mixture source 'a' (tokens) has split = 'val', which only Arrow sources take (a named split of the dataset); "
+      "drop it, or give a folder holding only the samples wanted\n")),
 ])
 @pytest.mark.parametrize("command", [["inspect"], ["bench", "--steps", "2"]])
 def test_a_wrong_type_is_one_line(tmp_path, token_dataset, capsys, body, expected, command):
