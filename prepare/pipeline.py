@@ -103,7 +103,7 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
     spec = load_tokenizer(config.tokenizer)
     dtype = resolve_dtype(spec, config.dtype)
     _check_specials(spec, config)
-    every = resolve_sources(config.sources, config.text_suffixes, config.split)
+    every = resolve_sources(config.sources, config.text_suffixes, config.split, config.out)
     defaults = PrepareConfig.__dataclass_fields__
     check_options_apply(config.sources, every, *(None if getattr(config, name) == defaults[name].default else getattr(config, name)
                                                  for name in ("split", "text_field")))

@@ -108,7 +108,7 @@ def _rewrite(config: PrepareConfig, manifest: Manifest, bad: list[int]) -> None:
     if spec.identity() != manifest.tokenizer:
         raise InputError(f"tokenizer {config.tokenizer or spec.name!r} is not the one that wrote {config.out} (hash differs); "
                          "re-run the sdl prepare command that made it with --overwrite")
-    files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split), config.num_jobs, config.job_index)
+    files, split_records = split_for_job(resolve_sources(config.sources, config.text_suffixes, config.split, config.out), config.num_jobs, config.job_index)
     options = EncodeOptions(tokenizer_json=spec.json, dtype=manifest.dtype, text_field=config.text_field, on_error=config.on_error,
                             bos_id=spec.bos_id if config.prepend_bos else None, eos_id=spec.eos_id if config.append_eos else None,
                             piece_chars=config.piece_chars)

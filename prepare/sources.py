@@ -86,14 +86,15 @@ def stdlib_files() -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _walk(folder: Path, text_suffixes: tuple[str, ...], matched: frozenset[Path] = frozenset()) -> list[SourceFile]:
-    """Supported files under `folder` (recursively, hidden folders skipped), sorted by relative path. A link to a folder
-    inside is refused unless it is one of `matched` (the folders a glob matched: walked as inputs of their own)."""
+def _walk(folder: Path, text_suffixes: tuple[str, ...], matched: frozenset[Path] = frozenset(), output: str | None = None) -> list[SourceFile]:
+    """Supported files under `folder` (recursively, hidden folders and the output folder `output` (a real path)
+    skipped), sorted by relative path. A link to a folder inside is refused unless it is one of `matched` (the folders
+    a glob matched: walked as inputs of their own)."""
     if _is_saved_dataset(folder):
         return []
     found = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__" and os.path.realpath(Path(root, d)) != output)
         for linked in (Path(root, d) for d in dirs if Path(root, d).is_symlink() and Path(root, d) not in matched):  # os.walk
             # would skip it silently
             raise InputError(f"{linked}: a symbolic link to a folder (-> {os.readlink(linked)}) inside the input folder {folder}, "
@@ -114,10 +115,26 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "state.json").is_file() and ((folder / "dataset_info.json").is_file() or any(folder.glob("*.arrow")))
 
 
+def _is_token_dataset(folder: Path) -> bool:
+    """An sdl token dataset (sdl prepare's output): its manifest beside its cache folder or its shards."""
+    return (folder / "manifest.json").is_file() and ((folder / ".sdl").is_dir() or any(folder.glob("shard-*.npy")))
+
+
+def _refuse_token_dataset(folder: Path) -> None:
+    if _is_token_dataset(folder):
+        raise InputError(f"{folder}: a token dataset (sdl prepare's output) given as an input, whose manifest would be read "
+                         "as a document; give the text it was made from (a token dataset is read by sdl index, inspect, bench)")
+
+
 def _refuse_nested_dataset(folder: Path, subfolders: list[Path]) -> None:
     """Refuse a `save_to_disk` dataset inside an input folder: walked file by file, its metadata would be read as
-    JSONL and every split's Arrow files tokenized (a test split leaking into training)."""
+    JSONL and every split's Arrow files tokenized (a test split leaking into training); and another sdl token dataset
+    (its manifest read as a document)."""
     for sub in subfolders:
+        if _is_token_dataset(sub):
+            raise InputError(f"{sub}: a token dataset (sdl prepare's output) inside the input folder {folder}, whose manifest "
+                             "would be read as a document; move it out of that folder, or name the folder's other files (or a "
+                             "glob) instead")
         if _is_saved_dataset(sub):
             raise InputError(f"{sub}: a HuggingFace save_to_disk dataset inside the input folder {folder}, which would read its metadata "
                              f"and every split as documents; pass {sub} as an input of its own (with --split NAME for a DatasetDict), "
@@ -160,7 +177,7 @@ def _looks_like_dataset_name(spec: str) -> bool:
                 or kind_of(spec, (".txt",)) is not None)
 
 
-def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[SourceFile]:
+def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str | None = None) -> list[SourceFile]:
     expected = supported_suffixes(text_suffixes)
     if spec == STDLIB_SPEC:
         return [_source(path, "text") for path in stdlib_files()]
@@ -171,7 +188,9 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[Sourc
         found, folders = [], frozenset(Path(match) for match in matches if os.path.isdir(match))
         for match in map(Path, matches):
             if match.is_dir():
-                found += _saved_dataset_files(match, split) if _is_saved_dataset(match) else _walk(match, text_suffixes, folders)
+                if os.path.realpath(match) != output:
+                    _refuse_token_dataset(match)
+                    found += _saved_dataset_files(match, split) if _is_saved_dataset(match) else _walk(match, text_suffixes, folders, output)
             elif (kind := kind_of(match, text_suffixes)) is not None:
                 found.append(_source(match, kind))
         if not found:
@@ -181,7 +200,8 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[Sourc
     if path.is_dir():
         if _is_saved_dataset(path):
             return _saved_dataset_files(path, split)
-        found = _walk(path, text_suffixes)
+        _refuse_token_dataset(path)
+        found = _walk(path, text_suffixes, output=output)
         if not found:
             raise InputError(f"{path}: the folder holds no input files; expected files ending in {expected}")
         return found
@@ -196,11 +216,14 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str) -> list[Sourc
     raise InputError(f"{spec}: no such file or folder (nor a dataset in the local HuggingFace cache); check the path")
 
 
-def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train") -> tuple[SourceFile, ...]:
-    """All input files, in argument order, each argument's expansion sorted; duplicates kept once."""
+def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train",
+                    out: str | Path | None = None) -> tuple[SourceFile, ...]:
+    """All input files, in argument order, each argument's expansion sorted; duplicates kept once; none inside the
+    output folder `out` (`sdl prepare data/ data/tokens` must not read its own manifest as a document)."""
     seen, files = set(), []
+    output = os.path.realpath(out) if out is not None else None
     for spec in specs:
-        for source in _expand(spec, text_suffixes, split):
+        for source in _expand(spec, text_suffixes, split, output):
             if source.path not in seen:
                 seen.add(source.path)
                 files.append(source)

@@ -162,3 +162,24 @@ def test_a_world_size_beyond_any_cluster_is_one_line(tmp_path, capsys, token_dat
     code = main(["reshard-ckpt", str(tmp_path / "state.json"), "--world-size", "99999999999999999999999"])
     err = capsys.readouterr().err
     assert code == 1 and err == "error: --world-size is 99,999,999,999,999,999,999,999, expected at most 1,048,576 ranks\n"
+
+
+def test_the_output_folder_inside_the_input_folder_is_not_read_as_input(tmp_path, capsys):
+    # `sdl prepare data/ data/tokens`: the second run read data/tokens/manifest.json as a JSONL document
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"text": "alpha beta gamma"}\n')
+    for spec in (str(data), str(data / "*")):
+        for _ in range(2):  # the second run resumes: the same inputs, the output skipped
+            assert main(["prepare", spec, str(data / "tokens"), "--json"]) == 0
+            report = json.loads(capsys.readouterr().out)
+            assert report["num_docs"] == 1 and report["num_sources"] == 1
+    code = main(["prepare", str(data), str(tmp_path / "elsewhere")])  # another sdl dataset inside an input folder
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: {data / 'tokens'}: a token dataset (sdl prepare's output) inside the input folder {data}")
+    code = main(["prepare", str(data / "tokens"), str(tmp_path / "again")])  # or given as an input itself
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: {data / 'tokens'}: a token dataset (sdl prepare's output) given as an input")
