@@ -117,6 +117,8 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
         # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
         journal = claim_output(out, print_, config.overwrite)
         if journal is not None and journal.complete:
+            if not (out / MANIFEST_NAME).is_file():  # removed since it was written: again, from the journal's shard log
+                write_manifest(out, config, files, load_shards(out, journal.num_shards), spec, dtype)
             return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
         resumed = journal is not None and journal.num_shards > 0
         start = check_inputs(journal, files, config.text_field) if journal else Journal(
@@ -220,13 +222,19 @@ def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> 
         names = ", ".join(f.path for f in run.files[:3]) + (" …" if len(run.files) > 3 else "")
         raise InputError(f"no documents in the input ({names}{'; all records were skipped as malformed' if journal.num_skipped else ''}); "
                          "expected at least one document")
-    manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=tuple(run.shards),
-                        append_eos=config.append_eos, prepend_bos=config.prepend_bos, piece_chars=config.piece_chars,
-                        sources=tuple(f.to_dict() for f in run.files),
-                        job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
-    atomic_write_json(out / MANIFEST_NAME, manifest.to_dict())
+    write_manifest(out, config, run.files, run.shards, spec, dtype)
     run.journal = replace(journal, complete=True)
     write_journal(out, run.journal)
+
+
+def write_manifest(out: Path, config: PrepareConfig, files: tuple[SourceFile, ...], shards: list, spec: TokenizerSpec,
+                   dtype: str) -> None:
+    """The dataset's manifest (written last: a folder without it is not a dataset yet)."""
+    manifest = Manifest(dtype=dtype, tokens_per_shard=config.tokens_per_shard, tokenizer=spec.identity(), shards=tuple(shards),
+                        append_eos=config.append_eos, prepend_bos=config.prepend_bos, piece_chars=config.piece_chars,
+                        sources=tuple(f.to_dict() for f in files),
+                        job={"num_jobs": config.num_jobs, "job_index": config.job_index}, sdl_version=sdl_version())
+    atomic_write_json(out / MANIFEST_NAME, manifest.to_dict())
 
 
 def _report(config: PrepareConfig, files: tuple[SourceFile, ...], journal: Journal, dtype: str, spec: TokenizerSpec,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import InputError
-from sdl.loader.format.tokens import MANIFEST_NAME
+from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME
 from sdl.loader.index import arrow, tokens, zarr
 from sdl.loader.index.table import GlobalIndex, SourceInfo
 
@@ -58,6 +58,9 @@ def detect_other_kind(root: Path) -> str:
         raise InputError(f"{root}: a folder mixing kinds ({', '.join(sorted(kinds))}); expected one kind per dataset, split them into folders")
     if kinds == {"arrow"} or kinds == {"zarr"}:
         return kinds.pop()
+    if kinds and (root / CACHE_DIR / "prepare-journal.json").is_file():  # the manifest is written last
+        raise InputError(f"{root}: an unfinished sdl prepare (shards and its journal, no {MANIFEST_NAME} yet); wait for it "
+                         "if it is still running, else re-run the same sdl prepare command to finish it")
     if kinds:
         raise InputError(f"{root}: .npy files but no {MANIFEST_NAME}; expected a token dataset written by sdl prepare")
     raise InputError(f"{root}: no token dataset, zarr arrays or Arrow files found; expected one of those (or --hf NAME)")

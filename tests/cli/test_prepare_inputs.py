@@ -183,3 +183,20 @@ def test_the_output_folder_inside_the_input_folder_is_not_read_as_input(tmp_path
     code = main(["prepare", str(data / "tokens"), str(tmp_path / "again")])  # or given as an input itself
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"error: {data / 'tokens'}: a token dataset (sdl prepare's output) given as an input")
+
+
+def test_a_dataset_whose_prepare_has_not_finished_says_so(tmp_path, capsys):
+    # killed before its manifest (written last): shards and the journal are there; was "expected a token dataset"
+    (tmp_path / "a.jsonl").write_text("".join(f'{{"text": "document {i} " }}\n' for i in range(200)))
+    assert main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--tokens-per-shard", "100"]) == 0
+    written = (tmp_path / "out" / "manifest.json").read_bytes()
+    (tmp_path / "out" / "manifest.json").unlink()
+    capsys.readouterr()
+    for command in (["index"], ["inspect"]):
+        assert main([*command, str(tmp_path / "out")]) == 1
+        assert capsys.readouterr().err == (f"error: {tmp_path / 'out'}: an unfinished sdl prepare (shards and its journal, no "
+                                           "manifest.json yet); wait for it if it is still running, else re-run the same sdl "
+                                           "prepare command to finish it\n")
+    assert main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--tokens-per-shard", "100"]) == 0
+    assert main(["index", str(tmp_path / "out")]) == 0  # the re-run finished it: the very same manifest
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == written
