@@ -88,7 +88,7 @@ def command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Build or refresh the cached index of a dataset and print a summary; --validate reads everything."""
-    from sdl.loader.index import build_index
+    from sdl.loader.index import build_index, cache_path
     from sdl.loader.index.join import is_job_parent, join_jobs
 
     root = resolve_root(path, hf, hf_cache, hf_config)
@@ -99,9 +99,16 @@ def command(
 
         join_remote_jobs(root)  # job prefixes (sdl prepare --num-jobs to s3://) are joined like job folders
     report = run_validation(root, kind, split, json_out) if validate_ else None  # before any cache is written
-    start = time.perf_counter()
+    start, written_after = time.perf_counter(), time.time_ns()
     index = build_index(root, kind=kind, split=split)
     summary = index_summary(index, time.perf_counter() - start)
+    if isinstance(root, Path):  # a read-only folder or a full disk: the dataset opens, rebuilding the index each time
+        cached = cache_path(root, split)
+        summary["cache"] = str(cached) if cached.is_file() and cached.stat().st_mtime_ns >= written_after - 10**9 else None
+        if summary["cache"] is None:
+            typer.echo(f"warning: could not write the index cache {cached} (a read-only folder, or a full disk); every open "
+                       "of the dataset rebuilds the index from its files: make the folder writable and run sdl index again",
+                       err=True)
     if report is not None:
         summary["validation"] = report.to_dict()
     if json_out:

@@ -70,3 +70,20 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path, token_dataset, what)
         target.chmod(0o644)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert str(target) in done.stderr and "permission denied" in done.stderr and "readable" in done.stderr
+
+
+def test_an_index_cache_that_cannot_be_written_is_warned_about_and_the_index_still_serves(tmp_path, token_dataset):
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every folder is writable")
+    path = token_dataset(num_tokens=4_000, tokens_per_shard=1_000)
+    shutil.rmtree(path / ".sdl", ignore_errors=True)
+    path.chmod(0o555)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "sdl.cli.main", "index", str(path), "--json"], capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        path.chmod(0o755)
+    assert done.returncode == 0 and json.loads(done.stdout)["cache"] is None and json.loads(done.stdout)["tokens"] == 4_000
+    assert done.stderr.startswith(f"warning: could not write the index cache {path / '.sdl' / 'index.json'}")
+    assert done.stderr.count("\n") == 1
