@@ -40,6 +40,7 @@ def output_lock(out: str | Path) -> Iterator[None]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; OUT must be a folder (new or written by sdl prepare)")
+    made = not (out / CACHE_DIR).exists()
     try:
         (out / CACHE_DIR).mkdir(parents=True, exist_ok=True)
         fd = _acquire(lock_path(out))
@@ -50,11 +51,20 @@ def output_lock(out: str | Path) -> Iterator[None]:
     finally:
         lock_path(out).unlink(missing_ok=True)  # still locked: a waiting writer sees the inode change and retries
         os.close(fd)
+        if made:  # a run refused before it wrote anything leaves no empty cache folder in the user's folder
+            try:
+                (out / CACHE_DIR).rmdir()
+            except OSError:
+                pass  # not empty: the run's journal is there
 
 
 def _acquire(path: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a refused writer removed the cache folder it had made: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -200,3 +200,14 @@ def test_a_dataset_whose_prepare_has_not_finished_says_so(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--tokens-per-shard", "100"]) == 0
     assert main(["index", str(tmp_path / "out")]) == 0  # the re-run finished it: the very same manifest
     assert (tmp_path / "out" / "manifest.json").read_bytes() == written
+
+
+def test_a_refused_prepare_leaves_the_users_folder_as_it_was(tmp_path, capsys):
+    # the lock's cache folder was left behind, empty, in a folder of the user's own files
+    (tmp_path / "a.jsonl").write_text('{"text": "a b"}\n')
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own file")
+    assert main(["prepare", str(tmp_path / "a.jsonl"), str(mine)]) == 1
+    assert "already holds files not written by this sdl prepare" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
