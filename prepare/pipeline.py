@@ -9,9 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.errors import ConfigError, InputError
+from sdl.loader.errors import ConfigError, InputError, SdlError
 from sdl.loader.format.atomic import atomic_write_json
-from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo
+from sdl.loader.format.tokens import MANIFEST_NAME, Manifest, ShardInfo, read_manifest
 from sdl.loader.storage.location import is_remote
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodedBatch, EncodeOptions, encode_batches
@@ -117,7 +117,7 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
         # Step: claim the output folder: start afresh, resume from the journal, or find it complete.
         journal = claim_output(out, print_, config.overwrite)
         if journal is not None and journal.complete:
-            if not (out / MANIFEST_NAME).is_file():  # removed since it was written: again, from the journal's shard log
+            if not _manifest_reads(out):  # removed or damaged since it was written: again, from the journal's shard log
                 write_manifest(out, config, files, load_shards(out, journal.num_shards), spec, dtype)
             return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
         resumed = journal is not None and journal.num_shards > 0
@@ -225,6 +225,14 @@ def _finish(run: _Run, writer: ShardWriter, spec: TokenizerSpec, dtype: str) -> 
     write_manifest(out, config, run.files, run.shards, spec, dtype)
     run.journal = replace(journal, complete=True)
     write_journal(out, run.journal)
+
+
+def _manifest_reads(out: Path) -> bool:
+    try:
+        read_manifest(out)
+        return True
+    except SdlError:
+        return False
 
 
 def write_manifest(out: Path, config: PrepareConfig, files: tuple[SourceFile, ...], shards: list, spec: TokenizerSpec,

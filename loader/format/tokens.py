@@ -179,6 +179,10 @@ def check_totals(manifest: Manifest, data: dict[str, Any], where: str) -> None:
             raise FormatError(f"{where}: {name} is {recorded:,}, expected {actual:,} from the {len(manifest.shards):,} shards listed; {REWRITE}")
 
 
+MANIFEST_FIX = ("re-run the sdl prepare command that made it (it writes the manifest again from its journal), or "
+                "`sdl index DIR` for the joined manifest of --num-jobs outputs")
+
+
 def read_manifest(directory: str | Path) -> Manifest:
     """Read and check `<directory>/manifest.json`."""
     directory = Path(directory)
@@ -195,9 +199,9 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{where}: not valid JSON ({exc}); the file is corrupt, re-run the sdl prepare command that made it with --overwrite") from None
+        raise FormatError(f"{where}: not valid JSON ({exc}); the file is corrupt: {MANIFEST_FIX}") from None
     if not isinstance(data, dict):
-        raise FormatError(f"{where}: expected a JSON object, found a {type(data).__name__}; the file is corrupt, re-run the sdl prepare command that made it with --overwrite")
+        raise FormatError(f"{where}: expected a JSON object, found a {type(data).__name__}; the file is corrupt: {MANIFEST_FIX}")
     return Manifest.from_dict(data, where=where)
 
 

@@ -200,6 +200,10 @@ def test_a_dataset_whose_prepare_has_not_finished_says_so(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--tokens-per-shard", "100"]) == 0
     assert main(["index", str(tmp_path / "out")]) == 0  # the re-run finished it: the very same manifest
     assert (tmp_path / "out" / "manifest.json").read_bytes() == written
+    (tmp_path / "out" / "manifest.json").write_text("{ cut")  # damaged: the same re-run writes it again
+    assert main(["index", str(tmp_path / "out")]) == 1 and "re-run the sdl prepare command that made it" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--tokens-per-shard", "100"]) == 0
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == written
 
 
 def test_a_refused_prepare_leaves_the_users_folder_as_it_was(tmp_path, capsys):
