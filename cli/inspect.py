@@ -9,7 +9,11 @@ from typing import Any, Optional
 import typer
 from sdl.cli.index import render, resolve_root
 from sdl.cli.options import given, refuse_ignored
-from sdl.loader.errors import ConfigError
+from sdl.loader.errors import ConfigError, FormatError
+
+
+def _ascending_inside(docs: Any, length: int) -> bool:
+    return not len(docs) or bool(docs[0] >= 0 and docs[-1] < length and not (docs[1:] < docs[:-1]).any())
 
 
 def document_stats(index: Any) -> dict[str, Any]:
@@ -22,6 +26,11 @@ def document_stats(index: Any) -> dict[str, Any]:
     if manifest and manifest.shards and all(s.docs_file for s in manifest.shards):
         starts = [read_docs(Path(index.root) / s.docs_file, s.num_docs) + index.offsets[i] for i, s in enumerate(manifest.shards)]
         starts = np.concatenate(starts).astype(np.int64)
+        if len(starts) and bool((starts[1:] < starts[:-1]).any() or starts[0] < 0 or starts[-1] >= num_tokens):
+            bad = next(s.docs_file for i, s in enumerate(manifest.shards) if not _ascending_inside(
+                read_docs(Path(index.root) / s.docs_file, s.num_docs), int(index.offsets[i + 1] - index.offsets[i])))
+            raise FormatError(f"{bad}: expected ascending document starts inside its shard, found others: the file is "
+                              f"damaged; run `sdl prepare --repair {index.root}` to rewrite it")
         lengths = np.diff(np.append(starts, num_tokens)) if len(starts) else np.zeros(0)
         return {"documents": len(starts), "mean_doc_len": round(float(lengths.mean()), 1) if len(lengths) else None,
                 "max_doc_len": int(lengths.max()) if len(lengths) else None}

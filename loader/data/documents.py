@@ -123,7 +123,18 @@ class DocStarts:
                               "int64 offsets: the file was replaced or truncated; re-run sdl prepare with the same arguments to rewrite it")
         if count == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.memmap(path, dtype=np.int64, mode="r", offset=header, shape=shape).view(np.ndarray)
+        return self._in_order(np.memmap(path, dtype=np.int64, mode="r", offset=header, shape=shape).view(np.ndarray), source_id,
+                              self.files[source_id], f"run `sdl prepare --repair {self.root}` to rewrite it")
+
+    def _in_order(self, docs: np.ndarray, source_id: int, where: str, fix: str) -> np.ndarray:
+        """`docs` once checked to be a shard's document starts: ascending, inside its tokens (damage inside the file,
+        which the shape check cannot see, would give wrong position_ids); one pass when the shard is opened."""
+        length = self.lengths[source_id]
+        if docs.size and (docs[0] < 0 or docs[-1] >= length or bool((docs[1:] < docs[:-1]).any())):
+            bad = "negative" if docs[0] < 0 else f"past the shard's {length:,} tokens" if docs[-1] >= length else "out of order"
+            raise FormatError(f"{where}: expected ascending document starts inside the shard's {length:,} tokens, found "
+                              f"some {bad}: the file is damaged; {fix}")
+        return docs
 
     def _fetch(self, source_id: int, count: int) -> np.ndarray:
         url = self.remote.location.url(self.files[source_id])
@@ -134,7 +145,7 @@ class DocStarts:
         if docs.shape != (count,) or docs.dtype != np.int64:
             raise FormatError(f"{url} holds {docs.shape} {docs.dtype} document offsets, the manifest says {count:,} int64 "
                               "offsets: the object was replaced or truncated; re-upload it from the dataset sdl prepare wrote")
-        return docs
+        return self._in_order(docs, source_id, url, "re-upload it from the dataset sdl prepare wrote")
 
     def detached(self) -> DocStarts:
         """A copy with its own (empty) LRU of open files."""

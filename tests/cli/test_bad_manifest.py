@@ -93,3 +93,20 @@ def test_a_shard_with_a_damaged_header_is_one_line_naming_it(token_dataset, caps
     code, out, err = run(capsys, *COMMANDS[command], path)
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("error: ") and "shard-000001.npy" in err and "header" in err
+
+
+@pytest.mark.parametrize("value", [10**9, -5])
+def test_damaged_document_offsets_are_refused_not_read_as_stats_or_positions(token_dataset, capsys, value):
+    # one offset overwritten inside the file: its shape and dtype still fit the manifest
+    from sdl.loader import FormatError, TokenWindows
+
+    path = with_docs_files(token_dataset(num_tokens=3_000, tokens_per_shard=1_000))
+    docs = path / "shard-000001.docs.npy"
+    starts = np.load(docs)
+    starts[3] = value
+    np.save(docs, starts)
+    code, out, err = run(capsys, "inspect", path, "--json")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: shard-000001.docs.npy: expected ascending document starts inside its shard")
+    with pytest.raises(FormatError, match=r"shard-000001\.docs\.npy: expected ascending document starts inside the shard's 1,000"):
+        TokenWindows(path, seq_len=64, doc_starts=True).__getitems__(list(range(40)))
