@@ -101,13 +101,16 @@ def open_arrow_table(path: Path) -> Any:
         check_arrow_end(path)
         source = pa.memory_map(str(path), "r")
         try:
-            return pa.ipc.open_file(source).read_all()
+            table = pa.ipc.open_file(source).read_all()
         except pa.ArrowInvalid:
             source.seek(0)
-            return pa.ipc.open_stream(source).read_all()
+            table = pa.ipc.open_stream(source).read_all()
+        [(field.name, str(field.type)) for field in table.schema]  # a damaged schema's names may not decode
+        return table
     except FileNotFoundError:
         raise FormatError(f"{path}: listed by the dataset but missing; re-save the dataset (save_to_disk) or re-run load_dataset") from None
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: a name that is not UTF-8, extension metadata
+        # (the Array2D of `datasets`, when it is imported) that does not parse
         raise FormatError(f"{path}: not a readable Arrow file ({exc}); re-save the dataset (save_to_disk) or re-run load_dataset") from None
 
 

@@ -126,3 +126,23 @@ def test_inspect_split_rate_needs_windows(token_dataset, capsys):
     assert code == 1 and err.startswith("error: --split-rate 0.5 splits token windows") and err.count("\n") == 1
     code, out, _ = run(capsys, "inspect", path, "--split-rate", 0.5, "--seq-len", 16, "--json")
     assert code == 0 and json.loads(out)["train_windows"] > 0
+
+
+def test_inspect_a_damaged_arrow_file_is_one_line_not_a_bus_error(tmp_path, capsys):
+    """The report: 8 bytes of "X" over string offsets of a save_to_disk file sent the row copy past the memory map
+    (SIGBUS). `sdl index` reads record batch headers only and accepts it; reading a row of it is one error line that
+    names the file and `sdl index --validate`, which lists it."""
+    import datasets
+
+    datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(200)], "n": list(range(200))}).save_to_disk(
+        str(tmp_path / "ar"), num_shards=2)
+    target = tmp_path / "ar" / "data-00000-of-00002.arrow"
+    with open(target, "r+b") as handle:
+        handle.seek(600)
+        handle.write(b"XXXXXXXX")
+    assert run(capsys, "index", tmp_path / "ar")[0] == 0
+    code, _, err = run(capsys, "inspect", tmp_path / "ar", "--show", 15)
+    assert code == 1 and err.startswith(f"error: {target}: damaged Arrow record batch 0") and err.count("\n") == 1
+    assert f"run `sdl index {tmp_path / 'ar'} --validate`" in err
+    code, _, err = run(capsys, "index", tmp_path / "ar", "--validate")
+    assert code == 1 and "data-00000-of-00002.arrow" in err and "data-00001" not in err
