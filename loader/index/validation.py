@@ -101,19 +101,23 @@ def _listing_failure(root: Path, kind: str, split: str | None, failures: list) -
 def _validate_zarr(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
     from sdl.loader.index.zarr import find_zarr_stores, store_arrays
 
-    _listing_failure(root, "zarr", None, failures)
+    listing: list = []
+    _listing_failure(root, "zarr", None, listing)
     stores, recorded = find_zarr_stores(root), _recorded_absent(root)
-    bytes_read = 0
+    bytes_read, unopened = 0, len(failures)
     for done, rel in enumerate(stores):
         try:
             arrays = store_arrays(root, rel)
         except SdlError as exc:
-            failures.append(ValidationFailure(file=rel, expected="a zarr store that opens", found=str(exc), fix="rewrite the store with zarr"))
+            found, fix = reason(exc, root / rel, "rewrite the store with zarr")
+            failures.append(ValidationFailure(file=rel, expected="a zarr store that opens", found=found, fix=fix))
             continue
         for name, directory, meta in arrays:
             missing_chunk_failures(root, name, directory, meta, recorded.get(name, ()), failures)
             bytes_read += decode_all(name, directory, meta, failures)
         progress(done + 1, len(stores))
+    if not any(f.expected == "a zarr store that opens" for f in failures[unopened:]):  # else that store's failure says it
+        failures[unopened:unopened] = listing
     return len(stores), bytes_read
 
 

@@ -103,3 +103,16 @@ def test_validation_reads_every_arrow_batch(tmp_path):
     report = validate_dataset(tmp_path / "s")
     assert not report.ok and report.failures[0].file == "data-00001-of-00002.arrow"
     assert report.to_dict()["failures"][0]["fix"].startswith("re-save")
+
+
+def test_damaged_zarr_metadata_is_one_failure_naming_the_store(tmp_path):
+    # it was two: the listing's ("the same fields … in every store") and the store's, with both fixes run together
+    import zarr
+
+    for run in ("run1", "run2"):
+        zarr.create_array(str(tmp_path / "z" / f"{run}.zarr" / "x"), shape=(8, 2), chunks=(4, 2), dtype="int8")[:] = 1
+        zarr.open_group(str(tmp_path / "z" / f"{run}.zarr"), mode="a")
+    (tmp_path / "z" / "run1.zarr" / "x" / "zarr.json").write_text("{ broken")
+    report = validate_dataset(tmp_path / "z")
+    assert [(f.file, f.expected) for f in report.failures] == [("run1.zarr", "a zarr store that opens")]
+    assert report.failures[0].fix == "rewrite the array with zarr" and "unreadable zarr metadata" in report.failures[0].found
