@@ -146,7 +146,7 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
-    return with_descriptors(lambda: _open_local(root, kind, split), f"indexing {root} (its files are read one at a time",
+    return with_descriptors(lambda: _open_local(root, kind, split), f"indexing {root}", "its files are read one at a time",
                             "close datasets or files this process holds, or raise the limit (ulimit -n)")
 
 

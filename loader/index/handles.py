@@ -79,7 +79,7 @@ class OpenSources:
 
     def _open(self, source_id: int) -> Any:
         """`open_source`; out of file descriptors, the older half of every LRU of the process closed and one more try."""
-        return with_descriptors(lambda: self.open_source(source_id), f"opening source {source_id} ({len(self.items)} open here",
+        return with_descriptors(lambda: self.open_source(source_id), f"opening source {source_id}", f"{len(self.items)} open here",
                                 "lower max_open_shards (max_open), or raise the limit (ulimit -n)")
 
     def _shrink(self) -> None:
@@ -114,9 +114,9 @@ class OpenSources:
             self.checked = time.monotonic()
 
 
-def with_descriptors(call: Callable[[], Any], what: str, fix: str) -> Any:
+def with_descriptors(call: Callable[[], Any], what: str, detail: str, fix: str) -> Any:
     """`call()`; out of file descriptors, the older half of every LRU of the process closed and one more try, then
-    OutOfDescriptors: "out of file descriptors <what>; this process may open N): <fix>" (`what` opens the parenthesis)."""
+    OutOfDescriptors: "out of file descriptors <what> (<detail>; this process may open N): <fix>"."""
     for retry in (True, False):
         try:
             return call()
@@ -128,8 +128,8 @@ def with_descriptors(call: Callable[[], Any], what: str, fix: str) -> Any:
                 for lru in holders:
                     lru._shrink()
                 continue
-            raise OutOfDescriptors(f"out of file descriptors {what}; this process may open {raise_open_files_limit(0)}): "
-                                   f"{fix}") from None
+            raise OutOfDescriptors(f"out of file descriptors {what} ({detail}; this process may open "
+                                   f"{raise_open_files_limit(0)}): {fix}") from None
     raise AssertionError("unreachable")
 
 
