@@ -30,9 +30,6 @@ class IndexedLocalStore(LocalStore):
         self.arrays = ("",) if node is None or node[0] == "array" else tuple(fields)  # array paths inside the store
         self.absent = {path: frozenset(recorded.get(f"{name}/{path}" if path else name, ())) for path in self.arrays}
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, IndexedLocalStore) and str(self.root) == str(other.root)
-
     async def get(self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None) -> Buffer | None:
         value = await super().get(key, prototype, byte_range)
         if value is None and key.rsplit("/", 1)[-1] not in METADATA_KEYS:

@@ -104,11 +104,11 @@ def worker_error(exc: SdlError) -> SdlError | None:
     lines = text[text.rfind("Traceback (most recent call last):"):].split("\n")[1:]
     at = next((i for i, line in enumerate(lines) if not line.startswith(" ")), len(lines))  # past the frames
     line = lines[at] if at < len(lines) else ""
-    for name in {f"{kind.__module__}.{kind.__qualname__}", kind.__qualname__ if kind.__module__ in ("__main__", "builtins") else None} - {None}:
-        if line == name or line.startswith(f"{name}: "):
-            message = "\n".join([line[len(name) + 2:], *lines[at + 1:]]).rstrip("\n")
-            try:
-                return kind(message) if message else kind()
-            except Exception:  # a subclass whose constructor wants more than a message: PyTorch's as it is
-                return None
-    return None
+    name = kind.__qualname__ if kind.__module__ in ("__main__", "builtins") else f"{kind.__module__}.{kind.__qualname__}"
+    if not (line == name or line.startswith(f"{name}: ")):
+        return None
+    message = "\n".join([line[len(name) + 2:], *lines[at + 1:]]).rstrip("\n")
+    try:
+        return kind(message) if message else kind()
+    except Exception:  # a subclass whose constructor wants more than a message: PyTorch's as it is
+        return None
