@@ -224,6 +224,8 @@ def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".
     output = os.path.realpath(out) if out is not None else None
     for spec in specs:
         for source in _expand(spec, text_suffixes, split, output):
+            if output is not None and os.path.realpath(source.path).startswith(output + os.sep):
+                continue  # a file a glob matched inside the output folder (its manifest.json)
             if source.path not in seen:
                 seen.add(source.path)
                 files.append(source)

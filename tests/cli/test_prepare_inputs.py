@@ -171,7 +171,7 @@ def test_the_output_folder_inside_the_input_folder_is_not_read_as_input(tmp_path
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.jsonl").write_text('{"text": "alpha beta gamma"}\n')
-    for spec in (str(data), str(data / "*")):
+    for spec in (str(data), str(data / "*"), str(data / "**" / "*.json*")):
         for _ in range(2):  # the second run resumes: the same inputs, the output skipped
             assert main(["prepare", spec, str(data / "tokens"), "--json"]) == 0
             report = json.loads(capsys.readouterr().out)
