@@ -90,6 +90,7 @@ def command(
     """Build or refresh the cached index of a dataset and print a summary; --validate reads everything."""
     from sdl.loader.index import build_index, cache_path
     from sdl.loader.index.join import is_job_parent, join_jobs
+    from sdl.loader.index.zarr import chunks_gone_since
 
     root = resolve_root(path, hf, hf_cache, hf_config)
     if kind in (None, "tokens") and hf is None and isinstance(root, Path) and is_job_parent(root):
@@ -99,8 +100,10 @@ def command(
 
         join_remote_jobs(root)  # job prefixes (sdl prepare --num-jobs to s3://) are joined like job folders
     report = run_validation(root, kind, split, json_out) if validate_ else None  # before any cache is written
+    previous = _cached_json(root, split) if isinstance(root, Path) else None
     start, written_after = time.perf_counter(), time.time_ns()
     index = build_index(root, kind=kind, split=split)
+    warn_chunks_gone(root, chunks_gone_since(previous, index))
     summary = index_summary(index, time.perf_counter() - start)
     if isinstance(root, Path):  # a read-only folder or a full disk: the dataset opens, rebuilding the index each time
         cached = cache_path(root, split)
@@ -117,6 +120,25 @@ def command(
     render({k: v for k, v in summary.items() if k != "validation"}, f"sdl index {root}")
     if report is not None:
         typer.echo(f"valid: {report.num_sources:,} sources, {report.bytes_read:,} bytes read")
+
+
+def _cached_json(root: Path, split: Optional[str]) -> Any:
+    """The dataset's index cache as it was before this run (None when missing or unreadable): to compare with."""
+    from sdl.loader.index import cache_path
+
+    try:
+        return json.loads(cache_path(root, split).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def warn_chunks_gone(root: Path | str, gone: dict[str, list[str]]) -> None:
+    """One warning line per zarr array with chunks the last index found and this one records as absent (fill value)."""
+    for array, keys in gone.items():
+        shown = ", ".join(repr(key) for key in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        typer.echo(f"warning: {root}/{array}: chunk(s) {shown} existed at the last sdl index and are gone; the index now "
+                   "records them as all fill value (how zarr reads a missing chunk). If they were lost rather than emptied on "
+                   f"purpose, restore them and run sdl index {root} again", err=True)
 
 
 def run_validation(root: Path | str, kind: Optional[str], split: Optional[str], json_out: bool) -> Any:

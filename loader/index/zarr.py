@@ -232,3 +232,25 @@ def first_chunk_rows(meta: dict[str, Any]) -> int:
     """Items per chunk along the first axis."""
     chunks, _ = _chunk_key(meta)
     return max(1, int(chunks[0])) if chunks else 1
+
+
+def chunks_gone_since(previous: dict[str, Any] | None, index: Any) -> dict[str, list[str]]:
+    """{array: chunk keys} absent in the zarr `index` just built that the `previous` cache (its raw JSON, or None)
+    found present, for stores whose metadata files are unchanged since (a chunk file removed in place: lost, or
+    emptied on purpose by zarr writing fill values; a rebuild cannot tell which, so `sdl index` says so)."""
+    if not isinstance(previous, dict) or previous.get("kind") != "zarr" or index.kind != "zarr":
+        return {}
+    try:
+        old = previous["sources"]
+        stats = {path: (size, mtime) for path, size, mtime in zip(old["path"], old["size"], old["mtime_ns"], strict=True)}
+        before = {str(k): set(v) for k, v in (previous.get("meta") or {}).get("absent_chunks", {}).items()}
+    except (KeyError, TypeError, ValueError):
+        return {}  # a damaged cache: nothing to compare with
+    unchanged = {path for path, size, mtime in zip(index.sources.paths, index.sources.sizes.tolist(), index.sources.mtime_ns.tolist())
+                 if stats.get(path) == (size, mtime)}
+    gone = {}
+    for array, keys in index.meta.get("absent_chunks", {}).items():
+        if any(array == path or array.startswith(f"{path}/") for path in unchanged):
+            if new := [key for key in keys if key not in before.get(array, set())]:
+                gone[array] = new
+    return gone

@@ -172,3 +172,21 @@ def test_the_fix_validate_suggests_is_a_command_that_repairs(tmp_path, capsys):
     assert command == f"sdl prepare --repair {out}"
     assert main(shlex.split(command)[1:]) == 0 and dataset_bytes(out) == before
     assert run(capsys, "index", out, "--validate")[0] == 0
+
+
+def test_reindexing_after_a_zarr_chunk_went_missing_warns_naming_it_once(tmp_path, capsys):
+    # A rebuild cannot tell a lost chunk from one emptied on purpose (both read as fill value): it records it absent,
+    # and says which chunks the last index found and are gone now; a rewritten store (new metadata) is not compared.
+    zarr = pytest.importorskip("zarr")
+    for name in ("a", "b"):
+        zarr.create_array(str(tmp_path / "z" / f"{name}.zarr"), shape=(40, 3), chunks=(5, 3), dtype="float32")[:] = 1
+    assert run(capsys, "index", tmp_path / "z")[0] == 0
+    (tmp_path / "z" / "a.zarr" / "c" / "5" / "0").unlink()
+    (tmp_path / "z" / "b.zarr" / "c" / "1" / "0").unlink()
+    zarr.create_array(str(tmp_path / "z" / "b.zarr"), shape=(40, 3), chunks=(5, 3), dtype="float32", overwrite=True)[:10] = 1
+    code, _, err = run(capsys, "index", tmp_path / "z")
+    assert code == 0 and err.count("\n") == 1
+    assert err.startswith(f"warning: {tmp_path / 'z'}/a.zarr: chunk(s) 'c/5/0' existed at the last sdl index and are gone")
+    assert "restore them and run sdl index" in err
+    code, _, err = run(capsys, "index", tmp_path / "z")  # said once: the new index records them
+    assert code == 0 and err == ""
