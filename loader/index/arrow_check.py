@@ -10,6 +10,10 @@ their dictionary. It reads the offsets and indices only, never the data (no UTF-
 a FormatError when a row holding it is read): ~4 bytes per row of each string or list column, once per record
 batch per process. A type with other indirections (views, unions, run-end encoding) gets pyarrow's full validation.
 What no check short of a checksum sees (bytes of text or numbers changed) reads as it is, inside the map.
+
+A column the file's `datasets` features declare an ArrayXD of fixed shape (`Array2D(shape=(2, 3))`, stored as lists
+of lists) must have that shape in every row (`check_shapes`, on the same offsets): `datasets` refuses such a row, and
+without `datasets` imported it would read as nested lists of another shape.
 """
 
 from __future__ import annotations
@@ -24,14 +28,21 @@ VALIDATE_HINT = ("run `sdl index {root} --validate` to list every damaged file, 
 
 
 def check_record_batch(batch: Any, where: Any, number: int, first_row: int, root: Any) -> None:
-    """Raise FormatError unless record batch `number` of file `where` (rows from `first_row`) points only inside itself."""
+    """Raise FormatError unless record batch `number` of file `where` (rows from `first_row`) points only inside itself,
+    and its ArrayXD columns have their declared shapes."""
     import pyarrow as pa
 
     try:
+        shapes = declared_shapes(batch.schema)
         for name, column in zip(batch.schema.names, batch.columns):
             try:
                 column.validate()  # sizes of buffers against lengths, first and last offsets: metadata only
                 check_array(column)
+                if name in shapes:
+                    check_shape(column, shapes[name], first_row)
+            except WrongShape as exc:
+                raise FormatError(f"{where}: column {name!r}, {exc}; the file does not match its features: "
+                                  f"{VALIDATE_HINT.format(root=root)}") from None
             except pa.ArrowException as exc:
                 raise pa.ArrowInvalid(f"column {name!r}: {exc}") from None
         batch.validate()  # columns as long as the batch
@@ -90,3 +101,43 @@ def check_indices(indices: Any, size: int) -> None:
     low, high = pc.min_max(indices).values()
     if low.is_valid and (low.as_py() < 0 or high.as_py() >= size):
         raise pa.ArrowInvalid(f"dictionary indices from {low.as_py()} to {high.as_py()} for a dictionary of {size:,} values")
+
+
+class WrongShape(ValueError):
+    """Row `row` of the file, an ArrayXD column's, holds `found` items on `axis` where the declared `shape` says otherwise."""
+
+    def __init__(self, row: int, axis: int, found: int, shape: tuple[int | None, ...]) -> None:
+        super().__init__(f"row {row:,} of the file: expected the declared shape {shape}, found {found} items on axis {axis}")
+        self.row, self.axis, self.found, self.shape = row, axis, found, shape
+
+
+def declared_shapes(schema: Any) -> dict[str, tuple[int | None, ...]]:
+    """{column: shape} of the columns the schema's `datasets` features declare Array2D to Array5D (None: a dynamic
+    first axis); {} when it declares none or its metadata does not parse (the index reports that)."""
+    import json
+
+    try:
+        features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
+        return {name: tuple(f["shape"]) for name, f in features.items() if isinstance(f, dict)
+                and f.get("_type") in ("Array2D", "Array3D", "Array4D", "Array5D") and isinstance(f.get("shape"), list)}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def check_shape(column: Any, shape: tuple[int | None, ...], first_row: int) -> None:
+    """Raise WrongShape unless every row of `column` (lists of lists, its offsets already checked) has `shape`."""
+    import pyarrow as pa
+
+    array = column.storage if isinstance(column.type, pa.BaseExtensionType) else column
+    rows = np.arange(len(array))  # the row each list of this level belongs to
+    for depth, size in enumerate(shape):
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+            return  # fixed-size lists (fixed by their type) or a storage this check does not know
+        offsets = np.asarray(array.offsets)
+        lengths = np.diff(offsets)
+        valid = np.ones(len(array), bool) if array.null_count == 0 else np.asarray(array.is_valid())
+        if size is not None and np.any(valid & (lengths != size)):
+            bad = int(np.argmax(valid & (lengths != size)))
+            raise WrongShape(first_row + int(rows[bad]), depth, int(lengths[bad]), tuple(shape))
+        rows = np.repeat(rows, np.where(valid, lengths, 0))
+        array = array.flatten()

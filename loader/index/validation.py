@@ -5,7 +5,8 @@ length and dtype, is not truncated, matches the manifest's checksum, and holds o
 vocabulary size; each docs file holds `num_docs` sorted offsets inside its shard; no `shard-NNNNNN`
 file lies in the dataset (or a job folder of it) unlisted (a second writer's leftovers). Zarr: every chunk the arrays' shape and chunking call for exists (or was absent when the index was
 built: zarr skips all-fill chunks) and decodes; a failure names the store, array and chunk key.
-Arrow: every record batch of every file reads and passes pyarrow's full validation.
+Arrow: every record batch of every file reads and passes pyarrow's full validation, and every row of an ArrayXD column
+has the shape the file's `datasets` features declare.
 """
 
 from __future__ import annotations
@@ -135,6 +136,23 @@ def _recorded_absent(root: Path) -> dict[str, list[str]]:
 
 
 
+def _check_shapes(table: Any, rel: str, failures: list) -> None:
+    """A failure for the first row of each ArrayXD column whose shape is not the one the file's features declare."""
+    from sdl.loader.index.arrow_check import WrongShape, check_shape, declared_shapes
+
+    for name, shape in declared_shapes(table.schema).items():
+        first = 0
+        for chunk in table.column(name).chunks:
+            try:
+                check_shape(chunk, shape, first)
+            except WrongShape as exc:
+                failures.append(ValidationFailure(file=rel, expected=f"column {name!r} of the declared shape {exc.shape} in every row",
+                                                  found=f"{exc.found} items on axis {exc.axis} in row {exc.row:,} of the file",
+                                                  fix="re-save the dataset with its features (save_to_disk)"))
+                break
+            first += len(chunk)
+
+
 def _validate_arrow(root: Path, split: str | None, failures: list, progress: Progress) -> tuple[int, int]:
     from sdl.loader.index.arrow import find_arrow_files, open_arrow_table
 
@@ -144,6 +162,7 @@ def _validate_arrow(root: Path, split: str | None, failures: list, progress: Pro
         try:
             table = open_arrow_table(root / rel)
             table.validate(full=True)
+            _check_shapes(table, rel, failures)
             bytes_read += table.nbytes
         except Exception as exc:  # FormatError from the reader, ArrowInvalid from validate
             found, fix = reason(exc, root / rel, "re-save the dataset (save_to_disk) or re-run load_dataset")
