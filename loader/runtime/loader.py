@@ -15,8 +15,9 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from sdl.loader.errors import ConfigError, SdlError
+from sdl.loader.errors import CheckpointError, ConfigError, SdlError
 from sdl.loader.runtime.feed import DeviceFeed, resolve_device
+from sdl.loader.runtime.host_resume import unrestored_resume
 from sdl.loader.runtime.slots import layout_bytes, probe_layout
 from sdl.loader.runtime.topology import check_topology, find_topology, resolve_topology  # noqa: F401 (re-export)
 from sdl.loader.runtime.transport import (
@@ -57,6 +58,7 @@ class SdlLoader:
         self.topology_source = topology_source
         self._start = sampler.state(0)  # the state the current (or next) iteration starts from
         self._yielded = 0  # batches of that iteration handed to the caller
+        self._restored = False  # given a state (load_state_dict): a host resuming mid-epoch without one is refused
 
     @property
     def _state(self) -> LoaderState:
@@ -87,6 +89,8 @@ class SdlLoader:
 
     def __iter__(self) -> Iterator[Any]:
         check_topology(self.sampler.rank, self.sampler.world_size, self.topology_source)
+        if not self._restored and (message := unrestored_resume(self)) is not None:
+            raise CheckpointError(message)
         self._start, self._yielded = self._state, 0
         self.sampler.load_state_dict(self._start)
 
@@ -183,7 +187,7 @@ class SdlLoader:
 
     def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
         self.sampler.load_state_dict(state)
-        self._start, self._yielded = self.sampler.state(0), 0
+        self._start, self._yielded, self._restored = self.sampler.state(0), 0, True
 
     def set_epoch(self, epoch: int, skip_rest: bool = False) -> None:
         """Continue `epoch` when it is the one in progress; start it when the current epoch has not begun (or is
