@@ -18,8 +18,15 @@ from sdl.loader.storage.remote import RemoteFiles
 
 def join_remote_jobs(url: str) -> Manifest | None:
     """Join the job prefixes under `url` (outputs of sdl prepare --num-jobs, each with a manifest) like local job
-    folders: write `url/manifest.json` when it changed; None when `url` holds no job prefixes (one listing)."""
+    folders: write `url/manifest.json` when it changed; None when `url` holds no job prefixes (one listing), or is a
+    dataset of its own (a manifest that joins no parts, whatever datasets lie under it: never rewritten)."""
     files = RemoteFiles(url)
+    try:
+        current = files.read(MANIFEST_NAME)
+    except Missing:
+        current = None
+    if current is not None and not _joins_parts(current):
+        return None
     parts = []
     prefix = f"{files.location.prefix}/" if files.location.prefix else ""
     for name in files.client.list_folders(files.location.bucket, prefix):
@@ -33,10 +40,15 @@ def join_remote_jobs(url: str) -> Manifest | None:
         return None
     joined = join_manifests(url, parts)
     text = (json.dumps(joined.to_dict(), indent=2) + "\n").encode()
-    try:
-        current = files.read(MANIFEST_NAME)
-    except Missing:
-        current = None
     if current != text:
         files.client.put_bytes(files.location.bucket, files.location.key(MANIFEST_NAME), text)
     return joined
+
+
+def _joins_parts(manifest: bytes) -> bool:
+    """Whether a manifest is a join of job parts (a non-empty `parts` list), as `join.is_job_parent` reads a local one."""
+    try:
+        data = json.loads(manifest)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("parts"), list) and bool(data["parts"])

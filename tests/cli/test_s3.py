@@ -69,3 +69,15 @@ def test_reshard_ckpt_checks_a_state_against_the_s3_copy(s3_dataset, tmp_path, c
     code, out, err = run(capsys, "reshard-ckpt", tmp_path / "state.json", "--dataset", url, "--json")
     assert code == 0, err
     assert '"matches": true' in out and url in out
+
+
+def test_index_of_an_s3_dataset_with_another_nested_under_it_leaves_its_manifest_alone(s3_dataset, capsys):
+    # A dataset's own manifest joins no parts: `sdl index` never rewrites it as a join of what lies under its prefix
+    # (here a validation set at ds/val), as a local `sdl index` of the same layout does not.
+    _, url = s3_dataset(num_tokens=3_000, tokens_per_shard=1_000, name="ds")
+    s3_dataset(num_tokens=2_000, tokens_per_shard=1_000, name="ds/val")
+    s3_bucket, client = url[5:].split("/")[0], boto3.client("s3")
+    before = client.get_object(Bucket=s3_bucket, Key="ds/manifest.json")["Body"].read()
+    code, out, _ = run(capsys, "index", url, "--json")
+    assert code == 0 and json.loads(out)["tokens"] == 3_000
+    assert client.get_object(Bucket=s3_bucket, Key="ds/manifest.json")["Body"].read() == before
