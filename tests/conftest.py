@@ -91,8 +91,10 @@ def s3_bucket(s3_server, request):
     return name
 
 
-def upload_folder(folder, bucket: str, prefix: str) -> str:
-    """Copy a local dataset folder into s3://bucket/prefix, key for file (as `aws s3 sync` would); its URL."""
+def upload_folder(folder, bucket: str, prefix: str, checksums: bool = True) -> str:
+    """Copy a local dataset folder into s3://bucket/prefix, key for file; its URL. Each object carries its sha256 as
+    `sdl prepare` uploads them (`x-amz-meta-sha256`), or nothing (`checksums=False`, as `aws s3 sync` copies them)."""
+    import hashlib
     from pathlib import Path
 
     import boto3
@@ -100,7 +102,8 @@ def upload_folder(folder, bucket: str, prefix: str) -> str:
     client = boto3.client("s3")
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file() and ".sdl" not in path.parts:
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+            extra = {"Metadata": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}} if checksums else None
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}", ExtraArgs=extra)
     return f"s3://{bucket}/{prefix}"
 
 
@@ -108,9 +111,9 @@ def upload_folder(folder, bucket: str, prefix: str) -> str:
 def s3_dataset(token_dataset, s3_bucket):
     """Factory: a self-describing token dataset written locally and uploaded; (local path, s3 URL)."""
 
-    def make(**kwargs):
+    def make(checksums=True, **kwargs):
         local = token_dataset(**kwargs)
-        return local, upload_folder(local, s3_bucket, kwargs.get("name", "tokens"))
+        return local, upload_folder(local, s3_bucket, kwargs.get("name", "tokens"), checksums)
 
     return make
 

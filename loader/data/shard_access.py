@@ -63,8 +63,9 @@ class ShardAccess:
         while filled < length:
             offset = start + filled - starts[source_id]
             take = min(length - filled, lengths[source_id] - offset)
-            if filled and self.remote is not None and not self._held(source_id):
-                out[filled:filled + take] = self._head(source_id, take)[:take]
+            head = self._head(source_id, take) if filled and self.remote is not None and not self._held(source_id) else None
+            if head is not None:
+                out[filled:filled + take] = head[:take]
             else:
                 shard = held.get(source_id) if held else None
                 out[filled:filled + take] = (self._shard(source_id) if shard is None else shard)[offset:offset + take]
@@ -113,18 +114,23 @@ class ShardAccess:
 
     def fetch_head(self, source_id: int) -> None:
         """Read the head of shard `source_id` that windows spilling into it use, ahead of them (the prefetcher
-        calls this when the loop reads in this process, num_workers=0)."""
-        self._head(source_id, 0)
+        calls this when the loop reads in this process, num_workers=0); the whole shard, into the node cache, when its
+        object does not carry the sha256 a part of it is checked by (the loop then reads it from the cache)."""
+        if self._head(source_id, 0) is None:
+            self.remote.cache.prefetch(self.cache_entry(source_id), next_use=0.0)
 
     def _head_tokens(self) -> int:
         return self.seq_len + max(self.shift_choices)  # the longest span a window reads
 
-    def _head(self, source_id: int, take: int) -> np.ndarray:
-        """The first tokens of remote shard `source_id` (at least `take`), one ranged GET, kept in a small FIFO."""
+    def _head(self, source_id: int, take: int) -> np.ndarray | None:
+        """The first tokens of remote shard `source_id` (at least `take`), one ranged GET, kept in a small FIFO; None
+        when the object cannot show it is the manifest's without being read whole (`RemoteFiles.read_head`)."""
         head = self._heads.get(source_id)
         if head is None or len(head) < take:
             count = max(take, min(self._head_tokens(), int(self._lengths[source_id])))
-            head = self.remote.read_head(self.index.sources.paths[source_id], count)
+            head = self.remote.read_head(self.index.sources.paths[source_id], count, self.index.sources.checksums[source_id])
+            if head is None:
+                return None
             self._heads[source_id] = head  # an OrderedDict: the prefetcher's thread adds to it too
             while len(self._heads) > MAX_HEADS:
                 self._heads.popitem(last=False)

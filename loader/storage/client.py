@@ -139,9 +139,13 @@ class S3Client:
     def get_bytes(self, bucket: str, key: str) -> bytes:
         return self.call(bucket, key, lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
-    def get_range(self, bucket: str, key: str, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) of the object (fewer when it is shorter)."""
-        return self.call(bucket, key, lambda: self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")["Body"].read())
+    def get_range(self, bucket: str, key: str, start: int, stop: int) -> tuple[bytes, dict[str, str]]:
+        """Bytes [start, stop) of the object (fewer when it is shorter), and its user metadata (`x-amz-meta-*`)."""
+        def request() -> tuple[bytes, dict[str, str]]:
+            found = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")
+            return found["Body"].read(), dict(found.get("Metadata") or {})
+
+        return self.call(bucket, key, request)
 
     def download(self, bucket: str, key: str, handle: BinaryIO, on_chunk: Callable[[bytes], None] | None = None) -> int:
         """Stream the object into `handle` from its start (each attempt overwrites the last), cut it to the object's

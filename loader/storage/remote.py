@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sdl.loader.errors import FormatError
+from sdl.loader.errors import FormatError, StorageError
 from sdl.loader.storage.cache import CacheEntry, ShardCache
 from sdl.loader.storage.client import S3Client
 from sdl.loader.storage.location import S3Location, is_remote
@@ -43,10 +43,20 @@ class RemoteFiles:
     def read(self, relative: str) -> bytes:
         return self.client.get_bytes(self.location.bucket, self.location.key(relative))
 
-    def read_head(self, relative: str, count: int) -> np.ndarray:
+    def read_head(self, relative: str, count: int, checksum: str | None) -> np.ndarray | None:
         """The first `count` tokens of a shard, by one ranged GET (header included), without caching the shard:
-        what a window that spills over a shard boundary needs from the next shard."""
-        raw = self.client.get_range(self.location.bucket, self.location.key(relative), 0, NPY_HEADER_MAX + count * 8)
+        what a window that spills over a shard boundary needs from the next shard. A part of an object cannot be
+        hashed, so the object must say it is the one the manifest lists: the sha256 `sdl prepare` stores with every
+        upload (`x-amz-meta-sha256`) equal to `checksum`. None when it carries none (e.g. copied by `aws s3 sync`): the
+        caller then reads the whole shard through the cache, which hashes it; StorageError when it names another."""
+        raw, metadata = self.client.get_range(self.location.bucket, self.location.key(relative), 0, NPY_HEADER_MAX + count * 8)
+        stored = metadata.get("sha256")
+        if checksum is not None and stored is None:
+            return None
+        if checksum is not None and f"sha256:{stored}" != checksum:
+            raise StorageError(f"{self.location.url(relative)}: checksum {checksum} in the manifest, the stored object says "
+                               f"sha256:{stored}: it was replaced since the manifest was written; re-upload it (re-run sdl "
+                               "prepare with the same arguments to the same OUT)")
         handle = io.BytesIO(raw)
         try:
             version = np.lib.format.read_magic(handle)
