@@ -204,6 +204,8 @@ def command(
     checkpoints = read_checkpoints(ckpt)
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
     merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)
+    # Step: everything that can refuse the input (summaries, plans) before anything is written.
+    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     written: list[str] = []
     if out is not None or in_place or per_rank:
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
@@ -212,7 +214,6 @@ def command(
         if result.stale:  # a resume reading the whole folder would take them for ranks of this world
             typer.echo(f"warning: {out} also holds {len(result.stale)} rank file(s) of a larger world, not rewritten "
                        f"({result.stale[0].name} … {result.stale[-1].name}); delete them before resuming from {out}", err=True)
-    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     for warning in filter(None, map(drop_warning, streams)):
         typer.echo(warning, err=True)
     if json_out:
