@@ -18,11 +18,13 @@ MAX_ROWS = 8  # per-rank rows shown in a table; a world of 1,000 ranks would oth
 
 
 def check_targets(world_size: Optional[int], batch_size: Optional[int], global_batch_size: Optional[int] = None) -> None:
-    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag} is {value}, expected a positive integer")
+    from sdl.loader.sampling.state import LIMIT  # what a state may hold, so what the rewritten one may record
+
     if world_size is not None and world_size > MAX_WORLD_SIZE:
         raise ConfigError(f"--world-size is {world_size:,}, expected at most {MAX_WORLD_SIZE:,} ranks")
+    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
+        if value is not None and not 0 < value < LIMIT:
+            raise ConfigError(f"{flag} is {value}, expected a positive integer below 2**62")
 
 
 def parse_shift(shift: Optional[str]) -> Any:
