@@ -18,11 +18,13 @@ MAX_ROWS = 8  # per-rank rows shown in a table; a world of 1,000 ranks would oth
 
 
 def check_targets(world_size: Optional[int], batch_size: Optional[int], global_batch_size: Optional[int] = None) -> None:
-    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag} is {value}, expected a positive integer")
+    from sdl.loader.sampling.state import LIMIT  # what a state may hold, so what the rewritten one may record
+
     if world_size is not None and world_size > MAX_WORLD_SIZE:
         raise ConfigError(f"--world-size is {world_size:,}, expected at most {MAX_WORLD_SIZE:,} ranks")
+    for flag, value in (("--world-size", world_size), ("--batch-size", batch_size), ("--global-batch-size", global_batch_size)):
+        if value is not None and not 0 < value < LIMIT:
+            raise ConfigError(f"{flag} is {value}, expected a positive integer below 2**62")
 
 
 def parse_shift(shift: Optional[str]) -> Any:
@@ -204,6 +206,8 @@ def command(
     checkpoints = read_checkpoints(ckpt)
     settings = dict(seq_len=seq_len, stride=stride, shift=parse_shift(shift), split=split, split_rate=split_rate)
     merged, checks = checked_states(merge_streams(checkpoints), dataset, settings, force)
+    # Step: everything that can refuse the input (summaries, plans) before anything is written.
+    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     written: list[str] = []
     if out is not None or in_place or per_rank:
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
@@ -212,7 +216,6 @@ def command(
         if result.stale:  # a resume reading the whole folder would take them for ranks of this world
             typer.echo(f"warning: {out} also holds {len(result.stale)} rank file(s) of a larger world, not rewritten "
                        f"({result.stale[0].name} … {result.stale[-1].name}); delete them before resuming from {out}", err=True)
-    streams = [stream_summary(key, state, checkpoints, (world_size, batch_size, global_batch_size), checks, force) for key, state in merged.items()]
     for warning in filter(None, map(drop_warning, streams)):
         typer.echo(warning, err=True)
     if json_out:

@@ -202,8 +202,30 @@ def read_saved(checkpoint: str | os.PathLike) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a loader state ({exc}); the checkpoint is corrupt") from None
     if isinstance(data, dict) and data.get("format") == SAVED_FORMAT:
-        return data
+        return checked_saved(path, data)
     return {"loader": data, "global_step": None, "samples_per_step": None}
+
+
+# The fields of a SAVED_FORMAT file, what each must be, and the test of it (a bool is not an integer here).
+SAVED_FIELDS = {
+    "loader": ("the loader state (a dict)", lambda v: isinstance(v, dict)),
+    "global_step": ("an integer >= 0", lambda v: type(v) is int and v >= 0),
+    "samples_per_step": ("an integer >= 1, or null", lambda v: v is None or (type(v) is int and v >= 1)),
+}
+
+
+def checked_saved(path: str, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` when each field SdlTrainer writes is there and of its type; otherwise the one error naming the field."""
+    unknown = sorted(set(data) - {"format", *SAVED_FIELDS})
+    if unknown:
+        raise CheckpointError(f"{path} has unknown fields {unknown}: it was written by a newer sdl; upgrade sdl")
+    for name, (expected, valid) in SAVED_FIELDS.items():
+        if name in data and valid(data[name]):
+            continue
+        found = "missing" if name not in data else f"{repr(data[name])[:60]} ({type(data[name]).__name__})"
+        raise CheckpointError(f"{path}: field {name!r} is {found}, expected {expected}; the checkpoint is corrupt: "
+                              "resume from another checkpoint")
+    return data
 
 
 def read_loader_state(checkpoint: str | os.PathLike) -> dict[str, Any]:

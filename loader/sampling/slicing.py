@@ -13,15 +13,21 @@ from typing import Any
 import numpy as np
 
 
+def rank_start(step: Any, rank: int, world_size: int, batch_size: int) -> Any:
+    """Offset in the remaining stream of `rank`'s first sample at micro-step `step` (an int, or an array of steps)."""
+    return step * (world_size * batch_size) + rank * batch_size
+
+
 def rank_offsets(steps: Any, rank: int, world_size: int, batch_size: int) -> np.ndarray:
     """Offsets in the remaining stream of `rank`'s samples at micro-steps `steps`: shape [len(steps), batch_size]."""
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
-    return steps[:, None] * (world_size * batch_size) + rank * batch_size + np.arange(batch_size, dtype=np.int64)
+    return rank_start(steps[:, None], rank, world_size, batch_size) + np.arange(batch_size, dtype=np.int64)
 
 
 def rank_real_samples(remaining: int, steps: int, rank: int, world_size: int, batch_size: int) -> int:
-    """How many of `rank`'s samples over `steps` micro-steps are real (below `remaining`), the rest being padding."""
+    """How many of `rank`'s samples over `steps` micro-steps are real (below `remaining`), the rest being padding.
+    In Python integers: a plan for any batch size (`sdl reshard-ckpt --batch-size`) allocates nothing."""
     if steps <= 0:
         return 0
-    last = rank_offsets([steps - 1], rank, world_size, batch_size)
-    return (steps - 1) * batch_size + int((last < remaining).sum())
+    last = rank_start(steps - 1, rank, world_size, batch_size)
+    return (steps - 1) * batch_size + min(batch_size, max(0, remaining - last))

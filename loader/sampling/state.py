@@ -35,9 +35,11 @@ STATE_VERSION = 1
 # Merging, resuming and resharding all compare these and nothing else; fingerprint and num_samples first.
 STREAM_KEYS = ("fingerprint", "num_samples", "seed", "shuffle", "block_size", "window_blocks")
 
-# The integer fields and their least valid value (None: any integer). A bool is not an integer here.
+# The integer fields and their least valid value (None: any integer, the seed, which is only hashed). A bool is not an
+# integer here. Counts and positions must also lie below LIMIT: numpy computes with them in int64 (slicing, order).
 INT_FIELDS = {"num_samples": 0, "seed": None, "block_size": 1, "window_blocks": 1, "epoch": 0, "cursor": 0,
               "world_size": 1, "batch_size": 1}
+LIMIT = 1 << 62
 FIX = "the checkpoint is corrupt or was edited; save `loader.state_dict()` exactly as returned"
 
 
@@ -56,8 +58,8 @@ def _bad(name: str, value: Any, expected: str) -> CheckpointError:
 def _checked_int(name: str, value: Any, least: int | None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _bad(name, value, "an integer")
-    if least is not None and value < least:
-        raise _bad(name, value, f"an integer >= {least}")
+    if least is not None and not least <= value < LIMIT:
+        raise _bad(name, value, f"an integer >= {least} and below 2**62")
     return int(value)  # numpy integers become ints: the order key hashes repr(seed)
 
 

@@ -154,7 +154,10 @@ def _deep_json(tmp_path, windows):
     (_two_runs, [], "the loader states disagree (seed: 7 vs 8)"),
     (saved, ["--world-size", "0"], "--world-size is 0, expected a positive integer"),
     (saved, ["--batch-size", "-1"], "--batch-size is -1, expected a positive integer"),
+    (saved, ["--batch-size", str(2**62)], f"--batch-size is {2**62}, expected a positive integer below 2**62"),  # was "corrupt state"
     (saved, ["--out", "{tmp}/rank_0.pt"], "is an input checkpoint"),
+    # the plan refuses it; it was checked only after the output was written
+    (saved, ["--world-size", "3", "--global-batch-size", "16", "--out", "{tmp}/new.pt"], "global_batch_size is 16, expected a positive multiple"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, windows, make, extra, expected):
     inputs = make(tmp_path, windows)

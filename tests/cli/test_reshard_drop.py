@@ -68,3 +68,14 @@ def test_per_rank_files_of_a_larger_world_left_in_the_folder_are_named(capsys, s
     rc, _, err = run(capsys, saved, "--world-size", 2, "--per-rank", "--out", out, "--overwrite")
     assert rc == 0 and "warning: " in err and "also holds 2 rank file(s) of a larger world" in err and "rank_2.pt … rank_3.pt" in err
     assert sorted(p.name for p in out.iterdir()) == ["rank_0.pt", "rank_1.pt", "rank_2.pt", "rank_3.pt"]  # never deleted
+
+
+def test_a_plan_for_a_batch_no_array_could_hold_is_computed(capsys, tmp_path):
+    import torch
+    from sdl.loader.sampling.state import LoaderState
+
+    torch.save({"loader": LoaderState(fingerprint="f", num_samples=2**62 - 1, seed=0).to_dict()}, tmp_path / "x.pt")
+    rc, stdout, err = run(capsys, tmp_path / "x.pt", "--world-size", 2, "--batch-size", 2**60, "--json")  # was a ValueError traceback
+    assert rc == 0, err
+    plan = json.loads(stdout)["streams"][0]["plan"]
+    assert [r["samples"] for r in plan["ranks"]] == [2**60, 2**60] and plan["dropped"] == 2**62 - 1 - 2**61

@@ -92,3 +92,62 @@ def test_the_trainers_data_settings_are_refused_or_warned_about(token_dataset, t
     with pytest.warns(UserWarning, match="ignores dataloader_num_workers=2, dataloader_drop_last=True"):
         trainer = _train(tmp_path, _loader(path, 4), 4, dataloader_num_workers=2, dataloader_drop_last=True)
     assert trainer._train_batch_size == 4  # what the Trainer logs and records: the loader's batch, not its default 8
+
+
+
+GOOD_SAVED = {"format": "sdl-trainer-1", "global_step": 2, "samples_per_step": 4, "loader": {"format": "sdl-loader-state"}}
+DROP = object()  # the key is missing
+
+
+@pytest.mark.parametrize("change, field, found", [
+    ({"samples_per_step": DROP}, "samples_per_step", "missing"),  # was KeyError: 'samples_per_step'
+    ({"loader": DROP}, "loader", "missing"),  # was KeyError: 'loader'
+    ({"global_step": DROP}, "global_step", "missing"),
+    ({"samples_per_step": "8"}, "samples_per_step", "'8' (str)"),  # was ValueError: Cannot specify ',' with 's'
+    ({"samples_per_step": True}, "samples_per_step", "True (bool)"),
+    ({"samples_per_step": 0}, "samples_per_step", "0 (int)"),
+    ({"samples_per_step": 4.0}, "samples_per_step", "4.0 (float)"),
+    ({"global_step": "2"}, "global_step", "'2' (str)"),  # was "saved at step 2, the Trainer state at step 2"
+    ({"global_step": None}, "global_step", "None (NoneType)"),
+    ({"global_step": -1}, "global_step", "-1 (int)"),
+    ({"global_step": False}, "global_step", "False (bool)"),
+    ({"loader": [1]}, "loader", "[1] (list)"),
+])
+def test_a_damaged_field_of_the_saved_file_is_one_error_naming_it(tmp_path, change, field, found):
+    import json
+
+    from sdl.loader.integrations.hf import read_saved
+
+    (tmp_path / "sdl_loader_state.json").write_text(json.dumps({k: v for k, v in {**GOOD_SAVED, **change}.items() if v is not DROP}))
+    with pytest.raises(CheckpointError) as refused:
+        read_saved(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'sdl_loader_state.json'}: field {field!r} is {found}, expected ")
+    assert message.endswith("the checkpoint is corrupt: resume from another checkpoint") and "\n" not in message
+
+
+def test_the_saved_file_takes_a_null_samples_per_step_and_refuses_unknown_fields(tmp_path):
+    import json
+
+    from sdl.loader.integrations.hf import read_saved
+
+    file = tmp_path / "sdl_loader_state.json"
+    file.write_text(json.dumps({**GOOD_SAVED, "samples_per_step": None}))  # what a loader without a sampler saves
+    assert read_saved(tmp_path) == {**GOOD_SAVED, "samples_per_step": None}
+    file.write_text(json.dumps({**GOOD_SAVED, "tokens_per_step": 64}))
+    with pytest.raises(CheckpointError, match=r"unknown fields \['tokens_per_step'\]: it was written by a newer sdl"):
+        read_saved(tmp_path)
+
+
+def test_a_resume_from_a_damaged_saved_file_is_refused_before_training(token_dataset, tmp_path):
+    import json
+
+    path = token_dataset(num_tokens=4_000, vocab_size=1000)
+    _train(tmp_path, _loader(path, 4), 2).train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    saved = json.loads((checkpoint / "sdl_loader_state.json").read_text())
+    (checkpoint / "sdl_loader_state.json").write_text(json.dumps({**saved, "samples_per_step": "4"}))
+    resumed = _train(tmp_path, _loader(path, 4), 4)
+    with pytest.raises(CheckpointError, match=r"field 'samples_per_step' is '4' \(str\), expected an integer >= 1, or null"):
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 0
