@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 from sdl.loader.errors import ConfigError, StorageError
+from sdl.loader.storage.session import make_s3_client
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
@@ -82,16 +83,7 @@ class S3Client:
     @property
     def client(self) -> Any:
         if self._client is None or self._pid != os.getpid():  # boto3 clients must not cross a fork
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError:
-                raise StorageError("s3:// paths need boto3, which is not installed; pip install 'streaming-dataloader[s3]'") from None
-
-            attempt_s = max(1.0, min(30.0, self.timeout_s))
-            config = Config(connect_timeout=attempt_s, read_timeout=attempt_s, retries={"total_max_attempts": 1},
-                            max_pool_connections=32)
-            self._client, self._pid = boto3.session.Session().client("s3", config=config), os.getpid()
+            self._client, self._pid = make_s3_client(max(1.0, min(30.0, self.timeout_s))), os.getpid()
         return self._client
 
     @property

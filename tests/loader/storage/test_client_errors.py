@@ -1,7 +1,7 @@
 """How the S3 client fails, on a real S3 server (moto) where one can: a missing bucket or denied access at once, naming
 the bucket and what to do; a port where nothing listens after UNREACHABLE_ATTEMPTS quick attempts; timeouts and 5xx
 retried for the whole storage timeout; `SDL_STORAGE_TIMEOUT_S` read and checked; a failed `sdl prepare … s3://` upload
-names its staging folder, and a re-run resumes from it."""
+names its staging folder, and a re-run resumes from it; an AWS setting boto3 cannot use is one ConfigError naming it."""
 
 from __future__ import annotations
 
@@ -209,3 +209,23 @@ def test_a_failed_upload_names_its_staging_folder_and_a_rerun_resumes_from_it(ow
     prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "local"), tokens_per_shard=500))
     stored = boto3.client("s3").get_object(Bucket="staged", Key="ds/manifest.json")["Body"].read()
     assert stored == (tmp_path / "local" / "manifest.json").read_bytes() and not staging.exists()
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("AWS_ENDPOINT_URL", "localhost:9000", "AWS_ENDPOINT_URL='localhost:9000': not an endpoint URL (boto3: Invalid endpoint: "
+     "localhost:9000); expected the form http(s)://host:port, such as http://minio.local:9000; correct it, or unset it for AWS S3"),
+    ("AWS_PROFILE", "no-such-profile", "AWS_PROFILE='no-such-profile': no such profile; expected a profile defined in "
+     "~/.aws/config or ~/.aws/credentials; define it, or correct or unset AWS_PROFILE"),
+])
+def test_an_aws_setting_boto3_cannot_use_is_one_config_error_naming_it(name, value, expected, tmp_path, monkeypatch, capsys):
+    from sdl.cli.main import main
+    from sdl.loader import TokenWindows
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))  # no profile anywhere but the defaults
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        TokenWindows("s3://bucket/corpus", seq_len=8, cache_dir=tmp_path / "cache")
+    assert str(caught.value) == expected
+    assert main(["inspect", "s3://bucket/corpus"]) == 1 and capsys.readouterr().err == f"error: {expected}\n"
