@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sdl.loader.errors import ConfigError, SdlError, StorageError
+from sdl.loader.storage.cache_faults import unusable_folder
 from sdl.loader.storage.cache_folder import (
     file_mtime,
     file_size,
@@ -80,8 +81,11 @@ class ShardCache:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ConfigError(f"cache_limit is {limit!r}, expected a positive number of bytes or None (no limit)")
         self.root, self.limit, self.client = Path(root), limit, client
-        for sub in (".locks", ".wants"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in (".locks", ".wants"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unusable_folder(self.root, exc) from None
         self.stats = CacheStats()
 
     def __getstate__(self) -> dict:
@@ -94,7 +98,10 @@ class ShardCache:
 
     @contextmanager
     def _flock(self, path: Path, mode: int) -> Iterator[bool]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise unusable_folder(self.root, exc) from None
         try:
             try:
                 fcntl.flock(fd, mode)
@@ -160,7 +167,10 @@ class ShardCache:
     # Downloading (the caller holds the entry's exclusive lock)
 
     def _download(self, entry: CacheEntry, path: Path, next_use: float) -> bool:
-        part = self._reserve(entry, path, next_use)
+        try:
+            part = self._reserve(entry, path, next_use)
+        except OSError as exc:  # creating or sizing the part file
+            raise unusable_folder(self.root, exc, entry) from None
         if part is None:
             return False
         try:

@@ -23,6 +23,7 @@ A request therefore never hangs: each attempt is itself bounded by the connect/r
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import time
@@ -46,6 +47,12 @@ DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "Signa
 
 class Missing(StorageError):
     """The object does not exist (for a HEAD request: the object or its bucket)."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """`ENOSPC: No space left on device`: the errno's name and what the system says of it."""
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{name}: {exc.strerror or exc}" if name else str(exc)
 
 
 def default_timeout_s() -> float:

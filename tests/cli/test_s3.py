@@ -69,3 +69,12 @@ def test_reshard_ckpt_checks_a_state_against_the_s3_copy(s3_dataset, tmp_path, c
     code, out, err = run(capsys, "reshard-ckpt", tmp_path / "state.json", "--dataset", url, "--json")
     assert code == 0, err
     assert '"matches": true' in out and url in out
+
+
+def test_a_cache_home_that_is_a_file_is_one_line(s3_dataset, tmp_path, capsys, monkeypatch):
+    _, url = s3_dataset(num_tokens=2_000, tokens_per_shard=1_000, vocab_size=5_000)
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    code, _, err = run(capsys, "inspect", url)  # was: a NotADirectoryError traceback
+    assert code == 1 and err == (f"error: cache_dir {tmp_path / 'a-file' / 'sdl' / 'objects'}: cannot create or write it "
+                                 "(ENOTDIR: Not a directory); pass a writable cache_dir or set XDG_CACHE_HOME\n")
