@@ -41,7 +41,7 @@ from sdl.loader.storage.cache_folder import (
     touch,
     tree_bytes,
 )
-from sdl.loader.storage.client import S3Client
+from sdl.loader.storage.client import LocalWriteError, S3Client
 from sdl.loader.storage.verify import checked_download
 
 T = TypeVar("T")
@@ -176,8 +176,10 @@ class ShardCache:
         try:
             size = checked_download(self.client, entry, part)
             os.replace(part, path)
-        except BaseException:
+        except BaseException as exc:
             part.unlink(missing_ok=True)
+            if isinstance(exc, (OSError, LocalWriteError)):  # the cache's disk; the network's errors are StorageErrors
+                raise unusable_folder(self.root, exc, entry) from None
             raise
         self.stats.misses += 1
         self.stats.bytes_fetched += size

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import InputError
-from sdl.loader.storage.client import os_error_text
+from sdl.loader.storage.client import LocalWriteError, os_error_text
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room (a full disk, a quota, a file-size limit), not no permission
 
 
-def unusable_folder(root: Path, cause: OSError, entry: Any = None) -> InputError:
+def unusable_folder(root: Path, exc: OSError | LocalWriteError, entry: Any = None) -> InputError:
     """The error for the cache folder `root` refusing a write, naming the object `entry` (a CacheEntry) when there is one."""
+    cause = exc.os_error if isinstance(exc, LocalWriteError) else exc
     todo = ("free space there, set a cache_limit that fits in it, or pass another cache_dir (or set XDG_CACHE_HOME)"
             if cause.errno in FULL else "pass a writable cache_dir or set XDG_CACHE_HOME")
     return InputError(f"{entry.url + ': ' if entry is not None else ''}cache_dir {root}: cannot create or write it "

@@ -15,7 +15,7 @@ botocore's own retries are off; this module classifies each failure once and act
 - **missing bucket** (404 NoSuchBucket) and **access denied** (403, bad keys or signature): at once, naming
   the bucket and key and what to do; a missing object (404 NoSuchKey) raises `Missing` at once;
 - anything else the store refuses (4xx) at once; an exception that is not from the network or the store
-  (a bug) is not caught.
+  (a bug) is not caught, nor is a LocalWriteError: the local file a download writes failed (a full disk).
 
 A request therefore never hangs: each attempt is itself bounded by the connect/read timeouts. boto3's
 `upload_file` wraps the store's answer in S3UploadFailedError; the answer inside is what is classified.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
-from sdl.loader.errors import ConfigError, StorageError
+from sdl.loader.errors import ConfigError, InputError, StorageError
 from sdl.loader.storage.session import make_s3_client
 
 T = TypeVar("T")
@@ -47,6 +47,16 @@ DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "Signa
 
 class Missing(StorageError):
     """The object does not exist (for a HEAD request: the object or its bucket)."""
+
+
+class LocalWriteError(InputError):
+    """The local file a download writes refused it (a full disk, a file-size limit): this machine, not the network, so
+    it is raised at once, never retried; `os_error` is what the file system said."""
+
+    def __init__(self, url: str, handle: BinaryIO, os_error: OSError) -> None:
+        self.os_error = os_error
+        super().__init__(f"{url}: cannot write it to {getattr(handle, 'name', 'a local file')} ({os_error_text(os_error)}); "
+                         "free space there, or write it elsewhere")
 
 
 def os_error_text(exc: OSError) -> str:
@@ -150,17 +160,23 @@ class S3Client:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
             size = 0
             for chunk in body.iter_chunks(1 << 20):
-                handle.write(chunk)
+                try:
+                    handle.write(chunk)
+                except OSError as exc:  # the local disk (classify would take an OSError for the network)
+                    raise LocalWriteError(f"s3://{bucket}/{key}", handle, exc) from None
                 size += len(chunk)
             return size
 
         size = self.call(bucket, key, attempt)
-        handle.truncate(size)
-        if on_chunk is not None:  # hashed after the transfer, so a retried attempt is never hashed twice
-            handle.flush()
-            handle.seek(0)
-            while chunk := handle.read(1 << 22):
-                on_chunk(chunk)
+        try:
+            handle.truncate(size)
+            if on_chunk is not None:  # hashed after the transfer, so a retried attempt is never hashed twice
+                handle.flush()
+                handle.seek(0)
+                while chunk := handle.read(1 << 22):
+                    on_chunk(chunk)
+        except OSError as exc:
+            raise LocalWriteError(f"s3://{bucket}/{key}", handle, exc) from None
         return size
 
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:

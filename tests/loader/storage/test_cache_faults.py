@@ -1,5 +1,6 @@
 """Laws of the node cache when this machine's side fails, on a real S3 server (moto). A cache folder that cannot be
-created or written (a file in the way, a read-only file system, a file-size limit) is one InputError naming the folder."""
+created or written (a file in the way, a read-only or full file system, a file-size limit) is one InputError naming the
+folder, raised at once: never retried as the store not answering."""
 
 from __future__ import annotations
 
@@ -48,6 +49,24 @@ def test_a_cache_folder_that_cannot_be_created_is_one_input_error_naming_it(s3_d
         with pytest.raises(InputError) as caught:
             TokenWindows(url, seq_len=100, cache_dir=cache)
     assert str(caught.value) == f"cache_dir {cache}: cannot create or write it ({found}); pass a writable cache_dir or set XDG_CACHE_HOME"
+
+
+def test_a_full_cache_disk_is_one_input_error_naming_the_folder_not_the_store(s3_dataset, tmp_path):
+    _, url = s3_dataset(num_tokens=100_000, tokens_per_shard=10_000, vocab_size=5_000)  # shards of 20,128 bytes
+    with tiny_tmpfs(tmp_path / "small", 40) as small:  # room for one shard and a part of the next
+        ds = TokenWindows(url, seq_len=100, cache_dir=small / "cache", storage_timeout_s=5)
+        gets = []
+        ds.remote.client.client.meta.events.register("before-call.s3.GetObject", lambda **_: gets.append(1))
+        with pytest.raises(InputError) as caught:
+            for i in range(0, len(ds), 100):
+                ds[i]
+        parts = [p.name for p in (small / "cache").rglob("*.part-*")]
+        del ds
+    assert str(caught.value).endswith(f": cache_dir {small / 'cache'}: cannot create or write it (ENOSPC: No space left on "
+                                      "device); free space there, set a cache_limit that fits in it, or pass another "
+                                      "cache_dir (or set XDG_CACHE_HOME)")
+    assert str(caught.value).startswith(f"{url}/shard-00000") and len(gets) == i // 100 + 1  # one GET each: no retry
+    assert parts == []
 
 
 FILE_LIMIT = """import resource, sys
