@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sdl.loader.errors import ConfigError, SdlError, StorageError
-from sdl.loader.storage.cache_faults import unusable_folder
+from sdl.loader.errors import ConfigError, FormatError, SdlError, StorageError
+from sdl.loader.storage.cache_faults import damaged_in_store, unusable_folder
 from sdl.loader.storage.cache_folder import (
     file_mtime,
     file_size,
@@ -122,7 +122,9 @@ class ShardCache:
 
         A hit takes no lock (its lock file and stat were ~80 of a ~250 µs open, measured): a cached object is whole
         and never rewritten, and an eviction cannot take it from an opener that has it open (POSIX unlink). An opener
-        that fails (not cached, or evicted between two of its reads) is tried again under the entry's lock."""
+        that fails (not cached, or evicted between two of its reads) is tried again under the entry's lock. A cached
+        copy that the opener finds damaged (FormatError: cut short, say) is deleted and downloaded again; a copy just
+        downloaded that does not open is a FormatError naming the object's URL: the object in the store is damaged."""
         path = self.root / entry.name
         try:
             opened = opener(path)
@@ -133,11 +135,20 @@ class ShardCache:
             touch(path)  # recency, for the tie-break among objects no prefetcher needs
             return opened
         with self._entry_lock(entry.name, fcntl.LOCK_EX):
-            if not path.exists():  # another process may have fetched it while we waited for the lock
-                self._download(entry, path, next_use=0.0)
-            else:
-                self.stats.hits += 1
-            return opener(path)
+            if path.exists():  # another process may have fetched it while we waited for the lock
+                try:
+                    opened = opener(path)
+                except FormatError:
+                    path.unlink()  # damaged since it was verified and cached: fetch it again, below
+                else:
+                    self.stats.hits += 1
+                    return opened
+            self._download(entry, path, next_use=0.0)
+            try:
+                return opener(path)
+            except FormatError as exc:
+                path.unlink()  # of no use: the next open fetches it again
+                raise damaged_in_store(entry, path, exc, self.client.endpoint) from None
 
     def prefetch(self, entry: CacheEntry, next_use: float) -> bool:
         """Fetch `entry` unless cached; False when it would evict something needed sooner (try again later)."""

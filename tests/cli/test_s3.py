@@ -71,6 +71,17 @@ def test_reshard_ckpt_checks_a_state_against_the_s3_copy(s3_dataset, tmp_path, c
     assert '"matches": true' in out and url in out
 
 
+
+def test_inspect_reads_past_a_damaged_cached_shard(s3_dataset, tmp_path, capsys):
+    _, url = s3_dataset(num_tokens=3_000, tokens_per_shard=1_000, vocab_size=5_000)
+    args = ("inspect", url, "--seq-len", "100", "--show", "29", "--json")
+    code, first, _ = run(capsys, *args)
+    (cached,) = (tmp_path / "user-cache").rglob("shard-000002.*.npy")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short in the node cache
+    code_again, again, err = run(capsys, *args)  # was: every run failed, advising `sdl prepare --repair <the cache>`
+    assert code == code_again == 0 and again == first and json.loads(again)["samples"][-1]["ids"][0] == 2_800, err
+
+
 def test_a_cache_home_that_is_a_file_is_one_line(s3_dataset, tmp_path, capsys, monkeypatch):
     _, url = s3_dataset(num_tokens=2_000, tokens_per_shard=1_000, vocab_size=5_000)
     (tmp_path / "a-file").write_text("x")
