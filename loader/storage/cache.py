@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sdl.loader.errors import ConfigError, SdlError, StorageError
+from sdl.loader.errors import ConfigError, FormatError, SdlError, StorageError
+from sdl.loader.storage.cache_faults import damaged_in_store, unusable_folder
 from sdl.loader.storage.cache_folder import (
     file_mtime,
     file_size,
@@ -40,7 +41,7 @@ from sdl.loader.storage.cache_folder import (
     touch,
     tree_bytes,
 )
-from sdl.loader.storage.client import S3Client
+from sdl.loader.storage.client import LocalWriteError, S3Client
 from sdl.loader.storage.verify import checked_download
 
 T = TypeVar("T")
@@ -80,8 +81,11 @@ class ShardCache:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ConfigError(f"cache_limit is {limit!r}, expected a positive number of bytes or None (no limit)")
         self.root, self.limit, self.client = Path(root), limit, client
-        for sub in (".locks", ".wants"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in (".locks", ".wants"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unusable_folder(self.root, exc) from None
         self.stats = CacheStats()
 
     def __getstate__(self) -> dict:
@@ -94,7 +98,10 @@ class ShardCache:
 
     @contextmanager
     def _flock(self, path: Path, mode: int) -> Iterator[bool]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise unusable_folder(self.root, exc) from None
         try:
             try:
                 fcntl.flock(fd, mode)
@@ -115,7 +122,9 @@ class ShardCache:
 
         A hit takes no lock (its lock file and stat were ~80 of a ~250 µs open, measured): a cached object is whole
         and never rewritten, and an eviction cannot take it from an opener that has it open (POSIX unlink). An opener
-        that fails (not cached, or evicted between two of its reads) is tried again under the entry's lock."""
+        that fails (not cached, or evicted between two of its reads) is tried again under the entry's lock. A cached
+        copy that the opener finds damaged (FormatError: cut short, say) is deleted and downloaded again; a copy just
+        downloaded that does not open is a FormatError naming the object's URL: the object in the store is damaged."""
         path = self.root / entry.name
         try:
             opened = opener(path)
@@ -126,11 +135,20 @@ class ShardCache:
             touch(path)  # recency, for the tie-break among objects no prefetcher needs
             return opened
         with self._entry_lock(entry.name, fcntl.LOCK_EX):
-            if not path.exists():  # another process may have fetched it while we waited for the lock
-                self._download(entry, path, next_use=0.0)
-            else:
-                self.stats.hits += 1
-            return opener(path)
+            if path.exists():  # another process may have fetched it while we waited for the lock
+                try:
+                    opened = opener(path)
+                except FormatError:
+                    path.unlink()  # damaged since it was verified and cached: fetch it again, below
+                else:
+                    self.stats.hits += 1
+                    return opened
+            self._download(entry, path, next_use=0.0)
+            try:
+                return opener(path)
+            except FormatError as exc:
+                path.unlink()  # of no use: the next open fetches it again
+                raise damaged_in_store(entry, path, exc, self.client.endpoint) from None
 
     def prefetch(self, entry: CacheEntry, next_use: float) -> bool:
         """Fetch `entry` unless cached; False when it would evict something needed sooner (try again later)."""
@@ -160,14 +178,19 @@ class ShardCache:
     # Downloading (the caller holds the entry's exclusive lock)
 
     def _download(self, entry: CacheEntry, path: Path, next_use: float) -> bool:
-        part = self._reserve(entry, path, next_use)
+        try:
+            part = self._reserve(entry, path, next_use)
+        except OSError as exc:  # creating or sizing the part file
+            raise unusable_folder(self.root, exc, entry) from None
         if part is None:
             return False
         try:
             size = checked_download(self.client, entry, part)
             os.replace(part, path)
-        except BaseException:
+        except BaseException as exc:
             part.unlink(missing_ok=True)
+            if isinstance(exc, (OSError, LocalWriteError)):  # the cache's disk; the network's errors are StorageErrors
+                raise unusable_folder(self.root, exc, entry) from None
             raise
         self.stats.misses += 1
         self.stats.bytes_fetched += size

@@ -15,7 +15,7 @@ botocore's own retries are off; this module classifies each failure once and act
 - **missing bucket** (404 NoSuchBucket) and **access denied** (403, bad keys or signature): at once, naming
   the bucket and key and what to do; a missing object (404 NoSuchKey) raises `Missing` at once;
 - anything else the store refuses (4xx) at once; an exception that is not from the network or the store
-  (a bug) is not caught.
+  (a bug) is not caught, nor is a LocalWriteError: the local file a download writes failed (a full disk).
 
 A request therefore never hangs: each attempt is itself bounded by the connect/read timeouts. boto3's
 `upload_file` wraps the store's answer in S3UploadFailedError; the answer inside is what is classified.
@@ -23,13 +23,15 @@ A request therefore never hangs: each attempt is itself bounded by the connect/r
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
-from sdl.loader.errors import ConfigError, StorageError
+from sdl.loader.errors import ConfigError, InputError, StorageError
+from sdl.loader.storage.session import make_s3_client
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
@@ -45,6 +47,22 @@ DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "Signa
 
 class Missing(StorageError):
     """The object does not exist (for a HEAD request: the object or its bucket)."""
+
+
+class LocalWriteError(InputError):
+    """The local file a download writes refused it (a full disk, a file-size limit): this machine, not the network, so
+    it is raised at once, never retried; `os_error` is what the file system said."""
+
+    def __init__(self, url: str, handle: BinaryIO, os_error: OSError) -> None:
+        self.os_error = os_error
+        super().__init__(f"{url}: cannot write it to {getattr(handle, 'name', 'a local file')} ({os_error_text(os_error)}); "
+                         "free space there, or write it elsewhere")
+
+
+def os_error_text(exc: OSError) -> str:
+    """`ENOSPC: No space left on device`: the errno's name and what the system says of it."""
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{name}: {exc.strerror or exc}" if name else str(exc)
 
 
 def default_timeout_s() -> float:
@@ -82,16 +100,7 @@ class S3Client:
     @property
     def client(self) -> Any:
         if self._client is None or self._pid != os.getpid():  # boto3 clients must not cross a fork
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError:
-                raise StorageError("s3:// paths need boto3, which is not installed; pip install 'streaming-dataloader[s3]'") from None
-
-            attempt_s = max(1.0, min(30.0, self.timeout_s))
-            config = Config(connect_timeout=attempt_s, read_timeout=attempt_s, retries={"total_max_attempts": 1},
-                            max_pool_connections=32)
-            self._client, self._pid = boto3.session.Session().client("s3", config=config), os.getpid()
+            self._client, self._pid = make_s3_client(max(1.0, min(30.0, self.timeout_s))), os.getpid()
         return self._client
 
     @property
@@ -155,17 +164,23 @@ class S3Client:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
             size = 0
             for chunk in body.iter_chunks(1 << 20):
-                handle.write(chunk)
+                try:
+                    handle.write(chunk)
+                except OSError as exc:  # the local disk (classify would take an OSError for the network)
+                    raise LocalWriteError(f"s3://{bucket}/{key}", handle, exc) from None
                 size += len(chunk)
             return size
 
         size = self.call(bucket, key, attempt)
-        handle.truncate(size)
-        if on_chunk is not None:  # hashed after the transfer, so a retried attempt is never hashed twice
-            handle.flush()
-            handle.seek(0)
-            while chunk := handle.read(1 << 22):
-                on_chunk(chunk)
+        try:
+            handle.truncate(size)
+            if on_chunk is not None:  # hashed after the transfer, so a retried attempt is never hashed twice
+                handle.flush()
+                handle.seek(0)
+                while chunk := handle.read(1 << 22):
+                    on_chunk(chunk)
+        except OSError as exc:
+            raise LocalWriteError(f"s3://{bucket}/{key}", handle, exc) from None
         return size
 
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:

@@ -81,3 +81,22 @@ def test_index_of_an_s3_dataset_with_another_nested_under_it_leaves_its_manifest
     code, out, _ = run(capsys, "index", url, "--json")
     assert code == 0 and json.loads(out)["tokens"] == 3_000
     assert client.get_object(Bucket=s3_bucket, Key="ds/manifest.json")["Body"].read() == before
+
+
+def test_inspect_reads_past_a_damaged_cached_shard(s3_dataset, tmp_path, capsys):
+    _, url = s3_dataset(num_tokens=3_000, tokens_per_shard=1_000, vocab_size=5_000)
+    args = ("inspect", url, "--seq-len", "100", "--show", "29", "--json")
+    code, first, _ = run(capsys, *args)
+    (cached,) = (tmp_path / "user-cache").rglob("shard-000002.*.npy")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short in the node cache
+    code_again, again, err = run(capsys, *args)  # was: every run failed, advising `sdl prepare --repair <the cache>`
+    assert code == code_again == 0 and again == first and json.loads(again)["samples"][-1]["ids"][0] == 2_800, err
+
+
+def test_a_cache_home_that_is_a_file_is_one_line(s3_dataset, tmp_path, capsys, monkeypatch):
+    _, url = s3_dataset(num_tokens=2_000, tokens_per_shard=1_000, vocab_size=5_000)
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    code, _, err = run(capsys, "inspect", url)  # was: a NotADirectoryError traceback
+    assert code == 1 and err == (f"error: cache_dir {tmp_path / 'a-file' / 'sdl' / 'objects'}: cannot create or write it "
+                                 "(ENOTDIR: Not a directory); pass a writable cache_dir or set XDG_CACHE_HOME\n")

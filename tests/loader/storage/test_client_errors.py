@@ -1,10 +1,12 @@
 """How the S3 client fails, on a real S3 server (moto) where one can: a missing bucket or denied access at once, naming
 the bucket and what to do; a port where nothing listens after UNREACHABLE_ATTEMPTS quick attempts; timeouts and 5xx
 retried for the whole storage timeout; `SDL_STORAGE_TIMEOUT_S` read and checked; a failed `sdl prepare … s3://` upload
-names its staging folder, and a re-run resumes from it."""
+names its staging folder, and a re-run resumes from it; a download that the local disk refuses is not retried; an AWS
+setting that boto3 cannot use is one ConfigError naming it."""
 
 from __future__ import annotations
 
+import errno
 import pickle
 import socket
 import sys
@@ -18,6 +20,7 @@ from sdl.loader.storage import RemoteFiles, S3Client
 from sdl.loader.storage import client as client_module
 from sdl.loader.storage.client import (
     DEFAULT_TIMEOUT_S,
+    LocalWriteError,
     TIMEOUT_ENV,
     UNREACHABLE_ATTEMPTS,
     Missing,
@@ -209,3 +212,36 @@ def test_a_failed_upload_names_its_staging_folder_and_a_rerun_resumes_from_it(ow
     prepare(PrepareConfig(sources=(str(data),), out=str(tmp_path / "local"), tokens_per_shard=500))
     stored = boto3.client("s3").get_object(Bucket="staged", Key="ds/manifest.json")["Body"].read()
     assert stored == (tmp_path / "local" / "manifest.json").read_bytes() and not staging.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a file whose every write fails with ENOSPC")
+def test_a_download_that_the_local_disk_refuses_is_not_retried_as_the_network(s3_bucket, monkeypatch):
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="k", Body=b"x" * 5_000)
+    monkeypatch.setattr(client_module, "time", FakeClock())  # were it retried, it would be for the whole 60 s, at no cost
+    client, gets = S3Client(timeout_s=60.0), []
+    client.client.meta.events.register("before-call.s3.GetObject", lambda **_: gets.append(1))
+    with open("/dev/full", "r+b", buffering=0) as full, pytest.raises(LocalWriteError) as caught:
+        client.download(s3_bucket, "k", full)
+    assert str(caught.value) == (f"s3://{s3_bucket}/k: cannot write it to /dev/full (ENOSPC: No space left on device); free "
+                                 "space there, or write it elsewhere")
+    assert gets == [1] and caught.value.os_error.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("AWS_ENDPOINT_URL", "localhost:9000", "AWS_ENDPOINT_URL='localhost:9000': not an endpoint URL (boto3: Invalid endpoint: "
+     "localhost:9000); expected the form http(s)://host:port, such as http://minio.local:9000; correct it, or unset it for AWS S3"),
+    ("AWS_PROFILE", "no-such-profile", "AWS_PROFILE='no-such-profile': no such profile; expected a profile defined in "
+     "~/.aws/config or ~/.aws/credentials; define it, or correct or unset AWS_PROFILE"),
+])
+def test_an_aws_setting_boto3_cannot_use_is_one_config_error_naming_it(name, value, expected, tmp_path, monkeypatch, capsys):
+    from sdl.cli.main import main
+    from sdl.loader import TokenWindows
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))  # no profile anywhere but the defaults
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        TokenWindows("s3://bucket/corpus", seq_len=8, cache_dir=tmp_path / "cache")
+    assert str(caught.value) == expected
+    assert main(["inspect", "s3://bucket/corpus"]) == 1 and capsys.readouterr().err == f"error: {expected}\n"
