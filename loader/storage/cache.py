@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from sdl.loader.storage.cache_folder import (
     tree_bytes,
 )
 from sdl.loader.storage.client import LocalWriteError, S3Client
+from sdl.loader.storage.file_locks import flocked
 from sdl.loader.storage.verify import checked_download
 
 T = TypeVar("T")
@@ -96,21 +97,8 @@ class ShardCache:
 
     # Locks
 
-    @contextmanager
-    def _flock(self, path: Path, mode: int) -> Iterator[bool]:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise unusable_folder(self.root, exc) from None
-        try:
-            try:
-                fcntl.flock(fd, mode)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _flock(self, path: Path, mode: int) -> contextmanager:
+        return flocked(path, mode, lambda exc: unusable_folder(self.root, exc))  # never inherited by a forked worker
 
     def _entry_lock(self, name: str, mode: int) -> contextmanager:
         return self._flock(self.root / ".locks" / hashlib.sha1(name.encode()).hexdigest()[:24], mode)

@@ -115,7 +115,7 @@ class S3Client:
         while True:
             try:
                 return request()
-            except Exception as exc:  # noqa: BLE001 - classified right below
+            except Exception as exc:
                 kind = classify(exc)
                 if kind == "bug":
                     raise

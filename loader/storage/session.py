@@ -18,7 +18,11 @@ def make_s3_client(attempt_s: float) -> Any:
     try:
         import boto3
         from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, InvalidRegionError, ProfileNotFound
+        from botocore.exceptions import (
+            BotoCoreError,
+            InvalidRegionError,
+            ProfileNotFound,
+        )
     except ImportError:
         raise StorageError("s3:// paths need boto3, which is not installed; pip install 'streaming-dataloader[s3]'") from None
 
