@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 from sdl.loader.errors import CheckpointError, ConfigError
-from sdl.loader.sampling.sampler import EpochPlan, plan_epoch, plan_rest
+from sdl.loader.sampling.sampler import EpochPlan, plan_rest
 from sdl.loader.sampling.slicing import rank_offsets
 from sdl.loader.sampling.state import LoaderState
 
@@ -84,17 +84,20 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
         twice = sorted(rank for rank, count in Counter(s.rank for s in states).items() if count > 1)
         raise CheckpointError(f"rank(s) {twice} given twice, at different steps, among the states of a world of {world_size}: "
                               "pass each rank's file of one checkpoint once")
-    global_batch = world_size * batch_size
+    if len({s.global_batch_size for s in states}) > 1:
+        raise CheckpointError(f"the ranks' states were saved with different global_batch_size "
+                              f"({sorted({str(s.global_batch_size) for s in states})}); pass the per-rank files of one run")
+    global_batch, accumulated = world_size * batch_size, states[0].global_batch_size  # a micro-step's samples; G
     low = _check_epochs(states)
-    base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining)
-    epoch_steps = plan_epoch(base.remaining, global_batch, base.drop_last).steps
+    base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining + (accumulated or 0) - s.padded)
+    epoch_steps = plan_rest(base, global_batch, accumulated, base.drop_last).steps  # the epoch's whole global steps
     extra: list[np.ndarray] = []
     for rank, state in by_rank.items():
         if state.epoch > low:  # ran the last step of the epoch: every remaining step, then moved on
             ahead, expected = epoch_steps, base.next_epoch()
-        else:
-            ahead, odd = divmod(base.remaining - state.remaining, global_batch)
-            expected = None if odd else base.advance(ahead * global_batch)
+        else:  # micro-steps ahead: the slots consumed since the base, padding included
+            ahead, odd = divmod(base.remaining - state.remaining + state.padded - base.padded, global_batch)
+            expected = None if odd or ahead < 0 else base.after_slots(ahead * global_batch)
         if expected != replace(state, rank=base.rank, world_size=base.world_size):
             raise CheckpointError(
                 f"rank {rank}'s state is not a whole number of global steps ahead of rank {base.rank}'s: "

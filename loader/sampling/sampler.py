@@ -65,21 +65,23 @@ def plan_rest(state: LoaderState, micro_batch: int, global_batch_size: int | Non
 
     `global_batch_size=None`: steps of W·B from wherever the state stands (a state saved on any topology).
     Else the epoch is whole global steps of G from its start (N//G of them, or one more padded one); the steps
-    left are those slots not yet consumed, so a state must stand on a micro-step boundary of this topology.
+    left are those slots not yet consumed: a state stands on a micro-step boundary of this topology (or is merged).
     """
     if global_batch_size is None:
         return plan_epoch(state.remaining, micro_batch, drop_last)
     whole = plan_epoch(state.num_samples, global_batch_size, drop_last)
-    slots = whole.steps * global_batch_size - state.num_consumed  # positions of the epoch's global steps left
+    slots = whole.steps * global_batch_size - state.num_consumed - state.padded_by(global_batch_size)  # positions left
     if slots <= 0:
         return EpochPlan(steps=0, samples=0, dropped=state.remaining, padded=0)
-    if slots % micro_batch and state.remaining:
+    if slots % micro_batch and state.remaining and not state.consumed:
         raise ConfigError(
             f"the loader state stands {state.num_consumed:,} samples into its epoch, not at a micro-step boundary of "
             f"world_size × batch_size = {micro_batch} (global_batch_size={global_batch_size}); resume with a world_size × "
             f"batch_size that divides {state.num_consumed % global_batch_size or global_batch_size}, or the topology it was saved on")
-    samples = min(slots, state.remaining)
-    return EpochPlan(steps=slots // micro_batch, samples=samples, dropped=state.remaining - samples, padded=slots - samples)
+    # Merged from ranks stopped apart (slices consumed out of order): the last micro-step is topped up from the tail
+    steps = -(-slots // micro_batch) if state.consumed else slots // micro_batch  # the epoch drops, else padded
+    samples = min(steps * micro_batch, state.remaining)
+    return EpochPlan(steps=steps, samples=samples, dropped=state.remaining - samples, padded=steps * micro_batch - samples)
 
 
 def check_fits(num_samples: int, global_batch_size: int, drop_last: bool, made_of: str) -> None:
@@ -123,8 +125,7 @@ class ElasticSampler:
             block_size=block_size, window_blocks=window_blocks, drop_last=drop_last,
             world_size=world_size, batch_size=batch_size, rank=rank, dataset=dict(dataset_info or {}),
         )
-        self._produced = 0
-        self._finished = False
+        self._produced, self._finished = 0, False
         self._adapt = adapt  # a dataset's translation of a saved state (Mixture.adapt_state: weights changed)
 
     @classmethod
@@ -189,13 +190,14 @@ class ElasticSampler:
         """[len(steps), B] sample ids of `rank` at `steps`, and which of them pad the epoch's tail (None: none does)."""
         base, B = self._base, self.batch_size
         j = rank_offsets(steps, rank, self.world_size, B).reshape(-1)
-        remaining = base.remaining
+        remaining = self.plan().samples  # of base.remaining: what the epoch's (global) steps hold; the rest pads
         if not len(j) or j[-1] < remaining:  # j ascends: nothing padded (every chunk but an epoch's last); no masks
             return order[base.position_of(j)].reshape(len(steps), B), None
         padded = j >= remaining
         positions = np.empty_like(j)
         positions[~padded] = base.position_of(j[~padded])
-        positions[padded] = (j[padded] - remaining) % max(base.num_samples, 1)  # wrap to the start of the order
+        done = base.padded_by(None if self.accumulate is None else self.global_batch_size)  # padding delivered already
+        positions[padded] = (j[padded] - remaining + done) % max(base.num_samples, 1)  # wrap to the start of the order
         return order[positions].reshape(len(steps), B), padded.reshape(len(steps), B)
 
     def id_chunks(self) -> Iterator[np.ndarray]:
@@ -229,11 +231,15 @@ class ElasticSampler:
         plan = self.plan_from(start)
         if not 0 <= steps <= plan.steps:
             raise ValueError(f"consumed_steps={steps}, expected 0..{plan.steps}")
-        info = dict(world_size=self.world_size, batch_size=self.batch_size, rank=self.rank, drop_last=self.drop_last)
+        G = None if self.accumulate is None else self.global_batch_size
+        info = {"world_size": self.world_size, "batch_size": self.batch_size, "rank": self.rank, "drop_last": self.drop_last,
+                "global_batch_size": G}
         if steps == plan.steps:
             return replace(start.next_epoch(), **info)  # the epoch is over (its tail dropped or padded)
-        # Past the real samples only padded micro-steps of the last global step remain: the cursor stops at the end.
-        return replace(start.advance(min(steps * self.micro_batch_size, start.remaining)), **info)
+        # Past the real samples only padded micro-steps of the last global step remain: the cursor stops at the end,
+        # and the state counts the padding delivered (a resume then runs only the micro-steps left of that step).
+        start = replace(start, padded=start.padded_by(G), global_batch_size=G)
+        return replace(start.after_slots(steps * self.micro_batch_size), **info)
 
     def state_dict(self, consumed_steps: int | None = None) -> dict[str, Any]:
         return self.state(consumed_steps).to_dict()

@@ -15,7 +15,9 @@ disjoint `consumed` ranges beyond the cursor (present only after ranks stopped u
 states were merged). The samples still to deliver are the *remaining* positions, in order;
 `position_of(j)` maps the j-th remaining one to its position in O(len(consumed)).
 `world_size`, `batch_size` and `rank` record who saved the state: nothing in a resume needs them
-(merging the states of ranks that stopped at different steps does).
+(merging the states of ranks that stopped at different steps does). A state saved with gradient accumulation also
+holds `"global_batch_size"` and, once every sample of the epoch is delivered, `"padded"`: the padding slots of its
+last global step already delivered (OPTIONAL_FIELDS: absent when unset, so other states read as before).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ STREAM_KEYS = ("fingerprint", "num_samples", "seed", "shuffle", "block_size", "w
 INT_FIELDS = {"num_samples": 0, "seed": None, "block_size": 1, "window_blocks": 1, "epoch": 0, "cursor": 0,
               "world_size": 1, "batch_size": 1}
 LIMIT = 1 << 62
+# Fields a state holds only when they are not their default (so a state without accumulation reads as before, and an
+# sdl that does not know them refuses a state that needs them): the saver's global batch size, the padding delivered.
+OPTIONAL_FIELDS = {"global_batch_size": None, "padded": 0}
 FIX = "the checkpoint is corrupt or was edited; save `loader.state_dict()` exactly as returned"
 
 
@@ -132,6 +137,8 @@ class LoaderState:
     batch_size: int = 1
     rank: int | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
+    global_batch_size: int | None = None  # the saver's, when it accumulated (OPTIONAL: written only when set)
+    padded: int = 0  # padding slots of the epoch's last global step already delivered (all its real samples are)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -142,6 +149,12 @@ class LoaderState:
             )
         if self.world_size <= 0 or self.batch_size <= 0:
             raise CheckpointError(f"loader state has world_size={self.world_size}, batch_size={self.batch_size}; expected both > 0")
+        if self.global_batch_size is not None:
+            _checked_int("global_batch_size", self.global_batch_size, 1)
+        if _checked_int("padded", self.padded, 0) and (self.global_batch_size is None or self.padded >= self.global_batch_size
+                                                       or self.cursor != self.num_samples or self.consumed):
+            raise _bad("padded", self.padded, "0, or fewer than global_batch_size padding slots once every sample of the "
+                       "epoch is consumed")
         cursor, consumed = normalise_ranges(self.cursor, self.consumed, self.num_samples)
         object.__setattr__(self, "cursor", cursor)
         object.__setattr__(self, "consumed", consumed)
@@ -198,7 +211,16 @@ class LoaderState:
         return replace(self, consumed=tuple(self.consumed) + tuple((int(a), int(b)) for a, b in ranges))
 
     def next_epoch(self, epoch: int | None = None) -> LoaderState:
-        return replace(self, epoch=self.epoch + 1 if epoch is None else epoch, cursor=0, consumed=())
+        return replace(self, epoch=self.epoch + 1 if epoch is None else epoch, cursor=0, consumed=(), padded=0)
+
+    def after_slots(self, slots: int) -> LoaderState:
+        """The state after `slots` more positions of the epoch's steps: the next remaining samples, then padding."""
+        real = min(slots, self.remaining)
+        return replace(self.advance(real), padded=self.padded + slots - real) if slots > real else self.advance(real)
+
+    def padded_by(self, global_batch_size: int | None) -> int:
+        """Padding slots delivered, as a sampler of `global_batch_size` counts them (none when saved under another)."""
+        return self.padded if global_batch_size == self.global_batch_size else 0
 
     def same_stream(self, other: LoaderState) -> bool:
         """Whether two states describe the same order (dataset, seed, shuffle) — what merging needs."""
@@ -213,7 +235,7 @@ class LoaderState:
         out: dict[str, Any] = {"format": STATE_FORMAT, "version": STATE_VERSION}
         out.update(asdict(self))
         out["consumed"] = [list(r) for r in self.consumed]
-        return out
+        return {k: v for k, v in out.items() if k not in OPTIONAL_FIELDS or v != OPTIONAL_FIELDS[k]}
 
     @classmethod
     def from_dict(cls, data: Any) -> LoaderState:
@@ -229,7 +251,7 @@ class LoaderState:
         unknown = sorted(set(body) - set(cls.__dataclass_fields__))
         if unknown:
             raise CheckpointError(f"loader state has unknown keys {unknown}; it was written by a newer sdl, upgrade sdl")
-        missing = [k for k in cls.__dataclass_fields__ if k not in body]
+        missing = [k for k in cls.__dataclass_fields__ if k not in body and k not in OPTIONAL_FIELDS]
         if missing:
             raise CheckpointError(f"loader state lacks the field(s) {missing}; every state sdl writes has them all: {FIX}")
         for name, least in INT_FIELDS.items():
