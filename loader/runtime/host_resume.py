@@ -28,12 +28,14 @@ def unrestored_resume(loader: Any) -> str | None:
                   and hasattr(module, "_FitLoop"))
     if not kinds:
         return None
+    # Frames are matched by their code: reading another frame's f_locals would keep its locals (a caller's last batch,
+    # holding a worker's ring slot) alive in the frame's snapshot
+    codes = {function.__code__ for kind in kinds for function in vars(kind).values() if hasattr(function, "__code__")}
     frame = sys._getframe(1)
     for _ in range(MAX_FRAMES):
         if frame is None:
             return None
-        fit = frame.f_locals.get("self")
-        if isinstance(fit, kinds):
+        if frame.f_code in codes and isinstance(fit := frame.f_locals.get("self"), kinds):
             break
         frame = frame.f_back
     else:

@@ -59,6 +59,7 @@ class SdlLoader:
         self._start = sampler.state(0)  # the state the current (or next) iteration starts from
         self._yielded = 0  # batches of that iteration handed to the caller
         self._restored = False  # given a state (load_state_dict): a host resuming mid-epoch without one is refused
+        sampler.owner_set_epoch = self.set_epoch  # a host's `loader.sampler.set_epoch(e)` moves the loader (Lightning)
 
     @property
     def _state(self) -> LoaderState:

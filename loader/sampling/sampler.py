@@ -11,10 +11,9 @@ accumulation), and the epoch's end is planned in whole global steps of G counted
 any topology with the same G cuts the epoch into the same global batches, resumed mid-accumulation or
 not. `plan()` reports the rest of the epoch; `len()` the micro-steps of a whole epoch.
 
-`state_dict()` is the state after the batches this sampler has *produced*. That is what torchdata's
-StatefulDataLoader snapshots for each batch it yields. A plain DataLoader with workers produces
-ahead of what the loop has received: pass `consumed_steps=` (or use `make_loader`, which counts the
-batches it hands over).
+`state_dict()` is the state after the batches this sampler has *produced* (what torchdata's StatefulDataLoader
+snapshots per batch). A DataLoader with workers produces ahead of the loop: pass `consumed_steps=` (or use
+`make_loader`, which counts the batches it hands over, and to which a sampler it owns forwards `set_epoch`).
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ class EpochPlan:
     sources: dict | None = None  # a Mixture's per-source draws and passes (Mixture.source_plan)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"steps": self.steps, "samples": self.samples, "dropped": self.dropped, "padded": self.padded}
-        return out if self.sources is None else out | {"sources": self.sources}
+        return {"steps": self.steps, "samples": self.samples, "dropped": self.dropped, "padded": self.padded} | \
+            ({} if self.sources is None else {"sources": self.sources})
 
 
 def plan_epoch(remaining: int, global_batch_size: int, drop_last: bool) -> EpochPlan:
@@ -110,7 +109,7 @@ class ElasticSampler:
                  global_batch_size: int | None = None, adapt: Callable[[LoaderState], LoaderState] | None = None) -> None:
         check_arguments(num_samples=num_samples, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                         block_size=block_size, window_blocks=window_blocks, drop_last=drop_last)
-        if rank >= world_size:  # (each is a checked integer in range by now)
+        if rank >= world_size:
             raise ConfigError(f"need 0 <= rank < world_size; found rank={rank}, world_size={world_size}")
         if global_batch_size is not None and (isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int)
                                               or global_batch_size <= 0 or global_batch_size % (world_size * batch_size)):
@@ -125,8 +124,8 @@ class ElasticSampler:
             block_size=block_size, window_blocks=window_blocks, drop_last=drop_last,
             world_size=world_size, batch_size=batch_size, rank=rank, dataset=dict(dataset_info or {}),
         )
-        self._produced, self._finished = 0, False
-        self._adapt = adapt  # a dataset's translation of a saved state (Mixture.adapt_state: weights changed)
+        self._produced, self._finished, self._adapt = 0, False, adapt  # adapt: a dataset's translation of a saved state
+        self.owner_set_epoch: Callable[[int, bool], None] | None = None  # a loader owning this sampler (make_loader)
 
     @classmethod
     def for_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> ElasticSampler:
@@ -236,9 +235,7 @@ class ElasticSampler:
                 "global_batch_size": G}
         if steps == plan.steps:
             return replace(start.next_epoch(), **info)  # the epoch is over (its tail dropped or padded)
-        # Past the real samples only padded micro-steps of the last global step remain: the cursor stops at the end,
-        # and the state counts the padding delivered (a resume then runs only the micro-steps left of that step).
-        start = replace(start, padded=start.padded_by(G), global_batch_size=G)
+        start = replace(start, padded=start.padded_by(G), global_batch_size=G)  # past the real samples: padding, counted
         return replace(start.after_slots(steps * self.micro_batch_size), **info)
 
     def state_dict(self, consumed_steps: int | None = None) -> dict[str, Any]:
@@ -257,7 +254,10 @@ class ElasticSampler:
 
     def set_epoch(self, epoch: int, skip_rest: bool = False) -> None:
         """Continue the epoch in progress when `epoch` is it; start `epoch` when the current one has not begun.
-        Moving to another epoch while the current one is part-way raises, unless `skip_rest=True` (its rest is dropped)."""
+        Moving to another epoch while the current one is part-way raises, unless `skip_rest=True` (its rest is dropped).
+        A sampler a loader owns is moved by it (a host such as Lightning calls `loader.sampler.set_epoch`)."""
+        if self.owner_set_epoch is not None:
+            return self.owner_set_epoch(epoch, skip_rest)
         self._base = move_to_epoch(self.state(), epoch, skip_rest, self.plan_from(self.state()).steps)
         self._produced, self._finished = 0, False
 

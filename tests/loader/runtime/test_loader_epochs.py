@@ -27,3 +27,21 @@ def test_len_is_the_whole_epoch_and_set_epoch_guards_the_epoch_in_progress(token
     next(iter(resumed))
     resumed.set_epoch(3, skip_rest=True)
     assert resumed.epoch == 3 and resumed.plan().steps == 46
+
+
+def test_a_hosts_set_epoch_on_the_loaders_sampler_moves_the_loader(token_dataset):
+    # Lightning moves epochs through `loader.sampler.set_epoch(e)`; the loader's next iteration is epoch e's order (it
+    # reloaded its own state into the sampler, and replayed epoch 0's order as epoch 1), under the loader's own rule.
+    dataset = TokenWindows(token_dataset(num_tokens=3_000, vocab_size=1000), seq_len=16)
+
+    def ids(loader):
+        return [int(x) for batch in loader for x in batch["sample_ids"]]
+
+    reference = make_loader(dataset, batch_size=4, num_workers=0, rank=0, world_size=1, device="cpu")
+    epochs = [ids(reference), ids(reference)]
+    host = make_loader(dataset, batch_size=4, num_workers=0, rank=0, world_size=1, device="cpu")
+    host.sampler.set_epoch(1)
+    assert host.epoch == 1 and ids(host) == epochs[1] != epochs[0]
+    next(iter(host))  # epoch 2 in progress
+    with pytest.raises(ConfigError, match=r"set_epoch\(4\) while epoch 2 is in progress"):
+        host.sampler.set_epoch(4)
