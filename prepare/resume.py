@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from sdl.loader.errors import ConfigError
+from sdl.loader.errors import ConfigError, SdlError
 from sdl.prepare.journal import Journal, load_shards, remove_output, write_journal
 from sdl.prepare.records import prefix_digest
 from sdl.prepare.sources import SourceFile
@@ -40,15 +40,32 @@ def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: st
     return replace(journal, inputs=now, prefix=None)
 
 
-def roll_back(out: Path, start: Journal | None, files: tuple[SourceFile, ...], text_field: str) -> str:
-    """Remove what this run added past the journal it started from; return what was kept, in words ('' if nothing)."""
-    keep = start.num_shards if start is not None else 0
-    remove_output(out, keep_shards=keep)
+def roll_back(out: Path, start: Journal, files: tuple[SourceFile, ...], text_field: str) -> str:
+    """Remove what this run added past the journal it started from; return what was kept, in words ('' if nothing).
+
+    In an order a kill (or an error) may stop at any point and a re-run still resumes: first the journal goes back to
+    `start` (it never counts a shard removed below), then the shard log is cut, then this run's shards are removed."""
+    keep = start.num_shards
+    try:
+        if keep:
+            write_journal(out, replace(start, prefix=_prefix(start, files, text_field)))
+            load_shards(out, keep)  # cuts the shard log back to the kept shards
+        remove_output(out, keep_shards=keep)
+    except OSError as exc:  # what is journalled is whole either way: a re-run removes the shards past it, or keeps them
+        return f"; could not remove this run's shards from {out} ({exc.strerror or exc}): the next run of the same command does"
     if not keep:
         return ""
-    load_shards(out, keep)  # cuts the shard log back to the kept shards
-    source = start.position["source"]
-    prefix = prefix_digest(files[source], _records_read(start), text_field) if source < len(files) else None
-    write_journal(out, replace(start, prefix=prefix))
     return (f"; kept the {keep:,} shards ({start.num_tokens:,} tokens) earlier runs wrote in {out}: fix the input and re-run the "
             "same command to continue from there, or re-run it with --on-error skip")
+
+
+def _prefix(start: Journal, files: tuple[SourceFile, ...], text_field: str) -> str | None:
+    """The digest of what earlier runs read of the input they stopped in; None when it cannot be read now (gone): a
+    resume then needs that input unchanged."""
+    source = start.position["source"]
+    if source >= len(files):
+        return None
+    try:
+        return prefix_digest(files[source], _records_read(start), text_field)
+    except (SdlError, OSError):
+        return None
