@@ -11,7 +11,7 @@ inputs' real paths, so a re-run with different arguments is refused instead of m
 `inputs` holds each input's size/mtime fingerprint (a resume refuses an input changed where it was
 already read), `prefix` a digest of the records of input `position.source` before `position.record`
 (set when a run failed on bad input, so that input may be fixed past that point and the run resumed),
-and `options` the PrepareConfig fields (paths made absolute) that `sdl prepare --repair OUT` re-runs.
+and `options` the PrepareConfig fields (paths made absolute; the last run's) that `sdl prepare --repair OUT` re-runs.
 
     {"version": 2, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
      "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1,

@@ -122,7 +122,7 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
                 write_manifest(out, config, files, load_shards(out, journal.num_shards), spec, dtype)
             return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
         resumed = journal is not None and journal.num_shards > 0
-        start = check_inputs(journal, files, config.text_field) if journal else Journal(
+        start = check_inputs(journal, files, config.text_field, config.journal_options()) if journal else Journal(
             fingerprint=print_, inputs=input_fingerprints(files), options=config.journal_options())
         # Step: encode and write; bad input removes what this run added, keeping what earlier runs journalled.
         try:

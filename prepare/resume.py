@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sdl.loader.errors import ConfigError, SdlError
 from sdl.prepare.journal import Journal, load_shards, remove_output, write_journal
@@ -26,8 +27,9 @@ def _records_read(journal: Journal) -> int:
     return journal.position["record"] + (1 if journal.carry else 0)
 
 
-def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: str) -> Journal:
-    """The journal to resume from, with today's input fingerprints; ConfigError if an input changed where it was read."""
+def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: str, options: dict[str, Any]) -> Journal:
+    """The journal to resume from, with today's input fingerprints and this run's `options` (what `--repair` re-runs);
+    ConfigError if an input changed where it was read."""
     now = input_fingerprints(files)
     position = journal.position["source"]
     for i, (was, is_) in enumerate(zip(journal.inputs, now)):
@@ -37,7 +39,13 @@ def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: st
             continue
         raise ConfigError(f"{files[i].path} changed ({was} -> {is_}) where an earlier run already read it into the "
                           f"{journal.num_shards:,} shards kept in the output; restore it, or pass --overwrite to start again")
-    return replace(journal, inputs=now, prefix=None)
+    return replace(journal, inputs=now, prefix=None, options=_resumed_options(journal, options))
+
+
+def _resumed_options(journal: Journal, options: dict[str, Any]) -> dict[str, Any]:
+    """This run's options, but `on_error` "skip" once a run skipped a record: over records that are all good "fail" and
+    "skip" give the same bytes, and only "skip" gives them again over the part an earlier run skipped in."""
+    return {**options, "on_error": "skip"} if journal.num_skipped else options
 
 
 def roll_back(out: Path, start: Journal, files: tuple[SourceFile, ...], text_field: str) -> str:

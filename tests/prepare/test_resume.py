@@ -1,5 +1,5 @@
 """Resume after bad input: the roll-back, killed at any of its changes or failing itself, leaves an output that resumes
-to an uninterrupted run's bytes."""
+to an uninterrupted run's bytes; `--repair` of an output finished by a resume with another `--on-error` works."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from corpus import dataset_bytes, make_texts, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 from sdl.loader.errors import InputError
-from sdl.prepare import PrepareConfig, prepare
+from sdl.prepare import PrepareConfig, prepare, repair
 from sdl.prepare import pipeline
 from sdl.prepare.journal import read_journal
 
@@ -129,4 +129,28 @@ def test_a_roll_back_whose_partly_read_input_is_gone_resumes_once_it_is_back(tmp
     assert sorted(p.name for p in out.glob("shard-*.npy")) == sorted(f"shard-{i:06d}{s}.npy" for i in range(earlier) for s in ("", ".docs"))
     os.rename(away, a)
     assert prepare(config(tmp_path, [a])).resumed
+    assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("first, then", [("fail", "skip"), ("skip", "fail")])
+def test_repair_of_an_output_finished_by_a_resume_with_another_on_error(tmp_path, first, then):
+    """Stopped with `--on-error FIRST`, finished with `--on-error THEN` (the documented way past a bad record, and
+    back): `--repair` rewrites a lost shard, skipping the bad record as the run that read it did."""
+    texts = make_texts(120, seed=24, max_words=40)
+    bad_at = 100 if first == "fail" else 5  # past what the first run reads, or inside it
+    lines = [json.dumps({"text": t}) for t in texts]
+    lines.insert(bad_at, '{"text": 7}')
+    a = tmp_path / "a.jsonl"
+    a.write_text("\n".join(lines) + "\n")
+    prepare(config(tmp_path, [a], "whole", on_error="skip"))
+    out = interrupted(tmp_path, [a], 12, on_error=first)
+    assert (read_journal(out).num_skipped == 1) == (first == "skip")
+    if first == "fail":
+        with pytest.raises(InputError, match=r"a\.jsonl:101: field 'text' is a number"):
+            prepare(config(tmp_path, [a]))
+    assert prepare(config(tmp_path, [a], on_error=then)).resumed
+    assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
+    last = sorted(out.glob("shard-??????.npy"))[-1]
+    last.unlink()
+    assert repair(out).rewritten == (last.name,)
     assert dataset_bytes(out) == dataset_bytes(tmp_path / "whole")
