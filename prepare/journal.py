@@ -11,7 +11,7 @@ inputs' real paths, so a re-run with different arguments is refused instead of m
 `inputs` holds each input's size/mtime fingerprint (a resume refuses an input changed where it was
 already read), `prefix` a digest of the records of input `position.source` before `position.record`
 (set when a run failed on bad input, so that input may be fixed past that point and the run resumed),
-and `options` the PrepareConfig fields (paths made absolute) that `sdl prepare --repair OUT` re-runs.
+and `options` the PrepareConfig fields (paths made absolute; the last run's) that `sdl prepare --repair OUT` re-runs.
 
     {"version": 2, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
      "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1,
@@ -131,15 +131,18 @@ SHARD_FILE = re.compile(r"shard-(\d{6})(\.docs)?\.npy")
 
 
 def _ours(out: Path) -> list[Path]:
-    """The files a prepare run writes in `out` (never anything else: `shard-backup.npy` is the user's): the journal
-    (which alone says "complete") and the manifest first, so that a removal killed midway never leaves a dataset
-    that claims to be whole while its shards are gone."""
+    """The files a prepare run writes in `out` (never anything else: `shard-backup.npy` is the user's), in the order they
+    are removed: the manifest first, the journal (which alone says "complete", and how many shards to resume from) last."""
     shards = [p for p in out.glob("shard-*.npy") if SHARD_FILE.fullmatch(p.name)]
-    return [journal_path(out), out / MANIFEST_NAME, shard_log_path(out), *shards]
+    return [out / MANIFEST_NAME, shard_log_path(out), *shards, journal_path(out)]
 
 
 def remove_output(out: Path, keep_shards: int = 0) -> None:
-    """Remove what prepare wrote in `out` beyond the first `keep_shards` shards (and, if 0, the journal)."""
+    """Remove what prepare wrote in `out` beyond the first `keep_shards` shards (and, if 0, the journal), in an order a
+    kill may stop at any point: the journal never counts a removed shard (the caller keeping shards has cut it back to
+    them already; with none kept it is first cut back to no shards here) and goes last, so a run stopped midway resumes."""
+    if not keep_shards:
+        _forget_shards(out)
     for path in _ours(out):
         if (match := SHARD_FILE.fullmatch(path.name)) and int(match[1]) < keep_shards:
             continue
@@ -149,6 +152,17 @@ def remove_output(out: Path, keep_shards: int = 0) -> None:
     remove_stale_temporaries(out)
     if (out / CACHE_DIR).is_dir():
         remove_stale_temporaries(out / CACHE_DIR)
+
+
+def _forget_shards(out: Path) -> None:
+    """The journal cut back to no shards (what a fresh run of its arguments starts from); an unreadable one removed."""
+    try:
+        journal = read_journal(out)
+    except FormatError:  # nothing resumes from it, nor claims completeness with it
+        journal_path(out).unlink(missing_ok=True)
+        return
+    if journal is not None and (journal.num_shards or journal.complete):
+        write_journal(out, Journal(fingerprint=journal.fingerprint, inputs=journal.inputs, options=journal.options))
 
 
 def remove_if_empty(out: Path) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -121,22 +122,25 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
                 write_manifest(out, config, files, load_shards(out, journal.num_shards), spec, dtype)
             return _report(config, files, journal, dtype, spec, started, status="already complete", resumed=False)
         resumed = journal is not None and journal.num_shards > 0
-        start = check_inputs(journal, files, config.text_field) if journal else Journal(
+        start = check_inputs(journal, files, config.text_field, config.journal_options()) if journal else Journal(
             fingerprint=print_, inputs=input_fingerprints(files), options=config.journal_options())
         # Step: encode and write; bad input removes what this run added, keeping what earlier runs journalled.
         try:
-            write_journal(out, start)
-            run = _Run(config=config, files=files, journal=start, shards=load_shards(out, start.num_shards), num_tokens=start.num_tokens,
+            with _writing(out):
+                write_journal(out, start)
+                shards = load_shards(out, start.num_shards)
+            run = _Run(config=config, files=files, journal=start, shards=shards, num_tokens=start.num_tokens,
                        num_bytes=sum(f.size for f in files[:start.position["source"]]), progress=progress)
             _write(run, spec, dtype, split_records)
+        except OutputWriteError:  # a full disk, a quota, a file-size limit: what was journalled stays whole
+            raise
         except InputError as exc:
             kept = roll_back(out, start, files, config.text_field)
             error = InputError(f"{exc}{kept}")
-        except OSError as exc:  # a full disk, a quota, a file-size limit: what was journalled stays whole
+        except OSError as exc:
             where = Path(exc.filename) if exc.filename else out
-            if where == out or out in where.parents:
-                raise InputError(f"{where}: cannot write ({exc.strerror or exc}); every shard written so far is kept: "
-                                 "free space (or fix the cause) and re-run the same command to continue") from None
+            if where.resolve() == out.resolve() or out.resolve() in where.resolve().parents:  # (mkstemp names absolute paths)
+                raise OutputWriteError.of(out, exc) from None
             # An input read failure (the readers name the file in an InputError; this catches any other): like bad input.
             kept = roll_back(out, start, files, config.text_field)
             error = InputError(f"{where}: cannot read ({exc.strerror or exc}); check the file{kept}")
@@ -145,6 +149,24 @@ def prepare(config: PrepareConfig, progress: Callable[[PrepareProgress], None] |
             remove_if_empty(out)
         raise error
     return _report(config, files, run.journal, dtype, spec, started, status="complete", resumed=resumed)
+
+
+class OutputWriteError(InputError):
+    """The output folder refused a write (a full disk, a quota, a file-size limit, permissions): nothing is rolled back."""
+
+    @classmethod
+    def of(cls, out: Path, exc: OSError) -> OutputWriteError:
+        return cls(f"{out}: cannot write ({exc.strerror or exc}); every shard written so far is kept: "
+                   "free space (or fix the cause) and re-run the same command to continue")
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Writes to `out` inside: their OSError is the output's (never taken for an input's read failure)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputWriteError.of(out, exc) from None
 
 
 def _check_specials(spec: TokenizerSpec, config: PrepareConfig) -> None:
@@ -171,15 +193,16 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
         batch, done = keep_max_docs(batch, config.max_docs, num_docs, skip)
         if batch.error is not None and not done:
             raise InputError(batch.error)
-        for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
-            record, carry = _position(batch, cut.docs_done, cut.carry)
-            append_shard(out, cut.shard)
-            run.shards.append(cut.shard)
-            journal = replace(journal, num_shards=len(run.shards), num_tokens=journal.num_tokens + cut.shard.num_tokens,
-                              position={"source": batch.source_index, "record": record}, carry=carry,
-                                         num_docs=num_docs + cut.docs_done + (1 if carry else 0),
-                                         num_skipped=num_skipped + sum(1 for r in batch.skipped if r < record))
-            write_journal(out, journal)
+        with _writing(out):
+            for cut in writer.add(batch.tokens, batch.lengths, skip=skip):
+                record, carry = _position(batch, cut.docs_done, cut.carry)
+                append_shard(out, cut.shard)
+                run.shards.append(cut.shard)
+                journal = replace(journal, num_shards=len(run.shards), num_tokens=journal.num_tokens + cut.shard.num_tokens,
+                                  position={"source": batch.source_index, "record": record}, carry=carry,
+                                  num_docs=num_docs + cut.docs_done + (1 if carry else 0),
+                                  num_skipped=num_skipped + sum(1 for r in batch.skipped if r < record))
+                write_journal(out, journal)
         num_docs += len(batch.lengths)
         num_skipped += len(batch.skipped)
         run.num_tokens += len(batch.tokens) - skip
@@ -189,7 +212,8 @@ def _write(run: _Run, spec: TokenizerSpec, dtype: str, split_records: bool) -> N
         skip = 0
         if done:
             break
-    _finish(run, writer, spec, dtype)
+    with _writing(out):
+        _finish(run, writer, spec, dtype)
 
 
 def keep_max_docs(batch: EncodedBatch, max_docs: int | None, num_docs: int, skip: int) -> tuple[EncodedBatch, bool]:

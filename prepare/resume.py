@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from sdl.loader.errors import ConfigError
+from sdl.loader.errors import ConfigError, SdlError
 from sdl.prepare.journal import Journal, load_shards, remove_output, write_journal
 from sdl.prepare.records import prefix_digest
 from sdl.prepare.sources import SourceFile
@@ -26,8 +27,9 @@ def _records_read(journal: Journal) -> int:
     return journal.position["record"] + (1 if journal.carry else 0)
 
 
-def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: str) -> Journal:
-    """The journal to resume from, with today's input fingerprints; ConfigError if an input changed where it was read."""
+def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: str, options: dict[str, Any]) -> Journal:
+    """The journal to resume from, with today's input fingerprints and this run's `options` (what `--repair` re-runs);
+    ConfigError if an input changed where it was read."""
     now = input_fingerprints(files)
     position = journal.position["source"]
     for i, (was, is_) in enumerate(zip(journal.inputs, now)):
@@ -37,18 +39,41 @@ def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: st
             continue
         raise ConfigError(f"{files[i].path} changed ({was} -> {is_}) where an earlier run already read it into the "
                           f"{journal.num_shards:,} shards kept in the output; restore it, or pass --overwrite to start again")
-    return replace(journal, inputs=now, prefix=None)
+    return replace(journal, inputs=now, prefix=None, options=_resumed_options(journal, options))
 
 
-def roll_back(out: Path, start: Journal | None, files: tuple[SourceFile, ...], text_field: str) -> str:
-    """Remove what this run added past the journal it started from; return what was kept, in words ('' if nothing)."""
-    keep = start.num_shards if start is not None else 0
-    remove_output(out, keep_shards=keep)
+def _resumed_options(journal: Journal, options: dict[str, Any]) -> dict[str, Any]:
+    """This run's options, but `on_error` "skip" once a run skipped a record: over records that are all good "fail" and
+    "skip" give the same bytes, and only "skip" gives them again over the part an earlier run skipped in."""
+    return {**options, "on_error": "skip"} if journal.num_skipped else options
+
+
+def roll_back(out: Path, start: Journal, files: tuple[SourceFile, ...], text_field: str) -> str:
+    """Remove what this run added past the journal it started from; return what was kept, in words ('' if nothing).
+
+    In an order a kill (or an error) may stop at any point and a re-run still resumes: first the journal goes back to
+    `start` (it never counts a shard removed below), then the shard log is cut, then this run's shards are removed."""
+    keep = start.num_shards
+    try:
+        if keep:
+            write_journal(out, replace(start, prefix=_prefix(start, files, text_field)))
+            load_shards(out, keep)  # cuts the shard log back to the kept shards
+        remove_output(out, keep_shards=keep)
+    except OSError as exc:  # what is journalled is whole either way: a re-run removes the shards past it, or keeps them
+        return f"; could not remove this run's shards from {out} ({exc.strerror or exc}): the next run of the same command does"
     if not keep:
         return ""
-    load_shards(out, keep)  # cuts the shard log back to the kept shards
-    source = start.position["source"]
-    prefix = prefix_digest(files[source], _records_read(start), text_field) if source < len(files) else None
-    write_journal(out, replace(start, prefix=prefix))
     return (f"; kept the {keep:,} shards ({start.num_tokens:,} tokens) earlier runs wrote in {out}: fix the input and re-run the "
             "same command to continue from there, or re-run it with --on-error skip")
+
+
+def _prefix(start: Journal, files: tuple[SourceFile, ...], text_field: str) -> str | None:
+    """The digest of what earlier runs read of the input they stopped in; None when it cannot be read now (gone): a
+    resume then needs that input unchanged."""
+    source = start.position["source"]
+    if source >= len(files):
+        return None
+    try:
+        return prefix_digest(files[source], _records_read(start), text_field)
+    except (SdlError, OSError):
+        return None

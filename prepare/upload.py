@@ -49,12 +49,14 @@ def sha256_of(path: Path) -> str:
 
 
 class Uploader:
-    """Uploads the finished shard files of a staging folder (a thread polls it), each once; `finish` puts the rest,
-    the journal files, then the manifest."""
+    """Uploads the finished shard files of a staging folder (a thread polls it), each file once; `finish` puts the rest,
+    the journal files, then the manifest. A file is known by its name and its inode, size and times: a shard file of
+    the same name written again (a killed run's leftover, replaced by the run that resumes or overwrites it) is a
+    new file and is put again."""
 
     def __init__(self, client: S3Client, location: S3Location, staging: Path) -> None:
         self.client, self.location, self.staging = client, location, staging
-        self.done: set[str] = set()
+        self.done: dict[str, tuple[int, ...]] = {}   # name -> identity of the file uploaded under it
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sdl-upload", daemon=True)
@@ -77,20 +79,24 @@ class Uploader:
     def upload_finished_shards(self) -> None:
         """Shards and docs files present under their final names (atomic renames: whole) and not yet uploaded."""
         for path in sorted(self.staging.glob("shard-*.npy")):
-            if path.name not in self.done:
-                self.put(path.name)
+            try:
+                if self.done.get(path.name) != _identity(os.stat(path)):
+                    self.put(path.name)
+            except FileNotFoundError:
+                continue  # removed by a resuming run since it was listed; rewritten, then seen again
 
     def put(self, relative: str) -> None:
         """Upload one file unless the store already holds the same bytes (a resumed run)."""
         path, key = self.staging / relative, self.location.key(relative)
         try:
+            identity = _identity(os.stat(path))  # before reading: a file replaced after this is put again
             digest = sha256_of(path)
         except FileNotFoundError:
             return  # removed by a resuming run (written after its last journal entry); rewritten, then seen again
         found = self.client.head(self.location.bucket, key)
         if found is None or found["metadata"].get("sha256") != digest:
             self.client.upload_file(path, self.location.bucket, key, metadata={"sha256": digest})
-        self.done.add(relative)
+        self.done[relative] = identity
 
     def finish(self) -> None:
         self.stop()
@@ -100,6 +106,11 @@ class Uploader:
         for relative in (*JOURNAL_FILES, MANIFEST_NAME):  # the manifest last: the dataset exists from here on
             if (self.staging / relative).is_file():
                 self.put(relative)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells a file from another written under its name (each write is a new file: a temporary name, then a rename)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def fetch_finished_journal(client: S3Client, location: S3Location, staging: Path) -> bool:

@@ -141,6 +141,39 @@ def test_an_overwrite_killed_midway_leaves_no_manifest_over_a_mix_of_shards(s3_b
     assert json.loads(objects(s3_bucket, "ds/over")["manifest.json"]) == json.loads((tmp_path / "local" / "manifest.json").read_text())
 
 
+def test_an_overwrite_over_a_killed_runs_staging_uploads_the_files_it_rewrites(s3_bucket, tmp_path, monkeypatch):
+    """A run of input A stopped midway leaves its staging folder; `--overwrite` with input B rewrites shard files of
+    the same names there. The upload thread has already put (and seen) A's leftovers before the local run replaced
+    them (forced here: the run claims its folder only after the thread's first pass), and still B's files are what the
+    store ends with, as a local run of B writes them."""
+    import threading
+
+    from sdl.prepare import pipeline, upload
+
+    a, b = (write_jsonl(tmp_path / f"{name}.jsonl", make_texts(200, seed=seed)) for name, seed in (("a", 4), ("b", 5)))
+    url = f"s3://{s3_bucket}/ds/again"
+
+    def stop_after_4(progress):
+        if progress.num_shards >= 4:
+            raise KeyboardInterrupt  # killed here: the staging folder stays as it is
+    with pytest.raises(KeyboardInterrupt):
+        prepare(PrepareConfig(sources=(str(a),), out=url, tokens_per_shard=300), progress=stop_after_4)
+    passed, scan, claim = threading.Event(), upload.Uploader.upload_finished_shards, pipeline.claim_output
+
+    def scan_and_tell(self):
+        scan(self)
+        passed.set()
+
+    def claim_after_a_pass(*args):
+        assert passed.wait(60), "the upload thread never looked at the staging folder"
+        return claim(*args)
+    monkeypatch.setattr(upload.Uploader, "upload_finished_shards", scan_and_tell)
+    monkeypatch.setattr(pipeline, "claim_output", claim_after_a_pass)
+    assert main(["prepare", str(b), url, "--tokens-per-shard", "300", "--overwrite"]) == 0
+    prepare(PrepareConfig(sources=(str(b),), out=str(tmp_path / "local"), tokens_per_shard=300))
+    assert objects(s3_bucket, "ds/again") == local_files(tmp_path / "local")
+
+
 @pytest.mark.slow
 def test_sigkill_during_prepare_to_s3_then_rerun_is_byte_identical(s3_bucket, tmp_path):
     data = write_jsonl(tmp_path / "a.jsonl", make_texts(400, seed=9, max_words=60))

@@ -146,3 +146,31 @@ def test_lone_surrogates_and_deep_nesting_are_skipped_as_malformed(tmp_path, tok
     report, out = run(tmp_path, [path], tokens_per_shard=50, on_error="skip")
     assert report.num_skipped == 2 and report.num_docs == 21
     check_round_trip(out, texts + ["tail"], tok)
+
+
+@pytest.mark.parametrize("out", ["out", "ABSOLUTE"])
+def test_a_write_the_output_refuses_keeps_every_shard_however_out_is_spelled(tmp_path, monkeypatch, out):
+    """A shard's final name taken by a folder: its rename fails, naming the temporary file by an absolute path even
+    for a relative OUT. That is the output's failure, never an input's: the shards written are kept, and the same
+    command resumes, once the cause is gone, to the bytes of an uninterrupted run."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "out") if out == "ABSOLUTE" else out
+    write_jsonl(tmp_path / "a.jsonl", make_texts(150, seed=8, max_words=60))
+    config = PrepareConfig(sources=("a.jsonl",), out=out, tokens_per_shard=151, batch_bytes=1200)
+    seen = []
+
+    def block(progress):
+        if not seen:
+            seen.append(progress.num_shards)
+            (Path(out) / f"shard-{seen[0] + 2:06d}.npy").mkdir()
+    with pytest.raises(InputError, match=rf"^{out}: cannot write \(Is a directory\); every shard written so far is kept"):
+        prepare(config, progress=block)
+    kept = read_journal(Path(out)).num_shards
+    assert seen[0] <= kept <= seen[0] + 2 and all((Path(out) / f"shard-{i:06d}.npy").is_file() for i in range(kept))
+    (Path(out) / f"shard-{seen[0] + 2:06d}.npy").rmdir()
+    assert prepare(config).resumed
+    prepare(replace(config, out=str(tmp_path / "whole")))
+    assert dataset_bytes(Path(out)) == dataset_bytes(tmp_path / "whole")

@@ -167,8 +167,9 @@ def test_overwrite_rewrites_a_finished_output(tmp_path):
 
 
 def test_an_overwrite_killed_while_removing_never_leaves_a_complete_claim_without_its_shards(tmp_path, monkeypatch):
-    """The old output is removed journal first: stopped after any number of removals, either the journal still says
-    "complete" and every shard it lists is there, or nothing claims completeness and a re-run starts afresh."""
+    """The old output's journal is cut back to no shards first and removed last: stopped after any number of removals,
+    either the journal still says "complete" and every shard it lists is there, or nothing claims completeness and a
+    re-run of the same command (no --overwrite needed) starts afresh."""
     from pathlib import Path
 
     from sdl.prepare.journal import remove_output
@@ -197,9 +198,10 @@ def test_an_overwrite_killed_while_removing_never_leaves_a_complete_claim_withou
         if journal is not None and journal.complete:
             assert all((tmp_path / "out" / f"shard-{i:06d}.npy").exists() for i in range(journal.num_shards))
             assert prepare(config(tmp_path, [path], **OPTIONS)).status == "already complete"
-        else:  # nothing claims completeness: a plain run refuses the leftovers, the overwrite run finishes the job
-            with pytest.raises(ConfigError, match="pass --overwrite"):
-                prepare(config(tmp_path, [path], **OPTIONS))
+        else:  # nothing claims completeness, and the journal (of no shards) is still there: a plain run starts afresh
+            assert journal is not None and journal.num_shards == 0
+            assert prepare(config(tmp_path, [path], **OPTIONS)).status == "complete"
+            assert dataset_bytes(tmp_path / "out") == dataset_bytes(whole)
         report = prepare(config(tmp_path, [path], **OPTIONS, overwrite=True))
         assert report.status == "complete" and dataset_bytes(tmp_path / "out") == dataset_bytes(whole)
 
