@@ -218,16 +218,18 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str |
 
 def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train",
                     out: str | Path | None = None) -> tuple[SourceFile, ...]:
-    """All input files, in argument order, each argument's expansion sorted; duplicates kept once; none inside the
-    output folder `out` (`sdl prepare data/ data/tokens` must not read its own manifest as a document)."""
-    seen, files = set(), []
+    """All input files, in argument order, each argument's expansion sorted; a file named twice (in any spelling: a link,
+    an absolute path) kept once, under its first name; none inside the output folder `out` (`sdl prepare data/
+    data/tokens` must not read its own manifest as a document)."""
+    seen, files, inside = set(), [], []
     output = os.path.realpath(out) if out is not None else None
     for spec in specs:
         for source in _expand(spec, text_suffixes, split, output):
-            if output is not None and os.path.realpath(source.path).startswith(output + os.sep):
-                continue  # a file a glob matched inside the output folder (its manifest.json)
-            if source.path not in seen:
-                seen.add(source.path)
+            real = source.real_path()  # one file however spelled (a symlink, ./x, an absolute path): read once
+            if output is not None and real.startswith(output + os.sep):
+                inside.append(source.path)  # a file a glob matched inside the output folder (its manifest.json)
+            elif real not in seen:
+                seen.add(real)
                 files.append(source)
     if all(source.size == 0 for source in files):
         names = ", ".join(s.path for s in files[:3]) + (" …" if len(files) > 3 else "")

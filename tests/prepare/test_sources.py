@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from sdl.loader.errors import ConfigError
 from sdl.prepare.config import PrepareConfig, load_config_file, make_config
@@ -40,3 +43,12 @@ def test_config_file_unknown_key_and_override(tmp_path):
     path.write_text("num_prc = 2\n")
     with pytest.raises(ConfigError, match="unknown key num_prc"):
         load_config_file(path)
+
+
+def test_a_file_named_twice_in_any_spelling_is_read_once_under_its_first_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.jsonl").write_text('{"text": "x"}\n')
+    Path("link.jsonl").symlink_to("a.jsonl")
+    for specs in [("a.jsonl", str(tmp_path / "a.jsonl")), ("a.jsonl", "link.jsonl"), ("./a.jsonl", ".", "a.jsonl")]:
+        assert [f.path for f in resolve_sources(specs)] == [os.path.normpath(specs[0])]
+
