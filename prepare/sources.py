@@ -198,6 +198,9 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str |
         return found
     path = Path(spec).expanduser()
     if path.is_dir():
+        if os.path.realpath(path) == output:
+            raise InputError(f"{spec}: the input folder is also the output folder, where sdl prepare writes its shards; choose "
+                             f"another output folder (one inside the input, such as {Path(spec, 'tokens')}, is skipped as input)")
         if _is_saved_dataset(path):
             return _saved_dataset_files(path, split)
         _refuse_token_dataset(path)
@@ -231,6 +234,9 @@ def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".
             elif real not in seen:
                 seen.add(real)
                 files.append(source)
+    if not files and inside:
+        raise InputError(f"every input ({_names(inside)}) lies inside the output folder {out}, whose files sdl prepare writes and "
+                         "never reads as inputs; choose an output folder outside the inputs")
     if all(source.size == 0 for source in files):
         names = ", ".join(s.path for s in files[:3]) + (" …" if len(files) > 3 else "")
         raise InputError(f"the input is empty: {names} hold{'s' if len(files) == 1 else ''} 0 bytes; expected at least one document")
