@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import InputError
-from sdl.prepare.sources import SourceFile
+from sdl.prepare.sources import SourceFile, file_fingerprint
 
 MAX_RECORDS_PER_BATCH = 4096
 
@@ -209,13 +209,13 @@ def iter_batches(sources: tuple[SourceFile, ...], *, start_source: int = 0, star
 
 
 def check_unchanged(source: SourceFile) -> None:
-    """Refuse an input whose size or mtime changed since it was listed (appended to, rewritten) once it was read."""
+    """Refuse an input whose fingerprint changed since it was listed (appended to, rewritten) once it was read."""
     try:
         stat = os.stat(source.path)
     except OSError:
         stat = None
-    if stat is None or (stat.st_size, stat.st_mtime_ns) != (source.size, source.mtime_ns):
-        now = f"{stat.st_size:,} bytes" if stat else "gone"
+    if stat is None or file_fingerprint(stat) != source.fingerprint:
+        now = "gone" if stat is None else f"{stat.st_size:,} bytes" + (", written in place" if stat.st_size == source.size else "")
         raise InputError(f"{source.path}: changed while sdl prepare read it (was {source.size:,} bytes, now {now}); "
                          "re-run once nothing writes to it any more")
 

@@ -16,6 +16,7 @@ import errno
 import glob
 import json
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,27 @@ class SourceFile:
     path: str
     kind: str       # text | jsonl | parquet | arrow
     size: int
-    mtime_ns: int
+    fingerprint: str  # file_fingerprint of the file when it was listed
 
     def to_dict(self) -> dict:
         """The manifest's `sources` entry; the fingerprint changes when the file is rewritten."""
-        return {"path": self.path, "size": self.size, "fingerprint": f"size={self.size},mtime_ns={self.mtime_ns}"}
+        return {"path": self.path, "size": self.size, "fingerprint": self.fingerprint}
 
     def real_path(self) -> str:
         """The file itself, however it was spelled (`./data/x.jsonl`, `data/x.jsonl`, an absolute path, a symlink)."""
         return os.path.realpath(self.path)
+
+
+def file_fingerprint(stat: os.stat_result) -> str:
+    """What tells that a file was written or replaced, without reading it: its size and mtime, and its inode and inode
+    change time, since mtime can be set back (`touch -r`, `rsync -t`, `cp -p`, editors that keep it) and ctime
+    cannot: the kernel moves it on every write (and on a chmod or a new hard link, which count as a change too)."""
+    return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns},ino={stat.st_ino},ctime_ns={stat.st_ctime_ns}"
+
+
+def is_file_fingerprint(text: object) -> bool:
+    """Whether `text` is a file_fingerprint (a journal of an earlier sdl holds "size=…,mtime_ns=…" only)."""
+    return isinstance(text, str) and re.fullmatch(r"size=\d+,mtime_ns=-?\d+,ino=\d+,ctime_ns=-?\d+", text) is not None
 
 
 def kind_of(path: str | Path, text_suffixes: tuple[str, ...]) -> str | None:
@@ -63,7 +76,7 @@ def _source(path: Path, kind: str) -> SourceFile:
         stat = path.stat()
     except OSError as exc:
         raise InputError(_unreadable(path, exc)) from None
-    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, fingerprint=file_fingerprint(stat))
 
 
 def _unreadable(path: Path, exc: OSError) -> str:
