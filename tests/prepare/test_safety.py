@@ -231,13 +231,18 @@ def test_a_stray_shard_like_file_is_left_alone(tmp_path):
     assert (out / "shard-backup.npy").read_bytes() == b"the user's"
 
 
+def white(char):
+    """Unicode White_Space, as the tokenizer reads it: str.isspace less the ASCII separators."""
+    return char.isspace() and char not in "\x1c\x1d\x1e\x1f"
+
+
 def by_the_rule(text, piece_chars):
     """The manifest's piece rule, character by character: cut right before the last whitespace followed by a
     non-whitespace among the `piece_chars` characters after the piece's first, else after `piece_chars`."""
     pieces, start = [], 0
     while len(text) - start > piece_chars:
         starts = [i for i in range(start + 1, start + piece_chars + 1)
-                  if i + 1 < len(text) and text[i].isspace() and not text[i + 1].isspace()]
+                  if i + 1 < len(text) and white(text[i]) and not white(text[i + 1])]
         end = starts[-1] if starts else start + piece_chars
         pieces.append(text[start:end])
         start = end
