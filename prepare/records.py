@@ -118,7 +118,8 @@ def _check_column(schema: Any, source: SourceFile, text_field: str) -> None:
         raise InputError(f"{source.path}: no column {text_field!r} (columns: {', '.join(schema.names[:8])}); "
                          "pass --text-field NAME to pick the column holding the text")
     kind = schema.field(text_field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"):
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind  # dictionary-encoded text reads as its strings
+    if not (pa.types.is_string(values) or pa.types.is_large_string(values) or str(values) == "string_view"):
         raise InputError(f"{source.path}: column {text_field!r} holds {kind}, expected strings; "
                          "pass --text-field NAME of a text column")
 
