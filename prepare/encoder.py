@@ -2,13 +2,14 @@
 
 Workers parse records (JSON) and encode with one tokenizer thread each, so N processes use N cores and
 the output never depends on N. At most `2 * num_proc` batches are in flight, so memory stays bounded
-however large the input.
+however large the input. Workers die with the main process, even by SIGKILL.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
+from sdl.loader.storage.orphans import watch_parent
 from sdl.prepare.records import RecordBatch, RecordError, record_text
 from sdl.prepare.tokenizer import encode_texts
 
@@ -54,7 +56,11 @@ class WorkerDiedError(SdlError):
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(options: EncodeOptions) -> None:
+def _init_worker(options: EncodeOptions, parent_pid: int | None = None, death_signal: bool = False) -> None:
+    """Ready this process to encode; a worker process (`parent_pid` given) also dies with the parent, where it would
+    wait on its task queue forever."""
+    if parent_pid is not None:
+        watch_parent(parent_pid, death_signal)
     os.environ.update(SINGLE_THREAD_ENV)
     from tokenizers import Tokenizer
 
@@ -110,7 +116,8 @@ def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_p
     # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (the OOM killer's SIGKILL) breaks the
     # executor and every pending result raises, where a Pool silently replaces the worker and waits forever.
     context = multiprocessing.get_context("spawn")  # fork after torch/Rust threads started is unsafe
-    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options,))
+    parent = (os.getpid(), threading.current_thread() is threading.main_thread())  # see sdl.loader.storage.orphans
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options, *parent))
     try:
         pending: deque = deque()
         for batch in batches:
