@@ -1,4 +1,5 @@
-"""Encoding workers (`--num-proc`) live and stop with the run: they die with a SIGKILLed `sdl prepare`.
+"""Encoding workers (`--num-proc`) live and stop with the run: they die with a SIGKILLed `sdl prepare`, and leave
+Ctrl-C to it, which stops the run with one line.
 
 Each test holds a real `sdl prepare --num-proc 2` at a known point: two inputs, then a FIFO it blocks reading.
 The FIFO's write end opens once prepare opened it to read, so by then both files' batches went to the workers,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from corpus import make_texts, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
+from sdl.cli.main import INTERRUPTED
 
 
 def wait_for(condition, what, timeout=60):
@@ -91,3 +93,13 @@ def test_workers_die_with_a_sigkilled_prepare(tmp_path):
         for pid in filter(alive, spawned):  # without the fix: do not leave them to the next test
             os.kill(pid, signal.SIGKILL)
 
+
+@pytest.mark.slow
+def test_ctrl_c_stops_prepare_with_one_line_and_quiet_workers(tmp_path):
+    process, writer = blocked_prepare(tmp_path)
+    try:
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal sends Ctrl-C: to prepare and its workers (some still starting)
+        _, err = process.communicate(timeout=120)
+    finally:
+        os.close(writer)
+    assert (process.returncode, err) == (130, INTERRUPTED + "\n")
