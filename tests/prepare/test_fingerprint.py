@@ -7,21 +7,10 @@ import json
 import os
 
 import pytest
-from corpus import make_texts, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
+from corpus import Interrupt, make_texts, stop_after, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 from sdl.loader.errors import ConfigError, FormatError
 from sdl.prepare import PrepareConfig, prepare
 from sdl.prepare.journal import journal_path, read_journal
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(num_shards):
-    def progress(p):
-        if p.num_shards >= num_shards:
-            raise Interrupt
-    return progress
 
 
 def run(tmp_path, path, progress=None, name="out"):

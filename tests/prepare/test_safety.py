@@ -13,21 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from corpus import dataset_bytes, make_texts, read_dataset, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
+from corpus import Interrupt, dataset_bytes, make_texts, read_dataset, stop_after, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 from sdl.loader.errors import ConfigError, InputError, SdlError
 from sdl.prepare import PrepareConfig, load_tokenizer, prepare
 from sdl.prepare.journal import read_journal
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(num_shards):
-    def progress(p):
-        if p.num_shards >= num_shards:
-            raise Interrupt
-    return progress
 
 
 def config(tmp_path, sources, name="out", **options):
