@@ -86,6 +86,9 @@ def os_error_line(exc: OSError) -> str | None:
     return f"{known[0]}{where}; {known[1]}"
 
 
+INTERRUPTED = "error: interrupted; every file written so far is whole: re-run the same command to continue (sdl prepare resumes)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; SdlError -> one line on stderr and exit 1 (SDL_DEBUG=1 re-raises for the traceback)."""
     try:
@@ -96,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (click.exceptions.Exit, typer.Exit) as exc:
-        return exc.exit_code
-    except (click.exceptions.Abort, typer.Abort):
-        print("error: aborted", file=sys.stderr)
-        return 130
+        code = exc.exit_code
+    except (click.exceptions.Abort, typer.Abort):  # a KeyboardInterrupt (Ctrl-C), as click and older typers raise it
+        code = 130
     except (click.ClickException, typer.TyperException) as exc:  # usage errors; typer >= 0.20 vendors its own click
         if not hasattr(exc, "format_message"):
             raise
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; every file written so far is whole, re-run the same command to continue", file=sys.stderr)
-        return 130
+        code = 130
+    if code == 130:  # Ctrl-C: typer turns the KeyboardInterrupt into a silent exit 130 (no sdl command exits 130 itself)
+        print(INTERRUPTED, file=sys.stderr)
     return code if isinstance(code, int) else 0
 
 

@@ -2,13 +2,15 @@
 
 Workers parse records (JSON) and encode with one tokenizer thread each, so N processes use N cores and
 the output never depends on N. At most `2 * num_proc` batches are in flight, so memory stays bounded
-however large the input.
+however large the input. Workers die with the main process (even by SIGKILL) and leave Ctrl-C to it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
+from sdl.loader.storage.orphans import watch_parent
 from sdl.prepare.records import RecordBatch, RecordError, record_text
 from sdl.prepare.tokenizer import encode_texts
 
@@ -54,7 +57,14 @@ class WorkerDiedError(SdlError):
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(options: EncodeOptions) -> None:
+def _init_worker(options: EncodeOptions, parent_pid: int | None = None, death_signal: bool = False) -> None:
+    """Ready this process to encode; a worker process (`parent_pid` given) also ignores Ctrl-C, which the parent handles
+    for the run, and dies with the parent, where it would wait on its task queue forever."""
+    if parent_pid is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked from the start (spawned in sigint_blocked)
+        watch_parent(parent_pid, death_signal)
     os.environ.update(SINGLE_THREAD_ENV)
     from tokenizers import Tokenizer
 
@@ -99,6 +109,21 @@ def environment(values: dict[str, str] = SINGLE_THREAD_ENV) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread, so that a worker process spawned inside starts with it blocked: Ctrl-C (sent to
+    the terminal's whole process group) then never interrupts a worker still importing, which printed a traceback. The
+    parent still gets it: in another thread of its own, or here once unblocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_proc: int = 1) -> Iterator[EncodedBatch]:
     """Encoded batches in the order of `batches`; `num_proc` > 1 encodes in worker processes."""
     if num_proc == 1:
@@ -110,11 +135,13 @@ def encode_batches(batches: Iterator[RecordBatch], options: EncodeOptions, num_p
     # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (the OOM killer's SIGKILL) breaks the
     # executor and every pending result raises, where a Pool silently replaces the worker and waits forever.
     context = multiprocessing.get_context("spawn")  # fork after torch/Rust threads started is unsafe
-    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options,))
+    parent = (os.getpid(), threading.current_thread() is threading.main_thread())  # see sdl.loader.storage.orphans
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(options, *parent))
     try:
         pending: deque = deque()
         for batch in batches:
-            pending.append(pool.submit(_encode, batch))
+            with sigint_blocked():  # submit starts the workers
+                pending.append(pool.submit(_encode, batch))
             if len(pending) >= 2 * num_proc:
                 yield pending.popleft().result()
         while pending:

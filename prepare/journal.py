@@ -8,14 +8,14 @@ in the shards listed (`source` index into the resolved inputs, `record` inside t
 how many of its tokens are; a resume re-reads from there and drops the carried tokens, so the final
 bytes equal an uninterrupted run's. `fingerprint` hashes the options that decide the output and the
 inputs' real paths, so a re-run with different arguments is refused instead of mixing two datasets;
-`inputs` holds each input's size/mtime fingerprint (a resume refuses an input changed where it was
-already read), `prefix` a digest of the records of input `position.source` before `position.record`
+`inputs` holds each input's fingerprint (size, mtime, inode, inode change time: a resume refuses an input changed
+where it was already read), `prefix` a digest of the records of input `position.source` before `position.record`
 (set when a run failed on bad input, so that input may be fixed past that point and the run resumed),
 and `options` the PrepareConfig fields (paths made absolute; the last run's) that `sdl prepare --repair OUT` re-runs.
 
     {"version": 2, "fingerprint": "sha256:…", "complete": false, "num_shards": 3, "num_tokens": 213,
      "position": {"source": 0, "record": 120}, "carry": 37, "num_docs": 119, "num_skipped": 1,
-     "inputs": ["size=1234,mtime_ns=…"], "prefix": null, "options": {"sources": ["/data/a.jsonl"], …}}
+     "inputs": ["size=1234,mtime_ns=…,ino=…,ctime_ns=…"], "prefix": null, "options": {"sources": ["/data/a.jsonl"], …}}
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from sdl.loader.format.atomic import (
     remove_stale_temporaries,
 )
 from sdl.loader.format.tokens import CACHE_DIR, MANIFEST_NAME, ShardInfo
+from sdl.prepare.sources import is_file_fingerprint
 
 JOURNAL_VERSION = 2
 JOURNAL_NAME = "prepare-journal.json"
@@ -51,7 +52,7 @@ class Journal:
     carry: int = 0
     num_docs: int = 0        # documents taken from the input (the carried one included)
     num_skipped: int = 0     # malformed records skipped before `position`
-    inputs: tuple[str, ...] = ()              # each input's fingerprint (size, mtime) when this run began
+    inputs: tuple[str, ...] = ()              # each input's file_fingerprint when this run began
     prefix: str | None = None                 # digest of input `position.source` before `position.record`
     options: dict[str, Any] = field(default_factory=dict)   # what `--repair` re-runs
 
@@ -66,6 +67,12 @@ class Journal:
                               "finish it with that version, or pass --overwrite to start again")
         body = {k: v for k, v in data.items() if k != "version"}
         body["inputs"] = tuple(body.get("inputs", ()))
+        if not body.get("complete") and not all(map(is_file_fingerprint, body["inputs"])):
+            # Refused, not resumed on size and mtime alone: those cannot show an input edited in place since, the
+            # change this check exists for (a finished output's inputs are never checked again, so it still reads).
+            raise FormatError(f"{where}: an unfinished run journalled by an earlier sdl, which recorded its inputs by size and "
+                              "mtime only (too little to tell that one was edited in place since); finish it with that sdl, "
+                              "or pass --overwrite to start again")
         try:
             return cls(**body)
         except TypeError as exc:

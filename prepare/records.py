@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import InputError
-from sdl.prepare.sources import SourceFile
+from sdl.prepare.sources import SourceFile, file_fingerprint
 
 MAX_RECORDS_PER_BATCH = 4096
 
@@ -118,7 +118,8 @@ def _check_column(schema: Any, source: SourceFile, text_field: str) -> None:
         raise InputError(f"{source.path}: no column {text_field!r} (columns: {', '.join(schema.names[:8])}); "
                          "pass --text-field NAME to pick the column holding the text")
     kind = schema.field(text_field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"):
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind  # dictionary-encoded text reads as its strings
+    if not (pa.types.is_string(values) or pa.types.is_large_string(values) or str(values) == "string_view"):
         raise InputError(f"{source.path}: column {text_field!r} holds {kind}, expected strings; "
                          "pass --text-field NAME of a text column")
 
@@ -209,13 +210,13 @@ def iter_batches(sources: tuple[SourceFile, ...], *, start_source: int = 0, star
 
 
 def check_unchanged(source: SourceFile) -> None:
-    """Refuse an input whose size or mtime changed since it was listed (appended to, rewritten) once it was read."""
+    """Refuse an input whose fingerprint changed since it was listed (appended to, rewritten) once it was read."""
     try:
         stat = os.stat(source.path)
     except OSError:
         stat = None
-    if stat is None or (stat.st_size, stat.st_mtime_ns) != (source.size, source.mtime_ns):
-        now = f"{stat.st_size:,} bytes" if stat else "gone"
+    if stat is None or file_fingerprint(stat) != source.fingerprint:
+        now = "gone" if stat is None else f"{stat.st_size:,} bytes" + (", written in place" if stat.st_size == source.size else "")
         raise InputError(f"{source.path}: changed while sdl prepare read it (was {source.size:,} bytes, now {now}); "
                          "re-run once nothing writes to it any more")
 

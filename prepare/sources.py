@@ -16,6 +16,7 @@ import errno
 import glob
 import json
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,27 @@ class SourceFile:
     path: str
     kind: str       # text | jsonl | parquet | arrow
     size: int
-    mtime_ns: int
+    fingerprint: str  # file_fingerprint of the file when it was listed
 
     def to_dict(self) -> dict:
         """The manifest's `sources` entry; the fingerprint changes when the file is rewritten."""
-        return {"path": self.path, "size": self.size, "fingerprint": f"size={self.size},mtime_ns={self.mtime_ns}"}
+        return {"path": self.path, "size": self.size, "fingerprint": self.fingerprint}
 
     def real_path(self) -> str:
         """The file itself, however it was spelled (`./data/x.jsonl`, `data/x.jsonl`, an absolute path, a symlink)."""
         return os.path.realpath(self.path)
+
+
+def file_fingerprint(stat: os.stat_result) -> str:
+    """What tells that a file was written or replaced, without reading it: its size and mtime, and its inode and inode
+    change time, since mtime can be set back (`touch -r`, `rsync -t`, `cp -p`, editors that keep it) and ctime
+    cannot: the kernel moves it on every write (and on a chmod or a new hard link, which count as a change too)."""
+    return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns},ino={stat.st_ino},ctime_ns={stat.st_ctime_ns}"
+
+
+def is_file_fingerprint(text: object) -> bool:
+    """Whether `text` is a file_fingerprint (a journal of an earlier sdl holds "size=…,mtime_ns=…" only)."""
+    return isinstance(text, str) and re.fullmatch(r"size=\d+,mtime_ns=-?\d+,ino=\d+,ctime_ns=-?\d+", text) is not None
 
 
 def kind_of(path: str | Path, text_suffixes: tuple[str, ...]) -> str | None:
@@ -63,7 +76,7 @@ def _source(path: Path, kind: str) -> SourceFile:
         stat = path.stat()
     except OSError as exc:
         raise InputError(_unreadable(path, exc)) from None
-    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, fingerprint=file_fingerprint(stat))
 
 
 def _unreadable(path: Path, exc: OSError) -> str:
@@ -198,6 +211,9 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str |
         return found
     path = Path(spec).expanduser()
     if path.is_dir():
+        if os.path.realpath(path) == output:
+            raise InputError(f"{spec}: the input folder is also the output folder, where sdl prepare writes its shards; choose "
+                             f"another output folder (one inside the input, such as {Path(spec, 'tokens')}, is skipped as input)")
         if _is_saved_dataset(path):
             return _saved_dataset_files(path, split)
         _refuse_token_dataset(path)
@@ -218,17 +234,22 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str |
 
 def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train",
                     out: str | Path | None = None) -> tuple[SourceFile, ...]:
-    """All input files, in argument order, each argument's expansion sorted; duplicates kept once; none inside the
-    output folder `out` (`sdl prepare data/ data/tokens` must not read its own manifest as a document)."""
-    seen, files = set(), []
+    """All input files, in argument order, each argument's expansion sorted; a file named twice (in any spelling: a link,
+    an absolute path) kept once, under its first name; none inside the output folder `out` (`sdl prepare data/
+    data/tokens` must not read its own manifest as a document)."""
+    seen, files, inside = set(), [], []
     output = os.path.realpath(out) if out is not None else None
     for spec in specs:
         for source in _expand(spec, text_suffixes, split, output):
-            if output is not None and os.path.realpath(source.path).startswith(output + os.sep):
-                continue  # a file a glob matched inside the output folder (its manifest.json)
-            if source.path not in seen:
-                seen.add(source.path)
+            real = source.real_path()  # one file however spelled (a symlink, ./x, an absolute path): read once
+            if output is not None and real.startswith(output + os.sep):
+                inside.append(source.path)  # a file a glob matched inside the output folder (its manifest.json)
+            elif real not in seen:
+                seen.add(real)
                 files.append(source)
+    if not files and inside:
+        raise InputError(f"every input ({_names(inside)}) lies inside the output folder {out}, whose files sdl prepare writes and "
+                         "never reads as inputs; choose an output folder outside the inputs")
     if all(source.size == 0 for source in files):
         names = ", ".join(s.path for s in files[:3]) + (" …" if len(files) > 3 else "")
         raise InputError(f"the input is empty: {names} hold{'s' if len(files) == 1 else ''} 0 bytes; expected at least one document")

@@ -166,9 +166,9 @@ def resolve_dtype(spec: TokenizerSpec, dtype: str) -> str:
 def split_pieces(text: str, piece_chars: int) -> Iterator[str]:
     """The pieces a long document is encoded in, so memory stays bounded however long it is (the rule the manifest's
     `piece_chars` names): while more than `piece_chars` characters remain, the next piece ends right before the last
-    whitespace character followed by a non-whitespace one among the `piece_chars` characters after its first (a word
-    keeps the one space before it, as byte-level BPE pre-tokenizes it), or after exactly `piece_chars` characters
-    when there is none."""
+    whitespace character (Unicode White_Space: not the separators \x1c-\x1f, which Python's str.isspace counts)
+    followed by a non-whitespace one among the `piece_chars` characters after its first (a word keeps the one space
+    before it, as byte-level BPE pre-tokenizes it), or after exactly `piece_chars` characters when there is none."""
     start = 0
     while len(text) - start > piece_chars:
         word_start = _LAST_WORD_START.match(text, start + 1, start + piece_chars + 2)
@@ -178,7 +178,9 @@ def split_pieces(text: str, piece_chars: int) -> Iterator[str]:
     yield text[start:]
 
 
-_LAST_WORD_START = re.compile(r"(?s).*(?=\s\S)")
+# Whitespace as byte-level BPE pre-tokenizers read it (Unicode White_Space): Python's \s also counts the ASCII
+# separators \x1c-\x1f, which the tokenizer reads as punctuation, so a cut before one changed the tokens.
+_LAST_WORD_START = re.compile(r"(?s).*(?=[^\S\x1c-\x1f][\S\x1c-\x1f])")
 
 
 def encode_texts(tokenizer: Any, texts: list[str], *, bos_id: int | None, eos_id: int | None, dtype: str,

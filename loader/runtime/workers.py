@@ -1,11 +1,8 @@
 """The lives of DataLoader workers: they die with the training process, and a dead one is reported, never waited for.
 
-- **Orphans**: each worker, when it starts (`watch_parent`, the DataLoader's `worker_init_fn`), asks
-  Linux to SIGKILL it when its parent dies (`prctl(PR_SET_PDEATHSIG)`; only when the workers are
-  started from the main thread, since the signal follows the thread that forked, not the process),
-  and runs a watchdog thread that exits the worker (`os._exit`, skipping the queue flush that blocks
-  an orphan on a full pipe) within `PARENT_POLL_S` of its parent's pid changing — any platform, any
-  death, SIGKILL included.
+- **Orphans**: each worker, when it starts (`WorkerInit`, the DataLoader's `worker_init_fn`), calls
+  `sdl.loader.storage.orphans.watch_parent`: a death signal from Linux and a watchdog thread exit it
+  when its parent dies — any platform, any death, SIGKILL included.
 - **Dead workers**: the training process checks its workers whenever it has waited `HEALTH_S` for a
   batch (`check_workers`): a worker that exited (the OOM killer's SIGKILL, a crash) raises a
   `WorkerError` naming it and its signal; a SIGBUS death (a memory-mapped file truncated under it)
@@ -19,38 +16,16 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
 from sdl.loader.errors import SdlError, WorkerError
 from sdl.loader.index.handles import check_sizes
+from sdl.loader.storage.orphans import watch_parent
 
-PARENT_POLL_S = 0.5
 HEALTH_S = 1.0
-PR_SET_PDEATHSIG = 1
-
-
-def watch_parent(parent_pid: int, death_signal: bool, worker_id: int = 0) -> None:
-    """worker_init_fn: this worker exits when process `parent_pid` dies."""
-    if death_signal and sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        except (OSError, AttributeError):
-            pass  # the watchdog below still covers it
-    if os.getppid() != parent_pid:  # the parent died before this worker started
-        os._exit(1)
-
-    def watch() -> None:
-        while not stopped.wait(PARENT_POLL_S):
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    stopped = threading.Event()
-    threading.Thread(target=watch, name="sdl-parent-watch", daemon=True).start()
 
 
 class WorkerInit:

@@ -9,9 +9,11 @@ from sdl.loader.errors import InputError
 
 
 @app.command("_exit-probe", hidden=True)
-def _exit_probe(code: int = 0, fail: bool = False) -> None:
+def _exit_probe(code: int = 0, fail: bool = False, interrupt: bool = False) -> None:
     if fail:
         raise InputError("missing.txt: no such file; expected a text file, pass an existing path")
+    if interrupt:
+        raise KeyboardInterrupt  # Ctrl-C
     raise typer.Exit(code)
 
 
@@ -23,6 +25,12 @@ def test_exit_codes_reach_the_shell(capsys):
     err = capsys.readouterr().err
     assert "error: missing.txt: no such file; expected a text file, pass an existing path\n" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_a_re_run_continues(capsys):
+    assert main(["_exit-probe", "--interrupt"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: interrupted; ") and "re-run the same command to continue" in err
 
 
 def test_usage_errors_are_one_line_naming_the_help(capsys):

@@ -1,4 +1,5 @@
-"""Tiny deterministic corpora for the prepare tests, and a reader that splits a token dataset back into documents."""
+"""Tiny deterministic corpora for the prepare tests, a reader that splits a token dataset back into documents, and a
+progress callback that stops a run where a kill would."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def read_dataset(out: Path) -> tuple[np.ndarray, list[np.ndarray], dict]:
 def dataset_bytes(out: Path) -> dict[str, bytes]:
     """Every data file of a dataset (shards, docs, manifest), for byte-identity checks."""
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(num_shards: int):
+    """A progress callback that stops prepare (raises Interrupt) once `num_shards` shards are journalled."""
+    def progress(p):
+        if p.num_shards >= num_shards:
+            raise Interrupt
+    return progress

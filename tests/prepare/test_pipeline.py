@@ -62,6 +62,23 @@ def test_every_input_kind_and_bos(tmp_path, tok):
     check_round_trip(out, texts, tok, bos=1)
 
 
+def test_dictionary_encoded_text_columns_read_as_their_strings(tmp_path, tok):
+    texts = make_texts(30, seed=3)
+    texts[7::5] = [texts[2]] * len(texts[7::5])  # repeated values, as dictionary encoding is for
+    (tmp_path / "in").mkdir()
+    column = pa.array(texts[:10]).dictionary_encode()
+    pq.write_table(pa.table({"text": column}), tmp_path / "in" / "1.parquet", use_dictionary=True, store_schema=True)
+    large = pa.table({"text": pa.array(texts[10:20], pa.large_string()).dictionary_encode()})
+    with pa.ipc.new_file(tmp_path / "in" / "2.arrow", large.schema) as writer:  # an Arrow file
+        writer.write_table(large)
+    small = pa.table({"text": pa.array(texts[20:]).dictionary_encode().cast(pa.dictionary(pa.int8(), pa.string()))})
+    with pa.ipc.new_stream(tmp_path / "in" / "3.arrow", small.schema) as writer:  # an Arrow stream
+        writer.write_table(small, max_chunksize=4)
+    assert pa.types.is_dictionary(pq.ParquetFile(tmp_path / "in" / "1.parquet").schema_arrow.field("text").type)
+    _, out = run(tmp_path, [tmp_path / "in"], tokens_per_shard=128)
+    check_round_trip(out, texts, tok)
+
+
 def test_save_to_disk_folder(tmp_path, tok):
     datasets = pytest.importorskip("datasets")
     texts = make_texts(25, seed=2)

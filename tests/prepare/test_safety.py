@@ -13,21 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from corpus import dataset_bytes, make_texts, read_dataset, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
+from corpus import Interrupt, dataset_bytes, make_texts, read_dataset, stop_after, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
 from sdl.loader.errors import ConfigError, InputError, SdlError
 from sdl.prepare import PrepareConfig, load_tokenizer, prepare
 from sdl.prepare.journal import read_journal
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(num_shards):
-    def progress(p):
-        if p.num_shards >= num_shards:
-            raise Interrupt
-    return progress
 
 
 def config(tmp_path, sources, name="out", **options):
@@ -233,13 +222,18 @@ def test_a_stray_shard_like_file_is_left_alone(tmp_path):
     assert (out / "shard-backup.npy").read_bytes() == b"the user's"
 
 
+def white(char):
+    """Unicode White_Space, as the tokenizer reads it: str.isspace less the ASCII separators."""
+    return char.isspace() and char not in "\x1c\x1d\x1e\x1f"
+
+
 def by_the_rule(text, piece_chars):
     """The manifest's piece rule, character by character: cut right before the last whitespace followed by a
     non-whitespace among the `piece_chars` characters after the piece's first, else after `piece_chars`."""
     pieces, start = [], 0
     while len(text) - start > piece_chars:
         starts = [i for i in range(start + 1, start + piece_chars + 1)
-                  if i + 1 < len(text) and text[i].isspace() and not text[i + 1].isspace()]
+                  if i + 1 < len(text) and white(text[i]) and not white(text[i + 1])]
         end = starts[-1] if starts else start + piece_chars
         pieces.append(text[start:end])
         start = end

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
-from sdl.loader.errors import ConfigError
+from sdl.loader.errors import ConfigError, InputError
 from sdl.prepare.config import PrepareConfig, load_config_file, make_config
 from sdl.prepare.sources import resolve_sources, split_for_job, stdlib_files
 
@@ -40,3 +43,21 @@ def test_config_file_unknown_key_and_override(tmp_path):
     path.write_text("num_prc = 2\n")
     with pytest.raises(ConfigError, match="unknown key num_prc"):
         load_config_file(path)
+
+
+def test_a_file_named_twice_in_any_spelling_is_read_once_under_its_first_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.jsonl").write_text('{"text": "x"}\n')
+    Path("link.jsonl").symlink_to("a.jsonl")
+    for specs in [("a.jsonl", str(tmp_path / "a.jsonl")), ("a.jsonl", "link.jsonl"), ("./a.jsonl", ".", "a.jsonl")]:
+        assert [f.path for f in resolve_sources(specs)] == [os.path.normpath(specs[0])]
+
+
+def test_an_output_folder_holding_the_inputs_is_named_not_called_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("oi").mkdir()
+    Path("oi/a.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(InputError, match=r"^oi: the input folder is also the output folder, .*; choose another output folder"):
+        resolve_sources(("oi",), out="oi")
+    with pytest.raises(InputError, match=r"^every input \(oi/a.jsonl\) lies inside the output folder oi, .*; choose an output folder "):
+        resolve_sources(("oi/a.jsonl",), out="oi")

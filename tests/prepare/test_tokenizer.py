@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import sys
 
+import hypothesis.strategies as st
 from corpus import make_texts, write_jsonl  # noqa: E402  (tests/prepare on sys.path via conftest)
-from sdl.prepare.tokenizer import BUNDLED_PATH
+from hypothesis import given, settings
+from sdl.prepare.tokenizer import BUNDLED_PATH, encode_texts, load_tokenizer
 
+TOKENIZER = load_tokenizer().build()
 LOAD = "from sdl.prepare import load_tokenizer; s = load_tokenizer('acme/tiny-bpe'); print(s.name, s.vocab_size, s.eos_id)"
 
 
@@ -35,3 +38,21 @@ def test_a_name_resolves_from_the_cache_hf_home_names_and_offline_uncached_names
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: ")
     assert "HF_HUB_OFFLINE is set" in refused.stderr and "`hf download acme/tiny-bpe`" in refused.stderr
     assert not (tmp_path / "out").exists()
+
+
+# Unicode White_Space (what byte-level BPE pre-tokenizers call whitespace), then the ASCII separators that Python's
+# str.isspace and re's \s also count and the tokenizer reads as punctuation.
+WHITE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
+SEPARATORS = "\x1c\x1d\x1e\x1f"
+PIECE_TEXTS = st.lists(st.tuples(st.text(WHITE + SEPARATORS, max_size=3), st.sampled_from(WHITE),
+                                 st.text("ab1é.!'" + SEPARATORS, min_size=1, max_size=4)), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=PIECE_TEXTS, piece_chars=st.integers(8, 16))
+def test_pieces_encode_like_the_whole_document_with_every_kind_of_whitespace(parts, piece_chars):
+    """A word starts after a White_Space character at least every 8 characters (a run, one White_Space character, a
+    word), so no piece is cut hard: the README's law holds at every cut."""
+    text = "".join(run + white + word for run, white, word in parts)
+    tokens, lengths = encode_texts(TOKENIZER, [text], bos_id=None, eos_id=None, dtype="uint32", piece_chars=piece_chars)
+    assert tokens.tolist() == TOKENIZER.encode(text, add_special_tokens=False).ids and lengths.tolist() == [len(tokens)]

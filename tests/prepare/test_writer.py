@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from sdl.loader.format.tokens import file_checksum
@@ -54,3 +57,23 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644  # other users of a shared cluster can read the dataset
+
+
+FULL_DISK = """
+import errno, resource, sys
+from pathlib import Path
+import numpy as np
+from sdl.prepare.writer import write_npy
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a write past 4 KiB fails as on a full disk (EFBIG for ENOSPC)
+try:
+    write_npy(Path(sys.argv[1]) / "shard.npy", np.arange(10_000, dtype=np.uint16))
+except OSError as exc:
+    print(errno.errorcode.get(exc.errno), sorted(p.name for p in Path(sys.argv[1]).iterdir()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE as on Linux")
+def test_a_short_write_is_an_os_error_with_its_errno(tmp_path):
+    """What a full disk raises names the cause (numpy's own write said only "N requested and M written"); nothing is left."""
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "EFBIG []\n", done.stderr
