@@ -1,8 +1,8 @@
 """What a resumed `sdl prepare` may continue from, and how a run that met bad input leaves the folder as it found it.
 
 A resume continues only over inputs unchanged where earlier runs read them: every input before the
-journal's `position.source` has the size and mtime it had, and the input at that position either too,
-or the same records up to the position (the journal's `prefix` digest, recorded when a run failed on
+journal's `position.source` has the identity it had (size, mtime, inode, inode change time: `sources`), and the
+input at that position either too, or the same records up to the position (the journal's `prefix` digest, recorded when a run failed on
 bad input there, so the user can fix a line past that point and re-run). Inputs not yet read may change.
 """
 
@@ -38,7 +38,8 @@ def check_inputs(journal: Journal, files: tuple[SourceFile, ...], text_field: st
         if i == position and journal.prefix == prefix_digest(files[i], _records_read(journal), text_field):
             continue
         raise ConfigError(f"{files[i].path} changed ({was} -> {is_}) where an earlier run already read it into the "
-                          f"{journal.num_shards:,} shards kept in the output; restore it, or pass --overwrite to start again")
+                          f"{journal.num_shards:,} shards kept in the output (its size, times or inode differ); restore the file as it "
+                          "was read, or pass --overwrite to start again")
     return replace(journal, inputs=now, prefix=None, options=_resumed_options(journal, options))
 
 
