@@ -207,7 +207,8 @@ class TokenWindows(ShardAccess):
         seed, epoch, position = (getattr(indices, name, None) for name in ("seed", "epoch", "position"))
         if seed is None or epoch is None or position is None:
             seed, epoch, position = 0, 0, min(indices) if len(indices) else 0
-        rng = np.random.default_rng((int(seed), int(epoch), int(position)))
+        seed = int(seed)  # a negative seed (any integer is one) drawn apart: numpy takes non-negative entropy only
+        rng = np.random.default_rng((seed, int(epoch), int(position)) if seed >= 0 else (-seed, int(epoch), int(position), 1))
         return self.shift_choices[int(rng.integers(len(self.shift_choices)))]
 
     def _batch(self, sample_ids: np.ndarray, shift: int, into: dict[str, np.ndarray] | None = None,
