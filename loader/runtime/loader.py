@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -28,7 +29,12 @@ from sdl.loader.runtime.transport import (
     task_steps,
     to_wire,
 )
-from sdl.loader.runtime.workers import WorkerInit, check_workers, leaf_sources, worker_error
+from sdl.loader.runtime.workers import (
+    WorkerInit,
+    check_workers,
+    leaf_sources,
+    worker_error,
+)
 from sdl.loader.sampling.sampler import ElasticSampler, EpochPlan, move_to_epoch
 from sdl.loader.sampling.state import LoaderState, check_arguments
 from sdl.loader.storage.prefetch import NamedObjects, Prefetcher
@@ -59,7 +65,9 @@ class SdlLoader:
         self._start = sampler.state(0)  # the state the current (or next) iteration starts from
         self._yielded = 0  # batches of that iteration handed to the caller
         self._restored = False  # given a state (load_state_dict): a host resuming mid-epoch without one is refused
-        sampler.owner_set_epoch = self.set_epoch  # a host's `loader.sampler.set_epoch(e)` moves the loader (Lightning)
+        # A host's `loader.sampler.set_epoch(e)` moves the loader (Lightning); weakly: a cycle would outlive `del loader`,
+        # and its workers with it until a garbage collection, whose shutdown of them then waits out their timeouts
+        sampler.owner_set_epoch = weakref.WeakMethod(self.set_epoch)
 
     @property
     def _state(self) -> LoaderState:

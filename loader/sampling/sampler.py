@@ -125,7 +125,7 @@ class ElasticSampler:
             world_size=world_size, batch_size=batch_size, rank=rank, dataset=dict(dataset_info or {}),
         )
         self._produced, self._finished, self._adapt = 0, False, adapt  # adapt: a dataset's translation of a saved state
-        self.owner_set_epoch: Callable[[int, bool], None] | None = None  # a loader owning this sampler (make_loader)
+        self.owner_set_epoch: Callable[[], Any] | None = None  # the WeakMethod of the loader owning it (make_loader)
 
     @classmethod
     def for_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> ElasticSampler:
@@ -256,8 +256,8 @@ class ElasticSampler:
         """Continue the epoch in progress when `epoch` is it; start `epoch` when the current one has not begun.
         Moving to another epoch while the current one is part-way raises, unless `skip_rest=True` (its rest is dropped).
         A sampler a loader owns is moved by it (a host such as Lightning calls `loader.sampler.set_epoch`)."""
-        if self.owner_set_epoch is not None:
-            return self.owner_set_epoch(epoch, skip_rest)
+        if (owner := self.owner_set_epoch and self.owner_set_epoch()) is not None:  # a weak method: no cycle to collect
+            return owner(epoch, skip_rest)
         self._base = move_to_epoch(self.state(), epoch, skip_rest, self.plan_from(self.state()).steps)
         self._produced, self._finished = 0, False
 
