@@ -33,8 +33,13 @@ def is_job_parent(root: Path) -> bool:
             data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return isinstance(data, dict) and isinstance(data.get("parts"), list) and bool(data["parts"])
+        return joins_parts(data)
     return bool(find_job_folders(root))
+
+
+def joins_parts(manifest: Any) -> bool:
+    """Whether a parsed manifest is a join of job parts (a non-empty `parts` list)."""
+    return isinstance(manifest, dict) and isinstance(manifest.get("parts"), list) and bool(manifest["parts"])
 
 
 def join_jobs(root: str | Path) -> Manifest:

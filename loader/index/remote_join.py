@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 from sdl.loader.errors import FormatError
 from sdl.loader.format.tokens import MANIFEST_NAME, Manifest
-from sdl.loader.index.join import join_manifests
+from sdl.loader.index.join import join_manifests, joins_parts
 from sdl.loader.index.remote import read_remote_manifest
 from sdl.loader.storage.client import Missing
 from sdl.loader.storage.remote import RemoteFiles
@@ -25,7 +25,7 @@ def join_remote_jobs(url: str) -> Manifest | None:
         current = files.read(MANIFEST_NAME)
     except Missing:
         current = None
-    if current is not None and not _joins_parts(current):
+    if current is not None and not _parsed_joins(current):
         return None
     parts = []
     prefix = f"{files.location.prefix}/" if files.location.prefix else ""
@@ -45,10 +45,8 @@ def join_remote_jobs(url: str) -> Manifest | None:
     return joined
 
 
-def _joins_parts(manifest: bytes) -> bool:
-    """Whether a manifest is a join of job parts (a non-empty `parts` list), as `join.is_job_parent` reads a local one."""
+def _parsed_joins(manifest: bytes) -> bool:
     try:
-        data = json.loads(manifest)
+        return joins_parts(json.loads(manifest))
     except ValueError:
         return False
-    return isinstance(data, dict) and isinstance(data.get("parts"), list) and bool(data["parts"])

@@ -89,7 +89,7 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
                               f"({sorted({str(s.global_batch_size) for s in states})}); pass the per-rank files of one run")
     global_batch, accumulated = world_size * batch_size, states[0].global_batch_size  # a micro-step's samples; G
     low = _check_epochs(states)
-    base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining + (accumulated or 0) - s.padded)
+    base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining - s.padded)  # the least advanced
     epoch_steps = plan_rest(base, global_batch, accumulated, base.drop_last).steps  # the epoch's whole global steps
     extra: list[np.ndarray] = []
     for rank, state in by_rank.items():

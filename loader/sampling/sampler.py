@@ -119,6 +119,7 @@ class ElasticSampler:
         self.batch_size, self.rank, self.world_size, self.drop_last = batch_size, rank, world_size, drop_last
         accumulated = f" × {self.accumulate} micro-steps" if self.accumulate else ""
         check_fits(num_samples, self.global_batch_size, drop_last, f"{world_size} rank(s) × batch_size {batch_size}{accumulated}")
+        self.accumulated = None if self.accumulate is None else self.global_batch_size  # G when accumulating, as states record it
         self._base = LoaderState(
             fingerprint=fingerprint, num_samples=num_samples, seed=seed, shuffle=shuffle_mode(shuffle),
             block_size=block_size, window_blocks=window_blocks, drop_last=drop_last,
@@ -150,8 +151,7 @@ class ElasticSampler:
 
     def plan_from(self, state: LoaderState) -> EpochPlan:
         """The rest of `state`'s epoch for this sampler's topology (steps are micro-steps)."""
-        G = None if self.accumulate is None else self.global_batch_size
-        return plan_rest(state, self.micro_batch_size, G, self.drop_last)
+        return plan_rest(state, self.micro_batch_size, self.accumulated, self.drop_last)
 
     def plan(self) -> EpochPlan:
         """The rest of the current epoch, from the state this sampler starts (or resumed) from."""
@@ -195,7 +195,7 @@ class ElasticSampler:
         padded = j >= remaining
         positions = np.empty_like(j)
         positions[~padded] = base.position_of(j[~padded])
-        done = base.padded_by(None if self.accumulate is None else self.global_batch_size)  # padding delivered already
+        done = base.padded_by(self.accumulated)  # padding delivered already
         positions[padded] = (j[padded] - remaining + done) % max(base.num_samples, 1)  # wrap to the start of the order
         return order[positions].reshape(len(steps), B), padded.reshape(len(steps), B)
 
@@ -230,7 +230,7 @@ class ElasticSampler:
         plan = self.plan_from(start)
         if not 0 <= steps <= plan.steps:
             raise ValueError(f"consumed_steps={steps}, expected 0..{plan.steps}")
-        G = None if self.accumulate is None else self.global_batch_size
+        G = self.accumulated
         info = {"world_size": self.world_size, "batch_size": self.batch_size, "rank": self.rank, "drop_last": self.drop_last,
                 "global_batch_size": G}
         if steps == plan.steps:
