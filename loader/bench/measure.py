@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import torch
 from sdl.loader.bench.baseline import SliceCeiling, baseline_loader
 from sdl.loader.bench.report import (
     RESUME_FRACTIONS,
+    ROUNDS,
     BenchConfig,
     CudaFigures,
     ResumeLatency,
@@ -55,13 +57,15 @@ def time_batches(batches: Iterator[Any], config: BenchConfig, tick: Callable[[],
     return seconds, time.process_time() - cpu_started
 
 
-def throughput(seconds: list[float], config: BenchConfig, itemsize: int, cpu_s: float | None = None) -> Throughput:
+def throughput(seconds: list[float], config: BenchConfig, itemsize: int, cpu_s: float | None = None,
+               rounds: tuple[float, ...] = ()) -> Throughput:
     samples_per_s = len(seconds) * config.batch_size / sum(seconds)
     tokens_per_s = samples_per_s * config.seq_len
     latency_ms = np.asarray(seconds) * 1e3
     return Throughput(samples_per_s=samples_per_s, tokens_per_s=tokens_per_s, mb_per_s=tokens_per_s * itemsize / 1e6,
                       latency_p50_ms=float(np.percentile(latency_ms, 50)), latency_p99_ms=float(np.percentile(latency_ms, 99)),
-                      batches=len(seconds), main_cpu_ms_per_batch=None if cpu_s is None else cpu_s / len(seconds) * 1e3)
+                      batches=len(seconds), main_cpu_ms_per_batch=None if cpu_s is None else cpu_s / len(seconds) * 1e3,
+                      rounds=rounds)
 
 
 def sample_batches(dataset: Any, config: BenchConfig) -> list[np.ndarray]:
@@ -90,45 +94,53 @@ def output_dtype(device: torch.device) -> np.dtype:
 
 
 def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None],
-                       device: torch.device | None = None) -> dict[str, Throughput | None]:
+                       device: torch.device | None = None) -> tuple[dict[str, Throughput | None], dict[str, float | None]]:
+    """Each reader's throughput over ROUNDS rounds of `config.steps` timed batches, and the ratios between them (see
+    `ratios`). The readers take turns, the order reversed every other round, so that load from other processes on a
+    shared machine falls on all of them alike; sdl's readers and the ceilings run next to each other."""
     itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
     device = device or torch.device("cpu")
     readers: dict[str, Callable[[], Iterator[Any]]] = {  # each: the batches of one reader, endlessly
         "sdl_in_process": lambda: endless(make_loader(dataset, config.batch_size, seed=config.seed, num_workers=0, device=device)),
-        "baseline_in_process": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, 0)),
         "ceiling": lambda: ceiling_batches(dataset, config, output_dtype(device)),
         "ceiling_held": lambda: ceiling_batches(dataset, config, output_dtype(device), buffers=2),
         "ceiling_per_row": lambda: ceiling_batches(dataset, config, output_dtype(device), per_row=True),
         "sdl_workers": lambda: endless(make_loader(dataset, config.batch_size, seed=config.seed,
                                                    num_workers=config.num_workers, device=device)),
+        "baseline_in_process": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, 0)),
         "baseline_workers": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)),
     }
-    results: dict[str, Throughput | None] = {}
-    for name, batches_of in readers.items():
-        if name.endswith("_workers") and config.num_workers == 0:
-            results[name] = None
-            continue
-        batches = batches_of()
-        seconds, cpu_s = time_batches(batches, config, tick)
-        results[name] = throughput(seconds, config, itemsize, cpu_s)
-        del batches  # shuts the workers down before the next reader starts
-    return results
+    names = [name for name in readers if config.num_workers > 0 or not name.endswith("_workers")]
+    timed: dict[str, list[tuple[list[float], float]]] = {name: [] for name in names}
+    for r in range(ROUNDS):
+        for name in names if r % 2 == 0 else names[::-1]:
+            batches = readers[name]()
+            timed[name].append(time_batches(batches, config, tick))
+            del batches  # shuts the workers down before the next reader starts
+    results: dict[str, Throughput | None] = {name: None for name in readers}
+    for name, rounds in timed.items():
+        per_round = tuple(throughput(seconds, config, itemsize, cpu_s) for seconds, cpu_s in rounds)
+        results[name] = throughput([s for seconds, _ in rounds for s in seconds], config, itemsize,
+                                   sum(cpu_s for _, cpu_s in rounds), rounds=tuple(t.samples_per_s for t in per_round))
+        timed[name] = per_round  # type: ignore[assignment]
+    return results, ratios(timed)  # type: ignore[arg-type]
 
 
-def ratios(results: dict[str, Throughput | None]) -> dict[str, float | None]:
-    def ratio(a: str, b: str) -> float | None:
-        x, y = results.get(a), results.get(b)
-        return None if x is None or y is None else x.samples_per_s / y.samples_per_s
+RATIOS = {"sdl_vs_baseline_in_process": ("sdl_in_process", "baseline_in_process"), "sdl_vs_ceiling": ("sdl_in_process", "ceiling"),
+          "sdl_vs_held_ceiling": ("sdl_in_process", "ceiling_held"), "sdl_vs_per_row_ceiling": ("sdl_in_process", "ceiling_per_row"),
+          "sdl_vs_baseline_workers": ("sdl_workers", "baseline_workers"), "sdl_workers_vs_in_process": ("sdl_workers", "sdl_in_process")}
 
-    in_process, workers = results.get("sdl_in_process"), results.get("sdl_workers")
-    cpu = None if in_process is None or workers is None else workers.main_cpu_ms_per_batch / in_process.main_cpu_ms_per_batch
-    return {"sdl_vs_baseline_in_process": ratio("sdl_in_process", "baseline_in_process"),
-            "sdl_vs_ceiling": ratio("sdl_in_process", "ceiling"),
-            "sdl_vs_held_ceiling": ratio("sdl_in_process", "ceiling_held"),
-            "sdl_vs_per_row_ceiling": ratio("sdl_in_process", "ceiling_per_row"),
-            "sdl_vs_baseline_workers": ratio("sdl_workers", "baseline_workers"),
-            "sdl_workers_vs_in_process": ratio("sdl_workers", "sdl_in_process"),
-            "main_cpu_workers_vs_in_process": cpu}
+
+def ratios(rounds: dict[str, tuple[Throughput, ...]]) -> dict[str, float | None]:
+    """Each ratio as the median over rounds of that round's ratio (a round's readers ran next to each other); the
+    training process's CPU per batch, with workers against in process, likewise."""
+    def median_ratio(a: str, b: str, of: Callable[[Throughput], float]) -> float | None:
+        x, y = rounds.get(a), rounds.get(b)
+        return None if not x or not y else statistics.median(of(p) / of(q) for p, q in zip(x, y))
+
+    out = {key: median_ratio(a, b, lambda t: t.samples_per_s) for key, (a, b) in RATIOS.items()}
+    out["main_cpu_workers_vs_in_process"] = median_ratio("sdl_workers", "sdl_in_process", lambda t: t.main_cpu_ms_per_batch)
+    return out
 
 
 def measure_resume(dataset: TokenWindows, config: BenchConfig, tick: Callable[[], None]) -> tuple[ResumeLatency, ...]:

@@ -9,6 +9,7 @@ from sdl.loader.errors import ConfigError
 
 REPORT_VERSION = 1
 RESUME_FRACTIONS = (0.01, 0.5, 0.99)
+ROUNDS = 5  # turns each reader takes in `sdl bench` (ratios: the median over rounds; one 200-step round of sdl is ~10 ms)
 
 
 CLI_FIELDS = ("seq_len", "stride", "batch_size", "num_workers", "steps", "device", "step_ms")  # set by sdl bench's options
@@ -25,7 +26,7 @@ class BenchConfig:
     stride: int | None = None              # None: seq_len (windows tile the stream)
     batch_size: int = 16
     num_workers: int = 2
-    steps: int = 200                       # timed batches per reader, and simulated training steps per stall run
+    steps: int = 200                       # timed batches per reader and round, and simulated training steps per stall run
     warmup_steps: int = 5                  # batches read (and steps run) before timing starts
     device: str = "auto"                   # auto: cuda when available, else cpu
     step_ms: float = 10.0                  # simulated compute per training step
@@ -58,6 +59,7 @@ class Throughput:
     latency_p99_ms: float
     batches: int
     main_cpu_ms_per_batch: float | None = None  # CPU of the training process (its threads), per batch
+    rounds: tuple[float, ...] = ()  # samples/s of each round, when the reader took turns with others (see ROUNDS)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,6 +12,9 @@ Readers of the same windows (`seq_len` tokens every `stride`, labels shifted by 
   two casting slice copies a window, issue 14's definition, slower than the gather: a reference); and the memcpy bandwidth
   (`physical`), the limit of any reader: `memcpy_tokens_per_s` = bandwidth / output bytes per token;
 - **peers** (`--peer`): other loaders on the same tokens (`sdl.loader.bench.peers`).
+The readers take turns, ROUNDS times (the order reversed every other round), `steps` timed batches each a round;
+a reader's figures are over all its rounds, and each ratio is the median over rounds of that round's ratio: the
+load of other processes on a shared machine then falls on both sides of a ratio alike.
 MB/s counts token bytes read from the shards (samples × seq_len × shard itemsize), the same for all.
 `main_cpu_ms_per_batch` is the training process's CPU time per batch (its threads; workers excluded).
 Data stall: each simulated step waits for its batch (the wait), then computes `step_ms`; the stall
@@ -39,13 +42,13 @@ from sdl.loader.bench.measure import (
     measure_stall,
     measure_throughput,
     output_dtype,
-    ratios,
     throughput,
     time_batches,
 )
 from sdl.loader.bench.peers import check_peers, run_peer
 from sdl.loader.bench.report import (
     RESUME_FRACTIONS,
+    ROUNDS,
     BenchConfig,
     BenchProgress,
     BenchReport,
@@ -77,7 +80,8 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
     device = bench_device(config.device)
     dataset = TokenWindows(path, config.seq_len, config.stride)
     resume_points = len(RESUME_FRACTIONS) * len({0, config.num_workers})
-    total = (5 + 2 * len(config.peers)) * config.steps + resume_points + 1 + 2 * config.steps
+    readers = 7 if config.num_workers else 5  # see measure_throughput
+    total = (readers * ROUNDS + 2 * len(config.peers)) * config.steps + resume_points + 1 + 2 * config.steps
     done = [0, "throughput"]
 
     def tick(phase: str | None = None) -> None:
@@ -86,7 +90,7 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
             progress(BenchProgress(phase=phase or done[1], completed=done[0], total=total))
 
     # Step: throughput of the three readers; then resume latency and memory; then data stall.
-    measured = measure_throughput(dataset, config, tick, device)
+    measured, measured_ratios = measure_throughput(dataset, config, tick, device)
     itemsize = np.dtype(dataset.index.meta.get("dtype", "uint32")).itemsize
 
     def time_reader(loader: Any) -> Any:
@@ -108,5 +112,5 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
         dataset={"path": str(path), "synthetic": (meta.get("tokenizer") or {}).get("name") == "synthetic",
                  "num_tokens": dataset.index.total, "num_shards": len(dataset.index.sources), "dtype": meta.get("dtype"),
                  "num_samples": len(dataset), "seq_len": dataset.seq_len, "stride": dataset.stride},
-        throughput=measured, ratios=ratios(measured), resume=resume, resume_memory=memory, stall=stalls, cuda=cuda,
+        throughput=measured, ratios=measured_ratios, resume=resume, resume_memory=memory, stall=stalls, cuda=cuda,
         seconds=time.perf_counter() - started, physical=physical, peers=peers)

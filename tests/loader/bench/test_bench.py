@@ -2,12 +2,14 @@
 
 import hashlib
 import math
+import statistics
 import sys
 
 import numpy as np
 import pytest
 from sdl.loader.bench import BenchConfig, run_bench
 from sdl.loader.bench.baseline import SliceCeiling, naive_windows
+from sdl.loader.bench.report import ROUNDS
 from sdl.loader.data.windows import TokenWindows
 from sdl.loader.errors import ConfigError
 from sdl.loader.format.atomic import atomic_write_bytes, atomic_write_json
@@ -38,7 +40,7 @@ def test_throughput_and_ratios_are_positive(report):
     assert set(report.throughput) == {"sdl_in_process", "baseline_in_process", "ceiling", "ceiling_held", "ceiling_per_row", "sdl_workers",
                                       "baseline_workers"}
     for result in report.throughput.values():
-        assert result.batches == TINY["steps"]
+        assert result.batches == TINY["steps"] * ROUNDS and len(result.rounds) == ROUNDS and all(map(positive, result.rounds))
         for value in (result.samples_per_s, result.tokens_per_s, result.mb_per_s, result.latency_p50_ms, result.latency_p99_ms):
             assert positive(value)
         assert result.main_cpu_ms_per_batch >= 0
@@ -47,6 +49,10 @@ def test_throughput_and_ratios_are_positive(report):
     assert set(report.ratios) == {"sdl_vs_baseline_in_process", "sdl_vs_ceiling", "sdl_vs_held_ceiling", "sdl_vs_per_row_ceiling", "sdl_vs_baseline_workers",
                                   "sdl_workers_vs_in_process", "main_cpu_workers_vs_in_process"}
     assert all(positive(value) for key, value in report.ratios.items() if key != "main_cpu_workers_vs_in_process")
+    rounds = {name: result.rounds for name, result in report.throughput.items()}  # each ratio: the median of its rounds'
+    assert report.ratios["sdl_workers_vs_in_process"] == statistics.median(
+        w / i for w, i in zip(rounds["sdl_workers"], rounds["sdl_in_process"]))
+    assert report.ratios["sdl_vs_ceiling"] == statistics.median(s / c for s, c in zip(rounds["sdl_in_process"], rounds["ceiling"]))
     assert positive(report.physical["memcpy_gb_per_s"])
     assert report.physical["memcpy_tokens_per_s"] == pytest.approx(report.physical["memcpy_gb_per_s"] * 1e9 / 16)  # int64 pairs
 
