@@ -47,6 +47,27 @@ def test_a_slot_round_trip_keeps_values_dtypes_and_strides_and_frees_the_slot_wh
     assert ring._stamps[0, slot] == 0
 
 
+
+@pytest.mark.parametrize("keep", [lambda t: t.numpy(), lambda t: t.untyped_storage(), lambda t: t[1:], lambda t: t.detach(),
+                                  lambda t: t.view(-1)])
+def test_a_slot_used_again_is_given_back_only_when_nothing_of_its_new_batch_is_held(keep):
+    """The ring keeps the arrays a slot's tensors are made from: a batch received into a slot for the second time (same
+    views) holds the slot exactly as the first did, through anything taken from one of its tensors."""
+    ring = Ring(slot_bytes=4096, num_workers=1, depth=1)
+    for round_ in range(3):
+        slot = ring.acquire(0, ring.generation)
+        assert slot == 0, round_
+        tokens = ring.slot(0, slot)[:2 * 3 * 8 * 8].view(torch.int64).view(2, 3, 8)
+        tokens.copy_(torch.arange(48).view(2, 3, 8) + round_)
+        batch = from_wire(encode({"input_ids": tokens[0], "labels": tokens[1]}, ring, 0, slot, ring.generation), ring)
+        kept = keep(batch["labels"])
+        del batch
+        ring.release_unused()
+        assert ring.acquire(0, ring.generation) is None, round_  # still held through `kept`
+        del kept
+        ring.release_unused()
+    assert ring.acquire(0, ring.generation) == 0
+
 def test_dataloader_workers_deliver_identical_batches(token_dataset):
     from sdl.loader import TokenWindows, make_loader
 
