@@ -78,8 +78,13 @@ def command(
                    "to an s3:// DATASET (the object-store bench)", "drop {them} or give s3://bucket/prefix")
     toml = dataset is not None and Path(dataset).suffix == ".toml"
     if mixture or toml:
-        refuse_ignored(on_command_line(ctx, "device", "step_ms", "plot", "peer", *(("tokens", "seq_len", "stride") if toml else ())),
+        refuse_ignored(on_command_line(ctx, "device", "step_ms", "plot", "peer", *(("tokens",) if toml else ())),
                        applies, "to a mixture bench" + (" of a config (its sources define the samples)" if toml else ""), "drop {them}")
+        if toml:  # --seq-len and --stride only as the config gives them
+            from sdl.cli.bench_mixture import check_config_windows
+
+            windows = dict(zip(("--seq-len", "--stride"), (seq_len, stride)))
+            check_config_windows(Path(dataset), {flag: windows[flag] for flag in on_command_line(ctx, "seq_len", "stride")})
     elif dataset is not None:
         refuse_ignored(on_command_line(ctx, "tokens"), applies, "with a DATASET (it sizes the synthetic one)", "drop {them}")
     dataset = Path(dataset) if dataset is not None else None

@@ -13,6 +13,9 @@ from sdl.loader.errors import CheckpointError, ConfigError
 
 FORCED = ("--force: the state is rebound to this dataset; its sample order changes, so the rest of epoch {epoch} "
           "may repeat or skip samples already seen; the stream is exactly-once again from epoch {next}")
+GLOBAL_BATCH_CHANGE = ("the global batch changes from {old:,} (saved) to {new:,}: the rest of epoch {epoch} is cut into global "
+                       "steps of {new:,} counted from its start, as make_loader(..., global_batch_size={new}) resumes it; "
+                       "a rewritten state records {new:,}")
 MAX_WORLD_SIZE = 1 << 20  # ranks; the plan lists each (JSON), so a typo of 10^20 would run for ever
 MAX_ROWS = 8  # per-rank rows shown in a table; a world of 1,000 ranks would otherwise print 1,000 lines
 
@@ -67,6 +70,18 @@ def rank_plan(state: Any, world_size: int, batch_size: int, global_batch_size: O
             **plan.to_dict(), "ranks": ranks}
 
 
+def target_global_batch(state: Any, world_size: int, batch_size: int, global_batch_size: Optional[int]) -> Optional[int]:
+    """The plan's G: --global-batch-size, else the one the state records (its run accumulated gradients and resumes
+    with the same make_loader(global_batch_size=G)), which the new world size × batch size must divide."""
+    recorded = state.global_batch_size
+    if global_batch_size is not None or recorded is None or recorded % (world_size * batch_size) == 0:
+        return global_batch_size or recorded
+    raise ConfigError(f"the loader state records global_batch_size={recorded:,} (its run's global batch, with gradient "
+                      f"accumulation), which {world_size:,} rank(s) × batch size {batch_size:,} = {world_size * batch_size:,} does "
+                      f"not divide into whole micro-steps; choose a --world-size and --batch-size whose product divides "
+                      f"{recorded:,}, or pass --global-batch-size with a multiple of {world_size * batch_size:,} to change it")
+
+
 def stop_kind(even: bool, states: list) -> str:
     """How the ranks stopped; a per-rank set with ranks missing is said, since a missing rank may have run further."""
     kind = "even" if even else "uneven (merged exactly)"
@@ -91,14 +106,20 @@ def stream_summary(key: tuple, state: Any, checkpoints: list, target: tuple, che
         "progress_pct": round(100 * state.num_consumed / state.num_samples, 2) if state.num_samples else 100.0,
         "samples_consumed": state.num_consumed, "samples_remaining": state.remaining,
         "tokens_consumed": state.num_consumed * tokens_per_sample if tokens_per_sample else None,
-        "saved_world_size": saved[0][1].world_size, "saved_batch_size": saved[0][1].batch_size, "drop_last": state.drop_last,
+        "saved_world_size": saved[0][1].world_size, "saved_batch_size": saved[0][1].batch_size,
+        "saved_global_batch_size": state.global_batch_size, "drop_last": state.drop_last,
         "stop": stop_kind(even, [s for _, s in saved]), "dataset": state.dataset,
         "ranks": [{"file": str(p), "rank": s.rank, "epoch": s.epoch, "cursor": s.cursor, "samples_consumed": s.num_consumed}
                   for p, s in saved],
     }
     world_size, batch_size, global_batch_size = target
     if world_size is not None or batch_size is not None or global_batch_size is not None:
-        summary["plan"] = rank_plan(state, world_size or state.world_size, batch_size or state.batch_size, global_batch_size)
+        world_size, batch_size = world_size or state.world_size, batch_size or state.batch_size
+        accumulated = target_global_batch(state, world_size, batch_size, global_batch_size)
+        summary["plan"] = rank_plan(state, world_size, batch_size, accumulated)
+        if state.global_batch_size not in (None, accumulated):
+            summary["global_batch_change"] = GLOBAL_BATCH_CHANGE.format(old=state.global_batch_size, new=accumulated,
+                                                                         epoch=state.epoch)
     if key in checks:
         summary["check"] = checks[key].to_dict()
         if force and not checks[key].matches:
@@ -122,7 +143,7 @@ def render_stream(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"loader state at {summary['key']}", show_header=False)
-    skip = {"key", "ranks", "plan", "check", "forced", "consumed_ranges", "dataset"}
+    skip = {"key", "ranks", "plan", "check", "forced", "consumed_ranges", "dataset", "global_batch_change"}
     for name, value in summary.items():
         if name in skip or value is None:
             continue
@@ -140,6 +161,8 @@ def render_stream(console: Any, summary: dict[str, Any]) -> None:
             f"{plan['optimizer_steps']:,} optimizer steps left" if plan["accumulation_steps"] > 1 else ""
         render_rows(console, f"new world: {plan['world_size']} ranks × batch {plan['batch_size']}{accumulated} — "
                              f"dropped tail {plan['dropped']:,}, padded {plan['padded']:,}", plan["ranks"])
+    if "global_batch_change" in summary:
+        console.print(f"[yellow]{summary['global_batch_change']}[/]")
     if "check" in summary:
         check = summary["check"]
         verdict = "[green]matches[/]" if check["matches"] else "[red]does not match[/]: " + "; ".join(check["problems"])
@@ -178,7 +201,7 @@ def command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Target per-rank batch size (default: as saved)."),
     global_batch_size: Optional[int] = typer.Option(
         None, "--global-batch-size", help="The run's global batch with gradient accumulation (make_loader's global_batch_size): "
-                                          "the plan counts micro-steps in whole global steps."),
+                                          "the plan counts micro-steps in whole global steps (default: as the state records)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the rewritten checkpoint here (a folder with --per-rank)."),
     per_rank: bool = typer.Option(False, "--per-rank", help="Write one file per new rank: OUT/rank_<r>.pt."),
     in_place: bool = typer.Option(False, "--in-place", help="Rewrite the (single) input file itself."),
@@ -211,7 +234,7 @@ def command(
     written: list[str] = []
     if out is not None or in_place or per_rank:
         result = rewrite_checkpoint(checkpoints, world_size=world_size, batch_size=batch_size, out=out, per_rank=per_rank,
-                                    in_place=in_place, overwrite=overwrite, states=merged)
+                                    in_place=in_place, overwrite=overwrite, states=merged, global_batch_size=global_batch_size)
         written = [str(path) for path in result.written]
         if result.stale:  # a resume reading the whole folder would take them for ranks of this world
             typer.echo(f"warning: {out} also holds {len(result.stale)} rank file(s) of a larger world, not rewritten "

@@ -36,6 +36,7 @@ class SourceFile:
     kind: str       # text | jsonl | parquet | arrow
     size: int
     fingerprint: str  # file_fingerprint of the file when it was listed
+    identity: tuple[int, int]  # (st_dev, st_ino) when it was listed: the same for every name of the file, hard links too
 
     def to_dict(self) -> dict:
         """The manifest's `sources` entry; the fingerprint changes when the file is rewritten."""
@@ -76,7 +77,8 @@ def _source(path: Path, kind: str) -> SourceFile:
         stat = path.stat()
     except OSError as exc:
         raise InputError(_unreadable(path, exc)) from None
-    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, fingerprint=file_fingerprint(stat))
+    return SourceFile(path=os.path.normpath(path), kind=kind, size=stat.st_size, fingerprint=file_fingerprint(stat),
+                      identity=(stat.st_dev, stat.st_ino))
 
 
 def _unreadable(path: Path, exc: OSError) -> str:
@@ -234,9 +236,9 @@ def _expand(spec: str, text_suffixes: tuple[str, ...], split: str, output: str |
 
 def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".txt",), split: str = "train",
                     out: str | Path | None = None) -> tuple[SourceFile, ...]:
-    """All input files, in argument order, each argument's expansion sorted; a file named twice (in any spelling: a link,
-    an absolute path) kept once, under its first name; none inside the output folder `out` (`sdl prepare data/
-    data/tokens` must not read its own manifest as a document)."""
+    """All input files, in argument order, each argument's expansion sorted; a file named twice (in any spelling: a
+    symlink, an absolute path, a hard link) kept once, under its first name; none inside the output folder `out` (`sdl
+    prepare data/ data/tokens` must not read its own manifest as a document)."""
     seen, files, inside = set(), [], []
     output = os.path.realpath(out) if out is not None else None
     for spec in specs:
@@ -244,8 +246,8 @@ def resolve_sources(specs: tuple[str, ...], text_suffixes: tuple[str, ...] = (".
             real = source.real_path()  # one file however spelled (a symlink, ./x, an absolute path): read once
             if output is not None and real.startswith(output + os.sep):
                 inside.append(source.path)  # a file a glob matched inside the output folder (its manifest.json)
-            elif real not in seen:
-                seen.add(real)
+            elif real not in seen and source.identity not in seen:  # a hard link has its own real path, not its own inode
+                seen.update((real, source.identity) if source.identity[1] else (real,))  # no inode numbers: the path alone
                 files.append(source)
     if not files and inside:
         raise InputError(f"every input ({_names(inside)}) lies inside the output folder {out}, whose files sdl prepare writes and "

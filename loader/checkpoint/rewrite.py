@@ -67,12 +67,15 @@ def output_paths(checkpoints: Sequence[Checkpoint], world_size: int, out: str | 
 
 def rewrite_checkpoint(checkpoints: Sequence[Checkpoint], *, world_size: int | None = None, batch_size: int | None = None,
                        out: str | Path | None = None, per_rank: bool = False, in_place: bool = False,
-                       overwrite: bool = False, states: dict[KeyPath, LoaderState] | None = None) -> RewriteResult:
+                       overwrite: bool = False, states: dict[KeyPath, LoaderState] | None = None,
+                       global_batch_size: int | None = None) -> RewriteResult:
     """Write the first checkpoint's structure with every loader state replaced by the merged state resharded for
-    `world_size`/`batch_size` (default: as saved); one file, or one per new rank. `states` overrides the merge."""
+    `world_size`/`batch_size`/`global_batch_size` (default: as saved); one file, or one per new rank. `states` overrides
+    the merge."""
     # Step: the new states (refuses disagreeing states and world/batch sizes <= 0 before anything is written).
     merged = merge_streams(checkpoints) if states is None else states
-    new = {key: reshard_state(s, s.world_size if world_size is None else world_size, batch_size) for key, s in merged.items()}
+    new = {key: reshard_state(s, s.world_size if world_size is None else world_size, batch_size, global_batch_size)
+           for key, s in merged.items()}
     target_world = next(iter(new.values())).world_size
     # Step: where to write; then each file atomically.
     targets = output_paths(checkpoints, target_world, out, per_rank=per_rank, in_place=in_place, overwrite=overwrite)

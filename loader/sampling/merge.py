@@ -110,14 +110,21 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
     return replace(base.with_consumed(_runs(positions)), rank=None)
 
 
-def reshard_state(state: LoaderState | dict, world_size: int, batch_size: int | None = None) -> LoaderState:
-    """The state for a new world size (and per-rank batch size): the same consumed set, new topology recorded."""
+def reshard_state(state: LoaderState | dict, world_size: int, batch_size: int | None = None,
+                  global_batch_size: int | None = None) -> LoaderState:
+    """The state for a new world size (and per-rank batch size, and global batch size with gradient accumulation;
+    None: as saved): the same consumed set, the new topology recorded. Padding of the epoch's last global step already
+    delivered stays counted only under the same global batch size, as a sampler counts it (`padded_by`)."""
     state = LoaderState.from_dict(state)
     batch_size = state.batch_size if batch_size is None else batch_size
-    for name, value in (("world_size", world_size), ("batch_size", batch_size)):
+    accumulated = state.global_batch_size if global_batch_size is None else global_batch_size
+    targets = {"world_size": world_size, "batch_size": batch_size} | ({} if global_batch_size is None else
+                                                                      {"global_batch_size": global_batch_size})
+    for name, value in targets.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"target {name} is {value!r}, expected a positive integer")
-    return replace(state, world_size=world_size, batch_size=batch_size, rank=None)
+    return replace(state, world_size=world_size, batch_size=batch_size, rank=None, global_batch_size=accumulated,
+                   padded=state.padded_by(accumulated))
 
 
 def plan_for(state: LoaderState | dict, world_size: int, batch_size: int, drop_last: bool | None = None,
@@ -125,7 +132,8 @@ def plan_for(state: LoaderState | dict, world_size: int, batch_size: int, drop_l
     """What the rest of the state's epoch holds for `world_size` ranks of `batch_size` (per rank: steps × batch_size).
 
     With `global_batch_size` (gradient accumulation, as the sampler's) the epoch is whole global steps from its start,
-    so the plan counts the micro-steps left in them (the state does not record G: the caller says it)."""
+    so the plan counts the micro-steps left in them. As a sampler's, the plan takes G from the caller, not from the
+    state (which records the saver's G when it accumulated): `sdl reshard-ckpt` passes the recorded one by default."""
     state = LoaderState.from_dict(state)
     drop_last = state.drop_last if drop_last is None else drop_last
     if global_batch_size is not None and (global_batch_size <= 0 or global_batch_size % (world_size * batch_size)):

@@ -64,7 +64,10 @@ def test_bench_prepare_library_refuses_the_same_values():
     (["--arrow", "--peer", "hf", "--tokens", "1000"], "--tokens, --peer do not apply to --arrow"),
     (["s3://bucket/bench", "--steps", "50", "--num-workers", "7", "--plot", "x.png"],
      "--num-workers, --steps, --plot do not apply to the object-store bench"),
-    (["{m}", "--seq-len", "999", "--peer", "hf", "--step-ms", "3"], "--seq-len, --step-ms, --peer do not apply to a mixture bench of a config"),
+    (["{m}", "--seq-len", "999", "--peer", "hf", "--step-ms", "3"], "--step-ms, --peer do not apply to a mixture bench of a config"),
+    (["{m}", "--seq-len", "999"], "--seq-len 999 differs from {m}'s seq_len = 2048, which cuts the mixture's token windows; drop "
+                                  "--seq-len (or give 2048), or change seq_len in the config"),
+    (["{m}", "--seq-len", "2048", "--stride", "1024"], "--stride 1024 differs from {m}'s stride = 2048"),  # stride: seq_len
     (["--mixture", "--device", "cpu"], "--device does not apply to a mixture bench;"),
     (["{d}", "--tokens", "5"], "--tokens does not apply with a DATASET (it sizes the synthetic one)"),
 ])
@@ -72,7 +75,7 @@ def test_bench_refuses_options_it_would_ignore(capsys, tmp_path, args, expected)
     mix = Path(__file__).resolve().parents[2] / "configs" / "mix-web-code.toml"
     code = main(["bench", *[arg.format(d=tmp_path, m=mix) for arg in args]])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and expected.format(m=mix) in err, err
 
 
 @pytest.mark.parametrize("flag, value, expected", [("--steps", 0, "steps (sdl bench --steps) is 0, expected a positive integer"),

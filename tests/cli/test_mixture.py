@@ -87,3 +87,17 @@ def test_inspect_reports_the_schedule_per_piece_and_refuses_a_bad_one_in_one_lin
     code, _, err = run(capsys, "inspect", config)
     assert code == 1 and err.startswith("error: mixture schedule weights at position 100 name ['cod', 'web']")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_of_a_config_takes_its_own_seq_len_and_stride_and_refuses_others(tmp_path, token_dataset, capsys):
+    config = write_config(tmp_path, token_dataset)  # seq_len = 16, no stride: 16
+    code, out, err = run(capsys, "bench", config, "--seq-len", 16, "--stride", 16, "--json", "--steps", 2, "--num-workers", 0,
+                         "--batch-size", 4)
+    assert code == 0 and {s["seq_len"] for s in json.loads(out)["sources"].values()} == {16}, err
+    code, out, err = run(capsys, "bench", config, "--seq-len", 32)
+    assert code == 1 and not out and err == (f"error: --seq-len 32 differs from {config}'s seq_len = 16, which cuts the mixture's "
+                                             "token windows; drop --seq-len (or give 16), or change seq_len in the config\n")
+    (tmp_path / "samples.toml").write_text('seq_len = 16\n[sources.runs]\npath = "runs"\nweight = 1\nkind = "zarr"\n')
+    code, out, err = run(capsys, "bench", tmp_path / "samples.toml", "--seq-len", 16)
+    assert code == 1 and err == (f"error: --seq-len does not apply to {tmp_path / 'samples.toml'}: its sources are zarr or Arrow "
+                                 "samples, not token windows; drop it\n")

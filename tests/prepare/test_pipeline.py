@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -191,3 +192,13 @@ def test_a_write_the_output_refuses_keeps_every_shard_however_out_is_spelled(tmp
     assert prepare(config).resumed
     prepare(replace(config, out=str(tmp_path / "whole")))
     assert dataset_bytes(Path(out)) == dataset_bytes(tmp_path / "whole")
+
+
+def test_a_hard_linked_input_adds_no_tokens(tmp_path, tok):
+    texts = make_texts(40)
+    path = write_jsonl(tmp_path / "a.jsonl", texts)
+    (tmp_path / "copies").mkdir()
+    os.link(path, tmp_path / "copies" / "b.jsonl")
+    report, out = run(tmp_path, [path, tmp_path / "copies"], tokens_per_shard=500)
+    check_round_trip(out, texts, tok)  # every document once
+    assert [s["path"] for s in json.loads((out / "manifest.json").read_text())["sources"]] == [str(path)]

@@ -61,3 +61,16 @@ def test_an_output_folder_holding_the_inputs_is_named_not_called_empty(tmp_path,
         resolve_sources(("oi",), out="oi")
     with pytest.raises(InputError, match=r"^every input \(oi/a.jsonl\) lies inside the output folder oi, .*; choose an output folder "):
         resolve_sources(("oi/a.jsonl",), out="oi")
+
+
+
+def test_a_hard_link_to_an_input_is_the_same_file_and_read_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    Path("in/a.jsonl").write_text('{"text": "x"}\n')
+    os.link("in/a.jsonl", "in/b.jsonl")  # another name, the same inode (another real path): read twice, before
+    Path("c.jsonl").write_text('{"text": "x"}\n')  # the same bytes in another file: another input
+    cases = {("in",): ["in/a.jsonl"], ("in/*.jsonl", "c.jsonl"): ["in/a.jsonl", "c.jsonl"],
+             ("in/b.jsonl", "c.jsonl", "in/a.jsonl"): ["in/b.jsonl", "c.jsonl"]}  # kept under its first name
+    for specs, expected in cases.items():
+        assert [f.path for f in resolve_sources(specs)] == expected, specs

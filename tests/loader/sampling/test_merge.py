@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdl.loader.errors import CheckpointError
+from sdl.loader.errors import CheckpointError, ConfigError
 from sdl.loader.sampling.merge import merge_states, plan_for, reshard_state
 from sdl.loader.sampling.sampler import ElasticSampler
 
@@ -61,6 +61,25 @@ def test_reshard_records_the_new_topology_and_plans_it():
     state = reshard_state(_sampler(100, 4, 0, 2).state_dict(), world_size=3, batch_size=5)
     assert (state.world_size, state.batch_size, state.rank) == (3, 5, None)
     assert plan_for(state, 3, 5).to_dict() == {"steps": 6, "samples": 90, "dropped": 10, "padded": 0}
+
+
+def test_reshard_for_another_global_batch_records_it_and_counts_padding_as_its_sampler_does():
+    saver = ElasticSampler(30, 1, fingerprint="ds", drop_last=False, global_batch_size=8)  # 4 global steps: 30 + 2 padding
+    it = iter(saver)
+    for _ in range(31):
+        next(it)
+    state = saver.state()  # every sample delivered, 1 padding slot of the last global step too
+    assert (state.cursor, state.padded, state.global_batch_size) == (30, 1, 8)
+    same = reshard_state(state, world_size=1)
+    assert (same.global_batch_size, same.padded) == (8, 1) and plan_for(same, 1, 1, global_batch_size=8).steps == 1
+    other = reshard_state(state, world_size=1, global_batch_size=4)  # its padding was G=8's: a G=4 sampler counts none
+    assert (other.global_batch_size, other.padded) == (4, 0)
+    resumed = ElasticSampler(30, 1, fingerprint="ds", drop_last=False, global_batch_size=4)
+    resumed.load_state_dict(other)
+    assert plan_for(other, 1, 1, global_batch_size=4) == plan_for(state, 1, 1, global_batch_size=4) == resumed.plan()
+    assert resumed.plan().steps == len(list(resumed)) == 2  # 8 global steps of 4, the last two slots padding
+    with pytest.raises(ConfigError, match="target global_batch_size is 0, expected a positive integer"):
+        reshard_state(state, world_size=1, global_batch_size=0)
 
 
 def _real(batch):
