@@ -151,12 +151,15 @@ def command(
     """Show what a dataset holds; with --seq-len the windows and the train/val split; --show K samples.
     A mixture config (configs/mix-*.toml): its sources, weights, and passes per source per epoch."""
     if path is not None and path.endswith(".toml"):
+        from sdl.cli.bench_mixture import check_config_windows
+
         dataset_options = {"--kind": kind, "--hf": hf, "--hf-cache": hf_cache, "--hf-config": hf_config, "--split": split,
-                           "--seq-len": seq_len, "--stride": stride, "--split-rate": split_rate if split_rate != 1.0 else None,
-                           "--show": show or None}
+                           "--split-rate": split_rate if split_rate != 1.0 else None, "--show": show or None}
         refuse_ignored(given(dataset_options), ("does not apply", "do not apply"),
                        f"to a mixture config ({path}: its file sets seq_len and the sources)",
                        "drop {them}, or inspect one source's folder instead")
+        check_config_windows(Path(path), {flag: value for flag, value in (("--seq-len", seq_len), ("--stride", stride))
+                                          if value is not None})  # the config's own values are accepted
         return inspect_mixture(Path(path), json_out)
     from sdl.loader.index import open_index
 

@@ -101,3 +101,11 @@ def test_bench_of_a_config_takes_its_own_seq_len_and_stride_and_refuses_others(t
     code, out, err = run(capsys, "bench", tmp_path / "samples.toml", "--seq-len", 16)
     assert code == 1 and err == (f"error: --seq-len does not apply to {tmp_path / 'samples.toml'}: its sources are zarr or Arrow "
                                  "samples, not token windows; drop it\n")
+
+
+def test_inspect_of_a_config_takes_its_own_seq_len_and_stride_and_refuses_others(tmp_path, token_dataset, capsys):
+    config = write_config(tmp_path, token_dataset)  # seq_len = 16, no stride: 16
+    assert run(capsys, "inspect", config, "--seq-len", 16, "--stride", 16, "--json")[:2] == run(capsys, "inspect", config, "--json")[:2]
+    code, out, err = run(capsys, "inspect", config, "--stride", 8)
+    assert code == 1 and not out and err == (f"error: --stride 8 differs from {config}'s stride = 16, which cuts the mixture's "
+                                             "token windows; drop --stride (or give 16), or change stride in the config\n")
