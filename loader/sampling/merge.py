@@ -64,6 +64,9 @@ def merge_states(states: Sequence[LoaderState | dict]) -> LoaderState:
         raise CheckpointError("no loader states to merge")
     _check_same_stream(states)
     _check_epochs(states)
+    if len({s.global_batch_size for s in states}) > 1:  # e.g. a run's rank files beside a state rewritten for another G
+        raise CheckpointError(f"the ranks' states were saved with different global_batch_size "
+                              f"({sorted({str(s.global_batch_size) for s in states})}); pass the per-rank files of one run")
     if all((s.epoch, s.cursor, s.consumed) == (states[0].epoch, states[0].cursor, states[0].consumed) for s in states):
         return replace(states[0], rank=None)
     return _merge_uneven(states)
@@ -84,9 +87,6 @@ def _merge_uneven(states: list[LoaderState]) -> LoaderState:
         twice = sorted(rank for rank, count in Counter(s.rank for s in states).items() if count > 1)
         raise CheckpointError(f"rank(s) {twice} given twice, at different steps, among the states of a world of {world_size}: "
                               "pass each rank's file of one checkpoint once")
-    if len({s.global_batch_size for s in states}) > 1:
-        raise CheckpointError(f"the ranks' states were saved with different global_batch_size "
-                              f"({sorted({str(s.global_batch_size) for s in states})}); pass the per-rank files of one run")
     global_batch, accumulated = world_size * batch_size, states[0].global_batch_size  # a micro-step's samples; G
     low = _check_epochs(states)
     base = max((s for s in states if s.epoch == low), key=lambda s: s.remaining - s.padded)  # the least advanced

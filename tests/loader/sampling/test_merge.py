@@ -55,6 +55,9 @@ def test_states_from_different_runs_or_epochs_or_missing_ranks_are_refused():
         merge_states([a, a | {"epoch": 2, "rank": 1}])
     with pytest.raises(CheckpointError, match=r"different epochs \(0 and 1, at sample 8\)"):
         merge_states([a, a | {"epoch": 1, "cursor": 8, "rank": 1}])
+    rewritten = reshard_state(a, world_size=2, global_batch_size=16)  # a run's rank file beside one rewritten for another G
+    with pytest.raises(CheckpointError, match=r"different global_batch_size \(\['16', 'None'\]\)"):
+        merge_states([a, rewritten.to_dict() | {"rank": 1}])
 
 
 def test_reshard_records_the_new_topology_and_plans_it():
