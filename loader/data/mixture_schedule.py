@@ -6,7 +6,7 @@ unlike a step, means the same on any world size, batch size or accumulation: a b
 constant global batch G is position S·G (plus the positions each earlier epoch's end dropped when G does not
 divide N); when G changes mid-run the boundary stays at the same sample, so the step it falls on moves.
 
-A schedule is `((position, {name: weight}), ...)`: positions > 0, strictly increasing, each naming every source
+A schedule is `((position, {name: weight}), ...)`: positions > 0 and below 2**62, strictly increasing, each naming every source
 with a weight >= 0 (0: the source is not drawn), at least one > 0; the mixture's `weights` hold before the first.
 A stretch at one set of weights is a *piece*. Within a piece the interleave of its weights starts afresh at the
 piece's first position (so every window inside a piece keeps the interleave's ±2 bound); piece-local position u
@@ -28,6 +28,7 @@ import numpy as np
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.pfair import PfairTable, exact_shares
+from sdl.loader.sampling.state import LIMIT
 
 Schedule = tuple[tuple[int, dict[str, float]], ...]
 
@@ -62,6 +63,10 @@ def check_schedule(schedule: Any, names: Sequence[str]) -> Schedule:
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or position <= last:
             raise ConfigError(f"mixture schedule position {position!r} (after {last}) is not an integer > {last}; expected "
                               "positions > 0 in increasing order (the mixture's weights hold from position 0)")
+        if position >= LIMIT:  # stream positions are counted in int64 and a loader state holds them below 2**62
+            raise ConfigError(f"mixture schedule position {int(position):,} is not below 2**62 ({LIMIT:,}), the largest stream "
+                              "position sdl counts (a loader state holds positions below it); give a smaller position, or drop "
+                              "the entry: its weights would never be reached")
         last = int(position)
         out.append((last, check_weights(weights, names, f"mixture schedule weights at position {last:,}")))
     return tuple(out)

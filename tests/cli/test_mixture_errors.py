@@ -28,6 +28,19 @@ def test_a_wrong_type_is_one_line(tmp_path, token_dataset, capsys, body, expecte
     assert code == 1 and out == "" and err == expected
 
 
+@pytest.mark.parametrize("position", [2**62, 2**63 - 1, 2**63])  # were OverflowError tracebacks
+@pytest.mark.parametrize("command", [["inspect"], ["bench", "--steps", "2"]])
+def test_a_schedule_position_beyond_what_a_state_holds_is_one_line(tmp_path, token_dataset, capsys, position, command):
+    token_dataset(num_tokens=2_000, vocab_size=1000, name="ds")
+    body = f'seq_len = 16\n[sources.a]\npath = "ds"\nweight = 1\n[[schedule]]\nposition = {position}\nweights = {{a = 1}}\n'
+    (tmp_path / "mix.toml").write_text(body)
+    code, out, err = run(capsys, command[0], tmp_path / "mix.toml", *command[1:])
+    assert code == 1 and out == "" and err == (
+        f"error: mixture schedule position {position:,} is not below 2**62 (4,611,686,018,427,387,904), the largest stream "
+        "position sdl counts (a loader state holds positions below it); give a smaller position, or drop the entry: its "
+        "weights would never be reached\n")
+
+
 def test_bench_mixture_of_a_folder_says_a_toml_file_was_expected(tmp_path, token_dataset, capsys):
     folder = token_dataset(num_tokens=2_000, vocab_size=1000, name="ds")
     code, out, err = run(capsys, "bench", folder, "--mixture", "--steps", 2, "--seq-len", 16)

@@ -150,6 +150,8 @@ BAD = [
     ([(-5, {"web": 1, "code": 1, "math": 1})], "position -5 .after 0. is not an integer > 0"),
     ([(0, {"web": 1, "code": 1, "math": 1})], "weights hold from position 0"),
     ([(10.5, {"web": 1, "code": 1, "math": 1})], "position 10.5"),
+    ([(2**62, {"web": 1, "code": 1, "math": 1})], r"position 4,611,686,018,427,387,904 is not below 2\*\*62 .* give a smaller"),
+    ([(2**70, {"web": 1, "code": 1, "math": 1})], r"position 1,180,591,620,717,411,303,424 is not below 2\*\*62"),  # was OverflowError
     ([(10, {"web": 1, "code": 1, "mth": 1})], r"at position 10 name .*missing \['math'\], unknown \['mth'\]"),
     ([(10, {"web": 1, "code": -1, "math": 1})], "at position 10 are .*expected finite numbers >= 0, at least one > 0"),
     ([(10, {"web": 0, "code": 0, "math": 0})], "at least one > 0"),
