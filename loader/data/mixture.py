@@ -35,7 +35,7 @@ from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sou
 from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
-from sdl.loader.sampling.state import LoaderState
+from sdl.loader.sampling.state import LIMIT, LoaderState
 
 CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
 OWN_FIELDS = ("sample_ids", "source", "source_ids")
@@ -82,6 +82,9 @@ class Mixture:
             return self.stream.first_exhausted([len(source) for source in self.sources])
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
             raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (a pass of the first source to end)")
+        if num_samples >= LIMIT:  # else make_loader blamed the checkpoint: a loader state holds counts below 2**62
+            raise ConfigError(f"num_samples is {int(num_samples):,}, expected a positive integer below 2**62 ({LIMIT:,}: a loader "
+                              "state holds counts below it) or None (a pass of the first source to end); give a smaller num_samples")
         return int(num_samples)
 
     def _schema(self, s: int) -> dict[str, tuple]:

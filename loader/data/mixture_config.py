@@ -27,6 +27,7 @@ from typing import Any
 
 from sdl.loader.data.mixture_schedule import check_schedule, check_weights
 from sdl.loader.errors import ConfigError
+from sdl.loader.sampling.state import LIMIT
 
 KINDS = ("tokens", "zarr", "arrow")
 EXAMPLE = "configs/mix-web-code.toml"
@@ -75,6 +76,10 @@ class MixtureConfig:
         if self.num_samples is not None:
             _positive("num_samples", self.num_samples,
                       "positions per epoch, or no num_samples for one pass of the source that runs out first")
+            if self.num_samples >= LIMIT:
+                raise ConfigError(f"mixture config has num_samples = {self.num_samples:,}; expected an integer below 2**62 "
+                                  f"({LIMIT:,}: a loader state holds counts below it): give fewer positions per epoch, or no "
+                                  "num_samples for one pass of the source that runs out first")
         names = [source.name for source in self.sources]
         check_weights({source.name: source.weight for source in self.sources}, names)
         check_schedule(self.schedule, names)

@@ -16,6 +16,10 @@ def run(capsys, *args):
     ('seq_len = 16\n[sources.a]\npath = "ds"\nweight = "half"\n',
      ("error: mixture source 'a' has weight = 'half'; expected a finite number >= 0, e.g. weight = 0.25 "
       "(weights are relative: 3 and 1 give 75% and 25%)\n")),
+    ('seq_len = 16\nnum_samples = 9223372036854775808\n[sources.a]\npath = "ds"\nweight = 1\n',  # was an OverflowError
+     ("error: mixture config has num_samples = 9,223,372,036,854,775,808; expected an integer below 2**62 "
+      "(4,611,686,018,427,387,904: a loader state holds counts below it): give fewer positions per epoch, or no num_samples "
+      "for one pass of the source that runs out first\n")),
     ('seq_len = 16\n[sources.a]\npath = "ds"\nweight = 1\nsplit = "val"\n',  # was ignored: the whole dataset was read
      ("error: mixture source 'a' (tokens) has split = 'val', which only Arrow sources take (a named split of the dataset); "
       "drop it, or give a folder holding only the samples wanted\n")),

@@ -22,6 +22,8 @@ BAD = [
     ('stride = "8"\n' + SOURCES, "mixture config has stride = '8'; expected an integer > 0"),
     ("num_samples = 0\n" + SOURCES, "mixture config has num_samples = 0; expected an integer > 0: positions per epoch"),
     ('num_samples = "all"\n' + SOURCES, "mixture config has num_samples = 'all'"),
+    ("num_samples = 4611686018427387904\n" + SOURCES,  # was accepted, then blamed on a corrupt checkpoint
+     r"mixture config has num_samples = 4,611,686,018,427,387,904; expected an integer below 2\*\*62 .*: give fewer positions"),
     (SOURCES.replace("weight = 3", 'weight = "half"'), "mixture source 'web' has weight = 'half'; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = true"), "mixture source 'web' has weight = True; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = -1"), "mixture source 'web' has weight = -1; expected a finite number >= 0"),
