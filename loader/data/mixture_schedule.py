@@ -33,6 +33,26 @@ from sdl.loader.sampling.state import LIMIT
 Schedule = tuple[tuple[int, dict[str, float]], ...]
 
 
+def is_weight(value: Any) -> bool:
+    """A weight: a real number (not a bool) >= 0 that is finite as a float (an integer of 310 digits is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer beyond a float's range
+        return False
+
+
+def shown_weight(value: Any) -> str:
+    """A weight as written, an integer beyond a float's range by its size (its 310+ digits would fill the message)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return f"<an integer of {len(str(abs(value)))} digits, beyond a float's range>"
+    return repr(value)
+
+
 def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str = "mixture weights") -> dict[str, float]:
     """One weight per source, finite and >= 0, at least one > 0: normalised to sum 1, in the sources' order."""
     if not isinstance(weights, Mapping):
@@ -42,10 +62,17 @@ def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str = 
         raise ConfigError(f"{what} name {sorted(map(str, weights))}, the sources are {list(names)}; "
                           f"give one weight per source (missing {sorted(missing)}, unknown {sorted(map(str, unknown))})")
     values = [weights[name] for name in names]
-    if any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0 for w in values) \
-            or sum(values) <= 0:
-        raise ConfigError(f"{what} are {dict(zip(names, values))}; expected finite numbers >= 0, at least one > 0")
-    total = float(sum(values))
+    if not all(map(is_weight, values)) or sum(values) <= 0:
+        shown = ", ".join(f"{name!r}: {shown_weight(w)}" for name, w in zip(names, values))
+        raise ConfigError(f"{what} are {{{shown}}}; expected finite numbers >= 0, at least one > 0")
+    try:
+        total = float(sum(values))
+    except OverflowError:  # integers whose sum is beyond a float's range
+        total = math.inf
+    if total == math.inf:  # finite weights whose sum overflows (1e308 + 1e308): scaled by a power of two first, exactly
+        shift = math.frexp(max(values))[1]
+        values = [math.ldexp(w, -shift) for w in values]
+        total = float(sum(values))
     return {name: float(w) / total for name, w in zip(names, values)}
 
 

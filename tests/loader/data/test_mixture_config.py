@@ -28,6 +28,8 @@ BAD = [
     (SOURCES.replace("weight = 3", "weight = true"), "mixture source 'web' has weight = True; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = -1"), "mixture source 'web' has weight = -1; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = nan"), "mixture source 'web' has weight = nan"),
+    (SOURCES.replace("weight = 3", "weight = 1" + "0" * 400),  # was an OverflowError
+     "mixture source 'web' has weight = <an integer of 401 digits, beyond a float's range>; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = 0").replace("weight = 1", "weight = 0"),
      r"mixture weights are \{'web': 0.0, 'code': 0.0\}; expected finite numbers >= 0, at least one > 0"),
     (SOURCES.replace('path = "web"', "path = 3"), "mixture source 'web' has path = 3; expected a string naming the dataset"),

@@ -171,6 +171,16 @@ def test_bad_schedules_are_one_line_config_errors(sources, schedule, message):
         MixtureConfig.from_dict(data)
 
 
+def test_weights_whose_sum_overflows_a_float_normalise_as_their_ratios(sources):  # were "mixture weights are [0.0, 0.0]"
+    two = {n: sources[n] for n in ("web", "code")}
+    plain = Mixture(two, weights={"web": 3, "code": 1}, schedule=[(10, {"web": 1, "code": 1})])
+    huge = Mixture(two, weights={"web": 3 * 2**1022, "code": 2**1022}, schedule=[(10, {"web": 1e308, "code": 1e308})])
+    assert huge.weights == {"web": 0.75, "code": 0.25} and huge.schedule == plain.schedule and huge.identity == plain.identity
+    message = r"^mixture weights are \{'web': <an integer of 401 digits, beyond a float's range>, 'code': 1\}; expected finite"
+    with pytest.raises(ConfigError, match=message):  # was an OverflowError
+        Mixture(two, weights={"web": 10**400, "code": 1})
+
+
 def test_config_round_trip_builds_the_scheduled_mixture(sources, tmp_path):
     from sdl.loader.data.mixture_config import read_mixture_config
 
