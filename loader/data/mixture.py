@@ -42,7 +42,7 @@ OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
 class Mixture:
-    """Datasets `{name: dataset}` blended at `weights` (default: their sizes), changed at the stream positions of
+    """Datasets `{name: dataset}` (string names) blended at `weights` (default: their sizes), changed at the stream positions of
     `schedule` ([(position, {name: weight}), ...], see `mixture_schedule`); `num_samples` positions per epoch
     (default: one pass of the source that runs out first, following the schedule from position 0)."""
 
@@ -51,6 +51,10 @@ class Mixture:
                  schedule: Sequence[tuple[int, Mapping[str, float]]] | Mapping[int, Mapping[str, float]] | None = None) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ConfigError("Mixture needs a dict {name: dataset} of at least one source")
+        if names := [name for name in sources if not isinstance(name, str)]:  # 1 and "1" would be one name in a checkpoint
+            raise ConfigError(f"mixture source name {names[0]!r} ({type(names[0]).__name__}) is not a string; expected "
+                              "{name: dataset} with string names (a name keys the source's weights, its order and its "
+                              f"progress in checkpoints): name it {str(names[0])!r} or another string")
         self.names = tuple(str(name) for name in sources)
         self.sources = tuple(sources.values())
         self.rename = {str(k): dict(v) for k, v in (rename or {}).items()}
