@@ -83,7 +83,11 @@ class Mixture:
 
     def _num_samples(self, num_samples: int | None) -> int:
         if num_samples is None:
-            return self.stream.first_exhausted([len(source) for source in self.sources])
+            first = self.stream.first_exhausted([len(source) for source in self.sources])
+            if first >= LIMIT:  # sources that are mixtures of a huge num_samples
+                raise ConfigError(f"one pass of the mixture's first source to run out is {first:,} positions, not below 2**62 "
+                                  f"({LIMIT:,}: a loader state holds counts below it); give num_samples below 2**62")
+            return first
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
             raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (a pass of the first source to end)")
         if num_samples >= LIMIT:  # else make_loader blamed the checkpoint: a loader state holds counts below 2**62
