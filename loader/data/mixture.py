@@ -35,14 +35,14 @@ from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sou
 from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
-from sdl.loader.sampling.state import LoaderState
+from sdl.loader.sampling.state import LIMIT, LoaderState
 
 CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
 OWN_FIELDS = ("sample_ids", "source", "source_ids")
 
 
 class Mixture:
-    """Datasets `{name: dataset}` blended at `weights` (default: their sizes), changed at the stream positions of
+    """Datasets `{name: dataset}` (string names) blended at `weights` (default: their sizes), changed at the stream positions of
     `schedule` ([(position, {name: weight}), ...], see `mixture_schedule`); `num_samples` positions per epoch
     (default: one pass of the source that runs out first, following the schedule from position 0)."""
 
@@ -51,6 +51,10 @@ class Mixture:
                  schedule: Sequence[tuple[int, Mapping[str, float]]] | Mapping[int, Mapping[str, float]] | None = None) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ConfigError("Mixture needs a dict {name: dataset} of at least one source")
+        if names := [name for name in sources if not isinstance(name, str)]:  # 1 and "1" would be one name in a checkpoint
+            raise ConfigError(f"mixture source name {names[0]!r} ({type(names[0]).__name__}) is not a string; expected "
+                              "{name: dataset} with string names (a name keys the source's weights, its order and its "
+                              f"progress in checkpoints): name it {str(names[0])!r} or another string")
         self.names = tuple(str(name) for name in sources)
         self.sources = tuple(sources.values())
         self.rename = {str(k): dict(v) for k, v in (rename or {}).items()}
@@ -79,9 +83,16 @@ class Mixture:
 
     def _num_samples(self, num_samples: int | None) -> int:
         if num_samples is None:
-            return self.stream.first_exhausted([len(source) for source in self.sources])
+            first = self.stream.first_exhausted([len(source) for source in self.sources])
+            if first >= LIMIT:  # sources that are mixtures of a huge num_samples
+                raise ConfigError(f"one pass of the mixture's first source to run out is {first:,} positions, not below 2**62 "
+                                  f"({LIMIT:,}: a loader state holds counts below it); give num_samples below 2**62")
+            return first
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= 0:
             raise ConfigError(f"num_samples is {num_samples!r}, expected a positive integer or None (a pass of the first source to end)")
+        if num_samples >= LIMIT:  # else make_loader blamed the checkpoint: a loader state holds counts below 2**62
+            raise ConfigError(f"num_samples is {int(num_samples):,}, expected a positive integer below 2**62 ({LIMIT:,}: a loader "
+                              "state holds counts below it) or None (a pass of the first source to end); give a smaller num_samples")
         return int(num_samples)
 
     def _schema(self, s: int) -> dict[str, tuple]:

@@ -19,14 +19,14 @@ the first schedule entry (see `sdl.loader.data.mixture_schedule` for the unit an
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sdl.loader.data.mixture_schedule import check_schedule, check_weights
+from sdl.loader.data.mixture_schedule import check_schedule, check_weights, is_weight, shown_weight
 from sdl.loader.errors import ConfigError
+from sdl.loader.sampling.state import LIMIT
 
 KINDS = ("tokens", "zarr", "arrow")
 EXAMPLE = "configs/mix-web-code.toml"
@@ -45,8 +45,8 @@ class MixtureSource:
             raise ConfigError(f"mixture source {self.name!r} has path = {self.path!r}; expected a string naming the "
                               f"dataset, e.g. path = \"/data/tokens/fineweb\" (relative paths are relative to the TOML file)")
         weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"mixture source {self.name!r} has weight = {weight!r}; expected a finite number >= 0, e.g. "
+        if not is_weight(weight):
+            raise ConfigError(f"mixture source {self.name!r} has weight = {shown_weight(weight)}; expected a finite number >= 0, e.g. "
                               "weight = 0.25 (weights are relative: 3 and 1 give 75% and 25%)")
         object.__setattr__(self, "weight", float(weight))  # a TOML integer weight reads as the same float
         if self.kind not in KINDS:
@@ -75,6 +75,10 @@ class MixtureConfig:
         if self.num_samples is not None:
             _positive("num_samples", self.num_samples,
                       "positions per epoch, or no num_samples for one pass of the source that runs out first")
+            if self.num_samples >= LIMIT:
+                raise ConfigError(f"mixture config has num_samples = {self.num_samples:,}; expected an integer below 2**62 "
+                                  f"({LIMIT:,}: a loader state holds counts below it): give fewer positions per epoch, or no "
+                                  "num_samples for one pass of the source that runs out first")
         names = [source.name for source in self.sources]
         check_weights({source.name: source.weight for source in self.sources}, names)
         check_schedule(self.schedule, names)

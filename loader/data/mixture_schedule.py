@@ -6,7 +6,7 @@ unlike a step, means the same on any world size, batch size or accumulation: a b
 constant global batch G is position S·G (plus the positions each earlier epoch's end dropped when G does not
 divide N); when G changes mid-run the boundary stays at the same sample, so the step it falls on moves.
 
-A schedule is `((position, {name: weight}), ...)`: positions > 0, strictly increasing, each naming every source
+A schedule is `((position, {name: weight}), ...)`: positions > 0 and below 2**62, strictly increasing, each naming every source
 with a weight >= 0 (0: the source is not drawn), at least one > 0; the mixture's `weights` hold before the first.
 A stretch at one set of weights is a *piece*. Within a piece the interleave of its weights starts afresh at the
 piece's first position (so every window inside a piece keeps the interleave's ±2 bound); piece-local position u
@@ -28,8 +28,29 @@ import numpy as np
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.interleave import Interleave
 from sdl.loader.sampling.pfair import PfairTable, exact_shares
+from sdl.loader.sampling.state import LIMIT
 
 Schedule = tuple[tuple[int, dict[str, float]], ...]
+
+
+def is_weight(value: Any) -> bool:
+    """A weight: a real number (not a bool) >= 0 that is finite as a float (an integer of 310 digits is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer beyond a float's range
+        return False
+
+
+def shown_weight(value: Any) -> str:
+    """A weight as written, an integer beyond a float's range by its size (its 310+ digits would fill the message)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return f"<an integer of {len(str(abs(value)))} digits, beyond a float's range>"
+    return repr(value)
 
 
 def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str = "mixture weights") -> dict[str, float]:
@@ -41,10 +62,17 @@ def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str = 
         raise ConfigError(f"{what} name {sorted(map(str, weights))}, the sources are {list(names)}; "
                           f"give one weight per source (missing {sorted(missing)}, unknown {sorted(map(str, unknown))})")
     values = [weights[name] for name in names]
-    if any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0 for w in values) \
-            or sum(values) <= 0:
-        raise ConfigError(f"{what} are {dict(zip(names, values))}; expected finite numbers >= 0, at least one > 0")
-    total = float(sum(values))
+    if not all(map(is_weight, values)) or sum(values) <= 0:
+        shown = ", ".join(f"{name!r}: {shown_weight(w)}" for name, w in zip(names, values))
+        raise ConfigError(f"{what} are {{{shown}}}; expected finite numbers >= 0, at least one > 0")
+    try:
+        total = float(sum(values))
+    except OverflowError:  # integers whose sum is beyond a float's range
+        total = math.inf
+    if total == math.inf:  # finite weights whose sum overflows (1e308 + 1e308): scaled by a power of two first, exactly
+        shift = math.frexp(max(values))[1]
+        values = [math.ldexp(w, -shift) for w in values]
+        total = float(sum(values))
     return {name: float(w) / total for name, w in zip(names, values)}
 
 
@@ -62,6 +90,10 @@ def check_schedule(schedule: Any, names: Sequence[str]) -> Schedule:
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or position <= last:
             raise ConfigError(f"mixture schedule position {position!r} (after {last}) is not an integer > {last}; expected "
                               "positions > 0 in increasing order (the mixture's weights hold from position 0)")
+        if position >= LIMIT:  # stream positions are counted in int64 and a loader state holds them below 2**62
+            raise ConfigError(f"mixture schedule position {int(position):,} is not below 2**62 ({LIMIT:,}), the largest stream "
+                              "position sdl counts (a loader state holds positions below it); give a smaller position, or drop "
+                              "the entry: its weights would never be reached")
         last = int(position)
         out.append((last, check_weights(weights, names, f"mixture schedule weights at position {last:,}")))
     return tuple(out)

@@ -205,7 +205,8 @@ class Interleave:
         """The fewest positions t at which some source s has drawn `draws[s]` (sources of weight 0 ignored)."""
         draws = np.asarray(draws, dtype=np.int64)
         live = np.asarray(self.weights) > 0
-        low, high = 0, int(np.min(draws[live] / np.asarray(self.weights)[live])) + 4
+        with np.errstate(over="ignore"):  # a weight of ~1e-308 divides to inf; the least is finite (some weight >= 1/sources)
+            low, high = 0, int(np.min(draws[live] / np.asarray(self.weights)[live])) + 4
         while low < high:  # smallest t with counts(t)[s] >= draws[s] for some live s
             mid = (low + high) // 2
             if np.any(self.counts(mid)[live] >= draws[live]):

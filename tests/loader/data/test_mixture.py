@@ -178,6 +178,14 @@ def test_refusals_say_what_to_do(sources, tmp_path):
         Mixture({"web": sources["web"], "short": TokenWindows(sources["code"].path, seq_len=4)})
     with pytest.raises(ConfigError, match="one weight per source"):
         Mixture({"web": sources["web"]}, weights={"wbe": 1.0})
+    with pytest.raises(ConfigError, match=r"^mixture source name 1 \(int\) is not a string; .*name it '1' or"):
+        Mixture({1: sources["web"], "1": sources["code"]})  # was an IndexError: both read as "1"
+    for num_samples in (2**62, np.uint64(2**63)):  # were accepted, then blamed on a corrupt checkpoint (or an OverflowError)
+        with pytest.raises(ConfigError, match=f"num_samples is {int(num_samples):,}, expected a positive integer below 2\\*\\*62"):
+            Mixture({"web": sources["web"]}, num_samples=num_samples)
+    huge = {name: Mixture({name: sources[name]}, num_samples=2**62 - 1) for name in ("web", "code")}
+    with pytest.raises(ConfigError, match=r"^one pass of the mixture's first source to run out is [0-9,]+ positions, not below 2\*\*62"):
+        Mixture(huge)  # was accepted, then blamed on a corrupt checkpoint
     mixture = Mixture({"web": sources["web"], "code": sources["code"]}, num_samples=N)
     ranks = [ElasticSampler.for_dataset(mixture, 2, shuffle=False, rank=r, world_size=2) for r in range(2)]
     states = [ranks[0].state(3), ranks[1].state(5)]  # uneven stops

@@ -22,10 +22,14 @@ BAD = [
     ('stride = "8"\n' + SOURCES, "mixture config has stride = '8'; expected an integer > 0"),
     ("num_samples = 0\n" + SOURCES, "mixture config has num_samples = 0; expected an integer > 0: positions per epoch"),
     ('num_samples = "all"\n' + SOURCES, "mixture config has num_samples = 'all'"),
+    ("num_samples = 4611686018427387904\n" + SOURCES,  # was accepted, then blamed on a corrupt checkpoint
+     r"mixture config has num_samples = 4,611,686,018,427,387,904; expected an integer below 2\*\*62 .*: give fewer positions"),
     (SOURCES.replace("weight = 3", 'weight = "half"'), "mixture source 'web' has weight = 'half'; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = true"), "mixture source 'web' has weight = True; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = -1"), "mixture source 'web' has weight = -1; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = nan"), "mixture source 'web' has weight = nan"),
+    (SOURCES.replace("weight = 3", "weight = 1" + "0" * 400),  # was an OverflowError
+     "mixture source 'web' has weight = <an integer of 401 digits, beyond a float's range>; expected a finite number >= 0"),
     (SOURCES.replace("weight = 3", "weight = 0").replace("weight = 1", "weight = 0"),
      r"mixture weights are \{'web': 0.0, 'code': 0.0\}; expected finite numbers >= 0, at least one > 0"),
     (SOURCES.replace('path = "web"', "path = 3"), "mixture source 'web' has path = 3; expected a string naming the dataset"),

@@ -150,6 +150,8 @@ BAD = [
     ([(-5, {"web": 1, "code": 1, "math": 1})], "position -5 .after 0. is not an integer > 0"),
     ([(0, {"web": 1, "code": 1, "math": 1})], "weights hold from position 0"),
     ([(10.5, {"web": 1, "code": 1, "math": 1})], "position 10.5"),
+    ([(2**62, {"web": 1, "code": 1, "math": 1})], r"position 4,611,686,018,427,387,904 is not below 2\*\*62 .* give a smaller"),
+    ([(2**70, {"web": 1, "code": 1, "math": 1})], r"position 1,180,591,620,717,411,303,424 is not below 2\*\*62"),  # was OverflowError
     ([(10, {"web": 1, "code": 1, "mth": 1})], r"at position 10 name .*missing \['math'\], unknown \['mth'\]"),
     ([(10, {"web": 1, "code": -1, "math": 1})], "at position 10 are .*expected finite numbers >= 0, at least one > 0"),
     ([(10, {"web": 0, "code": 0, "math": 0})], "at least one > 0"),
@@ -167,6 +169,16 @@ def test_bad_schedules_are_one_line_config_errors(sources, schedule, message):
     data = {"sources": {n: {"path": str(sources[n].path), "weight": 1} for n in NAMES}, "schedule": entries}
     with pytest.raises(ConfigError, match=message if isinstance(schedule, list) else "expected \\[\\[schedule\\]\\] tables"):
         MixtureConfig.from_dict(data)
+
+
+def test_weights_whose_sum_overflows_a_float_normalise_as_their_ratios(sources):  # were "mixture weights are [0.0, 0.0]"
+    two = {n: sources[n] for n in ("web", "code")}
+    plain = Mixture(two, weights={"web": 3, "code": 1}, schedule=[(10, {"web": 1, "code": 1})])
+    huge = Mixture(two, weights={"web": 3 * 2**1022, "code": 2**1022}, schedule=[(10, {"web": 1e308, "code": 1e308})])
+    assert huge.weights == {"web": 0.75, "code": 0.25} and huge.schedule == plain.schedule and huge.identity == plain.identity
+    message = r"^mixture weights are \{'web': <an integer of 401 digits, beyond a float's range>, 'code': 1\}; expected finite"
+    with pytest.raises(ConfigError, match=message):  # was an OverflowError
+        Mixture(two, weights={"web": 10**400, "code": 1})
 
 
 def test_config_round_trip_builds_the_scheduled_mixture(sources, tmp_path):

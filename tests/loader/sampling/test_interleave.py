@@ -1,6 +1,7 @@
 """The mixture interleave: a bijection onto per-source draw sequences, within its bound over every window."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,11 @@ def test_bad_weights_are_refused():
     for weights in ((0.0, 0.0), (-1.0, 2.0), (float("nan"), 1.0)):
         with pytest.raises(ConfigError, match="expected finite numbers >= 0"):
             Interleave(weights=weights)
+
+
+def test_a_weight_too_small_to_divide_by_finds_the_first_exhaustion_silently():  # numpy warned of an overflow on stderr
+    interleave = Interleave(weights=(1.0, 1e-308))  # the weights of a Mixture at {"web": 1e308, "code": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = interleave.positions_for([300, 5])
+    assert interleave.counts(t).tolist() == [300, 0] and interleave.counts(t - 1)[0] == 299
