@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,9 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
 def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
     """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
 
-    A stale cache is never used: IndexStaleError tells the user to run `sdl index`. An `s3://` dataset is indexed
-    from its manifest (tokens, one request) or one listing (zarr, Arrow).
+    A stale cache is never used: IndexStaleError tells the user to run `sdl index`; where its folder cannot be written
+    (so `sdl index` could not replace it), the index is built from headers instead, with a warning saying so. An
+    `s3://` dataset is indexed from its manifest (tokens, one request) or one listing (zarr, Arrow).
     """
     if is_remote(root):
         return _open_remote(str(root), kind, split)
@@ -151,7 +153,18 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
 
 
 def _open_local(root: Path, kind: str | None, split: str | None) -> GlobalIndex:
-    cached = load_cached_index(root, split=split)
+    try:
+        cached = load_cached_index(root, split=split)
+    except IndexStaleError as exc:
+        folder = cache_path(root, split).parent
+        if os.access(folder, os.W_OK):
+            raise  # `sdl index` can rebuild it
+        # `sdl index` could not replace it either: open as a folder without a cache does, rebuilding in memory
+        reason = str(exc).split("; run `sdl index", 1)[0]  # every IndexStaleError ends with that advice
+        warnings.warn(f"{reason}, and {folder} cannot be written (a read-only folder), so the index is rebuilt from the "
+                      f"files at every open of the dataset: to open it from its cache again, make the folder writable and "
+                      f"run `sdl index {root}" + (f" --split {split}`" if split else "`"))
+        return build_index(root, kind=kind, split=split, write_cache=False)
     if cached is not None and (kind is None or cached.kind == kind):
         return cached
     return build_index(root, kind=kind, split=split)
