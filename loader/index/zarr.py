@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sdl.loader.errors import FormatError, InputError
 from sdl.loader.format.entries import refuse_broken_link, what_is
 from sdl.loader.index.table import SourceInfo
+from sdl.loader.index.zarr_dtypes import recorded_dtype
 
 ZARR_META = ("zarr.json", ".zarray", ".zgroup")
 
@@ -98,14 +98,10 @@ def _array_fields(directory: Path, meta: dict[str, Any]) -> tuple[tuple[int, ...
         raise FormatError(f"{directory}: zarr shape {json.dumps(shape)[:40]}; expected a list of non-negative integers; "
                           "the metadata is damaged: rewrite the array with zarr")
     shape = tuple(shape)
-    raw = meta.get("data_type", meta.get("dtype"))
-    try:
-        dtype = np.dtype(raw).name
-    except TypeError:
-        dtype = str(raw)
     if not shape:
         raise FormatError(f"{directory}: a 0-d zarr array; expected at least one axis (one sample per first-axis item)")
-    return shape, dtype
+    return shape, recorded_dtype(directory, meta.get("data_type", meta.get("dtype")))
+
 
 
 def describe_zarr_store(root: Path, rel: str) -> tuple[int, dict[str, dict[str, Any]], list[Path]]:
