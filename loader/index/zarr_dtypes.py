@@ -42,10 +42,13 @@ def recorded_dtype(directory: Any, raw: Any) -> str:
         raise FormatError(f"{directory}: zarr data type {json.dumps(raw)[:80]}, which sdl does not read; expected numbers, "
                           "bool, datetime64/timedelta64, or strings or bytes (fixed or variable length): store each part of "
                           "a structured type as an array of its own")
-    return dtype.name if _parses(dtype.name) else dtype.str
+    return dtype.name if numpy_parses(dtype.name) else dtype.str
 
 
-def _parses(name: str) -> bool:
+def numpy_parses(name: object) -> bool:
+    """Whether `name` is a dtype string numpy reads back."""
+    if not isinstance(name, str):
+        return False
     try:
         np.dtype(name)
     except TypeError:
