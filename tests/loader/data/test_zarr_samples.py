@@ -128,3 +128,20 @@ def test_string_and_datetime_fields_reach_the_training_loop_as_arrays_through_wo
             ids = batch["labels"].tolist()
             assert batch["names"].tolist() == ["n" * i for i in ids] and batch["codes"].tolist() == [f"c{i}" for i in ids]
             assert batch["times"].astype("int64").tolist() == ids and batch["times"].dtype == np.dtype("<M8[s]")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("new_length", [4, 12])
+def test_an_array_resized_since_indexing_is_named_on_open_with_both_shapes(tmp_path, zarr_format, new_length):
+    """Shrunk, it read as "a chunk does not decode (IndexError …)" with --validate as the advice; grown, silently."""
+    import zarr
+    from sdl.loader.errors import FormatError
+
+    array = zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(8, 3), chunks=(2, 3), dtype="int32", zarr_format=zarr_format)
+    array[:] = np.arange(24).reshape(8, 3)
+    dataset = ZarrSamples(tmp_path / "z")
+    array.resize((new_length, 3))
+    with pytest.raises(FormatError, match=re.escape(
+            f"a.zarr: field 'data': expected shape (8, 3) (the index), found ({new_length}, 3): the array was resized since "
+            f"the index was built; run `sdl index {tmp_path / 'z'}` to rebuild it")):
+        dataset.__getitems__([0, 1])
