@@ -128,7 +128,7 @@ def _cached_json(root: Path, split: Optional[str]) -> Any:
 
     try:
         return json.loads(cache_path(root, split).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
         return None
 
 

@@ -67,7 +67,20 @@ class ZarrSamples(RemoteSamples, IndexedSamples):
                 from sdl.loader.storage.zarr_store import CachedObjectStore
 
                 node = zarr.open(store=CachedObjectStore(self.remote, self.dataset.objects, self.index.sources.paths[source_id]), mode="r")
-        return {"data": node} if isinstance(node, zarr.Array) else {name: node[name] for name in self.fields}
+        arrays = {"data": node} if isinstance(node, zarr.Array) else {name: node[name] for name in self.fields}
+        self._check_shapes(source_id, arrays)
+        return arrays
+
+    def _check_shapes(self, source_id: int, arrays: dict[str, Any]) -> None:
+        """A FormatError when an array's shape is not the one the index recorded: resized since (its items would be
+        other items, or a read past its end a decode error that blames the chunks)."""
+        length = int(self.index.sources.lengths[source_id])
+        for name, array in arrays.items():
+            expected = (length, *self.index.meta["fields"][name]["shape"])
+            if tuple(array.shape) != expected:
+                raise FormatError(f"{self.where(source_id)}: field {name!r}: expected shape {expected} (the index), found "
+                                  f"{tuple(array.shape)}: the array was resized since the index was built; run "
+                                  f"`sdl index {self.path}` to rebuild it")
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         sample_ids = np.asarray(list(indices), dtype=np.int64)

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.format.entries import what_is
 from sdl.loader.format.fields import REWRITE, check_manifest_fields, check_value
 
 FORMAT_NAME = "sdl-tokens"
@@ -189,6 +190,8 @@ def read_manifest(directory: str | Path) -> Manifest:
     path = directory / MANIFEST_NAME
     if not directory.exists():
         raise InputError(f"{directory}: no such directory; expected a token dataset written by sdl prepare")
+    if not path.is_file() and (found := what_is(path)) != "no such file":  # a folder, a dangling link, …
+        raise FormatError(f"{path}: {found}, expected the dataset's manifest file; remove it, then {MANIFEST_FIX}")
     if not path.is_file():
         raise FormatError(f"{directory}: no {MANIFEST_NAME}; expected a token dataset written by sdl prepare (run sdl prepare, or sdl index to join job folders)")
     return parse_manifest(path.read_bytes(), where=str(path))
@@ -217,12 +220,15 @@ def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
             offset = handle.tell()
     except FileNotFoundError:
-        raise FormatError(f"{path}: listed in the manifest but missing; {repair_hint(path)}") from None
+        found = what_is(path)  # a dangling link is named as one
+        raise FormatError(f"{path}: listed in the manifest but {'missing' if found == 'no such file' else found}; {repair_hint(path)}") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied; make the dataset's files readable for this user") from None
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of file descriptors: nothing wrong with the file
             raise
+        if exc.errno in (errno.EISDIR, errno.ELOOP):
+            raise FormatError(f"{path}: {what_is(path)}, expected a .npy shard file; {repair_hint(path)}") from None
         raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None
     except ValueError as exc:
         raise FormatError(f"{path}: corrupt .npy header ({exc}); {repair_hint(path)}") from None

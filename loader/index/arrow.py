@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.format.entries import refuse_broken_link, what_is
 from sdl.loader.index.hf_cache import check_shards_complete, check_split_rows, split_of
 from sdl.loader.index.table import SourceInfo
 from sdl.loader.index.tokens import descriptor_of
@@ -65,7 +66,7 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
         return [f"{split}/{f}" for f in files], f"{split}/{descriptor}" if descriptor else None, split
     if (root / "state.json").is_file():
         return data_file_names(_read_json(root / "state.json"), root / "state.json"), "state.json", no_split(root, split)
-    files = sorted(p.name for p in root.glob("*.arrow") if p.is_file())
+    files = arrow_file_names(root)
     check_shards_complete(root, files)
     if (root / "dataset_info.json").is_file():  # a HF cache folder: files carry their split in the name
         splits = sorted({s for s in map(split_of, files) if s})
@@ -74,6 +75,19 @@ def find_arrow_files(root: Path, split: str | None = None) -> tuple[list[str], s
             files = [f for f in files if split_of(f) == split]
         return files, "dataset_info.json", split if splits else no_split(root, split)
     return files, None, no_split(root, split)
+
+
+def arrow_file_names(root: Path) -> list[str]:
+    """The names of the `.arrow` files of a folder, sorted. An entry named so that is no file (a dangling link, a link
+    loop, a folder) is refused, as `sdl prepare` refuses one: skipped, it would leave its rows out of the dataset."""
+    names = []
+    for path in sorted(root.glob("*.arrow")):
+        refuse_broken_link(path, root)
+        if not path.is_file():
+            raise InputError(f"{path}: {what_is(path)}, expected an Arrow file (each *.arrow entry of {root} is one of its "
+                             "files; skipped, its rows would be left out); move it out of the folder")
+        names.append(path.name)
+    return names
 
 
 def no_split(root: Any, split: str | None) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sdl.loader.errors import IndexStaleError, InputError
+from sdl.loader.errors import FormatError, IndexStaleError, InputError
 from sdl.loader.format.atomic import atomic_write_json, remove_stale_temporaries
 from sdl.loader.format.tokens import CACHE_DIR
 from sdl.loader.index.handles import with_descriptors
@@ -33,6 +34,7 @@ from sdl.loader.index.table import (
     source_fingerprint,
 )
 from sdl.loader.index.tokens import descriptor_of
+from sdl.loader.index.zarr_dtypes import numpy_parses
 from sdl.loader.storage.location import is_remote
 
 
@@ -99,8 +101,8 @@ def current_fingerprint(index: GlobalIndex) -> str:
 
 def _what_changed(index: GlobalIndex, data: dict[str, Any]) -> str | None:
     """Why the cache `data` no longer describes the files (naming the first changed file), or None when it does."""
-    if index.fingerprint != data.get("fingerprint"):
-        return "the cache file was edited"
+    if index.fingerprint != data.get("fingerprint") or index.identity != data.get("identity"):
+        return "the cache file was edited"  # the identity covers the meta that describes the data (dtype, fields, schema)
     current, descriptor = current_sources(index)
     if source_fingerprint(current, descriptor) != index.fingerprint:
         changed = np.flatnonzero((current.sizes != index.sources.sizes) | (current.mtime_ns != index.sources.mtime_ns))
@@ -109,6 +111,30 @@ def _what_changed(index: GlobalIndex, data: dict[str, Any]) -> str | None:
         return f"{index.meta['descriptor']['file']} was rewritten or removed"
     if index.kind != "tokens" and source_set_changed(index):
         return "a source was added or removed"
+    return None
+
+
+def _written_before(data: dict[str, Any]) -> bool:
+    """Whether a cache was written by an earlier sdl that recorded less (rebuilt from headers, as another version's):
+    an Arrow index from before its columns holding nulls were recorded, a zarr index that recorded a field's dtype by a
+    name numpy does not parse back (`str128`). Zarr's is otherwise kept: it holds the chunks it found absent, which a
+    rebuild could not tell from chunks lost since."""
+    meta = data.get("meta")
+    if not isinstance(meta, dict):
+        return False  # malformed, not old: refused below
+    fields = meta.get("fields")
+    if data.get("kind") == "zarr" and isinstance(fields, dict):
+        return not all(isinstance(field, dict) and numpy_parses(field.get("dtype")) for field in fields.values())
+    return data.get("kind") == "arrow" and "null_columns" not in meta
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the parts of a cache's meta that its identity does not cover (and so no edit check sees)."""
+    nulls, absent = meta.get("null_columns", []), meta.get("absent_chunks", {})
+    if not isinstance(nulls, list) or not all(isinstance(name, str) for name in nulls):
+        return f"null_columns is {json.dumps(nulls)[:40]}, expected a list of column names"
+    if not isinstance(absent, dict) or not all(isinstance(keys, list) and all(isinstance(k, str) for k in keys) for keys in absent.values()):
+        return f"absent_chunks is {json.dumps(absent)[:40]}, expected {{array: [chunk key, ...]}}"
     return None
 
 
@@ -121,14 +147,21 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
     rebuild = f"sdl index {root}" + (f" --split {split}" if split else "")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise IndexStaleError(f"{path}: corrupt index cache; run `{rebuild}` to rebuild it") from None
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
         return None  # written by another sdl version: a cache, not data; rebuilt from headers
-    if data.get("kind") == "arrow" and "null_columns" not in (data.get("meta") or {}):
-        return None  # an Arrow index from before its columns holding nulls were recorded: rebuilt likewise (zarr's keeps
-                     # the chunks it recorded as empty, which a rebuild could not tell from chunks lost since)
-    index = GlobalIndex.from_dict(data, root)
+    if _written_before(data):
+        return None
+    try:
+        index = GlobalIndex.from_dict(data, root)
+        problem = _meta_problem(index.meta)
+    except FormatError as exc:  # a kind sdl does not know, a negative length
+        problem = str(exc)
+    except OverflowError as exc:
+        problem = f"a number too large for int64 ({exc})"
+    if problem:
+        raise IndexStaleError(f"{path}: malformed index cache ({problem}); run `{rebuild}` to rebuild it")
     changed = _what_changed(index, data)
     if changed:
         raise IndexStaleError(f"{root}: the cached index no longer matches the files ({changed}); run `{rebuild}` to rebuild it")
@@ -138,8 +171,9 @@ def load_cached_index(root: str | Path, *, split: str | None = None) -> GlobalIn
 def open_index(root: str | Path, kind: str | None = None, *, split: str | None = None) -> GlobalIndex:
     """Open the index of `root`: from the cache when valid (instant), built from headers when absent.
 
-    A stale cache is never used: IndexStaleError tells the user to run `sdl index`. An `s3://` dataset is indexed
-    from its manifest (tokens, one request) or one listing (zarr, Arrow).
+    A stale cache is never used: IndexStaleError tells the user to run `sdl index`; where its folder cannot be written
+    (so `sdl index` could not replace it), the index is built from headers instead, with a warning saying so. An
+    `s3://` dataset is indexed from its manifest (tokens, one request) or one listing (zarr, Arrow).
     """
     if is_remote(root):
         return _open_remote(str(root), kind, split)
@@ -151,7 +185,18 @@ def open_index(root: str | Path, kind: str | None = None, *, split: str | None =
 
 
 def _open_local(root: Path, kind: str | None, split: str | None) -> GlobalIndex:
-    cached = load_cached_index(root, split=split)
+    try:
+        cached = load_cached_index(root, split=split)
+    except IndexStaleError as exc:
+        folder = cache_path(root, split).parent
+        if os.access(folder, os.W_OK):
+            raise  # `sdl index` can rebuild it
+        # `sdl index` could not replace it either: open as a folder without a cache does, rebuilding in memory
+        reason = str(exc).split("; run `sdl index", 1)[0]  # every IndexStaleError ends with that advice
+        warnings.warn(f"{reason}, and {folder} cannot be written (a read-only folder), so the index is rebuilt from the "
+                      f"files at every open of the dataset: to open it from its cache again, make the folder writable and "
+                      f"run `sdl index {root}" + (f" --split {split}`" if split else "`"))
+        return build_index(root, kind=kind, split=split, write_cache=False)
     if cached is not None and (kind is None or cached.kind == kind):
         return cached
     return build_index(root, kind=kind, split=split)

@@ -7,6 +7,7 @@ when absent). Written here, where they are read; never filled by import side eff
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def detect_kind(root: Path) -> str:
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such file or directory; expected a token dataset, zarr arrays or Arrow files")
-    if (root / MANIFEST_NAME).is_file():
+    if os.path.lexists(root / MANIFEST_NAME):  # a folder or a broken link there too: reading it says what it is
         return "tokens"
     return detect_other_kind(root)
 

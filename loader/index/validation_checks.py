@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
+from sdl.loader.format.entries import what_is
 from sdl.loader.format.shard_files import unlisted_shards
 from sdl.loader.format.tokens import file_checksum, read_npy_header, repair_hint
 
@@ -32,7 +33,7 @@ def validate_shard(path: Path, shard: Any, manifest: Any, failures: list) -> int
         return 0
 
     if not path.is_file():
-        return fail(f"a shard of {shard.num_tokens:,} tokens (listed in the manifest)", "no such file")
+        return fail(f"a shard of {shard.num_tokens:,} tokens (listed in the manifest)", what_is(path))  # a folder, a link loop, …
     try:
         shape, dtype, offset = read_npy_header(path)
     except SdlError as exc:

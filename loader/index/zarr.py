@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sdl.loader.errors import FormatError, InputError
+from sdl.loader.format.entries import refuse_broken_link, what_is
 from sdl.loader.index.table import SourceInfo
+from sdl.loader.index.zarr_dtypes import recorded_dtype
 
 ZARR_META = ("zarr.json", ".zarray", ".zgroup")
 
@@ -60,16 +61,34 @@ def metadata_object(meta: Any, where: Any) -> dict[str, Any]:
 
 
 def find_zarr_stores(root: Path) -> list[str]:
-    """Relative paths ("." for the root itself) of the zarr stores at or under `root`, sorted."""
+    """Relative paths ("." for the root itself) of the zarr stores at or under `root`, sorted.
+
+    What would hide a store is refused, as `sdl prepare` refuses it in an input folder, rather than skipped (the
+    dataset would lose the store's items): a link that leads nowhere, a link to a folder that is not a store
+    (`os.walk` does not follow it), a folder named `*.zarr` with no zarr metadata and no store inside."""
     if zarr_node(root) is not None:
         return ["."]
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
+    found, unmarked = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith("."):
+                refuse_broken_link(Path(dirpath, name), root)
         for name in list(dirnames):
-            if zarr_node(Path(dirpath) / name) is not None:
-                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
+            path, rel = Path(dirpath, name), os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            if zarr_node(path) is not None:
+                found.append(rel)
                 dirnames.remove(name)
+            elif path.is_symlink():
+                raise InputError(f"{path}: {what_is(path)}, not a zarr store, in the zarr dataset {root}; sdl follows links to "
+                                 "stores only (a link back up would list stores twice): link the stores themselves, or replace "
+                                 "the link by the folder")
+            elif name.endswith(".zarr"):
+                unmarked.append(rel)
+    for rel in unmarked:
+        if not any(store.startswith(f"{rel}/") for store in found):
+            raise InputError(f"{root / rel}: a folder named like a zarr store without zarr metadata (zarr.json, .zarray or "
+                             ".zgroup) or a store inside; restore the store's metadata from a copy, or move the folder out")
     return sorted(found)
 
 
@@ -79,14 +98,10 @@ def _array_fields(directory: Path, meta: dict[str, Any]) -> tuple[tuple[int, ...
         raise FormatError(f"{directory}: zarr shape {json.dumps(shape)[:40]}; expected a list of non-negative integers; "
                           "the metadata is damaged: rewrite the array with zarr")
     shape = tuple(shape)
-    raw = meta.get("data_type", meta.get("dtype"))
-    try:
-        dtype = np.dtype(raw).name
-    except TypeError:
-        dtype = str(raw)
     if not shape:
         raise FormatError(f"{directory}: a 0-d zarr array; expected at least one axis (one sample per first-axis item)")
-    return shape, dtype
+    return shape, recorded_dtype(directory, meta.get("data_type", meta.get("dtype")))
+
 
 
 def describe_zarr_store(root: Path, rel: str) -> tuple[int, dict[str, dict[str, Any]], list[Path]]:

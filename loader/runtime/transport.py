@@ -36,6 +36,7 @@ from sdl.loader.runtime.slots import copy_into, numpy_dtype, slot_arrays
 from sdl.loader.runtime.wire import (  # noqa: F401 (re-export)
     SlotRef,
     WireBatch,
+    as_tensor,
     encode,
     from_wire,
     to_wire,
@@ -145,8 +146,8 @@ class Ring:
         """The batch of `ref` as fresh tensors viewing its slot; slots no longer referenced are given back first."""
         self.release_unused()
         views = ref.views
-        batch = {key: self._tensor(ref.worker, ref.slot, value) if key in views
-                 else torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in ref.fields.items()}
+        batch = {key: self._tensor(ref.worker, ref.slot, value) if key in views else as_tensor(value)
+                 for key, value in ref.fields.items()}
         self._handed.add((ref.worker, ref.slot))
         return batch
 

@@ -22,7 +22,7 @@ class WireBatch:
         self.fields = fields
 
     def to_tensors(self) -> dict[str, Any]:
-        return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in self.fields.items()}
+        return {key: as_tensor(value) for key, value in self.fields.items()}
 
     def pin_memory(self, device: Any = None) -> dict[str, Any]:
         return {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in self.to_tensors().items()}
@@ -80,6 +80,17 @@ def dtype_name(dtype: torch.dtype) -> str:
     if name is None:
         name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
     return name
+
+
+def as_tensor(value: Any) -> Any:
+    """A numpy array received from a worker as a tensor (zero-copy); an array of a type torch has no tensor for (strings,
+    objects, datetimes: a field a dataset gives as numpy, e.g. a zarr string array) stays the array it was sent as."""
+    if not isinstance(value, np.ndarray):
+        return value
+    try:
+        return torch.from_numpy(value)
+    except TypeError:
+        return value
 
 
 def from_wire(batch: Any, ring: Any = None) -> Any:

@@ -190,3 +190,13 @@ def test_reindexing_after_a_zarr_chunk_went_missing_warns_naming_it_once(tmp_pat
     assert "restore them and run sdl index" in err
     code, _, err = run(capsys, "index", tmp_path / "z")  # said once: the new index records them
     assert code == 0 and err == ""
+
+
+def test_a_cache_nested_deeper_than_the_stack_is_one_line_and_sdl_index_rebuilds_it(token_dataset, capsys):
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    cache_path(path).parent.mkdir(exist_ok=True)
+    cache_path(path).write_text("[" * 100_000 + "]" * 100_000)  # json.loads: RecursionError, was a traceback in both
+    code, _, err = run(capsys, "inspect", path)
+    assert code == 1 and err == f"error: {cache_path(path)}: corrupt index cache; run `sdl index {path}` to rebuild it\n"
+    code, out, _ = run(capsys, "index", path, "--json")
+    assert code == 0 and json.loads(out)["tokens"] == 3_000 and json.loads(cache_path(path).read_text())["kind"] == "tokens"

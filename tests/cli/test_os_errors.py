@@ -87,3 +87,35 @@ def test_an_index_cache_that_cannot_be_written_is_warned_about_and_the_index_sti
     assert done.returncode == 0 and json.loads(done.stdout)["cache"] is None and json.loads(done.stdout)["tokens"] == 4_000
     assert done.stderr.startswith(f"warning: could not write the index cache {path / '.sdl' / 'index.json'}")
     assert done.stderr.count("\n") == 1
+
+
+READ_LAST = ("import sys\nfrom sdl.loader import TokenWindows\nds = TokenWindows(sys.argv[1], seq_len=8)\n"
+             "print(len(ds), int(ds[len(ds) - 1]['input_ids'][-1]))\n")  # the last window, 498: tokens 3984..3991
+
+
+def test_a_stale_cache_in_a_folder_that_cannot_be_written_is_rebuilt_in_memory_with_a_warning(token_dataset):
+    """Readers once stopped with `run sdl index`, which could not replace the cache there: no way out but a copy."""
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every folder is writable")
+    path = token_dataset(num_tokens=4_000, tokens_per_shard=1_000)
+    assert subprocess.run([sys.executable, "-m", "sdl.cli.main", "index", str(path)], capture_output=True).returncode == 0
+    os.utime(path / "shard-000002.npy", ns=(1, 1))  # a restore, a copy with other times: the cache no longer matches
+    for folder in (path / ".sdl", path):
+        folder.chmod(0o555)
+    try:
+        read = [subprocess.run([*prefix, sys.executable, "-c", READ_LAST, str(path)], capture_output=True, text=True, timeout=300)
+                for _ in range(2)]
+        index = subprocess.run([*prefix, sys.executable, "-m", "sdl.cli.main", "index", str(path), "--json"],
+                               capture_output=True, text=True, timeout=300)
+    finally:
+        for folder in (path, path / ".sdl"):
+            folder.chmod(0o755)
+    for done in read:
+        assert done.returncode == 0 and done.stdout == "499 3991\n", done.stderr[-2000:]
+        assert (f"UserWarning: {path}: the cached index no longer matches the files (shard-000002.npy was resized or "
+                f"rewritten), and {path / '.sdl'} cannot be written (a read-only folder), so the index is rebuilt from the files "
+                f"at every open of the dataset: to open it from its cache again, make the folder writable and run "
+                f"`sdl index {path}`") in done.stderr
+    assert index.returncode == 0 and json.loads(index.stdout)["cache"] is None  # and it says so: every open rebuilds
+    assert "every open of the dataset rebuilds the index from its files" in index.stderr

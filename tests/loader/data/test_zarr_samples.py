@@ -108,3 +108,40 @@ def test_a_chunk_gone_since_indexing_is_named_through_workers(tmp_path):
         for _ in loader:
             pass
     assert "\n" not in str(raised.value)
+
+
+def test_string_and_datetime_fields_reach_the_training_loop_as_arrays_through_workers(tmp_path):
+    """Fields torch has no tensor for come as numpy arrays (with or without workers; the worker transport once made
+    every array a tensor, a TypeError for these)."""
+    import zarr
+    from sdl.loader import make_loader
+
+    group = zarr.open_group(str(tmp_path / "z" / "run.zarr"), mode="w")
+    group.create_array("labels", shape=(12,), chunks=(4,), dtype="int64")[:] = np.arange(12)
+    group.create_array("names", shape=(12,), chunks=(4,), dtype=str)[:] = np.array(["n" * i for i in range(12)], dtype=object)
+    group.create_array("codes", shape=(12,), chunks=(4,), dtype="<U3")[:] = np.array([f"c{i}" for i in range(12)])
+    group.create_array("times", shape=(12,), chunks=(4,), dtype="<M8[s]")[:] = np.arange(12).astype("<M8[s]")
+    for workers in (0, 2):
+        batches = list(make_loader(ZarrSamples(tmp_path / "z"), 4, num_workers=workers, device="cpu", shuffle=False))
+        assert [b["labels"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        for batch in batches:
+            ids = batch["labels"].tolist()
+            assert batch["names"].tolist() == ["n" * i for i in ids] and batch["codes"].tolist() == [f"c{i}" for i in ids]
+            assert batch["times"].astype("int64").tolist() == ids and batch["times"].dtype == np.dtype("<M8[s]")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("new_length", [4, 12])
+def test_an_array_resized_since_indexing_is_named_on_open_with_both_shapes(tmp_path, zarr_format, new_length):
+    """Shrunk, it read as "a chunk does not decode (IndexError …)" with --validate as the advice; grown, silently."""
+    import zarr
+    from sdl.loader.errors import FormatError
+
+    array = zarr.create_array(str(tmp_path / "z" / "a.zarr"), shape=(8, 3), chunks=(2, 3), dtype="int32", zarr_format=zarr_format)
+    array[:] = np.arange(24).reshape(8, 3)
+    dataset = ZarrSamples(tmp_path / "z")
+    array.resize((new_length, 3))
+    with pytest.raises(FormatError, match=re.escape(
+            f"a.zarr: field 'data': expected shape (8, 3) (the index), found ({new_length}, 3): the array was resized since "
+            f"the index was built; run `sdl index {tmp_path / 'z'}` to rebuild it")):
+        dataset.__getitems__([0, 1])

@@ -153,6 +153,63 @@ def test_a_cache_with_a_null_part_is_stale_and_sdl_index_rebuilds_it(token_datas
     assert open_index(path).total == 2_000
 
 
+DAMAGE = {  # what is done to a good cache -> what the error says
+    "a length past int64": (lambda d: d["sources"].update(length=[2**70] * len(d["sources"]["length"])),
+                            r"malformed index cache \(a number too large for int64"),
+    "a kind sdl does not know": (lambda d: d.update(kind="bogus"), r"malformed index cache \(index kind 'bogus'"),
+    "the dtype removed": (lambda d: d["meta"].pop("dtype"), r"no longer matches the files \(the cache file was edited\)"),
+    "null_columns a number": (lambda d: d["meta"].update(null_columns=5), r"malformed index cache \(null_columns is 5, expected"),
+    "absent_chunks a list": (lambda d: d["meta"].update(absent_chunks=["c/0"]), r"malformed index cache \(absent_chunks is"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_cache_is_stale_naming_it_and_sdl_index_rebuilds_it(token_dataset, damage):
+    """Each was a traceback (OverflowError, KeyError 'dtype' in sdl inspect, a FormatError naming no file) or unchecked."""
+    path = token_dataset(num_tokens=2_000, tokens_per_shard=1_000)
+    data = build_index(path).to_dict()
+    DAMAGE[damage][0](data)
+    cache_path(path).write_text(json.dumps(data))
+    with pytest.raises(IndexStaleError, match=DAMAGE[damage][1] + rf".*; run `sdl index {path}` to rebuild it"):
+        open_index(path)
+    build_index(path)
+    assert open_index(path).meta["dtype"] == "uint16"
+
+
+def test_a_cache_nested_deeper_than_the_stack_is_corrupt(token_dataset):
+    path = token_dataset(num_tokens=2_000, tokens_per_shard=1_000)
+    build_index(path)
+    cache_path(path).write_text("[" * 100_000 + "]" * 100_000)  # json.loads: RecursionError
+    with pytest.raises(IndexStaleError, match="corrupt index cache"):
+        open_index(path)
+
+
+@pytest.mark.parametrize("meta", [5, True, 1.5, None])
+def test_an_arrow_cache_whose_meta_is_not_an_object_is_malformed(tmp_path, meta):
+    import pyarrow as pa
+
+    tmp_path.joinpath("rows").mkdir()
+    with pa.OSFile(str(tmp_path / "rows" / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, pa.schema([("x", pa.int64())])) as writer:
+        writer.write_table(pa.table({"x": np.arange(10)}))
+    data = build_index(tmp_path / "rows").to_dict() | {"meta": meta}  # a TypeError in `in`; `null` was rebuilt silently
+    cache_path(tmp_path / "rows").write_text(json.dumps(data))
+    with pytest.raises(IndexStaleError, match=rf"malformed index cache \(meta is {type(meta).__name__}"):
+        open_index(tmp_path / "rows")
+
+
+def test_a_zarr_cache_of_an_earlier_sdl_with_a_dtype_numpy_cannot_parse_is_rebuilt(tmp_path):
+    import zarr
+    from sdl.loader.index import source_identity
+
+    zarr.create_array(str(tmp_path / "s.zarr"), shape=(4,), chunks=(2,), dtype="<U4", zarr_format=2)[:] = ["a", "b", "c", "d"]
+    index = build_index(tmp_path)
+    old = index.to_dict()
+    old["meta"]["fields"]["data"]["dtype"] = "str128"  # as sdl recorded it before: every read died with a TypeError
+    old["identity"] = source_identity("zarr", index.sources, old["meta"])
+    cache_path(tmp_path).write_text(json.dumps(old))
+    assert open_index(tmp_path).meta["fields"]["data"]["dtype"] == "<U4"
+
+
 def test_missing_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         open_index(tmp_path / "absent")

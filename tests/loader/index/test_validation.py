@@ -1,6 +1,8 @@
 """`--validate` catches each corruption, naming the file, what was expected and found, and the fix."""
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +118,45 @@ def test_damaged_zarr_metadata_is_one_failure_naming_the_store(tmp_path):
     report = validate_dataset(tmp_path / "z")
     assert [(f.file, f.expected) for f in report.failures] == [("run1.zarr", "a zarr store that opens")]
     assert report.failures[0].fix == "rewrite the array with zarr" and "unreadable zarr metadata" in report.failures[0].found
+
+
+def _replace_by(path, what):
+    path.unlink()
+    {"a folder": path.mkdir, "a link loop": lambda: os.symlink(path.name, path),
+     "a dangling link": lambda: os.symlink("nowhere.npy", path)}[what]()
+
+
+SHARD_ENTRIES = {  # what stands where a shard should be -> what --validate found, what reading it says
+    "a folder": ("a folder", "shard-000001.npy: a folder, expected a .npy shard file"),
+    "a link loop": ("a symbolic link loop (-> shard-000001.npy)",
+                    "shard-000001.npy: a symbolic link loop (-> shard-000001.npy), expected a .npy shard file"),
+    "a dangling link": ("a dangling symbolic link (-> nowhere.npy)",
+                        "shard-000001.npy: listed in the manifest but a dangling symbolic link (-> nowhere.npy)"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(SHARD_ENTRIES))
+def test_a_shard_that_is_no_file_is_named_for_what_it_is(token_dataset, what):
+    """--validate said "found no such file" for each; reading it, "corrupt .npy header ([Errno 21] …)" for a folder."""
+    from sdl.loader.errors import FormatError
+
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    _replace_by(path / "shard-000001.npy", what)
+    (failure,) = validate_dataset(path).failures
+    assert (failure.file, failure.found) == ("shard-000001.npy", SHARD_ENTRIES[what][0]) and "sdl prepare --repair" in failure.fix
+    with pytest.raises(FormatError, match=re.escape(f"{path}/{SHARD_ENTRIES[what][1]}; run `sdl prepare --repair {path}`")):
+        build_index(path)
+
+
+@pytest.mark.parametrize("what", ["a folder", "a dangling link"])
+def test_a_manifest_that_is_no_file_is_named_for_what_it_is(token_dataset, what):
+    """It read as a folder without a manifest: ".npy files but no manifest.json"."""
+    from sdl.loader.errors import FormatError
+
+    path = token_dataset(num_tokens=3_000, tokens_per_shard=1_000)
+    _replace_by(path / "manifest.json", what)
+    found = "a folder" if what == "a folder" else "a dangling symbolic link (-> nowhere.npy)"
+    expected = f"{path / 'manifest.json'}: {found}, expected the dataset's manifest file; remove it, then re-run the sdl prepare"
+    for read in (build_index, validate_dataset):
+        with pytest.raises(FormatError, match=re.escape(expected)):
+            read(path)
