@@ -68,7 +68,7 @@ def test_hf_options_without_hf_are_refused(tmp_path, capsys):
 
 def test_inspect_refuses_options_it_would_ignore(token_dataset, capsys):
     config = Path(__file__).resolve().parents[2] / "configs" / "mix-web-code.toml"
-    for args, wording in (([config, "--seq-len", "64"], "--seq-len does not apply to a mixture config"),
+    for args, wording in (([config, "--seq-len", "64"], "--seq-len 64 differs from " + f"{config}'s seq_len = 2048"),
                           ([config, "--kind", "zarr", "--show", "2"], "--kind, --show do not apply to a mixture config"),
                           ([token_dataset(num_tokens=1_000), "--stride", "8"], "--stride 8 needs --seq-len")):
         code, _, err = run(capsys, "inspect", *args)
