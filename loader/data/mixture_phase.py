@@ -21,7 +21,8 @@ where that reads any of its weights differently from the tree, the rule of earli
 was written. Loading a state into a mixture with other weights, schedule or sources starts a new phase at the
 state's cursor: its `drawn` is every source's progress there, its weights and changes those of the new mixture's
 schedule from that stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps
-sources that were removed, so a source added back continues too.
+sources that were removed, and `sources` their identities (both name every source drawn from, `weights` those mixed
+now), so a source added back continues, and one added back with other data, or its data under a new name, is refused.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class Phase:
                                   f"(epoch {self.epoch}, position {self.position}): the state is corrupt")
         return t
 
+    def mixed(self) -> dict[str, str]:
+        """The identities of the sources the phase mixes (`sources` also keeps those removed before it)."""
+        return {name: self.sources[name] for name in self.weights if name in self.sources}
+
     def stream(self) -> Stream:
         return Stream.build(self.weights, self.schedule, self.start, self.drawn, self.interleave)
 
@@ -112,9 +117,10 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     if not is_phase(context):
         return state  # not a mixture's state: the sampler's own check refuses it
     saved = Phase.from_dict(context)
-    if saved.sources == here.sources and state.fingerprint == identity and \
+    if saved.mixed() == here.sources and state.fingerprint == identity and \
             saved.pieces_from(saved.start) == here.pieces_from(saved.start):
         return state
+    # saved.sources: every source the stream drew from, removed ones included (their identities, for the checks below)
     changed = [name for name in saved.sources.keys() & here.sources.keys() if saved.sources[name] != here.sources[name]]
     if changed:
         raise CheckpointError(f"mixture source(s) {sorted(changed)} hold other data than when the state was saved; "
@@ -137,8 +143,9 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     start = saved.start + saved.draw(state.epoch, state.cursor)  # the stream position of the cursor
     weights, schedule = here.pieces_from(start)
     cursor = min(state.cursor, here.num_samples)
+    removed_sources = {name: source for name, source in saved.sources.items() if name not in here.sources}
     phase = replace(here, epoch=state.epoch, position=cursor, start=start, weights=weights, schedule=schedule,
-                    drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}})
+                    drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}}, sources=here.sources | removed_sources)
     return replace(state, fingerprint=identity, num_samples=here.num_samples, cursor=cursor,
                    dataset={**describe, "context": phase.to_dict()})
 

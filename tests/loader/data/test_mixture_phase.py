@@ -1,0 +1,58 @@
+"""Mixture phase laws: what a saved state remembers of its sources (removed ones too), which states it refuses, and
+where a state at an epoch's end resumes under other weights."""
+
+import pytest
+from sdl.loader import Mixture, TokenWindows
+from sdl.loader.errors import CheckpointError
+from sdl.loader.sampling.sampler import ElasticSampler
+
+from tests.loader.data.test_mixture import check_passes, run
+
+N = 240
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    from sdl.prepare.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("mix")
+    for name, tokens in (("web", 2_000), ("code", 700), ("math", 400)):  # 249, 87, 49 windows of 8
+        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=300, vocab_size=1000, doc_len=97)
+    return {name: TokenWindows(root / name, seq_len=8) for name in ("web", "code", "math")}
+
+
+def mix(sources, weights, **names):
+    """A mixture of `weights` {name: w}, each name's dataset `sources[name]` unless `names` maps it to another."""
+    return Mixture({n: sources[names.get(n, n)] for n in weights}, weights=weights, num_samples=N)
+
+
+def load(mixture, state):
+    sampler = ElasticSampler.for_dataset(mixture, 4, seed=5, shuffle=False)
+    sampler.load_state_dict(state)
+    return sampler
+
+
+def test_a_removed_source_keeps_its_identity_so_its_data_comes_back_under_its_name_only(sources):
+    both = mix(sources, {"web": 1, "code": 1})
+    delivered, state = run(both, None, 1, 8, 5)
+    alone = mix(sources, {"web": 1})
+    more, state = run(alone, state, 1, 8, 2)  # code removed: the state keeps its progress and its identity
+    context = state.dataset["context"]
+    assert context["drawn"]["code"] == 20 and context["sources"] == {"web": sources["web"].identity, "code": sources["code"].identity}
+    assert run(alone, state, 1, 8, 0)[1].dataset["context"] == context  # the same mixture again: nothing adapted
+    with pytest.raises(CheckpointError, match=r"source\(s\) \['code'\] hold other data than when the state was saved"):
+        load(mix(sources, {"web": 1, "code": 1}, code="math"), state)
+    with pytest.raises(CheckpointError, match="'py' holds the data the state saved as 'code'.*name it 'code' again"):
+        load(mix(sources, {"web": 1, "py": 1}, py="code"), state)
+    # math added (a new source) while code is away, then code back with its data: every pass continues
+    rest, state = run(mix(sources, {"web": 1, "math": 1}), state, 1, 8, 3)
+    assert state.dataset["context"]["sources"] == {n: sources[n].identity for n in ("web", "math", "code")}
+    back = mix(sources, {"web": 1, "code": 1, "math": 1})
+    last, _ = run(back, state, 1, 8, 10**6)
+    check_passes(back, delivered + more + rest + last)
+
+
+def test_a_state_without_removed_sources_names_the_mixed_ones_only(sources):
+    _, state = run(mix(sources, {"web": 1, "code": 1}), None, 1, 8, 5)
+    _, state = run(mix(sources, {"code": 1, "web": 3}), state, 1, 8, 2)  # other weights, the sources reordered
+    assert list(state.dataset["context"]["sources"]) == ["code", "web"]  # as before removed sources were kept
