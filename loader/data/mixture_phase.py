@@ -131,6 +131,10 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
         new, old = sorted(renamed.items())[0]
         raise CheckpointError(f"mixture source {new!r} holds the data the state saved as {old!r}; a source keeps its name across "
                               f"a resume (its progress and shuffled order go by it): name it {old!r} again")
+    if not (saved.sources.keys() | saved.drawn.keys()) & here.sources.keys():  # not a change of this run: another run's state
+        raise CheckpointError(f"the loader state belongs to another mixture (its sources {sorted(saved.sources)}, this one's "
+                              f"{sorted(here.sources)}: none in common); load it with the mixture it was saved with, or, to "
+                              "carry that run on with new sources only, name one of its sources too, at weight 0")
     if state.consumed:
         raise CheckpointError(
             "the loader state's ranks stopped at different steps (consumed ranges beyond the cursor), so the mixture's "

@@ -56,3 +56,16 @@ def test_a_state_without_removed_sources_names_the_mixed_ones_only(sources):
     _, state = run(mix(sources, {"web": 1, "code": 1}), None, 1, 8, 5)
     _, state = run(mix(sources, {"code": 1, "web": 3}), state, 1, 8, 2)  # other weights, the sources reordered
     assert list(state.dataset["context"]["sources"]) == ["code", "web"]  # as before removed sources were kept
+
+
+def test_a_state_of_a_mixture_with_no_source_in_common_is_refused_as_another_runs(sources):
+    _, state = run(mix(sources, {"web": 3, "code": 1}), None, 1, 8, 7)
+    with pytest.raises(CheckpointError, match=r"another mixture \(its sources \['code', 'web'\], this one's \['math'\]: none in "
+                                              r"common\); load it with the mixture it was saved with.*at weight 0"):
+        load(mix(sources, {"math": 1}), state)
+    with pytest.raises(CheckpointError, match="another mixture"):  # other names and other data: no source in common either
+        load(Mixture({"a": sources["math"], "b": sources["math"]}, weights={"a": 1, "b": 1}, num_samples=N), state)
+    # the way the message gives: a saved source at weight 0, then dropped; the new source starts at the run's cursor
+    _, state = run(mix(sources, {"web": 0, "math": 1}), state, 1, 8, 1)
+    _, state = run(mix(sources, {"math": 1}), state, 1, 8, 1)
+    assert (state.cursor, state.dataset["context"]["drawn"]) == (72, {"web": 42, "code": 14, "math": 8})
