@@ -198,9 +198,7 @@ class Mixture:
 
     def _map(self, phase_key: str, phase: Phase, seed: int, epoch: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(source, id) of the positions `k` of `epoch` under `phase`."""
-        t = k + ((epoch - phase.epoch) * phase.num_samples - phase.position)
-        if t.size and t.min() < 0:  # padding wraps to the epoch's start, before the phase: repeat its end
-            t = np.where(t < 0, t + phase.num_samples, t)
+        t = phase.draws(epoch, k)
         stream = self._streams.get(phase_key)
         if stream is None:
             stream = self._streams[phase_key] = phase.stream()

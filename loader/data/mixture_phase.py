@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 from sdl.loader.data.mixture_schedule import TABLE_BEYOND_TWO, TREE, Schedule, Stream, pieces_from, uses_table
 from sdl.loader.errors import CheckpointError
 from sdl.loader.sampling.state import LoaderState
@@ -85,9 +86,26 @@ class Phase:
         """t: how many positions of the phase come before position `position` of epoch `epoch`."""
         t = (epoch - self.epoch) * self.num_samples + position - self.position
         if t < 0:
-            raise CheckpointError(f"the loader state (epoch {epoch}, position {position}) lies before its mixture phase "
-                                  f"(epoch {self.epoch}, position {self.position}): the state is corrupt")
+            raise self.before(epoch, position)
         return t
+
+    def draws(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """`draw` of int64 `positions` of `epoch`, vectorised. Positions of the phase's own epoch before its start are the
+        padding of that epoch's last step (it wraps to the epoch's start): they read the same positions of the next epoch
+        (real draws; padding is not counted). An earlier epoch is refused: its draws were made under the weights before."""
+        t = positions + ((epoch - self.epoch) * self.num_samples - self.position)
+        if t.size and t.min() < 0:
+            if epoch < self.epoch:
+                raise self.before(epoch, int(positions.min()))
+            t = np.where(t < 0, t + self.num_samples, t)
+        return t
+
+    def before(self, epoch: int, position: int) -> CheckpointError:
+        first = self.epoch + (self.position > 0)  # the first epoch whose every position the phase maps
+        return CheckpointError(
+            f"position {position:,} of epoch {epoch} lies before the loader state's mixture phase, which began at position "
+            f"{self.position:,} of epoch {self.epoch} (where the weights or sources last changed; the draws before it are not "
+            f"kept): set_epoch({first}) or a later epoch, or load a checkpoint saved before that change to replay earlier ones")
 
     def mixed(self) -> dict[str, str]:
         """The identities of the sources the phase mixes (`sources` also keeps those removed before it)."""
@@ -119,6 +137,7 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     saved = Phase.from_dict(context)
     if saved.mixed() == here.sources and state.fingerprint == identity and \
             saved.pieces_from(saved.start) == here.pieces_from(saved.start):
+        saved.draw(state.epoch, state.cursor)  # refuses a state moved back before its phase (set_epoch to an earlier epoch)
         return state
     # saved.sources: every source the stream drew from, removed ones included (their identities, for the checks below)
     changed = [name for name in saved.sources.keys() & here.sources.keys() if saved.sources[name] != here.sources[name]]

@@ -2,7 +2,7 @@
 where a state at an epoch's end resumes under other weights."""
 
 import pytest
-from sdl.loader import Mixture, TokenWindows
+from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.errors import CheckpointError
 from sdl.loader.sampling.sampler import ElasticSampler
 
@@ -69,3 +69,40 @@ def test_a_state_of_a_mixture_with_no_source_in_common_is_refused_as_another_run
     _, state = run(mix(sources, {"web": 0, "math": 1}), state, 1, 8, 1)
     _, state = run(mix(sources, {"math": 1}), state, 1, 8, 1)
     assert (state.cursor, state.dataset["context"]["drawn"]) == (72, {"web": 42, "code": 14, "math": 8})
+
+
+def epoch_samples(mixture, sampler):
+    """(source, id) of every position the sampler delivers in the rest of its epoch."""
+    out = []
+    for batch in sampler:
+        source, ids = mixture.locate(batch, seed=batch.seed, epoch=batch.epoch, context=batch.context)
+        out += list(zip(source.tolist(), ids.tolist()))
+    return out
+
+
+def test_set_epoch_to_an_epoch_before_the_current_phase_is_refused_and_later_ones_are_the_same_however_reached(sources):
+    first = mix(sources, {"web": 1, "code": 1})
+    sampler = ElasticSampler.for_dataset(first, 8, seed=5, shuffle=False)
+    epoch0 = epoch_samples(first, sampler)
+    sampler.set_epoch(3)
+    same = load(first, sampler.state())
+    same.set_epoch(0)  # the same weights: epoch 0 replayed exactly
+    assert epoch_samples(first, same) == epoch0
+    other = mix(sources, {"web": 1, "code": 3})
+    resumed = load(other, sampler.state())  # a new phase from epoch 3 on
+    with pytest.raises(CheckpointError, match=r"position 0 of epoch 1 lies before the loader state's mixture phase, which "
+                                              r"began at position 0 of epoch 3 .*set_epoch\(3\) or a later epoch"):
+        resumed.set_epoch(1)
+    resumed.set_epoch(4)
+    direct = epoch_samples(other, resumed)
+    resumed.set_epoch(6)
+    resumed.set_epoch(4)  # back to an epoch the phase maps: the same samples
+    assert epoch_samples(other, resumed) == direct
+    with pytest.raises(CheckpointError, match="lies before the loader state's mixture phase"):
+        other.locate([0], seed=5, epoch=2, context=resumed.state().dataset["context"])
+    # a phase that began mid-epoch: that epoch's positions before it are refused too (a loader's set_epoch as well)
+    loader = make_loader(other, 8, seed=5, shuffle=False, num_workers=0, rank=0, world_size=1, device="cpu")
+    loader.load_state_dict(run(first, None, 1, 8, 2)[1])  # phase at position 16 of epoch 0
+    list(loader)
+    with pytest.raises(CheckpointError, match=r"began at position 16 of epoch 0 .*set_epoch\(1\) or a later epoch"):
+        loader.set_epoch(0)
