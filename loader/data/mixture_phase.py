@@ -154,11 +154,14 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
         raise CheckpointError(f"the loader state belongs to another mixture (its sources {sorted(saved.sources)}, this one's "
                               f"{sorted(here.sources)}: none in common); load it with the mixture it was saved with, or, to "
                               "carry that run on with new sources only, name one of its sources too, at weight 0")
+    if state.cursor == state.num_samples != here.num_samples:  # every sample of the epoch delivered (what is left is the
+        # padding of its last global step, which another epoch length cuts elsewhere): the new phase starts the next epoch
+        state = state.next_epoch()
     if state.consumed:
         raise CheckpointError(
             "the loader state's ranks stopped at different steps (consumed ranges beyond the cursor), so the mixture's "
             "weights or sources cannot change from it; resume with the saved weights until the next checkpoint, then change them")
-    if state.shuffle != "none" and state.cursor != 0:
+    if state.shuffle != "none" and 0 < state.cursor < state.num_samples:
         raise CheckpointError(
             f"the loader state was saved mid-epoch with shuffle={state.shuffle!r} (positions consumed out of order), so the "
             "mixture's weights cannot change from it; change weights at an epoch start, or use shuffle=False")

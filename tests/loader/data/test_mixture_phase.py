@@ -106,3 +106,31 @@ def test_set_epoch_to_an_epoch_before_the_current_phase_is_refused_and_later_one
     list(loader)
     with pytest.raises(CheckpointError, match=r"began at position 16 of epoch 0 .*set_epoch\(1\) or a later epoch"):
         loader.set_epoch(0)
+
+
+def accumulated(mixture, state, steps, shuffle):
+    """`steps` micro-steps of 4 in global steps of 8 (drop_last=False); the real samples delivered and the state."""
+    sampler = ElasticSampler.for_dataset(mixture, 4, seed=5, shuffle=shuffle, drop_last=False, global_batch_size=8)
+    if state is not None:
+        sampler.load_state_dict(state)
+    delivered, steps = [], min(steps, sampler.plan().steps)
+    for _, batch in zip(range(steps), sampler):
+        source, ids = mixture.locate(batch, seed=batch.seed, epoch=batch.epoch, context=batch.context)
+        rows = zip(batch, source.tolist(), ids.tolist())
+        delivered += [(batch.epoch, k, mixture.names[s], i) for k, s, i in rows][:len(batch) - batch.num_padded]
+    return delivered, sampler.state(steps)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("num_samples", [6, 10, 40])
+def test_a_state_in_an_epochs_padded_last_step_resumes_under_other_weights_and_epoch_lengths(sources, shuffle, num_samples):
+    first = Mixture({"web": sources["web"], "code": sources["code"]}, weights={"web": 1, "code": 1}, num_samples=10)
+    delivered, state = accumulated(first, None, 3, shuffle)  # 12 slots of the 16 of two global steps: 10 real, 2 padding
+    assert (state.epoch, state.cursor, state.padded) == (0, 10, 2) and len(delivered) == 10
+    other = Mixture({"web": sources["web"], "code": sources["code"]}, weights={"web": 1, "code": 3}, num_samples=num_samples)
+    more, after = [], state
+    while after.epoch < 2:  # the rest of epoch 0 (its padding, if any), then epoch 1 at the new weights and length
+        rows, after = accumulated(other, after, 10**6, shuffle)
+        more += rows
+    assert {e for e, _, _, _ in more} == {1} and len(more) == num_samples  # every real sample of epoch 0 was delivered
+    check_passes(Mixture({"web": sources["web"], "code": sources["code"]}, num_samples=10), delivered + more)
