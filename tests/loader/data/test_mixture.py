@@ -213,8 +213,8 @@ def test_zarr_arrow_and_nested_mixtures_as_sources(tmp_path, sources):
     inner = Mixture({"a": zarr_a, "b": zarr_b}, weights={"a": 1, "b": 1})
     outer = Mixture({"inner": inner, "rows": rows}, weights={"inner": 2, "rows": 1}, num_samples=60)
     batch = outer.__getitems__(list(range(60)))
-    for row, (s, i) in enumerate(zip(batch["source"].tolist(), batch["source_ids"].tolist())):
-        assert int(batch["labels"][row]) == int(outer.sources[s][i]["labels"])
+    for row, (s, i) in enumerate(zip(batch["source"].tolist(), batch["source_ids"].tolist())):  # inner ids: its stream positions
+        assert int(batch["labels"][row]) == int(outer.sources[s][i]["labels"] if s else inner.stream_items([i])["labels"][0])
     drawn = batch["source_ids"][batch["source"] == 1].tolist()  # 20 draws of the 30 rows: part of one pass
     assert len(drawn) == 20 and len(set(drawn)) == 20 and set(drawn) <= set(range(30))
 
