@@ -5,13 +5,16 @@ interleave (`sdl.loader.sampling.interleave`) of the weights in force there (a `
 stream positions: `sdl.loader.data.mixture_schedule`) maps t to a source s and that source's draw index d; d
 falls in pass d // len(s) at offset d % len(s), and the sample is `s[Order(len(s), seed, epoch=pass,
 key=<name, identity of s>)[offset]]`: each source's own Feistel order, every id once per pass, a new
-permutation every pass. Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for
-`locate`, a plan of a rank's next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are
-looked up a whole pass or a block at a time (`sdl.loader.data.mixture_ids`: a Feistel cycle-walk costs numpy calls).
+permutation every pass. A source that is itself a Mixture is read as its stream (`stream_items`): pass p of it is its
+epoch p, read with this mixture's seed, so its sources continue their passes as the outer one draws it again.
+Nothing O(samples) is stored: positions are mapped many at a time (a chunk of 4,096 for `locate`, a plan of a rank's
+next ~256 steps for a batch: `sdl.loader.data.mixture_plan`), and a source's ids are looked up a whole pass or a block
+at a time (`sdl.loader.data.mixture_ids`: a Feistel cycle-walk costs numpy calls).
 
 A batch (`__getitems__`) is `{"sample_ids": int64 [B] mixture positions, "source": int64 [B] index of the
-source in the dict's order, "source_ids": int64 [B] sample ids within the source, <the sources' fields>}`, a
-GatheredBatch as every sdl dataset's (a plain DataLoader with the default collate passes it whole).
+source in the dict's order, "source_ids": int64 [B] sample ids within the source (of a nested mixture: its stream
+positions), <the sources' fields>}`, a GatheredBatch as every sdl dataset's (a plain DataLoader with the default
+collate passes it whole).
 Every source must give the same fields (name, dtype, trailing shape); `rename={"code": {"text": "content"}}`
 maps a source's fields to common names. The sampler's batches carry the seed, the epoch and the mixture's
 phase (`SampleBatch.context`); indices without them (a plain DataLoader, `mixture[i]`) read epoch 0 of
@@ -29,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sdl.loader.data.mixture_gather import RowGather
+from sdl.loader.data.mixture_gather import RowGather, assemble_batch
 from sdl.loader.data.mixture_ids import SourceOrders
 from sdl.loader.data.mixture_phase import Phase, adapt_state, is_phase, plan_sources
 from sdl.loader.data.mixture_schedule import Stream, check_schedule, check_weights
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
+from sdl.loader.sampling.batches import SampleBatch
 from sdl.loader.sampling.state import LIMIT, LoaderState
 
 CHUNK = 4096  # positions mapped per lookup (~0.2 ms of interleave and takes), spread over 256 batches of 16; a resume pays one
@@ -65,6 +69,7 @@ class Mixture:
         self.fields = self._common_fields()
         keys = [f"mixture-source:{name}:{getattr(src, 'identity', '')}" for name, src in zip(self.names, self.sources)]
         self._orders = SourceOrders([len(src) for src in self.sources], keys)
+        self._streamed = tuple(hasattr(src, "stream_items") for src in self.sources)  # nested mixtures: ids run on past a pass
         self._chunks: OrderedDict = OrderedDict()
         self._streams: dict[str, Stream] = {}
         self._last: tuple | None = None
@@ -165,7 +170,7 @@ class Mixture:
                 if key not in BATCH_ONLY_KEYS}  # cu_seqlens, max_seqlen describe a whole batch
 
     def locate(self, positions: Any, *, seed: int = 0, epoch: int = 0, context: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """(source index, sample id within it) of mixture positions, vectorised."""
+        """(source index, sample id within it; of a nested mixture, its stream position) of mixture positions, vectorised."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if positions.size and (positions.min() < 0 or positions.max() >= self.num_samples):
             raise IndexError(f"mixture position outside [0, {self.num_samples})")
@@ -209,9 +214,7 @@ class Mixture:
 
     def _map(self, phase_key: str, phase: Phase, seed: int, epoch: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(source, id) of the positions `k` of `epoch` under `phase`."""
-        t = k + ((epoch - phase.epoch) * phase.num_samples - phase.position)
-        if t.size and t.min() < 0:  # padding wraps to the epoch's start, before the phase: repeat its end
-            t = np.where(t < 0, t + phase.num_samples, t)
+        t = phase.draws(epoch, k)
         stream = self._streams.get(phase_key)
         if stream is None:
             stream = self._streams[phase_key] = phase.stream()
@@ -225,7 +228,20 @@ class Mixture:
             mine = np.flatnonzero(source == s)
             if mine.size:
                 ids[mine] = self._orders.ids(s, seed, draws[mine])
+                if self._streamed[s]:  # pass p of a nested mixture is its epoch p: ids are its stream positions
+                    ids[mine] += draws[mine] - draws[mine] % self._orders.sizes[s]
         return source, ids
+
+    def stream_items(self, positions: Sequence[int], seed: int = 0, *, key: SampleBatch | None = None) -> dict[str, Any]:
+        """The batch of this mixture's stream positions `positions` (epoch·N + position, from its initial phase), read with
+        `seed`: how an outer mixture reads it, so that its draws past N continue the stream (each source its passes).
+        `key`: the (seed, epoch, position) per-batch randomness is drawn from (an outer batch's; default (seed, 0, 0))."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if positions.size and positions.min() < 0:
+            raise IndexError(f"mixture stream position {int(positions.min())} is negative")
+        key = SampleBatch((), seed=int(seed), epoch=0, position=0) if key is None else key
+        phase, phase_key = self._parse(None)
+        return assemble_batch(self, positions, *self._map(phase_key, phase, int(seed), 0, positions), key)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         return self._row_gather().batch(self, indices)

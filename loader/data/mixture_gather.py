@@ -13,7 +13,8 @@ or sources whose shifts differ): each source writes its samples into its rows of
 each source's own.
 
 Assembled (any other source: ZarrSamples, ArrowRows, a nested Mixture, renamed fields): each source's own
-`__getitems__` batch, its rows copied into place field by field (`assemble_batch`). All routes give the same batch.
+`__getitems__` batch (a nested Mixture's `stream_items`), its rows copied into place field by field (`assemble_batch`).
+All routes give the same batch.
 """
 
 from __future__ import annotations
@@ -223,7 +224,9 @@ def assemble_batch(mixture: Any, positions: np.ndarray, source: np.ndarray, ids:
     parts = []
     for s, dataset in enumerate(mixture.sources):
         where = np.flatnonzero(source == s)
-        if where.size:
+        if where.size and mixture._streamed[s]:  # a nested mixture: ids are its stream positions (Mixture.stream_items)
+            parts.append((where, mixture._renamed(s, dataset.stream_items(ids[where], key.seed, key=key))))
+        elif where.size:
             sub = SampleBatch(ids[where].tolist(), seed=key.seed, epoch=key.epoch, position=key.position)
             parts.append((where, mixture._renamed(s, dataset.__getitems__(sub))))
     batch = GatheredBatch(sample_ids=torch.from_numpy(positions), source=torch.from_numpy(source),

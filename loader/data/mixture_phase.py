@@ -21,7 +21,8 @@ where that reads any of its weights differently from the tree, the rule of earli
 was written. Loading a state into a mixture with other weights, schedule or sources starts a new phase at the
 state's cursor: its `drawn` is every source's progress there, its weights and changes those of the new mixture's
 schedule from that stream position on, so each source continues its pass exactly where it stopped. `drawn` keeps
-sources that were removed, so a source added back continues too.
+sources that were removed, and `sources` their identities (both name every source drawn from, `weights` those mixed
+now), so a source added back continues, and one added back with other data, or its data under a new name, is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 from sdl.loader.data.mixture_schedule import TABLE_BEYOND_TWO, TREE, Schedule, Stream, pieces_from, uses_table
 from sdl.loader.errors import CheckpointError
 from sdl.loader.sampling.state import LoaderState
@@ -84,9 +86,30 @@ class Phase:
         """t: how many positions of the phase come before position `position` of epoch `epoch`."""
         t = (epoch - self.epoch) * self.num_samples + position - self.position
         if t < 0:
-            raise CheckpointError(f"the loader state (epoch {epoch}, position {position}) lies before its mixture phase "
-                                  f"(epoch {self.epoch}, position {self.position}): the state is corrupt")
+            raise self.before(epoch, position)
         return t
+
+    def draws(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """`draw` of int64 `positions` of `epoch`, vectorised. Positions of the phase's own epoch before its start are the
+        padding of that epoch's last step (it wraps to the epoch's start): they read the same positions of the next epoch
+        (real draws; padding is not counted). An earlier epoch is refused: its draws were made under the weights before."""
+        t = positions + ((epoch - self.epoch) * self.num_samples - self.position)
+        if t.size and t.min() < 0:
+            if epoch < self.epoch:
+                raise self.before(epoch, int(positions.min()))
+            t = np.where(t < 0, t + self.num_samples, t)
+        return t
+
+    def before(self, epoch: int, position: int) -> CheckpointError:
+        first = self.epoch + (self.position > 0)  # the first epoch whose every position the phase maps
+        return CheckpointError(
+            f"position {position:,} of epoch {epoch} lies before the loader state's mixture phase, which began at position "
+            f"{self.position:,} of epoch {self.epoch} (where the weights or sources last changed; the draws before it are not "
+            f"kept): set_epoch({first}) or a later epoch, or load a checkpoint saved before that change to replay earlier ones")
+
+    def mixed(self) -> dict[str, str]:
+        """The identities of the sources the phase mixes (`sources` also keeps those removed before it)."""
+        return {name: self.sources[name] for name in self.weights if name in self.sources}
 
     def stream(self) -> Stream:
         return Stream.build(self.weights, self.schedule, self.start, self.drawn, self.interleave)
@@ -112,9 +135,11 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     if not is_phase(context):
         return state  # not a mixture's state: the sampler's own check refuses it
     saved = Phase.from_dict(context)
-    if saved.sources == here.sources and state.fingerprint == identity and \
+    if saved.mixed() == here.sources and state.fingerprint == identity and \
             saved.pieces_from(saved.start) == here.pieces_from(saved.start):
+        saved.draw(state.epoch, state.cursor)  # refuses a state moved back before its phase (set_epoch to an earlier epoch)
         return state
+    # saved.sources: every source the stream drew from, removed ones included (their identities, for the checks below)
     changed = [name for name in saved.sources.keys() & here.sources.keys() if saved.sources[name] != here.sources[name]]
     if changed:
         raise CheckpointError(f"mixture source(s) {sorted(changed)} hold other data than when the state was saved; "
@@ -125,11 +150,18 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
         new, old = sorted(renamed.items())[0]
         raise CheckpointError(f"mixture source {new!r} holds the data the state saved as {old!r}; a source keeps its name across "
                               f"a resume (its progress and shuffled order go by it): name it {old!r} again")
+    if not (saved.sources.keys() | saved.drawn.keys()) & here.sources.keys():  # not a change of this run: another run's state
+        raise CheckpointError(f"the loader state belongs to another mixture (its sources {sorted(saved.sources)}, this one's "
+                              f"{sorted(here.sources)}: none in common); load it with the mixture it was saved with, or, to "
+                              "carry that run on with new sources only, name one of its sources too, at weight 0")
+    if state.cursor == state.num_samples != here.num_samples:  # every sample of the epoch delivered (what is left is the
+        # padding of its last global step, which another epoch length cuts elsewhere): the new phase starts the next epoch
+        state = state.next_epoch()
     if state.consumed:
         raise CheckpointError(
             "the loader state's ranks stopped at different steps (consumed ranges beyond the cursor), so the mixture's "
             "weights or sources cannot change from it; resume with the saved weights until the next checkpoint, then change them")
-    if state.shuffle != "none" and state.cursor != 0:
+    if state.shuffle != "none" and 0 < state.cursor < state.num_samples:
         raise CheckpointError(
             f"the loader state was saved mid-epoch with shuffle={state.shuffle!r} (positions consumed out of order), so the "
             "mixture's weights cannot change from it; change weights at an epoch start, or use shuffle=False")
@@ -137,8 +169,9 @@ def adapt_state(state: LoaderState, here: Phase, identity: str, describe: dict[s
     start = saved.start + saved.draw(state.epoch, state.cursor)  # the stream position of the cursor
     weights, schedule = here.pieces_from(start)
     cursor = min(state.cursor, here.num_samples)
+    removed_sources = {name: source for name, source in saved.sources.items() if name not in here.sources}
     phase = replace(here, epoch=state.epoch, position=cursor, start=start, weights=weights, schedule=schedule,
-                    drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}})
+                    drawn={**drawn, **{n: drawn.get(n, 0) for n in here.weights}}, sources=here.sources | removed_sources)
     return replace(state, fingerprint=identity, num_samples=here.num_samples, cursor=cursor,
                    dataset={**describe, "context": phase.to_dict()})
 

@@ -258,8 +258,8 @@ class ElasticSampler:
         A sampler a loader owns is moved by it (a host such as Lightning calls `loader.sampler.set_epoch`)."""
         if (owner := self.owner_set_epoch and self.owner_set_epoch()) is not None:  # a weak method: no cycle to collect
             return owner(epoch, skip_rest)
-        self._base = move_to_epoch(self.state(), epoch, skip_rest, self.plan_from(self.state()).steps)
-        self._produced, self._finished = 0, False
+        # loaded as a loader loads it: the dataset's adapt_state sees it (a Mixture refuses an epoch before its phase)
+        self.load_state_dict(move_to_epoch(self.state(), epoch, skip_rest, self.plan_from(self.state()).steps))
 
 
 def move_to_epoch(current: LoaderState, epoch: int, skip_rest: bool, steps_left: int) -> LoaderState:
