@@ -1,10 +1,11 @@
 """Opened sources, per process: an LRU of memory maps, zarr arrays or Arrow tables, and a batch's grouping by source.
 
-A memory-mapped file truncated under a running loader kills the reader with SIGBUS at the first
-read past its new end. So every `REFRESH_S` the LRU compares the size of each open source with the
-size the index recorded, and raises a FormatError naming the first that changed (a stat per open
-source, once a second: ~1 µs each). A read that reaches the cut before the check still dies; the
-loader then names the file from the training process (`sdl.loader.runtime.workers`).
+A file changed under a running loader must not be read as if it were the one indexed: a memory map of a
+file rewritten in place serves the new bytes, and one truncated kills the reader with SIGBUS at the first read
+past its new end. So when the LRU opens a source, and every `REFRESH_S` for the open ones, it compares the
+file's size and mtime with what the index recorded, and raises a FormatError naming the first that changed (a
+stat per open source, once a second: ~1 µs each; see `check_files`). A read that reaches the cut before the
+check still dies; the loader then names the file from the training process (`sdl.loader.runtime.workers`).
 
 How many sources stay open (`max_open`): a memory map costs a file descriptor and a little
 kernel bookkeeping, not memory, so the default is generous and `raise_open_files_limit` lifts the
@@ -69,7 +70,7 @@ class OpenSources:
             self.refresh()
         if item is None:
             if self.index is not None:
-                check_sizes(self.index, (source_id,))
+                check_files(self.index, (source_id,))
             item = self.items[source_id] = self._open(source_id)
             if len(self.items) > self.max_open:
                 self._close(1)
@@ -102,15 +103,15 @@ class OpenSources:
 
     def holds_all(self, held: dict[int, Any]) -> bool:
         """Whether each `{source_id: item}` of `held` is still the item this LRU holds for it (none closed, none
-        reopened): what keeps an opened source taken from here before covered by the size checks."""
+        reopened): what keeps an opened source taken from here before covered by the file checks."""
         items = self.items
         return all(items.get(source_id) is item for source_id, item in held.items())
 
     def refresh(self) -> None:
-        """Every REFRESH_S (looked at every REFRESH_CALLS calls): check the open sources' sizes."""
+        """Every REFRESH_S (looked at every REFRESH_CALLS calls): check the open sources' files."""
         self.countdown = REFRESH_CALLS
         if time.monotonic() - self.checked >= REFRESH_S:
-            check_sizes(self.index, self.items)
+            check_files(self.index, self.items)
             self.checked = time.monotonic()
 
 
@@ -143,22 +144,35 @@ def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return list(zip(sorted_ids[np.r_[0, cuts]].tolist(), np.split(order, cuts)))
 
 
-def check_sizes(index: Any, source_ids: Iterable[int]) -> None:
-    """Raise a FormatError naming the first of `source_ids` whose file size differs from the index's record."""
+def check_files(index: Any, source_ids: Iterable[int]) -> None:
+    """Raise a FormatError naming the first of `source_ids` whose file is not the one the index recorded: gone, of
+    another size, or modified since (its mtime; a file rewritten at the same size, in place or by a rename)."""
+    sizes, mtimes = index.sources.sizes, index.sources.mtime_ns
     for source_id in source_ids:
         path = index.path_of(source_id)
-        expected = int(index.sources.sizes[source_id])
+        expected = int(sizes[source_id])
         try:
-            actual = os.stat(path).st_size
+            stat = os.stat(path)
         except OSError:
-            actual = -1
-        if actual != expected:
-            found = "is gone" if actual < 0 else f"is now {actual:,} bytes"
-            how = "deleted" if actual < 0 else "truncated or rewritten"
-            restore = {"tokens": "re-run sdl prepare with the same arguments", "arrow": "rewrite it as it was, e.g. with save_to_disk",
-                       "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
-            raise FormatError(f"{path} {found}, the index recorded {expected:,} bytes: the file changed under a running "
-                              f"loader ({how}); restore it ({restore}) and resume from the last checkpoint")
+            stat = None
+        if stat is not None and stat.st_size == expected and stat.st_mtime_ns == mtimes[source_id]:
+            continue
+        if stat is None:
+            found, how = f"is gone, the index recorded {expected:,} bytes", "deleted"
+        elif stat.st_size != expected:
+            found, how = f"is now {stat.st_size:,} bytes, the index recorded {expected:,} bytes", "truncated or rewritten"
+        else:
+            found, how = (f"was modified at {_when(stat.st_mtime_ns)}, the index recorded a file of the same size modified at "
+                          f"{_when(int(mtimes[source_id]))}"), "rewritten"
+        restore = {"tokens": "re-run sdl prepare with the same arguments", "arrow": "rewrite it as it was, e.g. with save_to_disk",
+                   "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
+        raise FormatError(f"{path} {found}: the file changed under a running loader ({how}); restore it ({restore}) and "
+                          "resume from the last checkpoint")
+
+
+def _when(mtime_ns: int) -> str:
+    """An mtime as local time to the nanosecond (two writes a few ms apart differ in it)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns // 10**9)) + f".{mtime_ns % 10**9:09d}"
 
 
 def descriptor_room() -> int:

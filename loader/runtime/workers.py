@@ -6,7 +6,7 @@
 - **Dead workers**: the training process checks its workers whenever it has waited `HEALTH_S` for a
   batch (`check_workers`): a worker that exited (the OOM killer's SIGKILL, a crash) raises a
   `WorkerError` naming it and its signal; a SIGBUS death (a memory-mapped file truncated under it)
-  first looks for a source whose size changed and names it.
+  first looks for a source whose file changed and names it.
 - **Errors in a worker**: PyTorch re-raises a worker's exception in the training process as the same type, its
   message replaced by "Caught X in DataLoader worker process N. Original Traceback …". For an sdl error (a stale
   or corrupt shard found by a worker, an object store that failed it) `worker_error` restores the worker's own
@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from sdl.loader.errors import SdlError, WorkerError
-from sdl.loader.index.handles import check_sizes
+from sdl.loader.index.handles import check_files
 from sdl.loader.storage.orphans import watch_parent
 
 HEALTH_S = 1.0
@@ -51,7 +51,7 @@ def check_workers(iterator: Any, dataset: Any) -> None:
         if code == -signal.SIGBUS:  # a file mapped by the dataset, or by any source of a mixture, may have been cut
             for _, source in leaf_sources(dataset):
                 if getattr(getattr(source, "index", None), "sources", None) is not None:
-                    check_sizes(source.index, range(len(source.index.sources)))
+                    check_files(source.index, range(len(source.index.sources)))
         how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
         hint = ("a memory-mapped file was truncated or shared memory (/dev/shm) ran out" if code == -signal.SIGBUS
                 else "the OOM killer, a crash, or a kill")

@@ -70,11 +70,13 @@ def test_the_cli_says_out_of_descriptors_in_one_line(tmp_path):
     ("tokens", "truncate", r"is now 64 bytes.*\(truncated or rewritten\); restore it \(re-run sdl prepare"),
     ("tokens", "delete", r"is gone.*\(deleted\); restore it \(re-run sdl prepare"),
     ("arrow", "truncate", r"is now 64 bytes.*\(truncated or rewritten\); restore it \(rewrite it as it was, e\.g\. with save_to_disk"),
+    ("tokens", "rewrite", r"was modified at .*, the index recorded a file of the same size modified at .*\(rewritten\); restore it"),
+    ("arrow", "rewrite", r"was modified at .*, the index recorded a file of the same size modified at .*\(rewritten\); restore it"),
 ])
 def test_a_file_changed_under_the_loader_is_named_with_the_fix_for_its_kind(tmp_path, kind, damage, says):
     from sdl.loader import ArrowRows, TokenWindows
     from sdl.loader.errors import FormatError
-    from sdl.loader.index.handles import check_sizes
+    from sdl.loader.index.handles import check_files
 
     if kind == "tokens":
         from sdl.prepare.synthetic import write_synthetic_dataset
@@ -89,8 +91,37 @@ def test_a_file_changed_under_the_loader_is_named_with_the_fix_for_its_kind(tmp_
     path = dataset.index.path_of(1)
     if damage == "delete":
         os.remove(path)
+    elif damage == "rewrite":
+        rewrite_in_place(path)
     else:
         with open(path, "r+b") as handle:
             handle.truncate(64)
     with pytest.raises(FormatError, match=says):
-        check_sizes(dataset.index, range(len(dataset.index.sources)))
+        check_files(dataset.index, range(len(dataset.index.sources)))
+
+
+def rewrite_in_place(path):
+    """Other bytes at the same size, a second later by the mtime (a clock of coarse resolution still sees it)."""
+    data = bytearray(path.read_bytes())
+    data[-8:] = bytes(255 - b for b in data[-8:])
+    mtime_ns = os.stat(path).st_mtime_ns
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_a_shard_rewritten_at_the_same_size_is_never_served(token_dataset, monkeypatch, opened):
+    """Rewritten after the dataset was made, before or after its first read: an error naming it, on open or at the next
+    check (was: the new tokens served, the size being the same)."""
+    from sdl.loader import TokenWindows
+    from sdl.loader.errors import FormatError
+    from sdl.loader.index import handles
+
+    monkeypatch.setattr(handles, "REFRESH_S", 0.0)
+    monkeypatch.setattr(handles, "REFRESH_CALLS", 1)
+    dataset = TokenWindows(token_dataset(num_tokens=4_000, tokens_per_shard=1_000), seq_len=8)
+    if opened:
+        assert dataset[125]["input_ids"].tolist() == list(range(1000, 1008))  # shard 1 mapped
+    rewrite_in_place(dataset.index.path_of(1))
+    with pytest.raises(FormatError, match=r"shard-000001\.npy was modified at .*restore it \(re-run sdl prepare"):
+        dataset[125]
