@@ -164,7 +164,7 @@ def list_arrow_sources(root: Path, split: str | None = None) -> tuple[tuple[Sour
         elif fields != schema:
             raise FormatError(f"Arrow files disagree: {first} has columns {schema}, {rel} has {fields}; expected one schema")
         stat = (root / rel).stat()
-        sources.append(SourceInfo(path=rel, length=table.num_rows, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
+        sources.append(SourceInfo(path=rel, length=table.num_rows, size=stat.st_size, mtime_ns=stat.st_mtime_ns, inode=stat.st_ino))
     if descriptor == "dataset_info.json":  # a HF cache folder: its builder recorded the rows of each split
         check_split_rows(root, split, sum(source.length for source in sources))
     meta: dict[str, Any] = {"schema": schema, "split": split, "null_columns": sorted(null_columns)}

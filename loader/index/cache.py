@@ -70,7 +70,7 @@ def build_index(root: str | Path, kind: str | None = None, write_cache: bool = T
 
 
 def current_sources(index: GlobalIndex) -> tuple[SourceTable, dict[str, Any] | None]:
-    """The indexed sources with their sizes and mtimes as on disk now, and the descriptor's (one stat per source)."""
+    """The indexed sources with their sizes, mtimes and inodes as on disk now, and the descriptor's (one stat per source)."""
     root = str(index.root)
     descriptor = index.meta.get("descriptor")
     if descriptor is not None:
@@ -79,19 +79,20 @@ def current_sources(index: GlobalIndex) -> tuple[SourceTable, dict[str, Any] | N
         # (a DatasetDict's is "<split>/state.json")
     sizes = np.empty(len(index.sources), dtype=np.int64)
     mtimes = np.empty(len(index.sources), dtype=np.int64)
+    inodes = np.zeros(len(index.sources), dtype=np.uint64)  # 0: unknown (a zarr store is many files)
     stat_source, stat, prefix = SOURCE_STATS.get(index.kind), os.stat, root + "/"
     rel = ""
     try:  # the hot loop of opening from cache: one stat per source (~3 us each), nothing else
         if stat_source is None:
             for i, rel in enumerate(index.sources.paths):
                 result = stat(prefix + rel)
-                sizes[i], mtimes[i] = result.st_size, result.st_mtime_ns
+                sizes[i], mtimes[i], inodes[i] = result.st_size, result.st_mtime_ns, result.st_ino
         else:
             for i, rel in enumerate(index.sources.paths):
                 sizes[i], mtimes[i] = stat_source(root, rel)
     except FileNotFoundError:
         raise IndexStaleError(f"{root}/{rel}: listed in the cached index but missing; run `sdl index {root}` to rebuild the index") from None
-    return SourceTable(index.sources.paths, index.sources.lengths, sizes, mtimes, index.sources.checksums), descriptor
+    return SourceTable(index.sources.paths, index.sources.lengths, sizes, mtimes, index.sources.checksums, inodes), descriptor
 
 
 def current_fingerprint(index: GlobalIndex) -> str:
@@ -100,7 +101,8 @@ def current_fingerprint(index: GlobalIndex) -> str:
 
 
 def _what_changed(index: GlobalIndex, data: dict[str, Any]) -> str | None:
-    """Why the cache `data` no longer describes the files (naming the first changed file), or None when it does."""
+    """Why the cache `data` no longer describes the files (naming the first changed file), or None when it does (and
+    then the files' inodes, as found, are kept on the index's table)."""
     if index.fingerprint != data.get("fingerprint") or index.identity != data.get("identity"):
         return "the cache file was edited"  # the identity covers the meta that describes the data (dtype, fields, schema)
     current, descriptor = current_sources(index)
@@ -111,6 +113,7 @@ def _what_changed(index: GlobalIndex, data: dict[str, Any]) -> str | None:
         return f"{index.meta['descriptor']['file']} was rewritten or removed"
     if index.kind != "tokens" and source_set_changed(index):
         return "a source was added or removed"
+    index.sources.inodes = current.inodes  # what a running loader compares the files with (see SourceTable)
     return None
 
 

@@ -3,9 +3,10 @@
 A file changed under a running loader must not be read as if it were the one indexed: a memory map of a
 file rewritten in place serves the new bytes, and one truncated kills the reader with SIGBUS at the first read
 past its new end. So when the LRU opens a source, and every `REFRESH_S` for the open ones, it compares the
-file's size and mtime with what the index recorded, and raises a FormatError naming the first that changed (a
-stat per open source, once a second: ~1 µs each; see `check_files`). A read that reaches the cut before the
-check still dies; the loader then names the file from the training process (`sdl.loader.runtime.workers`).
+file's size and mtime with what the index recorded (and its inode with what the index found when the dataset
+was opened), and raises a FormatError naming the first that changed (a stat per open source, once a second:
+~1 µs each; see `check_files`). A read that reaches the cut before the check still dies; the loader then
+names the file from the training process (`sdl.loader.runtime.workers`).
 
 How many sources stay open (`max_open`): a memory map costs a file descriptor and a little
 kernel bookkeeping, not memory, so the default is generous and `raise_open_files_limit` lifts the
@@ -146,8 +147,9 @@ def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 def check_files(index: Any, source_ids: Iterable[int]) -> None:
     """Raise a FormatError naming the first of `source_ids` whose file is not the one the index recorded: gone, of
-    another size, or modified since (its mtime; a file rewritten at the same size, in place or by a rename)."""
-    sizes, mtimes = index.sources.sizes, index.sources.mtime_ns
+    another size, modified since (its mtime; a file rewritten at the same size), or another file (its inode, where the
+    index knows it: a file replaced by a rename, its mtime put back)."""
+    sizes, mtimes, inodes = index.sources.sizes, index.sources.mtime_ns, index.sources.inodes
     for source_id in source_ids:
         path = index.path_of(source_id)
         expected = int(sizes[source_id])
@@ -155,15 +157,18 @@ def check_files(index: Any, source_ids: Iterable[int]) -> None:
             stat = os.stat(path)
         except OSError:
             stat = None
-        if stat is not None and stat.st_size == expected and stat.st_mtime_ns == mtimes[source_id]:
+        inode = 0 if inodes is None else int(inodes[source_id])
+        if stat is not None and stat.st_size == expected and stat.st_mtime_ns == mtimes[source_id] and inode in (0, stat.st_ino):
             continue
         if stat is None:
             found, how = f"is gone, the index recorded {expected:,} bytes", "deleted"
         elif stat.st_size != expected:
             found, how = f"is now {stat.st_size:,} bytes, the index recorded {expected:,} bytes", "truncated or rewritten"
-        else:
+        elif stat.st_mtime_ns != mtimes[source_id]:
             found, how = (f"was modified at {_when(stat.st_mtime_ns)}, the index recorded a file of the same size modified at "
                           f"{_when(int(mtimes[source_id]))}"), "rewritten"
+        else:
+            found, how = f"is now inode {stat.st_ino}, it was inode {inode} when the dataset was opened (same size and mtime)", "replaced"
         restore = {"tokens": "re-run sdl prepare with the same arguments", "arrow": "rewrite it as it was, e.g. with save_to_disk",
                    "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
         raise FormatError(f"{path} {found}: the file changed under a running loader ({how}); restore it ({restore}) and "

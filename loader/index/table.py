@@ -44,6 +44,7 @@ class SourceInfo:
     size: int
     mtime_ns: int
     checksum: str | None = None
+    inode: int = 0  # as listed (0: unknown); never cached, see SourceTable
 
     def __post_init__(self) -> None:
         if self.length < 0:
@@ -51,18 +52,27 @@ class SourceInfo:
 
 
 class SourceTable(Sequence):
-    """The sources as columns (a sequence of SourceInfo made on demand): cheap to load, cheap to hash."""
+    """The sources as columns (a sequence of SourceInfo made on demand): cheap to load, cheap to hash.
 
-    __slots__ = ("paths", "lengths", "sizes", "mtime_ns", "checksums")
+    `inodes` (None or 0: unknown) are the files' inode numbers as this process found them when it listed the sources
+    or checked the cache against them: what a running loader compares the files with, besides size and mtime (a file
+    replaced by a rename, its mtime put back). They are not cached, nor part of the table's value or fingerprint: a copy
+    of the dataset (rsync -a, tar, a container image) gives every file a new inode, and must keep its cache.
+    """
 
-    def __init__(self, paths: Sequence[str], lengths: Any, sizes: Any, mtime_ns: Any, checksums: Sequence[str | None]) -> None:
+    __slots__ = ("paths", "lengths", "sizes", "mtime_ns", "checksums", "inodes")
+
+    def __init__(self, paths: Sequence[str], lengths: Any, sizes: Any, mtime_ns: Any, checksums: Sequence[str | None],
+                 inodes: Any = None) -> None:
         self.paths = tuple(paths)
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         self.sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
         self.mtime_ns = np.asarray(mtime_ns, dtype=np.int64).reshape(-1)
         self.checksums = tuple(checksums)
+        self.inodes = None if inodes is None else np.asarray(inodes, dtype=np.uint64).reshape(-1)
         n = len(self.paths)
-        if not (len(self.lengths) == len(self.sizes) == len(self.mtime_ns) == len(self.checksums) == n):
+        if not (len(self.lengths) == len(self.sizes) == len(self.mtime_ns) == len(self.checksums) == n) or \
+                (self.inodes is not None and len(self.inodes) != n):
             raise FormatError("index sources: columns of different lengths; run `sdl index` to rebuild the index")
         if n and self.lengths.min() < 0:
             bad = int(np.argmax(self.lengths < 0))
@@ -73,7 +83,7 @@ class SourceTable(Sequence):
         if isinstance(sources, SourceTable):
             return sources
         return cls([s.path for s in sources], [s.length for s in sources], [s.size for s in sources],
-                   [s.mtime_ns for s in sources], [s.checksum for s in sources])
+                   [s.mtime_ns for s in sources], [s.checksum for s in sources], [s.inode for s in sources])
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,7 +92,8 @@ class SourceTable(Sequence):
         if isinstance(i, slice):
             return tuple(self[j] for j in range(*i.indices(len(self))))
         return SourceInfo(path=self.paths[i], length=int(self.lengths[i]), size=int(self.sizes[i]),
-                          mtime_ns=int(self.mtime_ns[i]), checksum=self.checksums[i])
+                          mtime_ns=int(self.mtime_ns[i]), checksum=self.checksums[i],
+                          inode=0 if self.inodes is None else int(self.inodes[i]))
 
     def __iter__(self) -> Iterator[SourceInfo]:
         return (self[i] for i in range(len(self)))

@@ -36,13 +36,15 @@ def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, An
             )
         if dtype != np.dtype(manifest.dtype):
             raise FormatError(f"{shard.file} has dtype {dtype}, manifest says {manifest.dtype}; {repair_hint(path)}")
-        size, mtime_ns = file_stat(path)
+        stat = path.stat()
+        size = stat.st_size
         if size < offset + shard.num_tokens * dtype.itemsize:
             raise FormatError(
                 f"{shard.file} is {size:,} bytes, its header needs {offset + shard.num_tokens * dtype.itemsize:,}: "
                 f"the file was truncated; {repair_hint(path)}"
             )
-        sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=mtime_ns, checksum=shard.checksum))
+        sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=stat.st_mtime_ns,
+                                  checksum=shard.checksum, inode=stat.st_ino))
     return tuple(sources), token_meta(manifest, descriptor_of(root / MANIFEST_NAME))
 
 

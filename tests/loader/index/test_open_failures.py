@@ -125,3 +125,24 @@ def test_a_shard_rewritten_at_the_same_size_is_never_served(token_dataset, monke
     rewrite_in_place(dataset.index.path_of(1))
     with pytest.raises(FormatError, match=r"shard-000001\.npy was modified at .*restore it \(re-run sdl prepare"):
         dataset[125]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_shards_swapped_with_their_mtimes_put_back_under_a_running_loader_are_named(token_dataset, cached):
+    """Same sizes, same mtimes (os.utime): only the inode tells the files apart, as found when the index was built or
+    its cache checked (was: the other shard's tokens served)."""
+    from sdl.loader import TokenWindows
+    from sdl.loader.errors import FormatError
+
+    path = token_dataset(num_tokens=4_000, tokens_per_shard=1_000)
+    dataset = TokenWindows(path, seq_len=8)  # builds the index, writes its cache
+    if cached:
+        dataset = TokenWindows(path, seq_len=8)
+    a, b = dataset.index.path_of(0), dataset.index.path_of(1)
+    stats = os.stat(a), os.stat(b)
+    os.rename(a, path / "moved"), os.rename(b, a), os.rename(path / "moved", b)
+    for target, stat in zip((a, b), stats):
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(FormatError, match=rf"shard-000000\.npy is now inode {stats[1].st_ino}, it was inode {stats[0].st_ino} "
+                                          r"when the dataset was opened \(same size and mtime\).*\(replaced\)"):
+        dataset[0]
