@@ -80,8 +80,19 @@ class ArrowRows(RemoteSamples, IndexedSamples):
                 "columns": {c: schema[c] for c in self.columns}, "identity": self.identity}
 
     def open_source(self, source_id: int) -> tuple[list[Any], list[int], list[bool]]:
-        """The file's record batches (zero-copy, memory-mapped), the first row of each, and whether each was checked."""
-        batches = [b for b in self._table(source_id).select(list(self.columns)).to_batches() if len(b)]
+        """The file's record batches (zero-copy, memory-mapped), the first row of each, and whether each was checked;
+        a file whose rows or selected columns are not those the index recorded is a FormatError naming it (the file
+        was replaced since: its batches would be misaligned with their sample ids, or another file's rows)."""
+        table = self._table(source_id)
+        schema, expected = self.index.meta["schema"], int(self.index.sources.lengths[source_id])
+        found = {f.name: str(f.type) for f in table.schema if f.name in self.columns}
+        if table.num_rows != expected or found != {c: schema[c] for c in self.columns}:
+            what = (f"{expected:,} rows", f"{table.num_rows:,}") if table.num_rows != expected else \
+                (f"columns {dict(sorted((c, schema[c]) for c in self.columns))}", f"{dict(sorted(found.items()))}")
+            rebuild = f"sdl index {self.path}" + (f" --split {self.split}" if self.split else "")
+            raise FormatError(f"{self.where(source_id)}: expected {what[0]} (the index), found {what[1]}: the file changed "
+                              f"since the index was built; run `{rebuild}` to rebuild it")
+        batches = [b for b in table.select(list(self.columns)).to_batches() if len(b)]
         starts = np.cumsum([0] + [len(b) for b in batches[:-1]]).tolist()
         return batches, starts, [False] * len(batches)
 

@@ -4,6 +4,7 @@ import json
 import pickle
 
 import datasets
+import pytest
 import torch
 from sdl.loader.data.arrow_rows import ArrowRows
 
@@ -126,3 +127,40 @@ def test_a_split_asked_of_a_folder_without_splits_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "drop --split" in err
     assert len(ArrowRows(tmp_path / "saved")) == 50
+
+
+
+@pytest.mark.parametrize("num_rows, dtype, says", [
+    (6, "int64", "10 rows \\(the index\\), found 6"),
+    (10, "float64", "columns {'x': 'int64'} \\(the index\\), found {'x': 'double'}"),
+])
+def test_a_file_rewritten_in_place_with_other_rows_and_its_mtime_put_back_is_refused_when_opened(tmp_path, num_rows, dtype, says):
+    """Same size, same inode, same mtime: only the rows (or the column types) tell (was: a batch shorter than its sample
+    ids, its rows shifted onto the next file's; or a column of another type)."""
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+    from sdl.loader.errors import FormatError
+
+    def stream(num_rows, dtype, pad):
+        table = pa.table({"x": np.arange(num_rows, dtype=dtype)}).replace_schema_metadata({"p": "z" * pad})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    root = tmp_path / "rows"
+    root.mkdir()
+    for f in range(2):
+        (root / f"data-{f:05d}.arrow").write_bytes(stream(10, "int64", 200))
+    rows = ArrowRows(root)
+    target = root / "data-00000.arrow"
+    stat = os.stat(target)
+    other = next(data for pad in range(400) if len(data := stream(num_rows, dtype, pad)) == stat.st_size)
+    with open(target, "r+b") as handle:
+        handle.write(other)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(FormatError, match=rf"^{target}: expected {says}: the file changed since the index was built; "
+                                          rf"run `sdl index {root}` to rebuild it$"):
+        rows.__getitems__(list(range(20)))
