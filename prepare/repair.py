@@ -2,9 +2,9 @@
 
 The journal of a finished run keeps the options it ran with (`options`, paths absolute). Repair
 checks every shard against the manifest (file present, sha256 checksum, docs file readable with
-`num_docs` offsets), then runs the same pipeline again up to the last damaged shard, writing only
-the damaged ones, each only if its bytes give the checksum the manifest records: inputs that
-changed since cannot silently put other tokens under the old manifest.
+`num_docs` offsets, each where a document of the shard's tokens begins), then runs the same pipeline again up to
+the last damaged shard, writing only the damaged ones, each only if its bytes give the checksum the manifest
+records: inputs that changed since cannot silently put other tokens under the old manifest.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from sdl.loader.errors import InputError
 from sdl.loader.format.atomic import atomic_write_bytes
-from sdl.loader.format.tokens import Manifest, file_checksum, npy_bytes, read_manifest
+from sdl.loader.format.doc_starts import misplaced_start
+from sdl.loader.format.tokens import Manifest, file_checksum, npy_bytes, open_shard, read_manifest
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodeOptions, encode_batches
 from sdl.prepare.journal import read_journal
@@ -40,19 +41,29 @@ class RepairReport:
 
 
 def damaged_shards(out: Path, manifest: Manifest) -> list[int]:
-    """Ids of the shards whose file is missing or differs from its checksum, or whose docs file is unusable."""
-    return [shard_id for shard_id, shard in enumerate(manifest.shards)
-            if not (out / shard.file).is_file() or file_checksum(out / shard.file) != shard.checksum or not _docs_ok(out, shard)]
+    """Ids of the shards whose file is missing or differs from its checksum, or whose docs file is unusable or records
+    starts where no document of the shard's tokens begins (`sdl.loader.format.doc_starts`)."""
+    damaged, before = [], None  # the last token of the shard before, when intact
+    for shard_id, shard in enumerate(manifest.shards):
+        path = out / shard.file
+        tokens = open_shard(path, shard.num_tokens) if path.is_file() and file_checksum(path) == shard.checksum else None
+        if tokens is None or not _docs_ok(out, shard, manifest, tokens, before):
+            damaged.append(shard_id)
+        before = int(tokens[-1]) if tokens is not None and len(tokens) else None
+    return damaged
 
 
-def _docs_ok(out: Path, shard: Any) -> bool:
+def _docs_ok(out: Path, shard: Any, manifest: Manifest, tokens: np.ndarray, before: int | None) -> bool:
     if not shard.docs_file:
         return True
     try:
         starts = np.load(out / shard.docs_file, mmap_mode="r")
     except (OSError, ValueError):
         return False
-    return starts.ndim == 1 and len(starts) == shard.num_docs
+    if starts.ndim != 1 or len(starts) != shard.num_docs or starts.dtype.kind not in "iu":
+        return False
+    inside = not len(starts) or (starts[0] >= 0 and starts[-1] < len(tokens) and bool(np.all(np.diff(starts) > 0)))
+    return inside and (not len(starts) or misplaced_start(starts, tokens, before, manifest) is None)
 
 
 def repair(out: str | Path) -> RepairReport:

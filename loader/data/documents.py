@@ -12,7 +12,8 @@ row boundaries (a new segment at every `position_ids == 0` and at every row star
 their own; their document is that of the input token they follow. Only the per-shard document counts
 are read up front (from the manifest); each `.docs.npy` is memory-mapped on first use (an LRU like
 the shards'; from an object store it is read whole by one GET into memory: a few bytes per document), and the start of the document running into a shard is found once per shard and
-process, from the last entry of the nearest earlier shard in which a document starts.
+process, from the last entry of the nearest earlier shard in which a document starts. A local docs file whose size or
+mtime is not what the index found (`DocsFiles`) is an error naming it when it is mapped, and once a second after.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sdl.loader.format.tokens import (
     read_manifest,
     read_npy_header,
 )
-from sdl.loader.index import GlobalIndex, OpenSources
+from sdl.loader.index import GlobalIndex, OpenSources, SourceTable
 from sdl.loader.storage import RemoteFiles
 
 
@@ -49,10 +50,12 @@ class DocStarts:
         self.counts = np.array([shard.num_docs for shard in shards], dtype=np.int64)
         self.lengths = np.diff(index.offsets).tolist()
         _check_docs_files(root, self.files, [shard.docs_file for shard in shards], listing=remote is None)
+        recorded = index.meta.get("docs_files") if remote is None else None  # absent from caches written before it
+        self.recorded = DocsFiles(root, self.files, recorded) if recorded is not None else None
         with_docs = np.where(self.counts > 0, np.arange(len(shards)), -1)
         self.previous = np.concatenate(([-1], np.maximum.accumulate(with_docs)[:-1]))  # last earlier shard where a document starts
         self._run_ins: dict[int, int] = {}
-        self._open = OpenSources(max_open, self._map)
+        self._open = OpenSources(max_open, self._map, self.recorded)
 
     def position_ids(self, starts: np.ndarray, seq_len: int, dtype: np.dtype) -> np.ndarray:
         """[B, seq_len] positions within their documents of the windows at global tokens `starts`.
@@ -150,7 +153,7 @@ class DocStarts:
     def detached(self) -> DocStarts:
         """A copy with its own (empty) LRU of open files."""
         other = copy.copy(self)
-        other._open, other._run_ins = OpenSources(self.max_open, other._map), dict(self._run_ins)
+        other._open, other._run_ins = OpenSources(self.max_open, other._map, self.recorded), dict(self._run_ins)
         return other
 
     def __getstate__(self) -> dict[str, Any]:  # never ship open memory maps; each process opens its own
@@ -158,7 +161,26 @@ class DocStarts:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._open = OpenSources(self.max_open, self._map)
+        self._open = OpenSources(self.max_open, self._map, self.recorded)
+
+
+class DocsFiles:
+    """The `.docs.npy` files as the index found them (size, mtime), in the form `check_files` reads (an index of
+    them): a docs file changed since is named when it is mapped, and while mapped once a second, as a shard is."""
+
+    kind = "tokens"
+
+    def __init__(self, root: Path, files: tuple[str, ...], recorded: dict[str, list[int]]) -> None:
+        sizes = np.asarray(recorded["size"], dtype=np.int64)
+        if len(sizes) != len(files) or (sizes < 0).any():  # a docs file added (or listed) since the index was built
+            raise IndexStaleError(f"{root}: the index records other document starts files than the manifest lists; "
+                                  f"run `sdl index {root}` to rebuild it")
+        self.root, self.sources = root, SourceTable(files, np.zeros(len(files)), sizes, recorded["mtime_ns"], (None,) * len(files))
+        self.changed = ("since the index was built", f"run `sdl index {root} --validate`, which checks it against its "
+                        f"shard's tokens and rebuilds the index when it passes")
+
+    def path_of(self, source_id: int) -> Path:
+        return self.root / self.sources.paths[source_id]
 
 
 def _check_docs_files(root: Any, files: tuple[str, ...], listed: list[str | None], listing: bool = True) -> None:

@@ -148,7 +148,8 @@ def group_by_source(source_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
 def check_files(index: Any, source_ids: Iterable[int]) -> None:
     """Raise a FormatError naming the first of `source_ids` whose file is not the one the index recorded: gone, of
     another size, modified since (its mtime; a file rewritten at the same size), or another file (its inode, where the
-    index knows it: a file replaced by a rename, its mtime put back)."""
+    index knows it: a file replaced by a rename, its mtime put back). `index` is a GlobalIndex, or anything with its
+    `path_of`, `sources` (sizes, mtime_ns, inodes) and `kind`, and optionally `changed`: (since when, what to do)."""
     sizes, mtimes, inodes = index.sources.sizes, index.sources.mtime_ns, index.sources.inodes
     for source_id in source_ids:
         path = index.path_of(source_id)
@@ -171,8 +172,8 @@ def check_files(index: Any, source_ids: Iterable[int]) -> None:
             found, how = f"is now inode {stat.st_ino}, it was inode {inode} when the dataset was opened (same size and mtime)", "replaced"
         restore = {"tokens": "re-run sdl prepare with the same arguments", "arrow": "rewrite it as it was, e.g. with save_to_disk",
                    "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
-        raise FormatError(f"{path} {found}: the file changed under a running loader ({how}); restore it ({restore}) and "
-                          "resume from the last checkpoint")
+        since, fix = getattr(index, "changed", ("under a running loader", f"restore it ({restore}) and resume from the last checkpoint"))
+        raise FormatError(f"{path} {found}: the file changed {since} ({how}); {fix}")
 
 
 def _when(mtime_ns: int) -> str:

@@ -1,10 +1,11 @@
 """`sdl index --validate s3://…`: every object of a dataset in an object store read into a temporary folder, one
 shard, Arrow file or zarr store at a time, and checked there exactly as a local one is (`validation_checks`).
 
-Tokens: each shard and docs file of the manifest. Arrow: each file `state.json` names (or the listing finds),
-read and fully validated by pyarrow, all of one schema. Zarr: each store's objects, every chunk its grid
-calls for present (or recorded as empty in an `.sdl/index.json` uploaded with the dataset: zarr does not write
-all-fill chunks) and decoding. Nothing is cached or written to the store; the disk needed is one store or file.
+Tokens: each shard and docs file of the manifest (a docs file against its shard's tokens). Arrow: each
+file `state.json` names (or the listing finds), read and fully validated by pyarrow, all of one schema. Zarr: each
+store's objects, every chunk its grid calls for present (or recorded as empty in an `.sdl/index.json` uploaded with
+the dataset: zarr does not write all-fill chunks) and decoding. Nothing is cached or written to the store; the disk
+needed is one store or file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sdl.loader.index.validation_checks import (
     decode_all,
     missing_chunk_failures,
     reason,
+    shard_tokens,
     validate_docs,
     validate_shard,
 )
@@ -54,14 +56,18 @@ def validate_remote_tokens(url: str, split: str | None, failures: list, progress
     bytes_read, first, listing = 0, len(failures), []
     check_listing(manifest, sorted(files.listing()), listing, f"re-run the sdl prepare command that wrote {url} with --overwrite")
     with tempfile.TemporaryDirectory(prefix="sdl-validate-") as tmp:
+        before = None  # the last token of the shard before, when it validated
         for done, shard in enumerate(manifest.shards):
-            path = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing"
+            path, found = download_for_validation(files, shard.file, Path(tmp)) or Path(tmp) / "missing", len(failures)
             bytes_read += validate_shard(path, shard, manifest, failures)
-            path.unlink(missing_ok=True)
+            tokens = shard_tokens(path, shard) if len(failures) == found else None
             if shard.docs_file:
                 docs = download_for_validation(files, shard.docs_file, Path(tmp)) or Path(tmp) / "missing"
-                validate_docs(docs, shard, failures)
+                validate_docs(docs, shard, failures, manifest, tokens, before)
                 docs.unlink(missing_ok=True)
+            before = int(tokens[-1]) if tokens is not None and len(tokens) else None
+            del tokens  # its map, before the file goes
+            path.unlink(missing_ok=True)
             progress(done + 1, len(manifest.shards))
     fix = f"re-run the sdl prepare command that wrote {url} (it uploads only what differs)"
     failures[first:] = listing + [replace(failure, fix=fix) for failure in failures[first:]]  # not the temporary folder's repair

@@ -193,8 +193,9 @@ def source_fingerprint(sources: SourceTable, descriptor: dict[str, Any] | None =
 
 def source_identity(kind: str, sources: SourceTable, meta: dict[str, Any]) -> str:
     sources = SourceTable.of(sources)
-    # absent chunks: for --validate only; null columns: read from the same data (and absent from older Arrow indexes)
-    content_meta = {k: v for k, v in meta.items() if k not in ("descriptor", "absent_chunks", "null_columns")}
+    # absent chunks: for --validate only; null columns: read from the same data (and absent from older Arrow indexes);
+    # docs files: their stats, as the descriptor's
+    content_meta = {k: v for k, v in meta.items() if k not in ("descriptor", "absent_chunks", "null_columns", "docs_files")}
     names = "\0".join(sources.paths)  # relative to the root: the same on any machine
     checksums = "\0".join(c or "" for c in sources.checksums)
     return _hash(kind.encode(), _json_bytes(content_meta), names.encode(), sources.lengths.tobytes(), checksums.encode())

@@ -45,7 +45,24 @@ def list_token_sources(root: Path) -> tuple[tuple[SourceInfo, ...], dict[str, An
             )
         sources.append(SourceInfo(path=shard.file, length=shard.num_tokens, size=size, mtime_ns=stat.st_mtime_ns,
                                   checksum=shard.checksum, inode=stat.st_ino))
-    return tuple(sources), token_meta(manifest, descriptor_of(root / MANIFEST_NAME))
+    return tuple(sources), token_meta(manifest, descriptor_of(root / MANIFEST_NAME)) | docs_files_of(root, manifest)
+
+
+def docs_files_of(root: Path, manifest: Manifest) -> dict[str, Any]:
+    """{"docs_files": {"size": [...], "mtime_ns": [...]}}: each shard's `.docs.npy` as found (-1: none), for readers of
+    document starts to check it against when they open it (`sdl.loader.data.documents`); {} when no shard lists one.
+    Not in the fingerprint: checking the cache would cost a stat more per shard for readers that never use them."""
+    if not any(shard.docs_file for shard in manifest.shards):
+        return {}
+    sizes, mtimes = [], []
+    for shard in manifest.shards:
+        try:
+            stat = (root / shard.docs_file).stat() if shard.docs_file else None
+        except FileNotFoundError:
+            stat = None
+        sizes.append(-1 if stat is None else stat.st_size)
+        mtimes.append(-1 if stat is None else stat.st_mtime_ns)
+    return {"docs_files": {"size": sizes, "mtime_ns": mtimes}}
 
 
 def token_meta(manifest: Manifest, descriptor: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Token datasets: each shard is listed once and exists, has a readable `.npy` header, the manifest's
 length and dtype, is not truncated, matches the manifest's checksum, and holds only ids below the
-vocabulary size; each docs file holds `num_docs` sorted offsets inside its shard; no `shard-NNNNNN`
+vocabulary size; each docs file holds `num_docs` sorted offsets inside its shard, each where a document of the
+shard's tokens can begin (`sdl.loader.format.doc_starts`); no `shard-NNNNNN`
 file lies in the dataset (or a job folder of it) unlisted (a second writer's leftovers). Zarr: every chunk the arrays' shape and chunking call for exists (or was absent when the index was
 built: zarr skips all-fill chunks) and decodes; a failure names the store, array and chunk key.
 Arrow: every record batch of every file reads and passes pyarrow's full validation, and every row of an ArrayXD column
@@ -26,6 +27,7 @@ from sdl.loader.index.validation_checks import (
     decode_all,
     missing_chunk_failures,
     reason,
+    shard_tokens,
     validate_docs,
     validate_shard,
 )
@@ -74,11 +76,14 @@ def _validate_tokens(root: Path, split: str | None, failures: list, progress: Pr
     manifest = read_manifest(root)
     bytes_read = 0
     _check_listing(root, manifest, failures)
+    before = None  # the last token of the shard before, when it validated
     for done, shard in enumerate(manifest.shards):
-        path = root / shard.file
+        path, found = root / shard.file, len(failures)
         bytes_read += validate_shard(path, shard, manifest, failures)
+        tokens = shard_tokens(path, shard) if len(failures) == found else None
         if shard.docs_file:
-            validate_docs(root / shard.docs_file, shard, failures)
+            validate_docs(root / shard.docs_file, shard, failures, manifest, tokens, before)
+        before = int(tokens[-1]) if tokens is not None and len(tokens) else None
         progress(done + 1, len(manifest.shards))
     return len(manifest.shards), bytes_read
 

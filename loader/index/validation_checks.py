@@ -13,7 +13,8 @@ import numpy as np
 from sdl.loader.errors import SdlError
 from sdl.loader.format.entries import what_is
 from sdl.loader.format.shard_files import unlisted_shards
-from sdl.loader.format.tokens import file_checksum, read_npy_header, repair_hint
+from sdl.loader.format.doc_starts import misplaced_start
+from sdl.loader.format.tokens import file_checksum, open_shard, read_npy_header, repair_hint
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,7 +57,10 @@ def validate_shard(path: Path, shard: Any, manifest: Any, failures: list) -> int
     return size
 
 
-def validate_docs(path: Path, shard: Any, failures: list) -> None:
+def validate_docs(path: Path, shard: Any, failures: list, manifest: Any = None, tokens: np.ndarray | None = None,
+                  before: int | None = None) -> None:
+    """Check a shard's docs file: `num_docs` increasing offsets inside the shard and, given the shard's `tokens` (intact),
+    each where a document of them begins (`sdl.loader.format.doc_starts`; `before`: the token before the shard)."""
     def fail(expected: str, found: str) -> None:
         failures.append(ValidationFailure(file=str(shard.docs_file), expected=expected, found=found, fix=repair_hint(path)))
 
@@ -67,7 +71,18 @@ def validate_docs(path: Path, shard: Any, failures: list) -> None:
     if starts.ndim != 1 or len(starts) != shard.num_docs:
         return fail(f"{shard.num_docs:,} document offsets (manifest)", f"shape {starts.shape}")
     if len(starts) and (starts.min() < 0 or starts.max() >= max(shard.num_tokens, 1) or np.any(np.diff(starts) <= 0)):
-        fail(f"increasing offsets in [0, {shard.num_tokens:,})", f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
+        return fail(f"increasing offsets in [0, {shard.num_tokens:,})", f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
+    misplaced = misplaced_start(starts, tokens, before, manifest) if tokens is not None and len(starts) else None
+    if misplaced:
+        fail(f"each document start where a document of {shard.file} begins", misplaced)
+
+
+def shard_tokens(path: Path, shard: Any) -> np.ndarray | None:
+    """The tokens of a shard that validate_shard passed (memory-mapped), None if it could not."""
+    try:
+        return open_shard(path, expected_tokens=shard.num_tokens)
+    except (SdlError, OSError):
+        return None
 
 
 def reason(exc: Exception, path: Path, fix: str) -> tuple[str, str]:

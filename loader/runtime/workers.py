@@ -50,8 +50,10 @@ def check_workers(iterator: Any, dataset: Any) -> None:
             continue
         if code == -signal.SIGBUS:  # a file mapped by the dataset, or by any source of a mixture, may have been cut
             for _, source in leaf_sources(dataset):
-                if getattr(getattr(source, "index", None), "sources", None) is not None:
-                    check_files(source.index, range(len(source.index.sources)))
+                docs = getattr(getattr(source, "_doc_starts", None), "recorded", None)  # TokenWindows' docs files
+                for files in (getattr(source, "index", None), docs):
+                    if getattr(files, "sources", None) is not None:
+                        check_files(files, range(len(files.sources)))
         how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
         hint = ("a memory-mapped file was truncated or shared memory (/dev/shm) ran out" if code == -signal.SIGBUS
                 else "the OOM killer, a crash, or a kill")

@@ -214,6 +214,21 @@ def test_repair_rewrites_only_the_damaged_shards(tmp_path):
     assert repair(out).rewritten == ()
 
 
+def test_repair_rewrites_a_docs_file_whose_starts_are_not_where_documents_begin(tmp_path):
+    """Its count and order still fit the manifest, which records no checksum of it: the shard's tokens tell (an EOS
+    before each start); it was left as it was."""
+    from sdl.prepare import repair
+
+    path = write_jsonl(tmp_path / "a.jsonl", make_texts(120, seed=17, max_words=60))
+    out = tmp_path / "out"
+    prepare(config(tmp_path, [path], **OPTIONS))
+    before = dataset_bytes(out)
+    docs = next(docs for docs in sorted(out.glob("shard-*.docs.npy")) if len(np.load(docs)) >= 2)
+    np.save(docs, np.load(docs) + 1)
+    assert repair(out).rewritten == (docs.name.replace(".docs", ""),)
+    assert dataset_bytes(out) == before
+
+
 def test_a_stray_shard_like_file_is_left_alone(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", make_texts(100, seed=18, max_words=60))
     out = interrupted(tmp_path, [path], 3, **OPTIONS)

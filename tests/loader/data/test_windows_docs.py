@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import shutil
@@ -12,7 +13,9 @@ import pytest
 import torch
 from sdl.loader import TokenWindows, make_loader
 from sdl.loader.errors import ConfigError, FormatError
+from sdl.loader.index import build_index
 from sdl.loader.index.join import join_jobs
+from sdl.loader.index.validation import validate_dataset
 from sdl.prepare import PrepareConfig, load_tokenizer, prepare
 
 TOKENS_PER_SHARD = 64
@@ -179,8 +182,30 @@ def test_a_docs_file_that_disagrees_with_the_manifest_is_refused(dataset, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
     np.save(copy / "shard-000000.docs.npy", np.array([0, 5, 9], dtype=np.int64))
+    build_index(copy)  # as it is now: the reader's own checks of the file, not the index's record of it, refuse it
     with pytest.raises(FormatError, match=r"shard-000000\.docs\.npy holds \(3,\) int64 document offsets, the manifest says 1"):
         TokenWindows(copy, seq_len=8, doc_starts=True)[0]
+
+
+def test_a_docs_file_changed_since_the_index_was_built_is_named_and_validate_finds_it_misplaced(dataset, tmp_path):
+    """Other ascending starts at the same size, a new mtime: the reader names it when it maps it (was: wrong position_ids),
+    and `--validate` sees that they are not where the shard's documents begin (the manifest has no checksum of it)."""
+    path, _, _ = dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    build_index(copy)
+    docs = next(docs for docs in sorted(copy.glob("shard-*.docs.npy")) if len(np.load(docs)) >= 2)
+    starts, mtime_ns, shard = np.load(docs), docs.stat().st_mtime_ns, docs.name.replace(".docs", "")
+    np.save(docs, np.arange(len(starts), dtype=np.int64) * 3 + 1)
+    os.utime(docs, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
+    with pytest.raises(FormatError, match=rf"^{docs} was modified at .*the file changed since the index was built \(rewritten\); "
+                                          rf"run `sdl index {copy} --validate`, which checks it"):
+        TokenWindows(copy, seq_len=8, doc_starts=True).__getitems__(list(range(len(TokenWindows(copy, seq_len=8)))))
+    report = validate_dataset(copy)
+    assert [(f.file, f.expected) for f in report.failures] == [(docs.name, f"each document start where a document of {shard} begins")]
+    assert report.failures[0].found.startswith("a document starting at offset 1 ") and "sdl prepare --repair" in report.failures[0].fix
+    np.save(docs, starts)
+    assert validate_dataset(copy).ok
 
 
 def test_a_dataset_without_docs_files_is_refused(token_dataset):
@@ -207,6 +232,7 @@ def test_joined_job_outputs(tmp_path):
     expected = expected_positions(np.diff([*doc_starts, total]).tolist(), total)
     batch = ds.__getitems__(list(range(len(ds))))
     np.testing.assert_array_equal(batch["position_ids"].numpy(), np.stack([expected[i * 7:i * 7 + 50] for i in range(len(ds))]))
+    assert validate_dataset(root).ok  # each part's first document follows the EOS that ends the part before
 
 
 def test_position_ids_from_an_object_store_equal_the_local_ones(dataset, s3_bucket, s3_upload, tmp_path):
