@@ -6,7 +6,9 @@
 - **Dead workers**: the training process checks its workers whenever it has waited `HEALTH_S` for a
   batch (`check_workers`): a worker that exited (the OOM killer's SIGKILL, a crash) raises a
   `WorkerError` naming it and its signal; a SIGBUS death (a memory-mapped file truncated under it)
-  first looks for a source whose file changed and names it.
+  first looks for a source whose file changed and names it. A worker dies of SIGBUS silently: PyTorch's own handler,
+  which `WorkerInit` puts back to the default, printed "Unexpected bus error … insufficient shared memory (shm)" from
+  every worker that hit the cut, before the error that names the file.
 - **Errors in a worker**: PyTorch re-raises a worker's exception in the training process as the same type, its
   message replaced by "Caught X in DataLoader worker process N. Original Traceback …". For an sdl error (a stale
   or corrupt shard found by a worker, an object store that failed it) `worker_error` restores the worker's own
@@ -38,6 +40,8 @@ class WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         watch_parent(self.parent_pid, self.death_signal, worker_id)
+        if hasattr(signal, "SIGBUS"):  # PyTorch's handler prints that shared memory may have run out, then dies: the
+            signal.signal(signal.SIGBUS, signal.SIG_DFL)  # same death, and `check_workers` says what it was (a cut file)
         if self.user_init is not None:
             self.user_init(worker_id)
 

@@ -88,6 +88,27 @@ def test_a_shard_truncated_under_running_workers_is_named(token_dataset, mixed):
             pass
 
 
+@pytest.mark.slow
+def test_a_worker_killed_by_a_cut_shard_says_nothing_of_shared_memory(token_dataset, monkeypatch, capfd):
+    """No check in the workers before they read past the cut (forked, they keep this REFRESH_S): they die of SIGBUS
+    silently, and the training process names the file (PyTorch's handler printed "Unexpected bus error … insufficient
+    shared memory (shm)" from each worker first)."""
+    from sdl.loader import FormatError, TokenWindows, make_loader
+    from sdl.loader.index import handles
+
+    monkeypatch.setattr(handles, "REFRESH_S", 1e9)
+    path = token_dataset(num_tokens=400_000, tokens_per_shard=400_000)
+    batches = iter(make_loader(TokenWindows(path, seq_len=64), batch_size=1, num_workers=2, device="cpu", shuffle=False,
+                               multiprocessing_context="fork"))
+    for _ in range(20):
+        next(batches)
+    os.truncate(path / "shard-000000.npy", 128 + 2 * 11_800)  # mid-page: zeros to the page's end, then SIGBUS
+    with pytest.raises(FormatError, match=r"shard-000000\.npy is now 23,728 bytes"):
+        for _ in batches:
+            pass
+    assert "bus error" not in capfd.readouterr().err.lower()
+
+
 def test_a_shard_truncated_in_process_is_named_before_it_is_read(token_dataset, monkeypatch):
     from sdl.loader import FormatError, TokenWindows, make_loader
     from sdl.loader.index import handles
