@@ -138,6 +138,10 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return f"null_columns is {json.dumps(nulls)[:40]}, expected a list of column names"
     if not isinstance(absent, dict) or not all(isinstance(keys, list) and all(isinstance(k, str) for k in keys) for keys in absent.values()):
         return f"absent_chunks is {json.dumps(absent)[:40]}, expected {{array: [chunk key, ...]}}"
+    docs = meta.get("docs_files", {"size": [], "mtime_ns": []})
+    if not isinstance(docs, dict) or sorted(docs) != ["mtime_ns", "size"] or \
+            not all(isinstance(v, list) and all(type(x) is int for x in v) for v in docs.values()):
+        return f"docs_files is {json.dumps(docs)[:40]}, expected {{\"size\": [integer, ...], \"mtime_ns\": [integer, ...]}}"
     return None
 
 

@@ -160,6 +160,9 @@ DAMAGE = {  # what is done to a good cache -> what the error says
     "the dtype removed": (lambda d: d["meta"].pop("dtype"), r"no longer matches the files \(the cache file was edited\)"),
     "null_columns a number": (lambda d: d["meta"].update(null_columns=5), r"malformed index cache \(null_columns is 5, expected"),
     "absent_chunks a list": (lambda d: d["meta"].update(absent_chunks=["c/0"]), r"malformed index cache \(absent_chunks is"),
+    "docs_files a number": (lambda d: d["meta"].update(docs_files=3), r"malformed index cache \(docs_files is 3, expected"),
+    "docs_files of strings": (lambda d: d["meta"].update(docs_files={"size": ["1"], "mtime_ns": [1]}),
+                              r"malformed index cache \(docs_files is .*, expected"),
 }
 
 
