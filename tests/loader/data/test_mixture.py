@@ -16,18 +16,6 @@ N = 240  # positions per epoch
 TOPOLOGIES = st.tuples(st.sampled_from([1, 2, 3, 4]), st.sampled_from([1, 2, 5]), st.integers(1, 40))
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    from sdl.prepare.synthetic import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("mix")
-    out = {}
-    for name, tokens in (("web", 2_000), ("code", 700), ("math", 400)):
-        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=300, vocab_size=1000, doc_len=97)
-        out[name] = TokenWindows(root / name, seq_len=8)
-    return out
-
-
 def run(mixture, state, world_size, batch_size, steps, seed=5, shuffle=False):
     """`steps` global steps (or to the epoch's end) on every rank; the delivered (epoch, position, source name, id)
     and the state after them."""

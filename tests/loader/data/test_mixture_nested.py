@@ -1,21 +1,10 @@
 """Nested mixture laws: an outer mixture's pass p over an inner mixture is the inner's epoch p, read with the outer's
 seed, so the inner's sources run their passes exactly once each, across the outer's epochs and resumes."""
 
-import pytest
 import torch
-from sdl.loader import Mixture, TokenWindows, make_loader
+from sdl.loader import Mixture, make_loader
 
 from tests.loader.data.test_mixture import check_passes
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    from sdl.prepare.synthetic import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("mix")
-    for name, tokens in (("web", 2_000), ("code", 700), ("math", 400)):  # 249, 87, 49 windows of 8
-        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=300, vocab_size=1000, doc_len=97)
-    return {name: TokenWindows(root / name, seq_len=8) for name in ("web", "code", "math")}
 
 
 def nested(sources):
