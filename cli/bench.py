@@ -278,11 +278,12 @@ def render_mixture(report: Any) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from sdl.loader.bench.mixture import ROUNDS
 
     console, config = Console(), report.config
     mixed = ", ".join(f"{name} {info['weight']:.3g} ({info['num_samples']:,} samples)" for name, info in report.sources.items())
     console.print(f"[bold]sdl bench[/] · mixture {mixed} · batch {config['batch_size']} · {config['num_workers']} workers")
-    table = Table(title="Mixture vs its first source alone (samples/s, median of 3 alternating rounds)")
+    table = Table(title=f"Mixture vs its first source alone (samples/s, median of {ROUNDS} alternating rounds)")
     for column in ("loader", "single source", "mixture", "ratio", "target", ""):
         table.add_column(column, justify="left" if column == "loader" else "right")
     for label, ratio in report.ratios.items():

@@ -47,8 +47,12 @@ def output_paths(checkpoints: Sequence[Checkpoint], world_size: int, out: str | 
     """Where a rewrite goes, as (path, rank); refuses writing over an input (unless in_place) or an existing file."""
     inputs = {c.path.resolve() for c in checkpoints}
     if in_place:
-        if per_rank or len(checkpoints) != 1 or (out is not None and Path(out).resolve() not in inputs):
-            raise ConfigError("--in-place rewrites one input file into itself; with several inputs or --per-rank, write to --out")
+        if out is not None and Path(out).resolve() not in inputs:
+            raise ConfigError(f"--in-place rewrites its input file into itself, and --out {out} names another file; give one "
+                              "of them: --in-place, or --out PATH")
+        if per_rank or len(checkpoints) != 1:
+            raise ConfigError(f"--in-place rewrites one input file into itself; given {len(checkpoints)} input(s)"
+                              f"{' and --per-rank' if per_rank else ''}: write to --out instead")
         return [(checkpoints[0].path.resolve(), None)]  # a symlink's target is rewritten; the link stays
     if out is None:
         raise ConfigError("give --out PATH for the rewritten checkpoint (or --in-place to replace a single input file)")

@@ -87,8 +87,11 @@ class SdlTrainer(transformers.Trainer):
         if evaluation is not None:
             check_eval_settings(self.args)
         self._eval_mean: EvalMean | None = None  # while an evaluation over eval_loader runs
-        accumulate = getattr(train_loader, "accumulation_steps", 1)
-        if accumulate != 1 and accumulate != self.args.gradient_accumulation_steps:
+        # A = G / (W·B) when the loader was given global_batch_size (1 included: G is then one micro-batch), else none
+        accumulate = getattr(getattr(train_loader, "sampler", None), "accumulate", None)
+        if accumulate is None and getattr(train_loader, "accumulation_steps", 1) != 1:
+            accumulate = train_loader.accumulation_steps
+        if accumulate is not None and accumulate != self.args.gradient_accumulation_steps:
             raise ConfigError(
                 f"the loader makes each global step of {accumulate} micro-batches (global_batch_size), TrainingArguments has "
                 f"gradient_accumulation_steps={self.args.gradient_accumulation_steps}; set gradient_accumulation_steps={accumulate}")

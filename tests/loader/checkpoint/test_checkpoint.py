@@ -164,6 +164,8 @@ def test_rewrite_keeps_everything_else_bit_exact_and_refuses_unsafe_outputs(tmp_
         rewrite_checkpoint(checkpoints, world_size=3, out=tmp_path / "rank_0.pt", overwrite=True)
     with pytest.raises(ConfigError, match="--in-place rewrites one input"):
         rewrite_checkpoint(checkpoints, world_size=3, in_place=True)
+    with pytest.raises(ConfigError, match=r"--in-place rewrites its input file into itself, and --out .*new2.pt names another file"):
+        rewrite_checkpoint(checkpoints[:1], world_size=3, in_place=True, out=tmp_path / "new2.pt")
     with pytest.raises(ConfigError, match="expected a positive integer"):
         rewrite_checkpoint(checkpoints, world_size=0, out=tmp_path / "zero.pt")
     assert not (tmp_path / "zero.pt").exists()

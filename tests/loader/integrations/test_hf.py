@@ -22,11 +22,14 @@ class Tiny(torch.nn.Module):
 def test_accumulation_must_match_the_loaders_global_batch(token_dataset, tmp_path):
     from sdl.loader.integrations.hf import SdlTrainer
 
-    loader = make_loader(TokenWindows(token_dataset(num_tokens=2_000, vocab_size=1000), seq_len=16), batch_size=2,
-                         global_batch_size=8, num_workers=0, rank=0, world_size=1, device="cpu")
+    dataset = TokenWindows(token_dataset(num_tokens=2_000, vocab_size=1000), seq_len=16)
+    loader = make_loader(dataset, batch_size=2, global_batch_size=8, num_workers=0, rank=0, world_size=1, device="cpu")
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", gradient_accumulation_steps=2)
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=4"):
         SdlTrainer(model=Tiny(), args=args, train_loader=loader)
+    one = make_loader(dataset, batch_size=8, global_batch_size=8, num_workers=0, rank=0, world_size=1, device="cpu")  # A = 1
+    with pytest.raises(ConfigError, match="each global step of 1 micro-batches .* set gradient_accumulation_steps=1"):
+        SdlTrainer(model=Tiny(), args=args, train_loader=one)  # the Trainer would step every 2 × 8 = 16 samples, not G
 
 
 def test_a_checkpoint_without_a_loader_state_is_named(tmp_path):
