@@ -85,8 +85,9 @@ class ArrowRows(RemoteSamples, IndexedSamples):
         was replaced since: its batches would be misaligned with their sample ids, or another file's rows)."""
         table = self._table(source_id)
         schema, expected = self.index.meta["schema"], int(self.index.sources.lengths[source_id])
-        found = {f.name: str(f.type) for f in table.schema if f.name in self.columns}
-        if table.num_rows != expected or found != {c: schema[c] for c in self.columns}:
+        found = {f.name: storage_type_name(f.type) for f in table.schema if f.name in self.columns}
+        if table.num_rows != expected or found != {c: found.get(c) if schema[c].startswith("extension<") else schema[c]
+                                                   for c in self.columns}:
             what = (f"{expected:,} rows", f"{table.num_rows:,}") if table.num_rows != expected else \
                 (f"columns {dict(sorted((c, schema[c]) for c in self.columns))}", f"{dict(sorted(found.items()))}")
             rebuild = f"sdl index {self.path}" + (f" --split {self.split}" if self.split else "")
@@ -163,3 +164,9 @@ class ArrowRows(RemoteSamples, IndexedSamples):
             return open_arrow_table(self.index.path_of(source_id))
         return self.remote.cache.open(self.object_entry(self.index.sources.paths[source_id]), open_arrow_table)
 
+
+def storage_type_name(arrow_type: Any) -> str:
+    """An Arrow column type as the index records it without extension types: an extension type (e.g. `datasets`'
+    Array2D, which is one only in a process that imported `datasets`) by its storage type. A type the index recorded
+    as an extension (indexed with it imported) is not compared: its storage type cannot be told from the name."""
+    return str(getattr(arrow_type, "storage_type", arrow_type))

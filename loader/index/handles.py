@@ -23,6 +23,7 @@ warning), and the open is tried once more; if that fails too, the error names th
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 import warnings
@@ -162,7 +163,7 @@ def check_files(index: Any, source_ids: Iterable[int]) -> None:
             stat = os.stat(path)
         except OSError:
             stat = None
-        inode = 0 if inodes is None else int(inodes[source_id])
+        inode = 0 if inodes is None or not stable_inodes(os.path.dirname(path)) else int(inodes[source_id])
         if stat is not None and stat.st_size == expected and stat.st_mtime_ns == mtimes[source_id] and inode in (0, stat.st_ino):
             continue
         if stat is None:
@@ -178,6 +179,27 @@ def check_files(index: Any, source_ids: Iterable[int]) -> None:
                    "zarr": "rewrite the array as it was"}.get(getattr(index, "kind", None), "rewrite it as it was")
         since, fix = getattr(index, "changed", ("under a running loader", f"restore it ({restore}) and resume from the last checkpoint"))
         raise FormatError(f"{path} {found}: the file changed {since} ({how}); {fix}")
+
+
+@functools.lru_cache(maxsize=1024)
+def stable_inodes(folder: str, mounts: str = "/proc/self/mounts") -> bool:
+    """Whether a file's inode number under `folder` stays the same for as long as the file does: not on a FUSE mount
+    (gcsfuse, s3fs, ...), which may number a file afresh each time it is looked up again; there `check_files` compares
+    sizes and mtimes only. Read from the mount table (`mounts`); True where there is none."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return True
+    real, best, kind = os.path.realpath(folder), "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return not kind.startswith("fuse")
 
 
 def _when(mtime_ns: int) -> str:

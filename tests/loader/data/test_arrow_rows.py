@@ -164,3 +164,26 @@ def test_a_file_rewritten_in_place_with_other_rows_and_its_mtime_put_back_is_ref
     with pytest.raises(FormatError, match=rf"^{target}: expected {says}: the file changed since the index was built; "
                                           rf"run `sdl index {root}` to rebuild it$"):
         rows.__getitems__(list(range(20)))
+
+
+def test_an_extension_column_reads_whether_or_not_the_process_imported_datasets(tmp_path):
+    """`datasets`' Array2D is an Arrow extension type only in a process that imported `datasets`: a file indexed in one
+    kind of process opens in the other (a training script imports transformers, `sdl index` does not)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    features = datasets.Features({"grid": datasets.Array2D((2, 3), "int32"), "n": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"grid": [np.arange(6, dtype=np.int32).reshape(2, 3) + i for i in range(10)],
+                                "n": list(range(10))}, features=features).save_to_disk(str(tmp_path / "ds"))
+    read = ("import sys; from sdl.loader import ArrowRows; b = ArrowRows(sys.argv[1]).__getitems__([9]); "
+            "assert 'datasets' not in sys.modules and b['n'].tolist() == [9] and b['grid'][0][1][2] == 14, b")
+    for indexed_here in (False, True):  # indexed by the plain process, then by this one (which imported datasets)
+        if indexed_here:
+            shutil.rmtree(tmp_path / "ds" / ".sdl")
+            ArrowRows(tmp_path / "ds")
+        subprocess.run([sys.executable, "-c", read, str(tmp_path / "ds")], check=True)
+        batch = ArrowRows(tmp_path / "ds").__getitems__([9])
+        assert batch["n"].tolist() == [9] and batch["grid"][0][1][2] == 14

@@ -146,3 +146,17 @@ def test_shards_swapped_with_their_mtimes_put_back_under_a_running_loader_are_na
     with pytest.raises(FormatError, match=rf"shard-000000\.npy is now inode {stats[1].st_ino}, it was inode {stats[0].st_ino} "
                                           r"when the dataset was opened \(same size and mtime\).*\(replaced\)"):
         dataset[0]
+
+
+def test_files_on_a_fuse_mount_are_compared_by_size_and_mtime_only(tmp_path):
+    """gcsfuse, s3fs and other FUSE mounts may number a file afresh each time it is looked up: its inode is not compared
+    there (a valid file reopened by the LRU would be refused as replaced); elsewhere it is, the longest mount point wins."""
+    from sdl.loader.index.handles import stable_inodes
+
+    table = tmp_path / "mounts"
+    table.write_text("/dev/root / ext4 rw 0 0\ngcsfuse /mnt/bucket fuse.gcsfuse rw 0 0\ns3fs /mnt/s3 fuse.s3fs rw 0 0\n"
+                     "/dev/sdb /mnt/bucket/local xfs rw 0 0\n")
+    assert stable_inodes("/home/data", str(table)) and stable_inodes("/mnt/bucketx/d", str(table))
+    assert not stable_inodes("/mnt/bucket/corpus", str(table)) and not stable_inodes("/mnt/s3", str(table))
+    assert stable_inodes("/mnt/bucket/local/corpus", str(table))
+    assert stable_inodes("/anything", str(tmp_path / "no-such-table"))
