@@ -72,10 +72,15 @@ def _repair(paths: list[str], as_json: bool) -> None:
     if len(paths) != 1:
         raise ConfigError(f"--repair takes one path, the output folder to repair (got {len(paths)}); e.g. sdl prepare --repair data/tokens")
     report = repair(paths[0])
+    if report.rewritten and "://" not in report.out:  # the rewritten shards are newer than the index: refresh it
+        from sdl.loader.index import build_index
+
+        build_index(Path(report.out), kind="tokens")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     elif report.rewritten:
-        typer.echo(f"repaired {report.out}: rewrote {len(report.rewritten)} of {report.num_shards} shards ({', '.join(report.rewritten)})")
+        typer.echo(f"repaired {report.out}: rewrote {len(report.rewritten)} of {report.num_shards} shards ({', '.join(report.rewritten)}); "
+                   "index rebuilt")
     else:
         typer.echo(f"{report.out}: all {report.num_shards} shards match the manifest; nothing to repair")
 

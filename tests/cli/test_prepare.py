@@ -236,3 +236,19 @@ def test_shipped_configs_load(name):
 def test_unknown_config_key_suggests_the_known_one(bad_inputs, capsys):
     code, _, err = sdl(capsys, bad_inputs / "good.jsonl", bad_inputs / "out", "--config", bad_inputs / "bad.toml")
     assert code == 1 and "tokens_per_shrd (did you mean tokens_per_shard?)" in err
+
+
+def test_repair_leaves_an_index_that_opens(tmp_path, capsys):
+    """The rewritten shard is newer than the cached index, which readers would refuse as stale: --repair rebuilds it."""
+    import numpy as np
+    from sdl.loader import TokenWindows
+
+    data = write_jsonl(tmp_path / "a.jsonl", make_texts(120, seed=17, max_words=60))
+    out = tmp_path / "out"
+    assert sdl(capsys, data, out, "--tokens-per-shard", 500)[0] == 0
+    expected = TokenWindows(out, seq_len=16)[3]["input_ids"]  # writes the index cache
+    docs = next(docs for docs in sorted(out.glob("shard-*.docs.npy")) if len(np.load(docs)) >= 2)
+    np.save(docs, np.load(docs) + 1)  # starts no longer where documents begin: --repair rewrites that shard
+    code, stdout, _ = sdl(capsys, out, "--repair")
+    assert code == 0 and (TokenWindows(out, seq_len=16, doc_starts=True)[3]["input_ids"] == expected).all()
+    assert stdout.endswith("; index rebuilt\n"), stdout
