@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sdl.loader.errors import InputError
 from sdl.loader.format.atomic import atomic_write_bytes
-from sdl.loader.format.doc_starts import misplaced_start
+from sdl.loader.format.doc_starts import starts_problem
 from sdl.loader.format.tokens import Manifest, file_checksum, npy_bytes, open_shard, read_manifest
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodeOptions, encode_batches
@@ -60,10 +60,7 @@ def _docs_ok(out: Path, shard: Any, manifest: Manifest, tokens: np.ndarray, befo
         starts = np.load(out / shard.docs_file, mmap_mode="r")
     except (OSError, ValueError):
         return False
-    if starts.ndim != 1 or len(starts) != shard.num_docs or starts.dtype.kind not in "iu":
-        return False
-    inside = not len(starts) or (starts[0] >= 0 and starts[-1] < len(tokens) and bool(np.all(np.diff(starts) > 0)))
-    return inside and (not len(starts) or misplaced_start(starts, tokens, before, manifest) is None)
+    return starts_problem(starts, shard, manifest, tokens, before) is None
 
 
 def repair(out: str | Path) -> RepairReport:

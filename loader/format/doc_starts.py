@@ -36,3 +36,19 @@ def misplaced_start(starts: np.ndarray, tokens: np.ndarray, before: int | None, 
     start = int(starts[bad[0]])
     token = int(previous[bad[0]]) if start else before
     return f"a document starting at offset {start:,} after token {token}, not after the EOS id {eos}"
+
+
+def starts_problem(starts: np.ndarray, shard: Any, manifest: Any, tokens: np.ndarray | None,
+                   before: int | None) -> tuple[str, str] | None:
+    """(expected, found) when `starts` (a shard's loaded `.docs.npy`) cannot be its docs file: not `num_docs` integer
+    offsets increasing inside the shard, or, given the shard's `tokens` (intact), one where no document of them can
+    begin (`misplaced_start`); None when they can. What `sdl index --validate` and `sdl prepare --repair` check."""
+    if starts.ndim != 1 or len(starts) != shard.num_docs:
+        return f"{shard.num_docs:,} document offsets (manifest)", f"shape {starts.shape}"
+    if starts.dtype.kind not in "iu":
+        return f"{shard.num_docs:,} integer document offsets", f"dtype {starts.dtype}"
+    if len(starts) and (starts.min() < 0 or starts.max() >= max(shard.num_tokens, 1) or np.any(np.diff(starts) <= 0)):
+        return (f"increasing offsets in [0, {shard.num_tokens:,})",
+                f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
+    misplaced = misplaced_start(starts, tokens, before, manifest) if tokens is not None and len(starts) else None
+    return (f"each document start where a document of {shard.file} begins", misplaced) if misplaced else None

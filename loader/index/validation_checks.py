@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
+from sdl.loader.format.doc_starts import starts_problem
 from sdl.loader.format.entries import what_is
 from sdl.loader.format.shard_files import unlisted_shards
-from sdl.loader.format.doc_starts import misplaced_start
 from sdl.loader.format.tokens import file_checksum, open_shard, read_npy_header, repair_hint
 
 
@@ -68,13 +68,9 @@ def validate_docs(path: Path, shard: Any, failures: list, manifest: Any = None, 
         starts = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         return fail(f"{shard.num_docs:,} document offsets", f"an unreadable file ({exc})")
-    if starts.ndim != 1 or len(starts) != shard.num_docs:
-        return fail(f"{shard.num_docs:,} document offsets (manifest)", f"shape {starts.shape}")
-    if len(starts) and (starts.min() < 0 or starts.max() >= max(shard.num_tokens, 1) or np.any(np.diff(starts) <= 0)):
-        return fail(f"increasing offsets in [0, {shard.num_tokens:,})", f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
-    misplaced = misplaced_start(starts, tokens, before, manifest) if tokens is not None and len(starts) else None
-    if misplaced:
-        fail(f"each document start where a document of {shard.file} begins", misplaced)
+    problem = starts_problem(starts, shard, manifest, tokens, before)
+    if problem:
+        fail(*problem)
 
 
 def shard_tokens(path: Path, shard: Any) -> np.ndarray | None:
