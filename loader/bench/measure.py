@@ -110,20 +110,29 @@ def measure_throughput(dataset: TokenWindows, config: BenchConfig, tick: Callabl
         "baseline_in_process": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, 0)),
         "baseline_workers": lambda: endless(baseline_loader(dataset, config.batch_size, config.seed, config.num_workers)),
     }
-    names = [name for name in readers if config.num_workers > 0 or not name.endswith("_workers")]
+    names = timed_readers(READERS, config.num_workers)
     timed: dict[str, list[tuple[list[float], float]]] = {name: [] for name in names}
     for r in range(ROUNDS):
         for name in names if r % 2 == 0 else names[::-1]:
             batches = readers[name]()
             timed[name].append(time_batches(batches, config, tick))
             del batches  # shuts the workers down before the next reader starts
-    results: dict[str, Throughput | None] = {name: None for name in readers}
+    results: dict[str, Throughput | None] = {name: None for name in READERS}
     for name, rounds in timed.items():
         per_round = tuple(throughput(seconds, config, itemsize, cpu_s) for seconds, cpu_s in rounds)
         results[name] = throughput([s for seconds, _ in rounds for s in seconds], config, itemsize,
                                    sum(cpu_s for _, cpu_s in rounds), rounds=tuple(t.samples_per_s for t in per_round))
         timed[name] = per_round  # type: ignore[assignment]
     return results, ratios(timed)  # type: ignore[arg-type]
+
+
+READERS = ("sdl_in_process", "ceiling", "ceiling_held", "ceiling_per_row", "sdl_workers", "baseline_in_process",
+           "baseline_workers")  # the order of a round: sdl's readers and the ceilings next to each other
+
+
+def timed_readers(names: Any, num_workers: int) -> list[str]:
+    """The readers of `names` that `measure_throughput` times: those with workers only when there are workers."""
+    return [name for name in names if num_workers > 0 or not name.endswith("_workers")]
 
 
 RATIOS = {"sdl_vs_baseline_in_process": ("sdl_in_process", "baseline_in_process"), "sdl_vs_ceiling": ("sdl_in_process", "ceiling"),

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from sdl.loader.bench.baseline import memcpy_gb_per_s
 from sdl.loader.bench.measure import (
+    READERS,
     endless,
     measure_resume,
     measure_resume_memory,
@@ -44,6 +45,7 @@ from sdl.loader.bench.measure import (
     output_dtype,
     throughput,
     time_batches,
+    timed_readers,
 )
 from sdl.loader.bench.peers import check_peers, run_peer
 from sdl.loader.bench.report import (
@@ -80,7 +82,7 @@ def run_bench(config: BenchConfig, dataset_path: str | Path,
     device = bench_device(config.device)
     dataset = TokenWindows(path, config.seq_len, config.stride)
     resume_points = len(RESUME_FRACTIONS) * len({0, config.num_workers})
-    readers = 7 if config.num_workers else 5  # see measure_throughput
+    readers = len(timed_readers(READERS, config.num_workers))
     total = (readers * ROUNDS + 2 * len(config.peers)) * config.steps + resume_points + 1 + 2 * config.steps
     done = [0, "throughput"]
 

@@ -103,7 +103,6 @@ def _array_fields(directory: Path, meta: dict[str, Any]) -> tuple[tuple[int, ...
     return shape, recorded_dtype(directory, meta.get("data_type", meta.get("dtype")))
 
 
-
 def describe_zarr_store(root: Path, rel: str) -> tuple[int, dict[str, dict[str, Any]], list[Path]]:
     """(first-axis length, {field: {"shape": trailing, "dtype": ...}}, metadata files) of one store."""
     directory = root / rel
