@@ -154,9 +154,8 @@ class Mixture:
         return plan_sources(phase, state.epoch, state.cursor, state.num_samples, dict(zip(self.names, map(len, self.sources))))
 
     def __repr__(self) -> str:
-        mix = ", ".join(f"{n}={w:.3g}" for n, w in self.weights.items())
         changes = f", schedule: {len(self.schedule)} change(s)" if self.schedule else ""
-        return f"Mixture({mix}, num_samples={self.num_samples}{changes})"
+        return f"Mixture({', '.join(f'{n}={w:.3g}' for n, w in self.weights.items())}, num_samples={self.num_samples}{changes})"
 
     # Step: access.
     def __len__(self) -> int:
@@ -244,7 +243,9 @@ class Mixture:
         return assemble_batch(self, positions, *self._map(phase_key, phase, int(seed), 0, positions), key)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        return self._row_gather().batch(self, indices)
+        plan = getattr(getattr(indices, "chunk", None), "prepared", None)  # a step of a chunk it planned: the lean route first
+        batch = plan.lean_batch(indices) if plan is not None and plan.owner is self.__dict__.get("_rows") else None
+        return self._row_gather().batch(self, indices) if batch is None else batch
 
     def _row_gather(self) -> RowGather:
         """This mixture's RowGather (mixture_gather): made on first use, and again for a copy with other sources."""

@@ -27,7 +27,8 @@ import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import cu_seqlens
 from sdl.loader.data.mixture_phase import is_phase
-from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan, StepPlan
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan
+from sdl.loader.data.mixture_step import StepPlan
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.sampler import SampleBatch
@@ -78,12 +79,6 @@ class RowGather:
     def batch(self, mixture: Any, indices: Sequence[int], into: dict[str, np.ndarray] | None = None) -> GatheredBatch:
         """Mixture positions `indices` as one batch: gathered by rows (into `into`, else new arrays) when the sources
         can, else assembled."""
-        chunk = getattr(indices, "chunk", None)
-        if chunk is not None and into is None and self.lean:  # the common case first, with nothing it does not need
-            plan = chunk.prepared
-            batch = plan.lean_batch(indices) if plan is not None and plan.owner is self else None
-            if batch is not None:
-                return batch
         context = getattr(indices, "context", None)
         if self.planned and isinstance(indices, list) and indices:
             batch = self.planned_batch(mixture, indices, context, into)

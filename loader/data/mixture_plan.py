@@ -30,11 +30,8 @@ plus the sources' id blocks (`sdl.loader.data.mixture`).
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
 
 import numpy as np
-import torch
-from sdl.loader.data.batch import GatheredBatch, token_halves
 from sdl.loader.data.span_view import SpanView
 from sdl.loader.index.handles import OpenSources, OutOfDescriptors
 
@@ -86,6 +83,7 @@ class RowPlan:
         except OutOfDescriptors:  # the maps taken so far are the LRUs' alone again: this plan reads through them
             self.lazy, self.views, self._held = True, {}, {}
         self._span: tuple | None = None  # see _make_span
+        self._fast: tuple | None = None  # see _make_fast
 
     # Lists for per-row Python, made when first used (a tolist of 4,096 ids costs ~50 µs; the span route needs none).
     @cached_property
@@ -118,6 +116,33 @@ class RowPlan:
         if positions is not None:
             self._doc_positions(i, b, positions)
 
+    def lean_windows(self, i: int, b: int) -> np.ndarray | None:
+        """Positions [i, i + b) as windows of the largest shift's span in the shards' dtype, by one fancy index of the
+        plan's SpanView after the LRU visit one source's batch pays, with what that needs made once (`_make_fast`); None
+        when they take the general route (`_by_span`, which takes the plan's maps again): a lazy plan, a window across
+        shards among them, or an LRU of the process has closed a shard since."""
+        spanned, at, visits, closed, crossed = self._fast or self._make_fast()
+        if OpenSources.closed != closed or (crossed is not None and crossed[i + b] != crossed[i]):
+            return None
+        get, shard, held = visits[int(self.keys[i])]
+        return spanned.view[at[i:i + b]] if get(shard) is held else None
+
+    def _make_fast(self) -> tuple:
+        """(the SpanView, each position's row in it, {key: (its LRU's get, shard, the array the plan holds)}, OpenSources.closed
+        when made, the running count of windows across shards (None: none)) over the maps the plan holds now; a tuple
+        that never serves (closed -1) for a lazy plan or one without a view. Made again when the view changes."""
+        self._fast = (None, None, None, -1, None)
+        if self.lazy or not self.size or not self._visit(-1):
+            return self._fast
+        spanned, at = self._span or self._make_span()
+        if spanned is None:
+            return self._fast
+        count = len(self.sources)
+        visits = {key: (self._lrus[key % count].get, key // count, held[0]) for key, held in self._held.items()}
+        crossed = np.concatenate(([0], np.cumsum(self.keys < 0))).tolist() if self.across else None
+        self._fast = (spanned, at, visits, OpenSources.closed, crossed)
+        return self._fast
+
     def _visit(self, key: int) -> bool:
         """An eager plan's visit to the LRU per batch, as a single source pays (the LRU checks the sizes of the open
         shards now and then; a shard mapped anew drops the span view), and `_keep_open`. False when the process ran out
@@ -128,7 +153,7 @@ class RowPlan:
             self._keep_open()
             return True
         except OutOfDescriptors:
-            self.lazy, self.views, self._held, self._span, self._kept[0] = True, {}, {}, None, None
+            self.lazy, self.views, self._held, self._span, self._fast, self._kept[0] = True, {}, {}, None, None, None
             return False
 
     def _keep_open(self) -> None:
@@ -147,9 +172,14 @@ class RowPlan:
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
         them when it is made); None when no such view can be made."""
+        windows = self.lean_windows(i, b)
+        if windows is not None:
+            return windows if windows.shape[1] == span else windows[:, :span]
         if not self._visit(int(self.keys[i])):
             return None
         spanned, rows = self._span or self._make_span()
+        fast = self._fast  # kept, now valid, while the view is the same (the same maps); else made again
+        self._fast = None if spanned is None or fast[0] is not spanned else (*fast[:3], OpenSources.closed, fast[4])
         if spanned is None:
             return None
         windows = spanned.view[rows[i:i + b]]  # of the largest shift's span: this batch's are its first `span` tokens
@@ -231,45 +261,3 @@ class RowPlan:
             rows = np.flatnonzero(source == s)
             if rows.size:
                 positions[rows] = dataset._doc_starts.position_ids(starts[rows], dataset.seq_len, positions.dtype)
-
-
-class StepPlan:
-    """A RowPlan of the positions of a sampler's StepChunk (`sdl.loader.sampling.batches`, kept in its `prepared`): the
-    batch of step k is rows [k·B, (k + 1)·B) — a rank's own positions, in any order (shuffle=True too)."""
-
-    def __init__(self, owner: Any, rows: RowPlan, steps: np.ndarray, seed: int, epoch: int, context: Any,
-                 carried: tuple) -> None:
-        self.owner, self.rows, self.seed, self.epoch, self.context = owner, rows, seed, epoch, context
-        self.id_lists = steps.tolist()
-        self._shape = steps.shape
-        self._tensors: list | None = None  # per step: (sample_ids, source, source_ids) tensors, see lean_batch
-        self.carried = carried  # (seed, epoch) as the chunk's batches carry them (seed, epoch: as the mixture reads them)
-
-    def find(self, indices: Any, seed: int, epoch: int, context: Any) -> int:
-        """Row of the plan where step `indices.step` starts, or -1 when `indices` is not that step's batch as planned."""
-        k = indices.step
-        if self.id_lists[k] != indices or seed != self.seed or epoch != self.epoch or context is not self.context:
-            return -1
-        return k * len(indices)
-
-    def lean_batch(self, indices: Any) -> GatheredBatch | None:
-        """Step `indices.step`'s batch for sources of one fixed shift, flat layout and no document positions (the owner
-        checks that); None when `indices` is not that step as planned. What `RowGather.planned_batch` does, less ~3 µs."""
-        k, b = indices.step, len(indices)
-        if self.id_lists[k] != indices or indices.context is not self.context \
-                or (indices.seed, indices.epoch) != self.carried:
-            return None
-        first, i = self.rows.sources[0], k * b
-        seq_len, shift = first.seq_len, first.shift_choices[0]
-        tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
-        self.rows.gather(i, b, shift, tokens, None)
-        input_ids, labels = token_halves(tokens)
-        if self._tensors is None:  # the chunk's id tensors at once: unbind costs ~1.9 µs a step, a copy and three
-            # from_numpy ~2.8 µs. They view a copy of the plan's columns (a caller editing a batch edits no plan)
-            columns = torch.from_numpy(self.rows.columns.copy()).view(3, *self._shape)
-            self._tensors = list(zip(*(column.unbind(0) for column in columns)))
-        tensors, self._tensors[k] = self._tensors[k], None  # each handed out once: a step asked again gets copies
-        if tensors is None:
-            tensors = torch.from_numpy(self.rows.columns[:, i:i + b].copy())
-        sample_ids, source, source_ids = tensors
-        return GatheredBatch(sample_ids=sample_ids, source=source, source_ids=source_ids, input_ids=input_ids, labels=labels)

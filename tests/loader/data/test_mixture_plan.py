@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sdl.loader import Mixture, TokenWindows, make_loader
 from sdl.loader.data import mixture_plan
 from sdl.loader.data.mixture_ids import ID_BLOCK
-from sdl.loader.data.mixture_plan import StepPlan
+from sdl.loader.data.mixture_step import StepPlan
 from sdl.loader.data.span_view import SpanView
 from sdl.loader.errors import FormatError
 from sdl.loader.sampling.order import Order

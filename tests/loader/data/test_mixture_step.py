@@ -1,0 +1,132 @@
+"""A Mixture's lean route (mixture_step): a sampler's step of sources of one fixed shift, flat layout and no document
+positions is one fancy index of its plan's SpanView; a step with a window across shards, and any step after an LRU
+closed a shard, takes the general route. Every batch is the general route's (each source's own batch, assembled), on
+either route, and holds its sources' samples."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sdl.loader import Mixture, TokenWindows
+from sdl.loader.data.mixture_plan import RowPlan
+from sdl.loader.data.span_view import SpanView
+from sdl.loader.errors import FormatError
+from sdl.loader.sampling.sampler import ElasticSampler
+from sdl.prepare.synthetic import write_synthetic_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mixture_checks import assembled, assert_same
+
+SEQ_LEN = 16
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """web and code, synthetic uint32 (token at p is p % 100,000), shards of 1,000 and 600 tokens: some windows cross."""
+    root = tmp_path_factory.mktemp("step")
+    for name, tokens, per_shard in (("web", 20_000, 1_000), ("code", 6_000, 600)):
+        write_synthetic_dataset(root / name, num_tokens=tokens, tokens_per_shard=per_shard, vocab_size=100_000)
+    return root / "web", root / "code"
+
+
+def mixture_of(folders, **options):
+    web, code = (TokenWindows(folder, seq_len=SEQ_LEN, stride=SEQ_LEN - 3, **options) for folder in folders)
+    return Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1})
+
+
+def crossing(mixture, batch):
+    """Whether a window of `batch` crosses into its source's next shard."""
+    for s, i in zip(*mixture.locate(list(batch), seed=batch.seed, epoch=batch.epoch, context=batch.context)):
+        source = mixture.sources[int(s)]
+        start = (source._windows.start + int(i)) * source.stride
+        first, offset = source.index.locate(np.array([start]))
+        if offset[0] + SEQ_LEN + 1 > source._lengths[first[0]]:
+            return True
+    return False
+
+
+def assert_holds_samples(mixture, batch):
+    for row, (s, i) in enumerate(zip(batch["source"].tolist(), batch["source_ids"].tolist())):
+        start = (mixture.sources[s]._windows.start + i) * mixture.sources[s].stride
+        expected = np.arange(start, start + SEQ_LEN + 1) % 100_000
+        assert batch["input_ids"][row].tolist() == expected[:-1].tolist()
+        assert batch["labels"][row].tolist() == expected[1:].tolist()
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_lean_step_is_one_fancy_index_and_the_others_go_the_general_route(folders, monkeypatch, shuffle):
+    """Steps whose windows each lie whole in a shard are gathered by the lean route; exactly the chunk's first step
+    (which makes the plan) and the steps with a window across shards go through RowPlan.gather."""
+    mixture = mixture_of(folders)
+    general, gather = [], RowPlan.gather
+    monkeypatch.setattr(RowPlan, "gather", lambda self, i, *rest: general.append(i) or gather(self, i, *rest))
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=2, shuffle=shuffle))[:120]
+    expected = [assembled(mixture, step) for step in steps]
+    taken = []
+    for step, batch in zip(steps, expected):
+        before = len(general)
+        got = mixture.__getitems__(step)
+        assert_same(got, batch)
+        assert_holds_samples(mixture, got)
+        taken.append(len(general) > before)
+    first_of_chunk = [k == 0 or steps[k].chunk is not steps[k - 1].chunk for k in range(len(steps))]
+    assert taken == [first or crossing(mixture, step) for first, step in zip(first_of_chunk, steps)]
+    assert 0 < sum(taken) < len(steps) // 2  # both routes taken, the lean one mostly
+    plan = steps[1].chunk.prepared
+    assert plan.lean and isinstance(plan.rows._fast[0], SpanView) and plan.rows._fast[0] is plan.rows._span[0]
+
+
+def test_a_step_after_an_lru_closed_a_shard_takes_the_maps_again(folders, tmp_path, monkeypatch):
+    """An LRU closing a shard of an eager plan (code's LRU keeps 24 of its 40 shards; the plan's few code draws lie in
+    fewer, and other reads of code push some out) sends the next step the general route, which takes the plan's maps
+    through the LRUs again; the lean route then serves again, from a view over the maps now held. Every batch stays its
+    sources' samples."""
+    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
+    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
+    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=24)
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    general, gather = [], RowPlan.gather
+    monkeypatch.setattr(RowPlan, "gather", lambda self, i, *rest: general.append(i) or gather(self, i, *rest))
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=4, shuffle=False))[:150]
+    lean_after_closing, closed = 0, False
+    for k, step in enumerate(steps):
+        if k % 10 == 5:
+            for sample in range(0, len(code), 9):
+                code[sample]  # opens every code shard: the LRU closes the older ones, some the plan's
+            closed = True
+        before = len(general)
+        batch = mixture.__getitems__(step)
+        assert_same(batch, assembled(mixture, step))
+        assert_holds_samples(mixture, batch)
+        if len(general) == before and closed:
+            lean_after_closing += 1
+            closed = False
+    plan = steps[0].chunk.prepared
+    assert not plan.rows.lazy and lean_after_closing >= 10
+
+
+def test_a_shard_replaced_after_its_lru_closed_it_is_named_at_the_next_lean_step(folders, tmp_path):
+    """A shard of an eager plan that its LRU has closed, then replaced with other tokens: the next step, even one whose
+    own LRU visit finds its shard unchanged, takes the maps again and names the file, instead of reading the old map."""
+    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
+    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
+    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=24)
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=1, shuffle=False))[:60]
+    for step in steps[:3]:
+        mixture.__getitems__(step)
+    plan = steps[0].chunk.prepared.rows
+    held = sorted(key // 2 for key in plan.views if key % 2 == 1)
+    assert not plan.lazy and held and plan._fast[0] is plan._span[0]  # the lean route in use
+    for sample in range(0, len(code), 9):
+        code[sample]  # opens every code shard: the LRU closes the older ones, some the plan's
+    victim = next(shard for shard in held if shard not in code._open.items)
+    path = code.index.path_of(victim)
+    tokens = np.load(path)
+    np.save(tmp_path / "other.npy", (tokens + 7) % 100_000)
+    os.replace(tmp_path / "other.npy", path)  # same size, another inode and mtime, other tokens
+    lean = next(step for step in steps[3:] if not crossing(mixture, step) and step.chunk is steps[0].chunk)
+    with pytest.raises(FormatError, match=f"{path.name} (was modified|is now inode)"):
+        mixture.__getitems__(lean)
