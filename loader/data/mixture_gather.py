@@ -27,7 +27,7 @@ import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import cu_seqlens
 from sdl.loader.data.mixture_phase import is_phase
-from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan, task_positions
 from sdl.loader.data.mixture_step import StepPlan
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
@@ -66,6 +66,7 @@ class RowGather:
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
         self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
+        self._tasks: tuple | None = None  # (RowPlan, first position, distance, tasks, (seed, epoch, context)): a worker's next tasks
         self._kept: list = [None]  # the last SpanView a plan made, which the next plan takes when it holds the same maps
 
     def __reduce__(self) -> tuple:  # a worker starts with empty caches
@@ -99,8 +100,9 @@ class RowGather:
 
     def planned_batch(self, mixture: Any, indices: list[int], context: Any, into: dict[str, np.ndarray] | None) -> GatheredBatch | None:
         """The batch `indices` from a plan of its rows (mixture_plan), gathered in batch order as one source's batch is:
-        the sampler's StepChunk's plan (in process), else the plan of the consecutive positions from here on (made when
-        the last one does not hold them); None when neither applies (positions not consecutive, or out of range)."""
+        the sampler's StepChunk's plan (in process), a worker's plan of its next tasks, else the plan of the consecutive
+        positions from here on (made when the last one does not hold them); None when none applies (positions not
+        consecutive, or out of range)."""
         seed, epoch = (int(indices.seed), int(indices.epoch)) if is_phase(context) else (0, 0)
         chunk = getattr(indices, "chunk", None)
         plan = None if chunk is None or into is not None else chunk.prepared
@@ -110,7 +112,8 @@ class RowGather:
         if i >= 0:
             rows = plan.rows
         else:
-            rows, i = self._range_plan(mixture, indices, seed, epoch, context)
+            planned = self._task_plan if chunk is not None and into is not None else self._range_plan  # a worker's task
+            rows, i = planned(mixture, indices, seed, epoch, context)
             if rows is None:
                 return None
         # Step: the rows, gathered; then the batch over the arrays.
@@ -140,6 +143,27 @@ class RowGather:
         rows = RowPlan(self.sources, positions, source, ids, self._kept)
         chunk.prepared = StepPlan(self, rows, chunk.ids, seed, epoch, context, carried)
         return chunk.prepared
+
+    def _task_plan(self, mixture: Any, indices: Any, seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:
+        """In a DataLoader worker: the RowPlan holding the positions of `indices`' task and of the worker's next tasks
+        (the last one made, or one from this task on: `task_positions`) and where `indices` start in it; a task of
+        steps not evenly spaced goes to `_range_plan`."""
+        ids, i = indices.chunk.ids, indices.step * len(indices)
+        if self._tasks is not None:
+            rows, first, distance, count, stamp = self._tasks
+            task, off = divmod(int(ids[0, 0]) - first, distance)
+            at = task * ids.size + i
+            if not off and 0 <= task < count and stamp[:2] == (seed, epoch) and (stamp[2] is context or stamp[2] == context) \
+                    and indices == rows.position_list[at:at + len(indices)]:
+                return rows, at
+        info = torch.utils.data.get_worker_info()
+        found = task_positions(ids, mixture.num_samples, 1 if info is None else info.num_workers)
+        if found is None:
+            return self._range_plan(mixture, indices, seed, epoch, context)
+        positions, distance, count = found
+        rows = RowPlan(self.sources, positions, *mixture.locate_all(positions, seed=seed, epoch=epoch, context=context), self._kept)
+        self._tasks = (rows, int(ids[0, 0]), distance, count, (seed, epoch, context))
+        return (rows, i) if indices == rows.position_list[i:i + len(indices)] else self._range_plan(mixture, indices, seed, epoch, context)
 
     def _range_plan(self, mixture: Any, indices: list[int], seed: int, epoch: int, context: Any) -> tuple[RowPlan | None, int]:
         """The RowPlan holding the consecutive positions `indices` (that of the last batch, or one of the PLAN_POSITIONS

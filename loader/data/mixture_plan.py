@@ -6,9 +6,12 @@ crosses into the next shard). Plans are made
 
 - in process, for a sampler's StepChunk (`StepPlan`, kept on the chunk): exactly the rank's positions of its next
   ~256 steps, in any order (shuffle=True too);
-- else (a worker's ring slot, a plain list of positions) for the `PLAN_POSITIONS` consecutive positions from a batch
-  of consecutive positions that the last plan does not hold (`make_loader(mixture, shuffle=False)` gives every rank
-  runs of consecutive positions; with W ranks a rank uses 1/W of such a plan).
+- in a DataLoader worker (a task of consecutive steps, gathered into a ring slot), for the positions of the task and of
+  the worker's next tasks (`task_positions`, ~PLAN_POSITIONS in all): with `shuffle=False` a rank's steps are affine in
+  the step, and the DataLoader deals tasks to its workers in turn, so a worker's plan holds its own positions only
+  (a plan of consecutive positions would hold 1/(ranks × workers) of them for the worker);
+- else (a plain list of positions, a worker's task of shuffled steps) for the `PLAN_POSITIONS` consecutive positions
+  from a batch of consecutive positions that the last plan does not hold.
 
 A batch gathers its windows in the shards' dtype into one `[B, seq_len + shift]` buffer in batch order and casts it
 into the batch's two contiguous halves, as a single source does (`sdl.loader.data.window_copy`). The buffer is
@@ -38,6 +41,24 @@ from sdl.loader.index.handles import OpenSources, OutOfDescriptors
 PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
 EAGER_SHARDS = 4096  # a plan whose windows lie in at most this many (source, shard) pairs maps them when it is made
+
+
+def task_positions(ids: np.ndarray, num_samples: int, workers: int) -> tuple[np.ndarray, int, int] | None:
+    """A worker's task (its steps' positions, [steps, B]) and the worker's next tasks: (their positions, task after
+    task, the distance from one task of the worker to its next, the number of tasks), whole tasks inside the epoch
+    [0, num_samples), ~PLAN_POSITIONS positions in all. Step s of a rank of a sampler without shuffle is at s·G plus
+    the rank's offset, and the DataLoader deals a worker every `workers`-th task, so its next task is this one moved by
+    workers · steps · G. None when the steps are not evenly spaced (shuffle=True) or leave the epoch."""
+    steps = len(ids)
+    if steps < 2 or not ids.size or ids.min() < 0 or ids.max() >= num_samples:
+        return None
+    step = int(ids[1, 0]) - int(ids[0, 0])
+    if step <= 0 or not (ids == ids[0] + step * np.arange(steps, dtype=np.int64)[:, None]).all():
+        return None
+    distance = workers * steps * step
+    count = min(max(1, PLAN_POSITIONS // ids.size), (num_samples - 1 - int(ids.max())) // distance + 1)
+    positions = ids.reshape(1, -1) + distance * np.arange(count, dtype=np.int64)[:, None]
+    return positions.reshape(-1), distance, count
 
 
 class RowPlan:

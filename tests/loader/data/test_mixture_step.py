@@ -5,14 +5,17 @@ either route, and holds its sources' samples."""
 
 import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sdl.loader import Mixture, TokenWindows
 from sdl.loader.data.mixture_plan import RowPlan
 from sdl.loader.data.span_view import SpanView
 from sdl.loader.errors import FormatError
+from sdl.loader.sampling.batches import SampleBatch, share_chunk
 from sdl.loader.sampling.sampler import ElasticSampler
 from sdl.prepare.synthetic import write_synthetic_dataset
 
@@ -130,3 +133,30 @@ def test_a_shard_replaced_after_its_lru_closed_it_is_named_at_the_next_lean_step
     lean = next(step for step in steps[3:] if not crossing(mixture, step) and step.chunk is steps[0].chunk)
     with pytest.raises(FormatError, match=f"{path.name} (was modified|is now inode)"):
         mixture.__getitems__(lean)
+
+
+@pytest.mark.parametrize("world_size, workers", [(1, 2), (4, 3)])
+def test_a_worker_plans_the_positions_of_its_own_tasks(folders, monkeypatch, world_size, workers):
+    """In a DataLoader worker (tasks of 16 steps dealt to the workers in turn, gathered into a ring slot) a plan holds
+    the positions of the task that made it and of the worker's next tasks in turn, to the epoch's end, whatever the
+    ranks and workers: not the other ranks' and workers' positions between them. A task out of turn is gathered from a
+    plan of its own. Every batch is the general route's."""
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: types.SimpleNamespace(num_workers=workers, id=0))
+    web, code = (TokenWindows(folder, seq_len=SEQ_LEN, stride=SEQ_LEN - 3) for folder in folders)
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1}, num_samples=12 * 16 * 4 * world_size)
+    plans, made = [], RowPlan.__init__
+    monkeypatch.setattr(RowPlan, "__init__", lambda self, sources, positions, *rest: plans.append(positions.tolist())
+                        or made(self, sources, positions, *rest))
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=3, shuffle=False, rank=world_size - 1, world_size=world_size))
+    tasks = [steps[t:t + 16] for t in range(0, len(steps), 16)]
+    assert len(tasks) == 12 and all(len(task) == 16 for task in tasks)
+    slot = {name: np.full(shape, -1, dtype=dtype) for name, (shape, dtype) in mixture.slot_layout(4).items()}
+    dealt = [0, workers, 1] + list(range(2 * workers, 12, workers))  # task 1 is another worker's: out of turn
+    for t in dealt:
+        task = [SampleBatch(list(step), seed=step.seed, epoch=step.epoch, position=step.position, context=step.context)
+                for step in tasks[t]]  # as a worker receives them: pickled, without the sampler's chunk
+        share_chunk(task)
+        for step in task:
+            assert_same(mixture.getitems_into(step, slot), assembled(mixture, step))
+    in_turn = [[p for u in range(t, 12, workers) for step in tasks[u] for p in step] for t in (0, 1, 2 * workers)]
+    assert plans == in_turn
