@@ -137,16 +137,25 @@ class RowPlan:
         if positions is not None:
             self._doc_positions(i, b, positions)
 
-    def lean_windows(self, i: int, b: int) -> np.ndarray | None:
-        """Positions [i, i + b) as windows of the largest shift's span in the shards' dtype, by one fancy index of the
-        plan's SpanView after the LRU visit one source's batch pays, with what that needs made once (`_make_fast`); None
-        when they take the general route (`_by_span`, which takes the plan's maps again): a lazy plan, a window across
-        shards among them, or an LRU of the process has closed a shard since."""
+    def lean_windows(self, i: int, b: int, span: int) -> np.ndarray | None:
+        """Positions [i, i + b) as [b, span] windows in the shards' dtype, by one fancy index of the plan's SpanView after
+        the LRU visit one source's batch pays, with what that needs made once (`_make_fast`), a window across shards
+        then read piecewise into its row; None when they take the general route (`_by_span`, which takes the plan's maps
+        again): a lazy plan, an LRU of the process has closed a shard since, or the first window crosses shards."""
         spanned, at, visits, closed, crossed = self._fast or self._make_fast()
-        if OpenSources.closed != closed or (crossed is not None and crossed[i + b] != crossed[i]):
+        key = int(self.keys[i])
+        if OpenSources.closed != closed or key < 0:
             return None
-        get, shard, held = visits[int(self.keys[i])]
-        return spanned.view[at[i:i + b]] if get(shard) is held else None
+        get, shard, held = visits[key]
+        if get(shard) is not held:
+            return None
+        windows = spanned.view[at[i:i + b]]
+        if spanned.span != span:
+            windows = windows[:, :span]
+        if crossed is not None and crossed[i + b] != crossed[i]:  # over the placeholder rows gathered for them
+            for row in np.flatnonzero(self.keys[i:i + b] < 0).tolist():
+                windows[row] = self._across(i + row, span, windows.dtype)
+        return windows
 
     def _make_fast(self) -> tuple:
         """(the SpanView, each position's row in it, {key: (its LRU's get, shard, the array the plan holds)}, OpenSources.closed
@@ -193,9 +202,9 @@ class RowPlan:
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
         them when it is made); None when no such view can be made."""
-        windows = self.lean_windows(i, b)
+        windows = self.lean_windows(i, b, span)
         if windows is not None:
-            return windows if windows.shape[1] == span else windows[:, :span]
+            return windows
         if not self._visit(int(self.keys[i])):
             return None
         spanned, rows = self._span or self._make_span()

@@ -5,9 +5,10 @@ its `prepared`): the rank's next ~256 steps, in any order (shuffle=True too). St
 
 Lean route (`lean_batch`: sources of one fixed shift, flat layout, no document positions; `Mixture.__getitems__` tries
 it first): a step is the LRU visit one source's batch pays, one fancy index of the plan's SpanView
-(`RowPlan.lean_windows`), two casting copies, and three id tensors made per chunk by one unbind each. A step with a
-window across shards, or any step after an LRU of the process closed a shard (the plan's maps are then taken through
-the LRUs again, `RowPlan._keep_open`), goes through `RowPlan.gather`.
+(`RowPlan.lean_windows`; a window across shards then read piecewise into its row), two casting copies, and three id
+tensors made per chunk by one unbind each. A step after an LRU of the process closed a shard (the plan's maps are then
+taken through the LRUs again, `RowPlan._keep_open`), or whose first window crosses shards, goes through
+`RowPlan.gather`.
 Measured (bench's 2-source mixture, 16 × 2,048 uint32 → int64, 2-core VM, `sdl bench --mixture`): see BENCHMARKS.md.
 """
 
@@ -53,10 +54,10 @@ class StepPlan:
         first = rows.sources[0]
         seq_len, shift = first.seq_len, first.shift_choices[0]
         tokens = np.empty((2, b, seq_len), dtype=first._host_dtype)
-        windows = rows.lean_windows(k * b, b)
+        windows = rows.lean_windows(k * b, b, seq_len + shift)
         if windows is not None:  # the common case: one fancy index of the plan's SpanView
             tokens[0] = windows[:, :seq_len]
-            tokens[1] = windows[:, shift:seq_len + shift]
+            tokens[1] = windows[:, shift:]
         else:
             rows.gather(k * b, b, shift, tokens, None)
         if self._tensors is None:  # the chunk's id tensors at once: unbind costs ~1.9 µs a step, a copy and three
