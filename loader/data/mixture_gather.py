@@ -67,7 +67,7 @@ class RowGather:
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
         self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last
         self._tasks: tuple | None = None  # (RowPlan, first position, distance, tasks, (seed, epoch, context)): a worker's next tasks
-        self._kept: list = [None]  # the last SpanView a plan made, which the next plan takes when it holds the same maps
+        self._kept: list = [None, -1]  # the last SpanView a plan made, which the next plan takes when it holds the same maps
 
     def __reduce__(self) -> tuple:  # a worker starts with empty caches
         return (RowGather, (self.sources, self.rename, self.chunk))

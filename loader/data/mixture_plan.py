@@ -26,8 +26,9 @@ into the batch's two contiguous halves, as a single source does (`sdl.loader.dat
 Measured on 2 uint32 sources, one 16 × 2,048 batch, 2-core VM: the span view's gather 28.5 µs against 31.5 µs for the
 rows joined. Without it (memoryview slices assigned row by row, which the join beats by ~3 µs at 16 rows): the row
 copies beat the fancy indices at 8 × 4,096 (32 against 41 µs) and 16 × 2,048 (32 against 37 µs), tie at 32 × 1,024,
-and lose at 64 × 512 (70 against 57 µs). Planning costs ~0.6 ms per 4,096 positions (mapping ~0.3, locating ~0.3)
-plus the sources' id blocks (`sdl.loader.data.mixture`).
+and lose at 64 × 512 (70 against 57 µs). Planning costs ~0.3 ms per 4,096 positions (mapping ~0.1, locating ~0.2)
+plus the sources' id blocks (`sdl.loader.data.mixture`); over 532 (source, shard) pairs ~0.5 ms, the maps taken from
+the last plan's view while no LRU has closed a shard (else through the LRUs, ~1 µs a shard).
 """
 
 from __future__ import annotations
@@ -67,11 +68,13 @@ class RowPlan:
 
     def __init__(self, sources: tuple, positions: np.ndarray, source: np.ndarray, ids: np.ndarray, kept: list | None = None) -> None:
         self.sources, self.size, self.positions = sources, len(positions), positions
-        self._kept = [None] if kept is None else kept  # [the last SpanView made], shared by a RowGather's plans
+        self._kept = [None, -1] if kept is None else kept  # [the last SpanView made, OpenSources.closed when its maps
+        # were the LRUs' (-1: unknown)], shared by a RowGather's plans
         self.columns = np.stack([positions, source, ids])  # a batch's sample_ids, source, source_ids: one copy of a slice
         self.source = source
         self.starts, keys, offsets = np.empty_like(ids), np.full_like(ids, -1), np.zeros_like(ids)
-        count, distinct = len(sources), []
+        self._lrus = tuple(dataset._open for dataset in sources)  # one object may be several sources: one LRU
+        count, distinct, per_lru = len(sources), [], {}
         for s, dataset in enumerate(sources):
             mine = np.flatnonzero(source == s)
             if not mine.size:
@@ -81,25 +84,26 @@ class RowPlan:
             fits = offset + (dataset.seq_len + max(dataset.shift_choices)) <= dataset._lengths[first]
             self.starts[mine], offsets[mine] = starts, offset
             keys[mine] = np.where(fits, first * count + s, -1)  # (shard, source) as one int; -1: read across shards
-            shards = [int(first[0])] if first.min() == first.max() else np.unique(first).tolist()
+            low, high = int(first.min()), int(first.max())
+            shards = [low] if low == high else (np.flatnonzero(np.bincount(first - low)) + low).tolist()
             distinct += [shard * count + s for shard in shards]
+            per_lru.setdefault(id(self._lrus[s]), set()).update(shards)
         self.keys, self.offsets = keys, offsets
         self.across = bool((keys < 0).any())  # some window crosses shards
         # The bytes of each (shard, source) key, for the row copies: opened now when they are few local shards (a
         # file mapped ahead costs nothing but the map); else when a batch needs them (lazy): an object store's, so that
         # none is fetched before the loader's prefetcher gets to it, and many shards, so that a plan neither opens
         # thousands at once nor keeps them mapped past the sources' own LRU of open shards.
-        self._held: dict[int, tuple[np.ndarray, memoryview]] = {}  # key -> (shard, its bytes) while the LRU keeps it
-        self._lrus = tuple(dataset._open for dataset in sources)  # one object may be several sources: one LRU
         self._closed = OpenSources.closed  # before mapping: a map closed meanwhile is seen
-        per_lru: dict[int, set[int]] = {}
-        for key in distinct:
-            per_lru.setdefault(id(self._lrus[key % count]), set()).add(key // count)
         self.lazy = len(distinct) > EAGER_SHARDS or any(dataset.remote is not None for dataset in sources) \
             or any(len(per_lru.get(id(lru), ())) > lru.max_open for lru in self._lrus)
-        self.views: dict[int, memoryview] = {}  # key -> its bytes: every key's now unless lazy (see _bytes)
+        self.views: dict[int, memoryview] = {}  # key -> its shard's bytes, for the row copies (made when first used)
+        # key -> its shard, as the LRU holds it (eager plans): the last plan's view holds maps that are still the LRUs'
+        # while no LRU has closed anything since (then no visit per shard), the others through the LRUs
+        kept = self._kept[0].shards if self._kept[0] is not None and self._kept[1] == OpenSources.closed else {}
+        self._held: dict[int, np.ndarray] = {} if self.lazy else {key: kept[key] for key in distinct if key in kept}
         try:
-            for key in [] if self.lazy else distinct:
+            for key in [] if self.lazy else [key for key in distinct if key not in self._held]:
                 self._bytes(key)
         except OutOfDescriptors:  # the maps taken so far are the LRUs' alone again: this plan reads through them
             self.lazy, self.views, self._held = True, {}, {}
@@ -146,8 +150,10 @@ class RowPlan:
         key = int(self.keys[i])
         if OpenSources.closed != closed or key < 0:
             return None
-        get, shard, held = visits[key]
-        if get(shard) is not held:
+        visit = visits.get(key)
+        if visit is None:  # made when first used: a plan over hundreds of shards visits fewer than it holds
+            visit = visits[key] = (self._lrus[key % len(self.sources)].get, key // len(self.sources), self._held[key])
+        if visit[0](visit[1]) is not visit[2]:
             return None
         windows = spanned.view[at[i:i + b]]
         if spanned.span != span:
@@ -158,19 +164,18 @@ class RowPlan:
         return windows
 
     def _make_fast(self) -> tuple:
-        """(the SpanView, each position's row in it, {key: (its LRU's get, shard, the array the plan holds)}, OpenSources.closed
-        when made, the running count of windows across shards (None: none)) over the maps the plan holds now; a tuple
-        that never serves (closed -1) for a lazy plan or one without a view. Made again when the view changes."""
+        """(the SpanView, each position's row in it, {key: (its LRU's get, shard, the array the plan holds)} as they are
+        visited, OpenSources.closed when made, the running count of windows across shards (None: none)) over the maps
+        the plan holds now; a tuple that never serves (closed -1) for a lazy plan or one without a view. Made again
+        when the view changes."""
         self._fast = (None, None, None, -1, None)
         if self.lazy or not self.size or not self._visit(-1):
             return self._fast
         spanned, at = self._span or self._make_span()
         if spanned is None:
             return self._fast
-        count = len(self.sources)
-        visits = {key: (self._lrus[key % count].get, key // count, held[0]) for key, held in self._held.items()}
         crossed = np.concatenate(([0], np.cumsum(self.keys < 0))).tolist() if self.across else None
-        self._fast = (spanned, at, visits, OpenSources.closed, crossed)
+        self._fast = (spanned, at, {}, OpenSources.closed, crossed)
         return self._fast
 
     def _visit(self, key: int) -> bool:
@@ -193,9 +198,9 @@ class RowPlan:
         if OpenSources.closed == self._closed:  # no LRU of this process closed anything since
             return
         count = len(self.sources)
-        if not all(lru.holds_all({key // count: self._held[key][0] for key in self.views if key % count == s})
+        if not all(lru.holds_all({key // count: self._held[key] for key in self._held if key % count == s})
                    for s, lru in enumerate(self._lrus)):
-            for key in list(self.views):
+            for key in list(self._held):
                 self._bytes(key)
         self._closed = OpenSources.closed
 
@@ -227,14 +232,14 @@ class RowPlan:
         self._span = (None, None)
         fits, first = self.keys >= 0, self.sources[0]
         if fits.any():
-            shards, span = {key: self._held[key][0] for key in self.views}, first.seq_len + max(first.shift_choices)
+            shards, span = dict(self._held), first.seq_len + max(first.shift_choices)
             spanned = self._kept[0]  # the last plan's view serves when it holds these very maps (many shards: ~2 µs each)
             if spanned is None or spanned.span != span or not all(spanned.shards.get(key) is a for key, a in shards.items()):
                 try:
                     spanned = SpanView(shards, span)
                 except ValueError:
                     return self._span
-                self._kept[0] = spanned
+                self._kept[:] = spanned, OpenSources.closed if self._closed == OpenSources.closed else -1  # its maps the LRUs'
             placeholder = int(self.keys[fits][0])
             self._span = (spanned, spanned.rows(np.where(fits, self.keys, placeholder), np.where(fits, self.offsets, 0)))
         return self._span
@@ -248,8 +253,10 @@ class RowPlan:
         if self.lazy or not self._visit(keys[0]):  # this batch's shards through the LRU, held no longer than the batch
             count = len(self.sources)
             views = {key: memoryview(self.sources[key % count]._shard(key // count)).cast("B") for key in set(keys) if key >= 0}
-        else:
+        else:  # the plan's maps, their memoryviews made when first used
             views = self.views
+            for key in set(keys) - views.keys() - {-1}:
+                views[key] = memoryview(self._held[key]).cast("B")
         if not across:
             rows = [views[key][offset:offset + row_bytes] for key, offset in zip(keys, self.byte_list[i:i + b])]
         else:  # a window across shards: read piecewise (above)
@@ -271,19 +278,17 @@ class RowPlan:
         """The window of plan position t, which crosses a shard boundary, read piecewise."""
         return self.sources[int(self.source[t])]._read_span(int(self.starts[t]), span).astype(dtype)
 
-    def _bytes(self, key: int) -> memoryview:
-        """The bytes of shard key // S of source key % S, through the source's LRU of open shards (which also checks
-        their sizes now and then): a shard it still holds keeps its memoryview."""
+    def _bytes(self, key: int) -> None:
+        """Hold shard key // S of source key % S as its LRU of open shards (which also checks their sizes now and then)
+        holds it now: a shard mapped anew drops the views made over its old map."""
         count = len(self.sources)
         shard = self.sources[key % count]._shard(key // count)
         held = self._held.get(key)
-        if held is None or held[0] is not shard:
+        if held is not shard:
             if held is not None:
                 self._span = None  # made over the shard's old map
-            held = self._held[key] = (shard, memoryview(shard).cast("B"))
-            if not self.lazy:
-                self.views[key] = held[1]
-        return held[1]
+                self.views.pop(key, None)
+            self._held[key] = shard
 
     def _doc_positions(self, i: int, b: int, positions: np.ndarray) -> None:
         source, starts = self.source[i:i + b], self.starts[i:i + b]

@@ -155,7 +155,7 @@ def test_a_shard_changed_after_its_lru_closed_it_is_named_not_read(tmp_path):
     steps = list(ElasticSampler.for_dataset(mixture, 4, shuffle=False))[:100]
     assert_same(mixture.__getitems__(steps[0]), assembled(mixture, steps[0]))
     plan = steps[0].chunk.prepared.rows
-    held = sorted(key // 2 for key in plan.views if key % 2 == 1)  # code's shards in the plan
+    held = sorted(key // 2 for key in plan._held if key % 2 == 1)  # code's shards in the plan
     assert not plan.lazy and isinstance(plan._span[0], SpanView) and len(held) < 48
     for shard in range(64):
         if shard not in held:
@@ -177,7 +177,7 @@ def test_one_dataset_as_two_sources_shares_one_lru(folders, max_open, lazy):
     for step in steps:
         assert_same(mixture.__getitems__(step), assembled(mixture, step))
     plan = steps[0].chunk.prepared.rows
-    assert plan.lazy == lazy and (lazy or all(web._open.items.get(key // 2) is plan._held[key][0] for key in plan.views))
+    assert plan.lazy == lazy and (lazy or all(web._open.items.get(key // 2) is plan._held[key] for key in plan._held))
 
 
 def test_a_step_asked_for_again_is_not_what_the_caller_did_to_it(folders):
@@ -211,7 +211,7 @@ def test_a_plan_over_many_shards_maps_them_batch_by_batch(tmp_path, monkeypatch,
         assert_same(mixture.__getitems__(batch), assembled(mixture, batch))
         assert_holds_samples(mixture, mixture.__getitems__(batch), True)
     plan = batches[0].chunk.prepared.rows
-    assert plan.lazy and not plan.views and plan._span is None
+    assert plan.lazy and not plan._held and plan._span is None
     assert len({k for k in plan.key_list if k >= 0}) > (8 if bound == "lru" else 16)
     assert all(source.num_open_shards <= (8 if bound == "lru" else 100) for source in sources.values())
 
@@ -230,7 +230,7 @@ def test_a_plan_over_many_shards_that_stay_open_is_one_view_kept_across_plans(tm
         for batch in [b for b in steps if b.chunk is chunk][:40]:
             assert_holds_samples(mixture, mixture.__getitems__(batch), True)
         plan = chunk.prepared.rows
-        assert not plan.lazy and len(plan.views) > 64 and plan._span[0] is not None
+        assert not plan.lazy and len(plan._held) > 64 and plan._span[0] is not None
         views.append(plan._span[0])
     assert views[0] is views[1] is views[2]
 

@@ -121,7 +121,7 @@ def test_a_shard_replaced_after_its_lru_closed_it_is_named_at_the_next_lean_step
     for step in steps[:3]:
         mixture.__getitems__(step)
     plan = steps[0].chunk.prepared.rows
-    held = sorted(key // 2 for key in plan.views if key % 2 == 1)
+    held = sorted(key // 2 for key in plan._held if key % 2 == 1)
     assert not plan.lazy and held and plan._fast[0] is plan._span[0]  # the lean route in use
     for sample in range(0, len(code), 9):
         code[sample]  # opens every code shard: the LRU closes the older ones, some the plan's
@@ -160,3 +160,28 @@ def test_a_worker_plans_the_positions_of_its_own_tasks(folders, monkeypatch, wor
             assert_same(mixture.getitems_into(step, slot), assembled(mixture, step))
     in_turn = [[p for u in range(t, 12, workers) for step in tasks[u] for p in step] for t in (0, 1, 2 * workers)]
     assert plans == in_turn
+
+
+def test_a_plan_takes_the_last_plans_maps_only_while_no_lru_has_closed_a_shard(tmp_path):
+    """A new plan takes the maps of the last plan's view without visiting the LRUs only while no LRU has closed a shard
+    since; after one has (here code's least recently used shard, one the last plan holds), it takes them through the
+    LRUs, which name that shard, replaced meanwhile, as the plan is made (instead of its old map being read)."""
+    for name, tokens, per_shard in (("web", 20_000, 1_000), ("code", 6_000, 600)):  # this test replaces a shard
+        write_synthetic_dataset(tmp_path / name, num_tokens=tokens, tokens_per_shard=per_shard, vocab_size=100_000)
+    mixture = mixture_of((tmp_path / "web", tmp_path / "code"))
+    gather = mixture._row_gather()
+    positions = np.arange(0, 600, dtype=np.int64)
+    located = mixture.locate_all(positions)
+    first = RowPlan(mixture.sources, positions, *located, gather._kept)
+    assert first.lean_windows(0, 4, SEQ_LEN + 1) is not None and gather._kept[0] is first._span[0]
+    again = RowPlan(mixture.sources, positions, *located, gather._kept)  # nothing closed: the same maps, no visits
+    assert all(again._held[key] is first._held[key] for key in first._held)
+    code = mixture.sources[1]
+    victim = next(iter(code._open.items))
+    assert victim * 2 + 1 in first._held
+    code._open._close(1)
+    path = code.index.path_of(victim)
+    np.save(tmp_path / "other.npy", (np.load(path) + 7) % 100_000)
+    os.replace(tmp_path / "other.npy", path)
+    with pytest.raises(FormatError, match=f"{path.name} (was modified|is now inode)"):
+        RowPlan(mixture.sources, positions, *located, gather._kept)
