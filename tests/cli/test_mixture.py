@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from sdl.cli.main import main
 from sdl.loader.bench.mixture import ROUNDS
 from sdl.loader.data.mixture_config import read_mixture_config
@@ -109,3 +111,13 @@ def test_inspect_of_a_config_takes_its_own_seq_len_and_stride_and_refuses_others
     code, out, err = run(capsys, "inspect", config, "--stride", 8)
     assert code == 1 and not out and err == (f"error: --stride 8 differs from {config}'s stride = 16, which cuts the mixture's "
                                              "token windows; drop --stride (or give 16), or change stride in the config\n")
+
+
+@pytest.mark.slow
+def test_a_mixture_bench_times_5000_steps_a_round_unless_steps_is_given(tmp_path, token_dataset, capsys):
+    """Its two readers are a few percent apart: 200-step rounds cannot tell them apart, so the default is 5,000."""
+    config = write_config(tmp_path, token_dataset)
+    for extra, steps in (((), 5000), (("--steps", 7), 7)):
+        code, out, err = run(capsys, "bench", config, "--json", "--num-workers", 0, "--batch-size", 4, *extra)
+        report = json.loads(out)
+        assert code == 0 and report["config"]["steps"] == steps and len(report["samples_per_s"]["mixture_in_process"]) == ROUNDS, err
