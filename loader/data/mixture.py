@@ -244,7 +244,7 @@ class Mixture:
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         plan = getattr(getattr(indices, "chunk", None), "prepared", None)  # a step of a chunk it planned: the lean route first
-        batch = plan.lean_batch(indices) if plan is not None and plan.owner is self.__dict__.get("_rows") else None
+        batch = plan.lean_batch(indices) if plan is not None and plan.owner.sources is self.sources else None
         return self._row_gather().batch(self, indices) if batch is None else batch
 
     def _row_gather(self) -> RowGather:

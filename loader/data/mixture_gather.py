@@ -2,11 +2,13 @@
 
 Planned (`RowGather.planned_batch`): when every source is a TokenWindows of one row layout (same `slot_layout`),
 shift choices, layout and shard dtype, a batch whose positions a plan holds (`sdl.loader.data.mixture_plan`: the
-sampler's chunk of steps in process, else a run of consecutive positions) is gathered in batch order into one buffer
+sampler's chunk of steps in process, whose steps take the lean route of `sdl.loader.data.mixture_step` when the
+sources have one fixed shift, flat layout and no document positions; in a DataLoader worker, its task and its next
+tasks, `mixture_step.task_positions`; else a run of consecutive positions) is gathered in batch order into one buffer
 and cast into the batch's arrays — its own, or a worker's ring slot (`Mixture.getitems_into`). A random shift is drawn
 once per batch from its (seed, epoch, position), as every source would draw it.
 Measured on one 16 × 2,048 batch of a 2-source mixture against one source alone (BENCHMARKS.md, "Mixtures from a
-plan"): 0.40× on the row route below, 0.77–0.83× planned, in the same process, plans and id blocks included.
+plan"; the whole loader: "Round 13"): 0.40× on the row route below, 0.77–0.83× planned, in the same process.
 
 Row gather (`gather_batch`, the planned route's fallback: positions that are neither a planned step nor consecutive,
 or sources whose shifts differ): each source writes its samples into its rows of one set of arrays; a fixed shift is
@@ -27,8 +29,8 @@ import torch
 from sdl.loader.data.batch import GatheredBatch
 from sdl.loader.data.documents import cu_seqlens
 from sdl.loader.data.mixture_phase import is_phase
-from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan, task_positions
-from sdl.loader.data.mixture_step import StepPlan
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan
+from sdl.loader.data.mixture_step import StepPlan, task_positions
 from sdl.loader.data.windows import BATCH_ONLY_KEYS
 from sdl.loader.errors import ConfigError
 from sdl.loader.sampling.sampler import SampleBatch
@@ -62,7 +64,7 @@ class RowGather:
         self.layout = row_layout(sources, rename)
         self.planned = self.layout is not None and len({(tuple(s.shift_choices), s.layout, s._shard_dtype) for s in sources}) == 1
         first = sources[0]  # lean: a batch of a StepPlan needs no shift drawn, no grouped view, no document positions
-        self.lean = self.planned and len(first.shift_choices) == 1 and first.layout == "flat" and first._doc_starts is None
+        self.lean = self.planned and first._lean  # TokenWindows' own: one fixed shift, flat layout, no document positions
         self._layouts: dict[int, Layout] = {}  # the sources' slot layout by batch size (in process)
         self._hot: tuple | None = None  # (first position, end, seed, epoch, context, source, ids)
         self._range: tuple | None = None  # (RowPlan, its first position, (seed, epoch, context)): consecutive positions planned last

@@ -7,7 +7,7 @@ crosses into the next shard). Plans are made
 - in process, for a sampler's StepChunk (`StepPlan`, kept on the chunk): exactly the rank's positions of its next
   ~256 steps, in any order (shuffle=True too);
 - in a DataLoader worker (a task of consecutive steps, gathered into a ring slot), for the positions of the task and of
-  the worker's next tasks (`task_positions`, ~PLAN_POSITIONS in all): with `shuffle=False` a rank's steps are affine in
+  the worker's next tasks (`mixture_step.task_positions`, ~PLAN_POSITIONS in all): with `shuffle=False` a rank's steps are affine in
   the step, and the DataLoader deals tasks to its workers in turn, so a worker's plan holds its own positions only
   (a plan of consecutive positions would hold 1/(ranks × workers) of them for the worker);
 - else (a plain list of positions, a worker's task of shuffled steps) for the `PLAN_POSITIONS` consecutive positions
@@ -39,27 +39,9 @@ import numpy as np
 from sdl.loader.data.span_view import SpanView
 from sdl.loader.index.handles import OpenSources, OutOfDescriptors
 
-PLAN_POSITIONS = 4096  # consecutive positions planned at once: ~0.6 ms of numpy calls, spread over 256 batches of 16
+PLAN_POSITIONS = 4096  # positions planned at once: ~0.3 ms of numpy calls, spread over 256 batches of 16
 ROW_COPY_BYTES = 4096  # windows of at least this many bytes are copied row by row (see the module docstring)
 EAGER_SHARDS = 4096  # a plan whose windows lie in at most this many (source, shard) pairs maps them when it is made
-
-
-def task_positions(ids: np.ndarray, num_samples: int, workers: int) -> tuple[np.ndarray, int, int] | None:
-    """A worker's task (its steps' positions, [steps, B]) and the worker's next tasks: (their positions, task after
-    task, the distance from one task of the worker to its next, the number of tasks), whole tasks inside the epoch
-    [0, num_samples), ~PLAN_POSITIONS positions in all. Step s of a rank of a sampler without shuffle is at s·G plus
-    the rank's offset, and the DataLoader deals a worker every `workers`-th task, so its next task is this one moved by
-    workers · steps · G. None when the steps are not evenly spaced (shuffle=True) or leave the epoch."""
-    steps = len(ids)
-    if steps < 2 or not ids.size or ids.min() < 0 or ids.max() >= num_samples:
-        return None
-    step = int(ids[1, 0]) - int(ids[0, 0])
-    if step <= 0 or not (ids == ids[0] + step * np.arange(steps, dtype=np.int64)[:, None]).all():
-        return None
-    distance = workers * steps * step
-    count = min(max(1, PLAN_POSITIONS // ids.size), (num_samples - 1 - int(ids.max())) // distance + 1)
-    positions = ids.reshape(1, -1) + distance * np.arange(count, dtype=np.int64)[:, None]
-    return positions.reshape(-1), distance, count
 
 
 class RowPlan:
@@ -168,12 +150,14 @@ class RowPlan:
         visited, OpenSources.closed when made, the running count of windows across shards (None: none)) over the maps
         the plan holds now; a tuple that never serves (closed -1) for a lazy plan or one without a view. Made again
         when the view changes."""
-        self._fast = (None, None, None, -1, None)
-        if self.lazy or not self.size or not self._visit(-1):
-            return self._fast
+        never = (None, None, None, -1, None)
+        if self.lazy or not self.size or not self._visit(-1):  # (_visit may make the plan lazy, and drop _fast)
+            self._fast = never
+            return never
         spanned, at = self._span or self._make_span()
         if spanned is None:
-            return self._fast
+            self._fast = never
+            return never
         crossed = np.concatenate(([0], np.cumsum(self.keys < 0))).tolist() if self.across else None
         self._fast = (spanned, at, {}, OpenSources.closed, crossed)
         return self._fast
@@ -181,28 +165,39 @@ class RowPlan:
     def _visit(self, key: int) -> bool:
         """An eager plan's visit to the LRU per batch, as a single source pays (the LRU checks the sizes of the open
         shards now and then; a shard mapped anew drops the span view), and `_keep_open`. False when the process ran out
-        of file descriptors meanwhile: the plan then drops every map it holds and reads through the LRUs (lazy)."""
+        of file descriptors meanwhile, or its LRUs now keep fewer shards than it holds: the plan then drops every map it
+        holds and reads through the LRUs (lazy)."""
         try:
             if key >= 0:
                 self._bytes(key)
-            self._keep_open()
-            return True
+            return self._keep_open()
         except OutOfDescriptors:
-            self.lazy, self.views, self._held, self._span, self._fast, self._kept[0] = True, {}, {}, None, None, None
-            return False
+            return self._let_go()
 
-    def _keep_open(self) -> None:
+    def _let_go(self) -> bool:
+        """Drop every map the plan holds (and its views), to read through the LRUs from now on (lazy); False."""
+        self.lazy, self.views, self._held, self._span, self._fast, self._kept[0] = True, {}, {}, None, None, None
+        return False
+
+    def _keep_open(self) -> bool:
         """Keep every shard the plan holds one its source's LRU holds (whose size checks then cover it, see
         `sdl.loader.index.handles`): when an LRU has closed any shard since, and one of the plan's is gone from it, take
-        them all again through the LRUs (a reopened file is checked as it opens, and drops the span view)."""
+        them all again through the LRUs (a reopened file is checked as it opens, and drops the span view); when the LRUs
+        no longer keep them all even then (an LRU keeping fewer since the process ran out of descriptors), let go of
+        them (`_let_go`, False)."""
         if OpenSources.closed == self._closed:  # no LRU of this process closed anything since
-            return
-        count = len(self.sources)
-        if not all(lru.holds_all({key // count: self._held[key] for key in self._held if key % count == s})
+            return True
+        for retake in (True, False):
+            count = len(self.sources)
+            if all(lru.holds_all({key // count: self._held[key] for key in self._held if key % count == s})
                    for s, lru in enumerate(self._lrus)):
+                break
+            if not retake:
+                return self._let_go()
             for key in list(self._held):
                 self._bytes(key)
         self._closed = OpenSources.closed
+        return True
 
     def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps

@@ -9,6 +9,9 @@ it first): a step is the LRU visit one source's batch pays, one fancy index of t
 tensors made per chunk by one unbind each. A step after an LRU of the process closed a shard (the plan's maps are then
 taken through the LRUs again, `RowPlan._keep_open`), or whose first window crosses shards, goes through
 `RowPlan.gather`.
+
+A DataLoader worker's task (consecutive steps, gathered into a ring slot) is planned with the worker's next tasks
+(`task_positions`), which the worker's RowGather looks up and verifies batch by batch.
 Measured (bench's 2-source mixture, 16 × 2,048 uint32 → int64, 2-core VM, `sdl bench --mixture`): see BENCHMARKS.md.
 """
 
@@ -19,7 +22,25 @@ from typing import Any
 import numpy as np
 import torch
 from sdl.loader.data.batch import GatheredBatch
-from sdl.loader.data.mixture_plan import RowPlan
+from sdl.loader.data.mixture_plan import PLAN_POSITIONS, RowPlan
+
+
+def task_positions(ids: np.ndarray, num_samples: int, workers: int) -> tuple[np.ndarray, int, int] | None:
+    """A worker's task (its steps' positions, [steps, B]) and the worker's next tasks: (their positions, task after
+    task, the distance from one task of the worker to its next, the number of tasks), whole tasks inside the epoch
+    [0, num_samples), ~PLAN_POSITIONS positions in all. Step s of a rank of a sampler without shuffle is at s·G plus
+    the rank's offset, and the DataLoader deals a worker every `workers`-th task, so its next task is this one moved by
+    workers · steps · G. None when the steps are not evenly spaced (shuffle=True) or leave the epoch."""
+    steps = len(ids)
+    if steps < 2 or not ids.size or ids.min() < 0 or ids.max() >= num_samples:
+        return None
+    step = int(ids[1, 0]) - int(ids[0, 0])
+    if step <= 0 or not (ids == ids[0] + step * np.arange(steps, dtype=np.int64)[:, None]).all():
+        return None
+    distance = workers * steps * step
+    count = min(max(1, PLAN_POSITIONS // ids.size), (num_samples - 1 - int(ids.max())) // distance + 1)
+    positions = ids.reshape(1, -1) + distance * np.arange(count, dtype=np.int64)[:, None]
+    return positions.reshape(-1), distance, count
 
 
 class StepPlan:

@@ -122,7 +122,7 @@ class TokenWindows(ShardAccess):
         self._windows = self._split_windows()
         self._open = self.open_sources()
         self._doc_starts = DocStarts(self.index, self.max_open_shards, self.remote) if doc_starts else None
-        self._lean = len(self.shift_choices) == 1 and layout == "flat" and not doc_starts  # see __getitems__
+        self._lean = len(self.shift_choices) == 1 and shift != "random" and layout == "flat" and not doc_starts  # __getitems__
 
     def _split_windows(self) -> range:
         max_shift = max(self.shift_choices)

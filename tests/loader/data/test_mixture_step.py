@@ -185,3 +185,75 @@ def test_a_plan_takes_the_last_plans_maps_only_while_no_lru_has_closed_a_shard(t
     os.replace(tmp_path / "other.npy", path)
     with pytest.raises(FormatError, match=f"{path.name} (was modified|is now inode)"):
         RowPlan(mixture.sources, positions, *located, gather._kept)
+
+
+def test_a_random_shift_with_one_choice_gives_its_shift_on_every_route(folders):
+    """shift="random" with a prime seq_len has one choice (1): its batches still carry `shift`, from one source and
+    from a mixture, on the first step of a chunk and on the others alike."""
+    sources = {folder.name: TokenWindows(folder, seq_len=17, shift="random") for folder in folders}
+    assert sources["web"].shift_choices == [1]
+    mixture = Mixture(sources, weights={"web": 3, "code": 1})
+    for dataset in (mixture, sources["web"]):
+        for step in list(ElasticSampler.for_dataset(dataset, 4, seed=1, shuffle=dataset is not mixture))[:4]:
+            batch = dataset.__getitems__(step)
+            assert batch["shift"] == 1 and batch["input_ids"].shape == (4, 17)
+            if dataset is mixture:
+                assert_same(batch, assembled(mixture, step))
+
+
+def test_a_host_dtype_copy_reads_its_own_sources_from_a_chunk_the_original_planned(folders):
+    """`with_host_dtype` (make_loader's copy) shares nothing it should not: steps of a chunk the original planned are
+    the copy's own batches, in the copy's dtype."""
+    mixture = mixture_of(folders)
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=1, shuffle=False))[:3]
+    mixture.__getitems__(steps[0])
+    narrow = mixture.with_host_dtype(np.int32)
+    for step in steps[1:]:
+        batch = narrow.__getitems__(step)
+        assert batch["input_ids"].dtype == torch.int32
+        assert_same(batch, assembled(narrow, step))
+
+
+def test_a_plan_its_lrus_cannot_keep_open_any_more_reads_through_them(folders, tmp_path, monkeypatch):
+    """When the process ran out of file descriptors, an LRU keeps fewer shards from then on: a plan holding more than
+    that takes its maps again, finds the LRU cannot keep them all, and lets go of them (reads through the LRU), instead
+    of reading maps the LRU no longer holds (whose files it no longer checks). And a plan that runs out of descriptors
+    as it takes its maps reads through the LRUs too."""
+    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
+    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
+    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=32)
+    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    steps = list(ElasticSampler.for_dataset(mixture, 4, seed=1, shuffle=False))
+    for step in steps[:3]:
+        mixture.__getitems__(step)
+    plan = steps[0].chunk.prepared.rows
+    assert not plan.lazy and sum(key % 2 for key in plan._held) > 4
+    code._open.max_open = 4  # as `_shrink` leaves it
+    code._open._close(len(code._open.items) - 4)
+    for step in steps[3:40]:
+        assert_same(mixture.__getitems__(step), assembled(mixture, step))
+    assert plan.lazy and not plan._held and plan._span is None and plan._fast[0] is None and len(code._open.items) <= 4
+    import errno
+    import sdl.loader.data.shard_access as access
+    real, fails = access.open_shard, [2]
+
+    def no_descriptor(*args, **kwargs):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args, **kwargs)
+
+    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=32)
+    fresh = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    later = list(ElasticSampler.for_dataset(fresh, 4, seed=2, shuffle=False))
+    fresh.__getitems__(later[0])
+    plan = later[0].chunk.prepared.rows
+    code._open._close(len(code._open.items))  # the plan's code shards closed: the next step maps them anew
+    assert_same(fresh.__getitems__(later[1]), assembled(fresh, later[1]))
+    assert not plan.lazy and plan._fast is None  # its view is made again at the next step
+    code._open._close(len(code._open.items))
+    monkeypatch.setattr(access, "open_shard", no_descriptor)  # which finds no descriptor, twice
+    with pytest.warns(RuntimeWarning, match="out of file descriptors"):
+        for step in later[2:20]:
+            assert_same(fresh.__getitems__(step), assembled(fresh, step))
+    assert plan.lazy and not fails[0]
