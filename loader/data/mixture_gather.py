@@ -155,7 +155,7 @@ class RowGather:
             rows, first, distance, count, stamp = self._tasks
             task, off = divmod(int(ids[0, 0]) - first, distance)
             at = task * ids.size + i
-            if not off and 0 <= task < count and stamp[:2] == (seed, epoch) and (stamp[2] is context or stamp[2] == context) \
+            if not off and 0 <= task < count and same_phase(stamp, seed, epoch, context) \
                     and indices == rows.position_list[at:at + len(indices)]:
                 return rows, at
         info = torch.utils.data.get_worker_info()
@@ -174,8 +174,7 @@ class RowGather:
         if self._range is not None:
             rows, start, stamp = self._range
             i = lo - start
-            if 0 <= i <= rows.size - b and stamp[:2] == (seed, epoch) and (stamp[2] is context or stamp[2] == context) \
-                    and indices == rows.position_list[i:i + b]:
+            if 0 <= i <= rows.size - b and same_phase(stamp, seed, epoch, context) and indices == rows.position_list[i:i + b]:
                 return rows, i
         if not 0 <= lo <= mixture.num_samples - b or indices != list(range(lo, lo + b)):
             return None, -1
@@ -189,8 +188,7 @@ class RowGather:
         """`mixture.locate(positions)` (lo, hi: their least and greatest), looked up in the whole chunk of positions it
         located last: consecutive batches fall in one chunk, and the lookup is then one subtraction and two takes."""
         hot = self._hot
-        if hot is None or not (hot[0] <= lo and hi < hot[1] and hot[2] == key.seed and hot[3] == key.epoch
-                               and (hot[4] is context or hot[4] == context)):
+        if hot is None or not (hot[0] <= lo and hi < hot[1] and same_phase(hot[2:5], key.seed, key.epoch, context)):
             start = lo - lo % self.chunk
             end = min(start + self.chunk, mixture.num_samples)
             if not positions.size or lo < 0 or hi >= end:  # out of range (locate says so), or across chunks
@@ -200,6 +198,11 @@ class RowGather:
                                *mixture.locate(whole, seed=key.seed, epoch=key.epoch, context=context))
         at = positions - hot[0]
         return hot[5][at], hot[6][at]
+
+
+def same_phase(stamp: tuple, seed: int, epoch: int, context: Any) -> bool:
+    """Whether a plan's (seed, epoch, context) is that of a batch (a context is compared by identity first)."""
+    return stamp[0] == seed and stamp[1] == epoch and (stamp[2] is context or stamp[2] == context)
 
 
 def row_layout(sources: Sequence[Any], rename: dict[str, Any]) -> Layout | None:

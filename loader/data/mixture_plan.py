@@ -112,7 +112,7 @@ class RowPlan:
         first = self.sources[0]
         span = first.seq_len + shift
         dtype = first._shard_dtype
-        windows = None if self.lazy else self._by_span(i, b, span, dtype)
+        windows = None if self.lazy else self._by_span(i, b, span)
         if windows is None and span * dtype.itemsize >= ROW_COPY_BYTES:
             windows = self._by_rows(i, b, span, dtype)
         elif windows is None:
@@ -137,27 +137,19 @@ class RowPlan:
             visit = visits[key] = (self._lrus[key % len(self.sources)].get, key // len(self.sources), self._held[key])
         if visit[0](visit[1]) is not visit[2]:
             return None
-        windows = spanned.view[at[i:i + b]]
-        if spanned.span != span:
-            windows = windows[:, :span]
-        if crossed is not None and crossed[i + b] != crossed[i]:  # over the placeholder rows gathered for them
-            for row in np.flatnonzero(self.keys[i:i + b] < 0).tolist():
-                windows[row] = self._across(i + row, span, windows.dtype)
-        return windows
+        return self._span_windows(spanned, at, i, b, span, crossed is not None and crossed[i + b] != crossed[i])
 
     def _make_fast(self) -> tuple:
         """(the SpanView, each position's row in it, {key: (its LRU's get, shard, the array the plan holds)} as they are
         visited, OpenSources.closed when made, the running count of windows across shards (None: none)) over the maps
         the plan holds now; a tuple that never serves (closed -1) for a lazy plan or one without a view. Made again
         when the view changes."""
-        never = (None, None, None, -1, None)
-        if self.lazy or not self.size or not self._visit(-1):  # (_visit may make the plan lazy, and drop _fast)
-            self._fast = never
-            return never
-        spanned, at = self._span or self._make_span()
+        spanned = None
+        if not self.lazy and self.size and self._visit(-1):  # (_visit may make the plan lazy, and drop _fast)
+            spanned, at = self._span or self._make_span()
         if spanned is None:
-            self._fast = never
-            return never
+            self._fast = (None, None, None, -1, None)
+            return self._fast
         crossed = np.concatenate(([0], np.cumsum(self.keys < 0))).tolist() if self.across else None
         self._fast = (spanned, at, {}, OpenSources.closed, crossed)
         return self._fast
@@ -187,19 +179,21 @@ class RowPlan:
         them (`_let_go`, False)."""
         if OpenSources.closed == self._closed:  # no LRU of this process closed anything since
             return True
-        for retake in (True, False):
-            count = len(self.sources)
-            if all(lru.holds_all({key // count: self._held[key] for key in self._held if key % count == s})
-                   for s, lru in enumerate(self._lrus)):
-                break
-            if not retake:
-                return self._let_go()
+        if not self._all_held():
             for key in list(self._held):
                 self._bytes(key)
+            if not self._all_held():
+                return self._let_go()
         self._closed = OpenSources.closed
         return True
 
-    def _by_span(self, i: int, b: int, span: int, dtype: np.dtype) -> np.ndarray | None:
+    def _all_held(self) -> bool:
+        """Whether each shard the plan holds is the one its source's LRU holds now."""
+        count = len(self.sources)
+        return all(lru.holds_all({key // count: self._held[key] for key in self._held if key % count == s})
+                   for s, lru in enumerate(self._lrus))
+
+    def _by_span(self, i: int, b: int, span: int) -> np.ndarray | None:
         """The windows of positions [i, i + b) by one fancy index of a SpanView over the plan's shards (a plan that maps
         them when it is made); None when no such view can be made."""
         windows = self.lean_windows(i, b, span)
@@ -210,15 +204,18 @@ class RowPlan:
         spanned, rows = self._span or self._make_span()
         fast = self._fast  # kept, now valid, while the view is the same (the same maps); else made again
         self._fast = None if spanned is None or fast[0] is not spanned else (*fast[:3], OpenSources.closed, fast[4])
-        if spanned is None:
-            return None
-        windows = spanned.view[rows[i:i + b]]  # of the largest shift's span: this batch's are its first `span` tokens
+        return None if spanned is None else self._span_windows(spanned, rows, i, b, span, self.across)
+
+    def _span_windows(self, spanned: SpanView, at: np.ndarray, i: int, b: int, span: int, crossing: bool) -> np.ndarray:
+        """Positions [i, i + b) as [b, span] windows: one fancy index of `spanned` at their rows `at` (of the largest
+        shift's span: this batch's are its first `span` tokens); with `crossing`, the windows across shards then read
+        piecewise over the placeholder rows gathered for them."""
+        windows = spanned.view[at[i:i + b]]
         if spanned.span != span:
             windows = windows[:, :span]
-        if self.across:  # a window across shards: its row read piecewise over the placeholder gathered for it
-            for row, key in enumerate(self.key_list[i:i + b]):
-                if key < 0:
-                    windows[row] = self._across(i + row, span, dtype)
+        if crossing:
+            for row in np.flatnonzero(self.keys[i:i + b] < 0).tolist():
+                windows[row] = self._across(i + row, span, windows.dtype)
         return windows
 
     def _make_span(self) -> tuple:

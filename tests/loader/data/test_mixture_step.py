@@ -39,6 +39,15 @@ def mixture_of(folders, **options):
     return Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1})
 
 
+def rare_code(folders, tmp_path, max_open_shards):
+    """(web 0.99 and code 0.01, web, code): code of 40 shards of 150 tokens, its LRU keeping `max_open_shards`."""
+    if not (tmp_path / "code").exists():
+        write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
+    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
+    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=max_open_shards)
+    return Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01}), web, code
+
+
 def crossing(mixture, batch):
     """For each row of `batch`, whether its window crosses into its source's next shard."""
     rows = []
@@ -86,10 +95,7 @@ def test_a_step_after_an_lru_closed_a_shard_takes_the_maps_again(folders, tmp_pa
     fewer, and other reads of code push some out) sends the next step the general route, which takes the plan's maps
     through the LRUs again; the lean route then serves again, from a view over the maps now held. Every batch stays its
     sources' samples."""
-    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
-    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
-    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=24)
-    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    mixture, web, code = rare_code(folders, tmp_path, max_open_shards=24)
     general, gather = [], RowPlan.gather
     monkeypatch.setattr(RowPlan, "gather", lambda self, i, *rest: general.append(i) or gather(self, i, *rest))
     steps = list(ElasticSampler.for_dataset(mixture, 4, seed=4, shuffle=False))[:150]
@@ -113,10 +119,7 @@ def test_a_step_after_an_lru_closed_a_shard_takes_the_maps_again(folders, tmp_pa
 def test_a_shard_replaced_after_its_lru_closed_it_is_named_at_the_next_lean_step(folders, tmp_path):
     """A shard of an eager plan that its LRU has closed, then replaced with other tokens: the next step, even one whose
     own LRU visit finds its shard unchanged, takes the maps again and names the file, instead of reading the old map."""
-    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
-    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
-    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=24)
-    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    mixture, web, code = rare_code(folders, tmp_path, max_open_shards=24)
     steps = list(ElasticSampler.for_dataset(mixture, 4, seed=1, shuffle=False))[:60]
     for step in steps[:3]:
         mixture.__getitems__(step)
@@ -219,10 +222,7 @@ def test_a_plan_its_lrus_cannot_keep_open_any_more_reads_through_them(folders, t
     that takes its maps again, finds the LRU cannot keep them all, and lets go of them (reads through the LRU), instead
     of reading maps the LRU no longer holds (whose files it no longer checks). And a plan that runs out of descriptors
     as it takes its maps reads through the LRUs too."""
-    write_synthetic_dataset(tmp_path / "code", num_tokens=6_000, tokens_per_shard=150, vocab_size=100_000)
-    web = TokenWindows(folders[0], seq_len=SEQ_LEN, stride=SEQ_LEN - 3)
-    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=32)
-    mixture = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    mixture, web, code = rare_code(folders, tmp_path, max_open_shards=32)
     steps = list(ElasticSampler.for_dataset(mixture, 4, seed=1, shuffle=False))
     for step in steps[:3]:
         mixture.__getitems__(step)
@@ -243,8 +243,7 @@ def test_a_plan_its_lrus_cannot_keep_open_any_more_reads_through_them(folders, t
             raise OSError(errno.EMFILE, "Too many open files")
         return real(*args, **kwargs)
 
-    code = TokenWindows(tmp_path / "code", seq_len=SEQ_LEN, stride=SEQ_LEN - 3, max_open_shards=32)
-    fresh = Mixture({"web": web, "code": code}, weights={"web": 0.99, "code": 0.01})
+    fresh, web, code = rare_code(folders, tmp_path, max_open_shards=32)
     later = list(ElasticSampler.for_dataset(fresh, 4, seed=2, shuffle=False))
     fresh.__getitems__(later[0])
     plan = later[0].chunk.prepared.rows
