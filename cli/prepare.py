@@ -72,7 +72,7 @@ def _repair(paths: list[str], as_json: bool) -> None:
     if len(paths) != 1:
         raise ConfigError(f"--repair takes one path, the output folder to repair (got {len(paths)}); e.g. sdl prepare --repair data/tokens")
     report = repair(paths[0])
-    if report.rewritten and "://" not in report.out:  # the rewritten shards are newer than the index: refresh it
+    if report.rewritten:  # the rewritten shards are newer than the index: refresh it
         from sdl.loader.index import build_index
 
         build_index(Path(report.out), kind="tokens")

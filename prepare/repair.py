@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sdl.loader.errors import InputError
 from sdl.loader.format.atomic import atomic_write_bytes
-from sdl.loader.format.doc_starts import starts_problem
+from sdl.loader.format.doc_starts import docs_problem
 from sdl.loader.format.tokens import Manifest, file_checksum, npy_bytes, open_shard, read_manifest
 from sdl.prepare.config import PrepareConfig
 from sdl.prepare.encoder import EncodeOptions, encode_batches
@@ -54,13 +54,7 @@ def damaged_shards(out: Path, manifest: Manifest) -> list[int]:
 
 
 def _docs_ok(out: Path, shard: Any, manifest: Manifest, tokens: np.ndarray, before: int | None) -> bool:
-    if not shard.docs_file:
-        return True
-    try:
-        starts = np.load(out / shard.docs_file, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return starts_problem(starts, shard, manifest, tokens, before) is None
+    return not shard.docs_file or docs_problem(out / shard.docs_file, shard, manifest, tokens, before) is None
 
 
 def repair(out: str | Path) -> RepairReport:

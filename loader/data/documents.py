@@ -168,8 +168,6 @@ class DocsFiles:
     """The `.docs.npy` files as the index found them (size, mtime), in the form `check_files` reads (an index of
     them): a docs file changed since is named when it is mapped, and while mapped once a second, as a shard is."""
 
-    kind = "tokens"
-
     def __init__(self, root: Path, files: tuple[str, ...], recorded: dict[str, list[int]]) -> None:
         sizes = np.asarray(recorded["size"], dtype=np.int64)
         if len(sizes) != len(files) or (sizes < 0).any():  # a docs file added (or listed) since the index was built

@@ -239,8 +239,7 @@ class Mixture:
         if positions.size and positions.min() < 0:
             raise IndexError(f"mixture stream position {int(positions.min())} is negative")
         key = SampleBatch((), seed=int(seed), epoch=0, position=0) if key is None else key
-        phase, phase_key = self._parse(None)
-        return assemble_batch(self, positions, *self._map(phase_key, phase, int(seed), 0, positions), key)
+        return assemble_batch(self, positions, *self.locate_all(positions, seed=seed), key)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         plan = getattr(getattr(indices, "chunk", None), "prepared", None)  # a step of a chunk it planned: the lean route first

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sdl.loader.data.batch import as_tensor
 from sdl.loader.data.remote_samples import RemoteSamples
 from sdl.loader.data.samples import IndexedSamples
 from sdl.loader.errors import FormatError, SdlError
@@ -92,7 +93,7 @@ class ZarrSamples(RemoteSamples, IndexedSamples):
             arrays = self.source(source_id)
             for name in self.fields:
                 out[name][positions] = self._read(source_id, name, arrays[name], rows)[inverse]
-        batch = {"sample_ids": torch.from_numpy(sample_ids), **{name: _as_tensor(a) for name, a in out.items()}}
+        batch = {"sample_ids": torch.from_numpy(sample_ids), **{name: as_tensor(a) for name, a in out.items()}}
         return self.finish(batch)
 
 
@@ -117,8 +118,3 @@ def _read_rows(array: Any, rows: np.ndarray) -> np.ndarray:
     return np.asarray(array.oindex[rows])
 
 
-def _as_tensor(array: np.ndarray) -> Any:
-    try:
-        return torch.from_numpy(array)
-    except TypeError:  # a dtype torch has no tensor for (strings, objects): keep numpy
-        return array

@@ -11,6 +11,7 @@ stand inside a document's text), and a dataset with neither BOS nor EOS leaves n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,3 +53,12 @@ def starts_problem(starts: np.ndarray, shard: Any, manifest: Any, tokens: np.nda
                 f"offsets from {int(starts.min())} to {int(starts.max())}, not all increasing")
     misplaced = misplaced_start(starts, tokens, before, manifest) if tokens is not None and len(starts) else None
     return (f"each document start where a document of {shard.file} begins", misplaced) if misplaced else None
+
+
+def docs_problem(path: Path, shard: Any, manifest: Any, tokens: np.ndarray | None, before: int | None) -> tuple[str, str] | None:
+    """`starts_problem` of the docs file at `path`, loaded (an unreadable file is a problem too)."""
+    try:
+        starts = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"{shard.num_docs:,} document offsets", f"an unreadable file ({exc})"
+    return starts_problem(starts, shard, manifest, tokens, before)

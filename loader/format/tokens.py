@@ -190,9 +190,10 @@ def read_manifest(directory: str | Path) -> Manifest:
     path = directory / MANIFEST_NAME
     if not directory.exists():
         raise InputError(f"{directory}: no such directory; expected a token dataset written by sdl prepare")
-    if not path.is_file() and (found := what_is(path)) != "no such file":  # a folder, a dangling link, …
-        raise FormatError(f"{path}: {found}, expected the dataset's manifest file; remove it, then {MANIFEST_FIX}")
     if not path.is_file():
+        found = what_is(path)
+        if found != "no such file":  # a folder, a dangling link, …
+            raise FormatError(f"{path}: {found}, expected the dataset's manifest file; remove it, then {MANIFEST_FIX}")
         raise FormatError(f"{directory}: no {MANIFEST_NAME}; expected a token dataset written by sdl prepare (run sdl prepare, or sdl index to join job folders)")
     return parse_manifest(path.read_bytes(), where=str(path))
 

@@ -163,7 +163,9 @@ def check_files(index: Any, source_ids: Iterable[int]) -> None:
             stat = os.stat(path)
         except OSError:
             stat = None
-        inode = 0 if inodes is None or not stable_inodes(os.path.dirname(path)) else int(inodes[source_id])
+        inode = 0 if inodes is None else int(inodes[source_id])
+        if inode and not stable_inodes(os.path.dirname(path)):  # a FUSE mount may renumber a file it reopens
+            inode = 0
         if stat is not None and stat.st_size == expected and stat.st_mtime_ns == mtimes[source_id] and inode in (0, stat.st_ino):
             continue
         if stat is None:

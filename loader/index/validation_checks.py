@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from sdl.loader.errors import SdlError
-from sdl.loader.format.doc_starts import starts_problem
+from sdl.loader.format.doc_starts import docs_problem
 from sdl.loader.format.entries import what_is
 from sdl.loader.format.shard_files import unlisted_shards
 from sdl.loader.format.tokens import file_checksum, open_shard, read_npy_header, repair_hint
@@ -64,12 +64,7 @@ def validate_docs(path: Path, shard: Any, failures: list, manifest: Any = None, 
     def fail(expected: str, found: str) -> None:
         failures.append(ValidationFailure(file=str(shard.docs_file), expected=expected, found=found, fix=repair_hint(path)))
 
-    try:
-        starts = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        return fail(f"{shard.num_docs:,} document offsets", f"an unreadable file ({exc})")
-    problem = starts_problem(starts, shard, manifest, tokens, before)
-    if problem:
+    if problem := docs_problem(path, shard, manifest, tokens, before):
         fail(*problem)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
+from sdl.loader.data.batch import as_tensor
 
 
 class WireBatch:
@@ -82,15 +82,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-def as_tensor(value: Any) -> Any:
-    """A numpy array received from a worker as a tensor (zero-copy); an array of a type torch has no tensor for (strings,
-    objects, datetimes: a field a dataset gives as numpy, e.g. a zarr string array) stays the array it was sent as."""
-    if not isinstance(value, np.ndarray):
-        return value
-    try:
-        return torch.from_numpy(value)
-    except TypeError:
-        return value
 
 
 def from_wire(batch: Any, ring: Any = None) -> Any:
